@@ -1,0 +1,1 @@
+"""mistralrs-rpm: build, package and publish mistral.rs as Fedora RPMs."""

@@ -1,0 +1,384 @@
+"""config.toml -> frozen dataclasses, with every check in one place.
+
+Nothing else in the project reads the raw TOML.  Every error names the key,
+the value found and the form expected, and an unknown key names the nearest
+known one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .run import UserError
+
+CONFIG_ENV = "MRPM_CONFIG"
+REF_ENV = "MRPM_REF"
+
+FLAVOUR_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+FEATURE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+BRANCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,100}$")
+VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+RUST_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
+CUDA_VERSION = re.compile(r"^\d+\.\d+$")
+PAYLOAD = re.compile(r"^w\d+(T\d+)?\.(zstdio|xzdio|gzdio|ufdio|bzdio|lzdio)$")
+DEP_NAME = re.compile(r"^[A-Za-z0-9_.+()-]+( (>=|<=|=|>|<) [A-Za-z0-9_.+~^-]+)?$")
+SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(?P<path>/[A-Za-z0-9._/-]+)$")
+
+
+class ConfigError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Upstream:
+    url: str
+    branch: str
+    package: str
+    ref: str
+    binary_names: tuple[tuple[tuple[int, int, int], str], ...]
+    """(first version, binary name) pairs, sorted by version."""
+
+    def binary_name(self, version: str) -> str:
+        """The binary's name at upstream version X.Y.Z (rc suffix ignored)."""
+        base = tuple(int(p) for p in re.match(r"^(\d+)\.(\d+)\.(\d+)", version).groups())
+        name = None
+        for first, candidate in self.binary_names:
+            if base >= first:
+                name = candidate
+        if name is None:
+            raise ConfigError(
+                f"upstream.binary_names: no entry covers version {version}; add one such as \"0.0.0\" = \"mistralrs-server\""
+            )
+        return name
+
+
+@dataclass(frozen=True)
+class Build:
+    features: tuple[str, ...]
+    rustflags: str
+    nvcc_threads: int
+    min_rust: str
+    cuda_version: str
+    min_free_gib: int
+
+
+@dataclass(frozen=True)
+class Flavour:
+    name: str
+    compute_cap: int
+    gpus: tuple[str, ...]
+    extra_features: tuple[str, ...] = ()
+
+    def features(self, build: Build) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(build.features + self.extra_features))
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    subdir: str
+    """Path below <base>/fedora/<releasever>/<basearch>/ ("" for the top)."""
+
+
+@dataclass(frozen=True)
+class Package:
+    payload: str
+    license: str
+    url: str
+    summary: str
+    packager: str
+    requires: tuple[str, ...]
+    feature_requires: tuple[tuple[str, tuple[str, ...]], ...]
+    dist: str
+    releasever: str
+
+    def requires_for(self, features: tuple[str, ...]) -> tuple[str, ...]:
+        extra = [dep for feat, deps in self.feature_requires if feat in features for dep in deps]
+        return tuple(dict.fromkeys(self.requires + tuple(extra)))
+
+
+@dataclass(frozen=True)
+class Publish:
+    target: str
+    """A local directory, or user@host:/path reached over SSH."""
+    host_key: str
+    ssh_key: str
+    base_url: str
+    retention: int
+    key_file: str
+    key_env: str
+    passphrase_file: str
+    passphrase_env: str
+    metadata_expire: str
+
+    @property
+    def is_remote(self) -> bool:
+        return SSH_TARGET.match(self.target) is not None
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+    cache: Path
+    build: Path
+    artifacts: Path
+    dist: Path
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    upstream: Upstream
+    build: Build
+    flavours: tuple[Flavour, ...]
+    channels: tuple[Channel, ...]
+    package: Package
+    publish: Publish
+    paths: Paths
+
+    def flavour(self, name: str) -> Flavour:
+        for f in self.flavours:
+            if f.name == name:
+                return f
+        raise ConfigError(f"unknown flavour {name!r}; configured: {', '.join(f.name for f in self.flavours)}")
+
+    def channel(self, name: str) -> Channel:
+        for c in self.channels:
+            if c.name == name:
+                return c
+        raise ConfigError(f"unknown channel {name!r}; configured: {', '.join(c.name for c in self.channels)}")
+
+
+# --- parsing ---------------------------------------------------------------
+
+_MISSING = object()
+
+
+class _Table:
+    """One TOML table being read; remembers which keys were used."""
+
+    def __init__(self, data: Any, where: str):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a table, found {data!r}")
+        self.data = data
+        self.where = where
+        self.known: list[str] = []
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, kind: type, default: Any = _MISSING, *, form: str = "") -> Any:
+        self.known.append(name)
+        if name not in self.data:
+            if default is _MISSING:
+                raise ConfigError(f"{self.key(name)} is missing; expected {form or kind.__name__}")
+            return default
+        value = self.data[name]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"{self.key(name)} = {_show(value)}: expected {form or kind.__name__}")
+        return value
+
+    def string(self, name: str, default: Any = _MISSING, *, pattern: re.Pattern | None = None, form: str = "") -> str:
+        value = self.get(name, str, default, form=form or "a string")
+        if pattern is not None and not pattern.match(value):
+            raise ConfigError(f"{self.key(name)} = {_show(value)}: expected {form}")
+        return value
+
+    def strings(self, name: str, default: Any = _MISSING, *, pattern: re.Pattern | None = None, form: str = "") -> tuple[str, ...]:
+        value = self.get(name, list, default, form=form or "a list of strings")
+        for item in value:
+            if not isinstance(item, str) or (pattern is not None and not pattern.match(item)):
+                raise ConfigError(f"{self.key(name)} = {_show(value)}: item {_show(item)} is not {form or 'a string'}")
+        return tuple(value)
+
+    def table(self, name: str, default: Any = _MISSING) -> "_Table":
+        return _Table(self.get(name, dict, default, form="a table"), self.key(name))
+
+    def finish(self) -> None:
+        for name in self.data:
+            if name not in self.known:
+                near = difflib.get_close_matches(name, self.known, n=1, cutoff=0.5)
+                hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(self.known)}"
+                raise ConfigError(f"unknown key {self.key(name)}{hint}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    return repr(value).replace("True", "true").replace("False", "false")
+
+
+def _compute_cap(t: _Table) -> int:
+    key = t.key("compute_cap")
+    t.known.append("compute_cap")
+    if "compute_cap" not in t.data:
+        raise ConfigError(f"{key} is missing; expected an integer such as 86")
+    value = t.data["compute_cap"]
+    if isinstance(value, int) and not isinstance(value, bool) and 30 <= value <= 199:
+        return value
+    text = str(value)
+    m = re.fullmatch(r"(?:sm_?)?(\d+)\.(\d)", text) or re.fullmatch(r"sm_?(\d+)()", text)
+    if m:
+        suggestion = f"{m.group(1)}{m.group(2)}"
+        raise ConfigError(f"{key} = {_show(value)}: write the compute capability as an integer without a dot: compute_cap = {suggestion}")
+    raise ConfigError(f"{key} = {_show(value)}: expected an integer compute capability such as 86, 89, 90 or 120")
+
+
+def _version_tuple(text: str, key: str) -> tuple[int, int, int]:
+    if not VERSION.match(text):
+        raise ConfigError(f"{key}: {_show(text)} is not a version of the form X.Y.Z")
+    return tuple(int(p) for p in text.split("."))  # type: ignore[return-value]
+
+
+def parse(data: dict, source: Path) -> Config:
+    top = _Table(data, "")
+    base = source.parent
+
+    up = top.table("upstream")
+    names_table = up.table("binary_names")
+    binary_names = []
+    for first, name in names_table.data.items():
+        names_table.known.append(first)
+        if not isinstance(name, str) or not PACKAGE_NAME.match(name):
+            raise ConfigError(f"{names_table.key(first)} = {_show(name)}: expected a binary name such as \"mistralrs\"")
+        binary_names.append((_version_tuple(first, f"{names_table.key(first)} (key)"), name))
+    if not binary_names:
+        raise ConfigError('upstream.binary_names is empty; expected entries such as "0.8.5" = "mistralrs"')
+    upstream = Upstream(
+        url=up.string("url", form="a git URL or a local path"),
+        branch=up.string("branch", "master", pattern=BRANCH_NAME, form="a branch name such as \"master\""),
+        package=up.string("package", "mistralrs-cli", pattern=PACKAGE_NAME, form="a cargo package name"),
+        ref=os.environ.get(REF_ENV) or up.string("ref", form="a release tag (vX.Y.Z) or a 40-hex commit id"),
+        binary_names=tuple(sorted(binary_names)),
+    )
+    up.finish()
+
+    b = top.table("build")
+    build = Build(
+        features=b.strings("features", pattern=FEATURE_NAME, form="a cargo feature name"),
+        rustflags=b.string("rustflags", "-C target-cpu=generic"),
+        nvcc_threads=b.get("nvcc_threads", int, 2, form="an integer"),
+        min_rust=b.string("min_rust", "1.94", pattern=RUST_VERSION, form="a Rust version such as \"1.94\""),
+        cuda_version=b.string("cuda_version", pattern=CUDA_VERSION, form="a CUDA version such as \"13.0\""),
+        min_free_gib=b.get("min_free_gib", int, 50, form="an integer (GiB)"),
+    )
+    if build.nvcc_threads < 1:
+        raise ConfigError(f"build.nvcc_threads = {build.nvcc_threads}: expected 1 or more")
+    b.finish()
+
+    fl = top.table("flavours")
+    flavours = []
+    seen_caps: dict[int, str] = {}
+    for name in fl.data:
+        fl.known.append(name)
+        if not FLAVOUR_NAME.match(name):
+            raise ConfigError(f"flavours.{name}: a flavour name is lower-case letters, digits and '-', starting with a letter")
+        f = _Table(fl.data[name], f"flavours.{name}")
+        flavour = Flavour(
+            name=name,
+            compute_cap=_compute_cap(f),
+            gpus=f.strings("gpus", form="a list of GPU names"),
+            extra_features=f.strings("extra_features", [], pattern=FEATURE_NAME, form="a cargo feature name"),
+        )
+        f.finish()
+        if flavour.compute_cap in seen_caps:
+            raise ConfigError(f"flavours.{name}.compute_cap = {flavour.compute_cap}: already used by flavour {seen_caps[flavour.compute_cap]!r}")
+        seen_caps[flavour.compute_cap] = name
+        flavours.append(flavour)
+    if not flavours:
+        raise ConfigError("flavours: no flavour configured; add one such as [flavours.ampere] with compute_cap = 86")
+
+    ch = top.table("channels")
+    channels = []
+    for name in ch.data:
+        ch.known.append(name)
+        c = _Table(ch.data[name], f"channels.{name}")
+        subdir = c.string("subdir", pattern=re.compile(r"^([a-z0-9][a-z0-9-]*)?$"), form='"" or a directory name such as "unstable"')
+        c.finish()
+        channels.append(Channel(name=name, subdir=subdir))
+    for required in ("stable", "unstable"):
+        if required not in [c.name for c in channels]:
+            raise ConfigError(f"channels.{required} is missing; expected a table with subdir = \"...\"")
+
+    p = top.table("package")
+    feature_requires = p.table("feature_requires", {})
+    fr = []
+    for feat in feature_requires.data:
+        fr.append((feat, feature_requires.strings(feat, pattern=DEP_NAME, form="a package name or soname")))
+    package = Package(
+        payload=p.string("payload", pattern=PAYLOAD, form='an rpm payload such as "w19.zstdio" or "w7T0.zstdio"'),
+        license=p.string("license", "MIT"),
+        url=p.string("url"),
+        summary=p.string("summary"),
+        packager=p.string("packager", pattern=re.compile(r"^[^<>\n]+ <[^<>@\s]+@[^<>\s]+>$"), form='"Name <email>"'),
+        requires=p.strings("requires", [], pattern=DEP_NAME, form="a package name or soname"),
+        feature_requires=tuple(fr),
+        dist=p.string("dist", ".fc43", pattern=re.compile(r"^\.[a-z0-9]+$"), form='a dist tag such as ".fc43"'),
+        releasever=p.string("releasever", "43", pattern=re.compile(r"^\d+$"), form='a release number such as "43"'),
+    )
+    p.finish()
+
+    pub = top.table("publish")
+    publish = Publish(
+        target=pub.string("target", form="a local directory or user@host:/path"),
+        host_key=pub.string("host_key", ""),
+        ssh_key=pub.string("ssh_key", ""),
+        base_url=pub.string("base_url", pattern=re.compile(r"^https?://[^\s]+$"), form="an http(s) URL"),
+        retention=pub.get("retention", int, 3, form="an integer"),
+        key_file=pub.string("key_file", ""),
+        key_env=pub.string("key_env", "MRPM_SIGNING_KEY"),
+        passphrase_file=pub.string("passphrase_file", ""),
+        passphrase_env=pub.string("passphrase_env", "MRPM_SIGNING_PASSPHRASE"),
+        metadata_expire=pub.string("metadata_expire", "1h", pattern=re.compile(r"^\d+[smhd]?$"), form='a duration such as "1h"'),
+    )
+    if publish.retention < 1:
+        raise ConfigError(f"publish.retention = {publish.retention}: expected 1 or more")
+    if publish.is_remote and not publish.host_key:
+        raise ConfigError("publish.host_key is missing: a remote target needs its pinned host key (a known_hosts line)")
+    pub.finish()
+
+    pa = top.table("paths", {})
+    paths = Paths(
+        root=base,
+        cache=(base / pa.string("cache", ".cache")).resolve(),
+        build=(base / pa.string("build", "build")).resolve(),
+        artifacts=(base / pa.string("artifacts", "artifacts")).resolve(),
+        dist=(base / pa.string("dist", "dist")).resolve(),
+    )
+    pa.finish()
+    top.finish()
+    return Config(source=source, upstream=upstream, build=build, flavours=tuple(flavours),
+                  channels=tuple(channels), package=package, publish=publish, paths=paths)
+
+
+def default_path() -> Path:
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).resolve()
+    return Path(__file__).resolve().parent.parent / "config.toml"
+
+
+def load(path: Path | None = None) -> Config:
+    path = path or default_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no configuration at {path}: copy config.toml from the project's top directory and edit it"
+            f" (or point {CONFIG_ENV} at one)"
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        return parse(data, path.resolve())
+    except ConfigError as e:
+        raise ConfigError(f"{path.name}: {e}") from None

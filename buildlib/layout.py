@@ -1,0 +1,88 @@
+"""Every path the pipeline reads or writes, defined once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+
+PROJECT = Path(__file__).resolve().parent.parent
+RPM_DIR = PROJECT / "rpm"
+
+
+@dataclass(frozen=True)
+class Layout:
+    cache: Path
+    build: Path
+    artifacts: Path
+    dist: Path
+
+    @classmethod
+    def of(cls, cfg: Config) -> "Layout":
+        return cls(cache=cfg.paths.cache, build=cfg.paths.build, artifacts=cfg.paths.artifacts, dist=cfg.paths.dist)
+
+    # doit's own state; sqlite3 keeps both runs' records when two overlap
+    @property
+    def dep_file(self) -> Path:
+        return self.build / "doit-state.sqlite3"
+
+    # fetch
+    @property
+    def mirror(self) -> Path:
+        return self.cache / "upstream.git"
+
+    def source_tree(self, commit: str) -> Path:
+        return self.cache / "src" / commit
+
+    @property
+    def source_record(self) -> Path:
+        return self.build / "source.json"
+
+    # build
+    def target_dir(self, flavour: str) -> Path:
+        return self.cache / "target" / flavour
+
+    @property
+    def cudaforge_home(self) -> Path:
+        return self.cache / "cudaforge"
+
+    def artifact(self, flavour: str) -> Path:
+        return self.artifacts / f"mistralrs-{flavour}"
+
+    def build_record(self, flavour: str) -> Path:
+        return self.artifacts / f"mistralrs-{flavour}.json"
+
+    def verify_record(self, flavour: str) -> Path:
+        return self.artifacts / f"mistralrs-{flavour}.verified.json"
+
+    # package
+    def spec(self, flavour: str) -> Path:
+        return self.build / "spec" / flavour / f"mistralrs-{flavour}.spec"
+
+    def rpm_topdir(self, flavour: str) -> Path:
+        return self.build / "rpmbuild" / flavour
+
+    def rpm_record(self, flavour: str) -> Path:
+        return self.build / "rpm" / f"mistralrs-{flavour}.json"
+
+    @property
+    def release_ledger(self) -> Path:
+        """Which release number each (flavour, version, spec digest) got."""
+        return self.build / "releases.json"
+
+    # publish
+    def staging(self, channel: str) -> Path:
+        return self.build / "publish" / channel
+
+    @property
+    def gnupg_parent(self) -> Path:
+        return self.build / "gnupg"
+
+
+SPEC_TEMPLATE = RPM_DIR / "mistralrs.spec.j2"
+UNIT_TEMPLATE = RPM_DIR / "systemd" / "mistralrs@.service"
+UNIT_EXAMPLE = RPM_DIR / "systemd" / "mistralrs@.conf.example"
+SYSUSERS = RPM_DIR / "systemd" / "mistralrs.sysusers"
+COMPAT_MACROS = RPM_DIR / "compat.macros"
+RPMLINT_FILTERS = RPM_DIR / "rpmlint.toml"

@@ -1,0 +1,89 @@
+"""Refs of upstream (release tags, commit ids) and their RPM versions.
+
+A ref from anywhere (config, environment, the network) passes through
+:func:`parse_ref` before any command or spec sees it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from .run import UserError
+
+TAG = re.compile(r"^v(?P<base>(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3}))(-rc(?P<rc>[1-9]\d{0,3}))?$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+class RefError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A validated ref: a release tag or a full commit id."""
+
+    text: str
+
+    @property
+    def is_tag(self) -> bool:
+        return TAG.match(self.text) is not None
+
+    @property
+    def is_commit(self) -> bool:
+        return COMMIT.match(self.text) is not None
+
+    @property
+    def is_prerelease_tag(self) -> bool:
+        m = TAG.match(self.text)
+        return bool(m and m.group("rc"))
+
+
+def parse_ref(text: str) -> Ref:
+    if not isinstance(text, str):
+        raise RefError(f"ref {text!r} is not a string")
+    if TAG.match(text) or COMMIT.match(text):
+        return Ref(text)
+    shown = text if len(text) <= 60 and text.isprintable() else repr(text[:60])
+    raise RefError(
+        f"refusing ref {shown!r}: expected a release tag vX.Y.Z or vX.Y.Z-rcN, or a full 40-hex commit id"
+    )
+
+
+def tag_version(tag: str) -> str:
+    """Upstream version of a tag: v0.9.2 -> 0.9.2, v0.9.2-rc1 -> 0.9.2-rc1."""
+    m = TAG.match(tag)
+    if not m:
+        raise RefError(f"refusing tag {tag!r}: expected vX.Y.Z or vX.Y.Z-rcN")
+    return tag[1:]
+
+
+def rpm_version_of_tag(tag: str) -> str:
+    """v0.9.2 -> 0.9.2; v0.9.2-rc1 -> 0.9.2~rc1 (sorts before the release)."""
+    m = TAG.match(tag)
+    if not m:
+        raise RefError(f"refusing tag {tag!r}: expected vX.Y.Z or vX.Y.Z-rcN")
+    return m.group("base") + (f"~rc{m.group('rc')}" if m.group("rc") else "")
+
+
+def snapshot_version(last_tag: str, day: date, commits_since: int, commit: str) -> str:
+    """<base>^<YYYYMMDD>.<n>.g<sha7>: after the last tag, before the next one.
+
+    The base is the last tag's version with any rc kept as ~rcN, so a
+    snapshot after v0.9.3-rc1 still sorts before 0.9.3.
+    """
+    if not COMMIT.match(commit):
+        raise RefError(f"refusing commit {commit!r}: expected 40 hex digits")
+    if commits_since < 0:
+        raise RefError(f"commits since {last_tag} must not be negative")
+    return f"{rpm_version_of_tag(last_tag)}^{day:%Y%m%d}.{commits_since}.g{commit[:7]}"
+
+
+RPM_VERSION = re.compile(r"^\d+\.\d+\.\d+(~rc\d+)?(\^\d{8}\.\d+\.g[0-9a-f]{7})?$")
+
+
+def check_rpm_version(version: str) -> str:
+    if not RPM_VERSION.match(version):
+        raise RefError(f"refusing RPM version {version!r}: expected X.Y.Z, X.Y.Z~rcN or X.Y.Z^YYYYMMDD.N.gSHA7")
+    return version

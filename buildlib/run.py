@@ -1,0 +1,159 @@
+"""The one way to run a program, and the one user-facing error type.
+
+Every subprocess goes through :func:`run`: argv lists only, the command is
+logged before it runs, and a failure raises :class:`CommandFailed` naming the
+command, its exit code and the tail of its stderr.  A user's mistake raises
+:class:`UserError`, which the task layer turns into one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+class UserError(Exception):
+    """Something the user can fix; the message says what to change."""
+
+
+class CommandFailed(UserError):
+    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        tail = f": {stderr_tail}" if stderr_tail else ""
+        super().__init__(f"{shlex.join(self.argv)} failed with exit code {returncode}{tail}")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def require_tool(name: str, hint: str = "") -> str:
+    """Path of a program on PATH, or a UserError saying how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        raise UserError(f"required tool {name!r} not found on PATH" + (f" ({hint})" if hint else ""))
+    return path
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    capture: bool = False,
+    input: bytes | None = None,
+    check: bool = True,
+    quiet: bool = False,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run argv; stream its output unless capture is set.
+
+    stderr is always kept (and also shown when not capturing) so that a
+    failure can quote its tail.  env, when given, is added to os.environ.
+    """
+    args = [os.fspath(a) for a in argv]
+    if not quiet:
+        log(f"+ {shlex.join(args)}")
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    try:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError:
+        raise UserError(f"required tool {args[0]!r} not found on PATH") from None
+    stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
+    result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+    if check and proc.returncode != 0:
+        raise CommandFailed(args, proc.returncode, _tail(stderr))
+    return result
+
+
+def _communicate(proc, input, *, echo_stderr, timeout):
+    if not echo_stderr:
+        try:
+            return proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    # Show stderr live (cargo's progress lives there) and keep a copy.
+    import threading
+
+    chunks: list[bytes] = []
+
+    def pump():
+        assert proc.stderr is not None
+        for line in iter(proc.stderr.readline, b""):
+            chunks.append(line)
+            sys.stderr.buffer.write(line)
+            sys.stderr.buffer.flush()
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    if input is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(input)
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    t.join()
+    return None, b"".join(chunks)
+
+
+def _tail(stderr: bytes | None, lines: int = 5) -> str:
+    if not stderr:
+        return ""
+    text = stderr.decode(errors="replace").strip().splitlines()
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+def output(argv: Sequence[str | os.PathLike[str]], **kwargs) -> str:
+    """stdout of argv as text, stripped."""
+    return run(argv, capture=True, **kwargs).stdout.decode().strip()
+
+
+class Stopwatch:
+    """Times a stage and prints its one-line summary."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.start = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.start
+
+    def done(self, summary: str) -> float:
+        elapsed = self.seconds
+        log(f"==> {self.stage}: {summary} ({elapsed:.1f} s)")
+        return elapsed
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write a file so that readers see the old or the new content, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if isinstance(data, str):
+        data = data.encode()
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
