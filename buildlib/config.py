@@ -20,16 +20,16 @@ from .run import UserError
 CONFIG_ENV = "MRPM_CONFIG"
 REF_ENV = "MRPM_REF"
 
-FLAVOUR_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-FEATURE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
-PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-BRANCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,100}$")
-VERSION = re.compile(r"^\d+\.\d+\.\d+$")
-RUST_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
-CUDA_VERSION = re.compile(r"^\d+\.\d+$")
-PAYLOAD = re.compile(r"^w\d+(T\d+)?\.(zstdio|xzdio|gzdio|ufdio|bzdio|lzdio)$")
-DEP_NAME = re.compile(r"^[A-Za-z0-9_.+()-]+( (>=|<=|=|>|<) [A-Za-z0-9_.+~^-]+)?$")
-SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(?P<path>/[A-Za-z0-9._/-]+)$")
+FLAVOUR_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
+FEATURE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
+PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+BRANCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,100}\Z")
+VERSION = re.compile(r"^\d+\.\d+\.\d+\Z")
+RUST_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?\Z")
+CUDA_VERSION = re.compile(r"^\d+\.\d+\Z")
+PAYLOAD = re.compile(r"^w\d+(T\d+)?\.(zstdio|xzdio|gzdio|ufdio|bzdio|lzdio)\Z")
+DEP_NAME = re.compile(r"^[A-Za-z0-9_.+()-]+( (>=|<=|=|>|<) [A-Za-z0-9_.+~^-]+)?\Z")
+SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(?P<path>/[A-Za-z0-9._/-]+)\Z")
 
 
 class ConfigError(UserError):
@@ -77,7 +77,7 @@ class Flavour:
     extra_features: tuple[str, ...] = ()
 
     def features(self, build: Build) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(build.features + self.extra_features))
+        return tuple(sorted(set(build.features + self.extra_features)))
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ class _Table:
         return value
 
     def strings(self, name: str, default: Any = _MISSING, *, pattern: re.Pattern | None = None, form: str = "") -> tuple[str, ...]:
-        value = self.get(name, list, default, form=form or "a list of strings")
+        value = self.get(name, list, default, form=f"a list of strings ({form})" if form else "a list of strings")
         for item in value:
             if not isinstance(item, str) or (pattern is not None and not pattern.match(item)):
                 raise ConfigError(f"{self.key(name)} = {_show(value)}: item {_show(item)} is not {form or 'a string'}")
@@ -231,6 +231,10 @@ def _compute_cap(t: _Table) -> int:
     raise ConfigError(f"{key} = {_show(value)}: expected an integer compute capability such as 86, 89, 90 or 120")
 
 
+def _missing_ref() -> str:
+    raise ConfigError(f"upstream.ref is missing (and {REF_ENV} is unset): expected a release tag vX.Y.Z or a 40-hex commit id")
+
+
 def _version_tuple(text: str, key: str) -> tuple[int, int, int]:
     if not VERSION.match(text):
         raise ConfigError(f"{key}: {_show(text)} is not a version of the form X.Y.Z")
@@ -251,11 +255,12 @@ def parse(data: dict, source: Path) -> Config:
         binary_names.append((_version_tuple(first, f"{names_table.key(first)} (key)"), name))
     if not binary_names:
         raise ConfigError('upstream.binary_names is empty; expected entries such as "0.8.5" = "mistralrs"')
+    ref_in_file = up.string("ref", "", form="a release tag (vX.Y.Z) or a 40-hex commit id")
     upstream = Upstream(
         url=up.string("url", form="a git URL or a local path"),
         branch=up.string("branch", "master", pattern=BRANCH_NAME, form="a branch name such as \"master\""),
         package=up.string("package", "mistralrs-cli", pattern=PACKAGE_NAME, form="a cargo package name"),
-        ref=os.environ.get(REF_ENV) or up.string("ref", form="a release tag (vX.Y.Z) or a 40-hex commit id"),
+        ref=os.environ.get(REF_ENV) or ref_in_file or _missing_ref(),
         binary_names=tuple(sorted(binary_names)),
     )
     up.finish()
@@ -300,7 +305,7 @@ def parse(data: dict, source: Path) -> Config:
     for name in ch.data:
         ch.known.append(name)
         c = _Table(ch.data[name], f"channels.{name}")
-        subdir = c.string("subdir", pattern=re.compile(r"^([a-z0-9][a-z0-9-]*)?$"), form='"" or a directory name such as "unstable"')
+        subdir = c.string("subdir", pattern=re.compile(r"^([a-z0-9][a-z0-9-]*)?\Z"), form='"" or a directory name such as "unstable"')
         c.finish()
         channels.append(Channel(name=name, subdir=subdir))
     for required in ("stable", "unstable"):
@@ -317,11 +322,11 @@ def parse(data: dict, source: Path) -> Config:
         license=p.string("license", "MIT"),
         url=p.string("url"),
         summary=p.string("summary"),
-        packager=p.string("packager", pattern=re.compile(r"^[^<>\n]+ <[^<>@\s]+@[^<>\s]+>$"), form='"Name <email>"'),
+        packager=p.string("packager", pattern=re.compile(r"^[^<>\n]+ <[^<>@\s]+@[^<>\s]+>\Z"), form='"Name <email>"'),
         requires=p.strings("requires", [], pattern=DEP_NAME, form="a package name or soname"),
         feature_requires=tuple(fr),
-        dist=p.string("dist", ".fc43", pattern=re.compile(r"^\.[a-z0-9]+$"), form='a dist tag such as ".fc43"'),
-        releasever=p.string("releasever", "43", pattern=re.compile(r"^\d+$"), form='a release number such as "43"'),
+        dist=p.string("dist", ".fc43", pattern=re.compile(r"^\.[a-z0-9]+\Z"), form='a dist tag such as ".fc43"'),
+        releasever=p.string("releasever", "43", pattern=re.compile(r"^\d+\Z"), form='a release number such as "43"'),
     )
     p.finish()
 
@@ -330,13 +335,13 @@ def parse(data: dict, source: Path) -> Config:
         target=pub.string("target", form="a local directory or user@host:/path"),
         host_key=pub.string("host_key", ""),
         ssh_key=pub.string("ssh_key", ""),
-        base_url=pub.string("base_url", pattern=re.compile(r"^https?://[^\s]+$"), form="an http(s) URL"),
+        base_url=pub.string("base_url", pattern=re.compile(r"^https?://[^\s]+\Z"), form="an http(s) URL"),
         retention=pub.get("retention", int, 3, form="an integer"),
         key_file=pub.string("key_file", ""),
         key_env=pub.string("key_env", "MRPM_SIGNING_KEY"),
         passphrase_file=pub.string("passphrase_file", ""),
         passphrase_env=pub.string("passphrase_env", "MRPM_SIGNING_PASSPHRASE"),
-        metadata_expire=pub.string("metadata_expire", "1h", pattern=re.compile(r"^\d+[smhd]?$"), form='a duration such as "1h"'),
+        metadata_expire=pub.string("metadata_expire", "1h", pattern=re.compile(r"^\d+[smhd]?\Z"), form='a duration such as "1h"'),
     )
     if publish.retention < 1:
         raise ConfigError(f"publish.retention = {publish.retention}: expected 1 or more")

@@ -12,8 +12,8 @@ from datetime import date
 
 from .run import UserError
 
-TAG = re.compile(r"^v(?P<base>(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3}))(-rc(?P<rc>[1-9]\d{0,3}))?$")
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
+TAG = re.compile(r"^v(?P<base>(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3}))(-rc(?P<rc>[1-9]\d{0,3}))?\Z")
+COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 
 
 class RefError(UserError):
@@ -80,7 +80,7 @@ def snapshot_version(last_tag: str, day: date, commits_since: int, commit: str) 
     return f"{rpm_version_of_tag(last_tag)}^{day:%Y%m%d}.{commits_since}.g{commit[:7]}"
 
 
-RPM_VERSION = re.compile(r"^\d+\.\d+\.\d+(~rc\d+)?(\^\d{8}\.\d+\.g[0-9a-f]{7})?$")
+RPM_VERSION = re.compile(r"^\d+\.\d+\.\d+(~rc\d+)?(\^\d{8}\.\d+\.g[0-9a-f]{7})?\Z")
 
 
 def check_rpm_version(version: str) -> str:

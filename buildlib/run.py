@@ -72,7 +72,8 @@ def run(
             cwd=cwd,
             env=full_env,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture else None,
+            # A tool's chatter goes to stderr: stdout belongs to doit's reporter.
+            stdout=subprocess.PIPE if capture else 2,
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
@@ -101,8 +102,9 @@ def _communicate(proc, input, *, echo_stderr, timeout):
         assert proc.stderr is not None
         for line in iter(proc.stderr.readline, b""):
             chunks.append(line)
-            sys.stderr.buffer.write(line)
-            sys.stderr.buffer.flush()
+            # doit may have swapped sys.stderr for a text-only writer
+            sys.stderr.write(line.decode(errors="replace"))
+            sys.stderr.flush()
 
     t = threading.Thread(target=pump, daemon=True)
     t.start()

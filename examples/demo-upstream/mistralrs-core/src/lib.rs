@@ -111,7 +111,11 @@ mod tests {
             info.to_json(),
             r#"{"name":"mistralrs","version":"0.9.2","compute_cap":"86","features":["cuda","flash-attn"],"cuda":true}"#
         );
-        let cpu = BuildInfo { compute_cap: None, features: vec![], ..info };
+        let cpu = BuildInfo {
+            compute_cap: None,
+            features: vec![],
+            ..info
+        };
         assert_eq!(
             cpu.to_json(),
             r#"{"name":"mistralrs","version":"0.9.2","compute_cap":null,"features":[],"cuda":false}"#
@@ -121,7 +125,9 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(route("GET", "/health", "m").status, 200);
-        assert!(route("GET", "/v1/models", "my/model").body.contains("\"id\":\"my/model\""));
+        assert!(route("GET", "/v1/models", "my/model")
+            .body
+            .contains("\"id\":\"my/model\""));
         assert_eq!(route("POST", "/health", "m").status, 404);
         assert_eq!(route("GET", "/nope", "m").status, 404);
     }

@@ -1,0 +1,1 @@
+"""doit task creators, one module per stage; thin wrappers over buildlib."""

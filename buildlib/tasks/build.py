@@ -1,0 +1,80 @@
+"""Task creators for the first stages: preflight, fetch, build, verify."""
+
+from __future__ import annotations
+
+import os
+
+from doit.tools import config_changed
+
+from ..cargo import adopt_prebuilt, build_flavour, build_inputs
+from ..doctor import doctor
+from ..upstream import fetch
+from ..verify import verify_artifact
+from . import context
+from .context import action
+
+PREBUILT_ENV = "MRPM_PREBUILT_VERSION"
+
+
+def task_doctor():
+    """Preflight: tools, versions and disk space, before a long build."""
+    cfg, layout = context.current()
+    return {"actions": [action(doctor, cfg, layout)], "uptodate": [False], "verbosity": 2}
+
+
+def task_fetch():
+    """Update the upstream mirror and check out the configured ref."""
+    cfg, layout = context.current()
+    if os.environ.get(PREBUILT_ENV):
+        return {"actions": None, "doc": "(skipped: prebuilt binaries are packaged)", "uptodate": [True]}
+    return {
+        "actions": [action(fetch, cfg, layout)],
+        "targets": [layout.source_record],
+        "uptodate": [config_changed({"url": cfg.upstream.url, "ref": cfg.upstream.ref})],
+        "verbosity": 2,
+    }
+
+
+def task_build():
+    """cargo build one flavour into artifacts/mistralrs-<flavour>."""
+    cfg, layout = context.current()
+    prebuilt = os.environ.get(PREBUILT_ENV)
+    for flavour in cfg.flavours:
+        if prebuilt:
+            yield {
+                "name": flavour.name,
+                "doc": f"adopt the prebuilt artifacts/mistralrs-{flavour.name} as version {prebuilt}",
+                "actions": [action(adopt_prebuilt, cfg, layout, flavour.name, prebuilt)],
+                "file_dep": [layout.artifact(flavour.name)],
+                "targets": [layout.build_record(flavour.name)],
+                "uptodate": [config_changed({"prebuilt": prebuilt})],
+                "verbosity": 2,
+            }
+            continue
+        yield {
+            "name": flavour.name,
+            "doc": f"cargo build for {flavour.name} (sm_{flavour.compute_cap})",
+            "actions": [action(build_flavour, cfg, layout, flavour.name)],
+            # The small source record, never the big binary: a no-op run must
+            # not hash artifacts.  A missing artifact is a missing target.
+            "file_dep": [layout.source_record],
+            "targets": [layout.artifact(flavour.name), layout.build_record(flavour.name)],
+            "uptodate": [config_changed(build_inputs(cfg, flavour))],
+            "verbosity": 2,
+        }
+
+
+def task_verify():
+    """Check an artifact is an x86-64 ELF with CUDA code for its flavour only."""
+    cfg, layout = context.current()
+    for flavour in cfg.flavours:
+        yield {
+            "name": flavour.name,
+            "doc": f"check artifacts/mistralrs-{flavour.name} holds sm_{flavour.compute_cap} code only",
+            "actions": [action(verify_artifact, cfg, layout, flavour.name)],
+            "file_dep": [layout.build_record(flavour.name)],
+            "targets": [layout.verify_record(flavour.name)],
+            "uptodate": [config_changed({"compute_cap": flavour.compute_cap,
+                                         "binary_names": str(cfg.upstream.binary_names)})],
+            "verbosity": 2,
+        }

@@ -1,0 +1,11 @@
+"""mistralrs-rpm: the pipeline, in order.  `doit list` describes every task.
+
+The work lives in buildlib/; each stage's task creators are in
+buildlib/tasks/.  MRPM_CONFIG selects the configuration (default
+config.toml), MRPM_REF overrides the ref to build.
+"""
+
+from buildlib.tasks import context
+from buildlib.tasks.build import task_build, task_doctor, task_fetch, task_verify  # noqa: F401
+
+DOIT_CONFIG = context.doit_config()
