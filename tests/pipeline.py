@@ -9,38 +9,12 @@ import re
 import subprocess
 import sys
 import tomllib
+
+import tomli_w
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "config.toml"
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(value)
-
-
-def dump_toml(data: dict, prefix: str = "") -> str:
-    """Enough of a TOML writer for config files (tables of scalars/lists)."""
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
-    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
-    out = []
-    if prefix and (scalars or not tables):
-        out.append(f"[{prefix}]")
-    for k, v in scalars:
-        out.append(f"{json.dumps(k) if not re.match(r'^[A-Za-z0-9_-]+$', k) else k} = {toml_value(v)}")
-    text = "\n".join(out) + ("\n\n" if out else "")
-    for k, v in tables:
-        key = k if re.match(r"^[A-Za-z0-9_-]+$", k) else json.dumps(k)
-        text += dump_toml(v, f"{prefix}.{key}" if prefix else key)
-    return text
 
 
 def project_config() -> dict:
@@ -50,7 +24,7 @@ def project_config() -> dict:
 def write_config(directory: Path, data: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.toml"
-    path.write_text(dump_toml(data))
+    path.write_text(tomli_w.dumps(data))
     return path
 
 
