@@ -1,0 +1,25 @@
+"""Task creator for the publish stage: thin; the work is repo.publish_dist."""
+
+from __future__ import annotations
+
+from .. import repo
+from .context import action, current
+
+
+def task_publish():
+    """Sign dist/*.rpm and publish them to their channels (snapshots: unstable; releases: stable)."""
+    cfg, layout = current()
+
+    def publish(channel):
+        return action(repo.publish_dist, cfg, layout, channel or None)[0]()
+
+    # No file_dep and no task_dep on the build: publishing is an act on what
+    # dist/ holds now (CI hands the packages over into an empty doit state),
+    # so it always runs and never triggers a build.
+    return {
+        "actions": [publish],
+        "params": [{"name": "channel", "long": "channel", "type": str, "default": "",
+                    "help": "publish only this channel's packages (stable or unstable)"}],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

@@ -1,0 +1,245 @@
+"""Services on 127.0.0.1 for tests: nginx serving a directory, sshd with a
+key made for the test, and dnf in a scratch root.  Each is started by the
+test that needs it and stopped afterwards; nothing outside a temporary
+directory is touched except the unprivileged user that sshd logs in as.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+UPLOAD_USER = "mrpm-upload"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {out[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def skip_reason_nginx() -> str | None:
+    return None if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx") else "nginx is not installed"
+
+
+@contextlib.contextmanager
+def nginx(root: Path) -> Iterator[str]:
+    """Serve root read-only on http://127.0.0.1:<port>; yields the base URL."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="mrpm-nginx-") as tmp:
+        prefix = Path(tmp)
+        (prefix / "logs").mkdir()
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        conf = prefix / "nginx.conf"
+        conf.write_text(f"""\
+{user}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {prefix}/logs/access.log;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    types {{ application/xml xml; application/x-rpm rpm; text/plain asc repo; }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ autoindex on; }}
+    }}
+}}
+""")
+        proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, proc, "nginx")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            _stop(proc)
+
+
+# --- sshd ------------------------------------------------------------------
+
+
+def skip_reason_sshd() -> str | None:
+    if not os.path.exists("/usr/sbin/sshd"):
+        return "openssh-server is not installed"
+    if os.geteuid() != 0:
+        return "sshd needs root here (it logs in as an unprivileged user made for the test)"
+    return None
+
+
+def ensure_user(name: str = UPLOAD_USER) -> pwd.struct_passwd:
+    """An unprivileged login user with no password (key logins only)."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--create-home", "--shell", "/bin/sh", name], check=True)
+        # '*' instead of useradd's '!': sshd refuses any login to a locked account
+        subprocess.run(["usermod", "-p", "*", name], check=True)
+        return pwd.getpwnam(name)
+
+
+def _keygen(path: Path, comment: str) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip() if path.suffix else Path(str(path) + ".pub").read_text().strip()
+
+
+@dataclass
+class Sshd:
+    port: int
+    user: str
+    client_key: Path
+    host_key_line: str
+    """known_hosts line for [127.0.0.1]:port"""
+    home: Path
+
+    def target(self, path: Path) -> str:
+        return f"{self.user}@127.0.0.1:{path}"
+
+
+@contextlib.contextmanager
+def sshd(forced_command: Sequence[str] | None = None, user: str = UPLOAD_USER) -> Iterator[Sshd]:
+    """sshd on 127.0.0.1 accepting one key made for the test, for ``user``.
+
+    forced_command, when given, goes into authorized_keys as
+    ``command="...",restrict``, the way a repository host installs it.
+    """
+    account = ensure_user(user)
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="mrpm-sshd-"))
+    os.chmod(tmp, 0o755)
+    proc = None
+    try:
+        host_key = tmp / "ssh_host_ed25519_key"
+        _keygen(host_key, "test-host")
+        client_key = tmp / "client_key"
+        client_pub = _keygen(client_key, "test-client")
+        options = "restrict"
+        if forced_command:
+            command = " ".join(forced_command).replace('"', '\\"')
+            options = f'command="{command}",restrict'
+        auth = tmp / "authorized_keys"
+        auth.write_text(f"{options} {client_pub}\n")
+        os.chmod(auth, 0o644)
+        conf = tmp / "sshd_config"
+        conf.write_text(f"""\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {host_key}
+PidFile {tmp}/sshd.pid
+AuthorizedKeysFile {auth}
+AllowUsers {user}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+UsePAM no
+StrictModes no
+PermitRootLogin no
+LogLevel VERBOSE
+""")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for_port(port, proc, "sshd")
+        host_pub = Path(str(host_key) + ".pub").read_text().split()
+        yield Sshd(port=port, user=user, client_key=client_key,
+                   host_key_line=f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}", home=Path(account.pw_dir))
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def give_to(path: Path, user: str = UPLOAD_USER) -> None:
+    """Make path (a new directory) the user's, reachable through its parents."""
+    account = ensure_user(user)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, account.pw_uid, account.pw_gid)
+    for parent in [path, *path.parents]:
+        if parent == Path("/"):
+            break
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o011)
+
+
+# --- dnf in a scratch root ---------------------------------------------------
+
+
+@dataclass
+class DnfRoot:
+    root: Path
+    reposdir: Path
+    conf: Path
+
+    def dnf(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+        argv = [
+            "dnf", "-y", "-q", f"--installroot={self.root}", "--releasever=43",
+            f"--setopt=reposdir={self.reposdir}", f"--setopt=cachedir={self.root}/var/cache/dnf",
+            "--setopt=install_weak_deps=False", "--setopt=gpgcheck=1", "--setopt=repo_gpgcheck=1",
+            "--setopt=keepcache=False", "--disableplugin=*", f"--config={self.conf}", *args,
+        ]
+        env = dict(os.environ, HOME=str(self.root.parent / "home"))
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"dnf {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def run_installed(self, path: str = "/usr/bin/mistralrs") -> str:
+        """Run an installed script with the host's /bin/sh (the scratch root has no base system)."""
+        return subprocess.run([str(self.root / path.lstrip("/"))], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def make_dnf_root(tmp: Path, repo_file_text: str, base_repo_dir: Path | None = None) -> DnfRoot:
+    """A scratch root whose repositories are the given .repo file plus, when
+    given, an unsigned local repository standing in for Fedora and NVIDIA's."""
+    root = tmp / "root"
+    reposdir = tmp / "repos.d"
+    for d in (root, reposdir, tmp / "home"):
+        d.mkdir(parents=True, exist_ok=True)
+    conf = tmp / "dnf.conf"
+    conf.write_text("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nskip_if_unavailable=False\n")
+    (reposdir / "mistralrs.repo").write_text(repo_file_text)
+    if base_repo_dir is not None:
+        (reposdir / "base.repo").write_text(
+            f"[test-base]\nname=stand-in for Fedora and NVIDIA\nbaseurl=file://{base_repo_dir}\n"
+            "enabled=1\ngpgcheck=0\nrepo_gpgcheck=0\n"
+        )
+    return DnfRoot(root=root, reposdir=reposdir, conf=conf)

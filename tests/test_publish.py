@@ -1,0 +1,448 @@
+"""Signing and publishing, with the real tools: rpmsign, createrepo_c, rsync,
+sshd and nginx on 127.0.0.1, and Debian's dnf installing into a scratch root
+with gpgcheck=1 and repo_gpgcheck=1."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import services  # noqa: E402
+from fixtures import fakerpm  # noqa: E402
+
+from buildlib import config, repo, signing  # noqa: E402
+from buildlib.layout import Layout  # noqa: E402
+from buildlib.run import UserError  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("rpmbuild", "rpmsign", "createrepo_c", "rsync", "gpg", "dnf")),
+    reason="needs rpm-build, rpmsign, createrepo_c, rsync, gpg and dnf (scripts/bootstrap installs them)",
+)
+
+SNAPSHOT = "0.9.2^20261124.3.gabc1234"
+
+
+# --- fixtures ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    main = signing.make_demo_key(d / "main", passphrase="correct horse")
+    other = signing.make_demo_key(d / "other", name="someone else")
+    (d / "passphrase").write_text("correct horse\n")
+    return {"main": main, "other": other, "passphrase": d / "passphrase"}
+
+
+@pytest.fixture(scope="module")
+def base_repo(tmp_path_factory):
+    """An unsigned local repository standing in for Fedora and NVIDIA's."""
+    d = tmp_path_factory.mktemp("base")
+    fakerpm.build_base(d)
+    subprocess.run(["createrepo_c", "-q", str(d)], check=True)
+    return d
+
+
+def write_config(work: Path, target: str, base_url: str, keys, retention: int = 3, host_key: str = "",
+                 ssh_key: str = "") -> config.Config:
+    """A config.toml like the project's, publishing to target."""
+    text = (ROOT / "config.toml").read_text()
+    text = text[: text.index("[publish]")]
+    text += f"""
+[publish]
+target = "{target}"
+host_key = "{host_key}"
+ssh_key = "{ssh_key}"
+base_url = "{base_url}"
+retention = {retention}
+key_file = "{keys['main'][0]}"
+passphrase_file = "{keys['passphrase']}"
+metadata_expire = "1h"
+
+[paths]
+cache = "cache"
+build = "build"
+artifacts = "artifacts"
+dist = "dist"
+"""
+    (work / "dist").mkdir(parents=True, exist_ok=True)
+    path = work / "config.toml"
+    path.write_text(text)
+    return config.load(path)
+
+
+def publish(cfg, channel=None):
+    return repo.publish_dist(cfg, Layout.of(cfg), channel)
+
+
+def install_and_run(tmp: Path, cfg, base_repo: Path, *specs: str, extra: tuple[str, ...] = ()) -> str:
+    root = services.make_dnf_root(tmp, repo.render_repo_file(cfg), base_repo)
+    root.dnf(*extra, "install", *specs, check=True)
+    return root.run_installed()
+
+
+def stable_dir(target: Path) -> Path:
+    return target / "fedora" / "43" / "x86_64"
+
+
+def published(target: Path, subdir: str = "") -> list[str]:
+    md = repo.read_metadata(stable_dir(target) / subdir / "repodata")
+    return sorted(md.packages)
+
+
+# --- signatures --------------------------------------------------------------
+
+
+def test_our_checks_refuse_bad_signatures(tmp_path, keys):
+    main_key, main_fpr = keys["main"]
+    good = fakerpm.build(tmp_path / "good")
+    unsigned = fakerpm.build(tmp_path / "unsigned")
+    other = fakerpm.build(tmp_path / "other")
+    pub = dataclasses.make_dataclass("P", ["key_file", "key_env", "passphrase_file", "passphrase_env"])
+    with signing.signing_key(pub(str(keys["other"][0]), "", "", "")) as key:
+        signing.sign_rpms(key, [other])
+    with signing.signing_key(pub(str(main_key), "", str(keys["passphrase"]), "")) as key:
+        public = key.public_key
+        signing.sign_rpms(key, [good])
+        signing.verify_rpms(public, main_fpr, [good])
+        with pytest.raises(UserError, match="not signed by key"):
+            signing.verify_rpms(public, main_fpr, [unsigned])
+        with pytest.raises(UserError, match="signature check failed|not signed"):
+            signing.verify_rpms(public, main_fpr, [other])
+        tampered = tmp_path / "tampered.rpm"
+        data = bytearray(good.read_bytes())
+        data[-100] ^= 0xFF  # inside the payload
+        tampered.write_bytes(bytes(data))
+        with pytest.raises(UserError, match="signature check failed"):
+            signing.verify_rpms(public, main_fpr, [tampered])
+
+        repodata = tmp_path / "repodata"
+        repodata.mkdir()
+        (repodata / "repomd.xml").write_text("<repomd>one</repomd>\n")
+        signing.sign_repomd(key, repodata)
+        signing.verify_repomd(public, main_fpr, repodata)
+        (repodata / "repomd.xml").write_text("<repomd>two</repomd>\n")  # createrepo_c's carried-over .asc
+        with pytest.raises(UserError, match="not a good signature"):
+            signing.verify_repomd(public, main_fpr, repodata)
+        (repodata / "repomd.xml.asc").unlink()
+        with pytest.raises(UserError, match="missing"):
+            signing.verify_repomd(public, main_fpr, repodata)
+
+    # a wrong passphrase is caught when the key is loaded, not halfway through
+    wrong = tmp_path / "wrong"
+    wrong.write_text("battery staple\n")
+    with pytest.raises(UserError, match="passphrase"):
+        with signing.signing_key(pub(str(main_key), "", str(wrong), "")):
+            pass
+    # the private GNUPGHOMEs are gone
+    assert not list((tmp_path / "gnupg").glob("*")) if (tmp_path / "gnupg").exists() else True
+
+
+# --- a local directory, served by nginx, installed by dnf ---------------------
+
+
+def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
+    target = tmp_path / "srv"
+    target.mkdir()
+    with services.nginx(target) as url:
+        cfg = write_config(tmp_path / "work", str(target), url, keys)
+        dist = cfg.paths.dist
+        fakerpm.build(dist, "ampere")
+        fakerpm.build(dist, "ada")
+        fakerpm.build(dist, "hopper", version=SNAPSHOT)
+        originals = {p.name: p.read_bytes() for p in dist.iterdir()}
+
+        report = publish(cfg)
+        assert sorted(report["channels"]["stable"]["added"]) == [
+            "mistralrs-ada-0.9.2-1.fc43.x86_64.rpm", "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+        assert report["channels"]["unstable"]["added"] == [f"mistralrs-hopper-{SNAPSHOT}-1.fc43.x86_64.rpm"]
+        # dist/ keeps the unsigned originals; the stable metadata leaves unstable/ out
+        assert {p.name: p.read_bytes() for p in dist.iterdir()} == originals
+        assert published(target, "unstable") == [f"mistralrs-hopper-{SNAPSHOT}-1.fc43.x86_64.rpm"]
+        repo_file = (target / "mistralrs.repo").read_text()
+        assert "repo_gpgcheck=1" in repo_file and "gpgcheck=1" in repo_file and "$releasever/$basearch" in repo_file
+
+        assert "flavour=ampere" in install_and_run(tmp_path / "dnf1", cfg, base_repo, "mistralrs-ampere")
+        assert "flavour=hopper" in install_and_run(tmp_path / "dnf2", cfg, base_repo, "mistralrs-hopper",
+                                                   extra=("--enablerepo=mistralrs-unstable",))
+        # the unstable channel is off unless asked for
+        root = services.make_dnf_root(tmp_path / "dnf3", repo.render_repo_file(cfg), base_repo)
+        assert root.dnf("install", "mistralrs-hopper").returncode != 0
+
+        # publishing again with nothing new sends no package bytes
+        again = publish(cfg)
+        assert again["bytes_sent"].get("packages", 0) == 0
+        assert not again["channels"]["stable"]["metadata_rebuilt"]
+
+        # --channel restricts; signing happened in staging only
+        fakerpm.build(dist, "blackwell", version="0.9.3^20261201.1.gdef5678")
+        fakerpm.build(dist, "blackwell", version="0.9.3")
+        report = publish(cfg, "unstable")
+        assert list(report["channels"]) == ["unstable"]
+        assert "mistralrs-blackwell-0.9.3-1.fc43.x86_64.rpm" not in published(target)
+
+
+def test_dnf_refuses_bad_signatures(tmp_path, keys, base_repo):
+    """Repositories broken on purpose, past our own checks: dnf must refuse each."""
+    target = tmp_path / "srv"
+    with services.nginx(target) as url:
+        cfg = write_config(tmp_path / "work", str(target), url, keys)
+        fakerpm.build(cfg.paths.dist, "ampere")
+        publish(cfg)
+        assert "flavour=ampere" in install_and_run(tmp_path / "ok", cfg, base_repo, "mistralrs-ampere")
+        channel = stable_dir(target)
+        rpm_path = channel / "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+        pristine = tmp_path / "pristine"
+        shutil.copytree(target, pristine)
+        pub = dataclasses.make_dataclass("P", ["key_file", "key_env", "passphrase_file", "passphrase_env"])
+        main = pub(str(keys["main"][0]), "", str(keys["passphrase"]), "")
+
+        def rebuild_metadata():
+            subprocess.run(["createrepo_c", "-q", "--no-database", "--update", str(channel)], check=True)
+            with signing.signing_key(main) as key:
+                signing.sign_repomd(key, channel / "repodata")
+
+        def refused(name: str) -> str:
+            root = services.make_dnf_root(tmp_path / name, repo.render_repo_file(cfg), base_repo)
+            proc = root.dnf("install", "mistralrs-ampere")
+            assert proc.returncode != 0, f"{name}: dnf installed from a bad repository"
+            assert not (root.root / "usr/bin/mistralrs").exists()
+            return proc.stdout + proc.stderr
+
+        def reset():
+            shutil.rmtree(target)
+            shutil.copytree(pristine, target)
+
+        # a package signed by another key, in valid signed metadata
+        other = fakerpm.build(tmp_path / "other", "ampere")
+        with signing.signing_key(pub(str(keys["other"][0]), "", "", "")) as key:
+            signing.sign_rpms(key, [other])
+        shutil.copyfile(other, rpm_path)
+        rebuild_metadata()
+        out = refused("other-key")
+        assert re.search(r"(?i)gpg|signature|key", out)
+
+        # a tampered package, metadata regenerated to match it
+        reset()
+        data = bytearray(rpm_path.read_bytes())
+        data[-100] ^= 0xFF
+        rpm_path.write_bytes(bytes(data))
+        rebuild_metadata()
+        refused("tampered")
+
+        # a stale repomd.xml.asc (createrepo_c carries the old one over)
+        reset()
+        before = (channel / "repodata" / "repomd.xml").read_bytes()
+        time.sleep(1.1)  # a new revision/timestamp, so repomd.xml changes
+        subprocess.run(["createrepo_c", "-q", "--no-database", "--update", str(channel)], check=True)
+        assert (channel / "repodata" / "repomd.xml").read_bytes() != before
+        assert (channel / "repodata" / "repomd.xml.asc").exists()
+        out = refused("stale-asc")
+        assert re.search(r"(?i)gpg|signature", out)
+
+        # no repomd.xml.asc at all
+        reset()
+        (channel / "repodata" / "repomd.xml.asc").unlink()
+        refused("missing-asc")
+
+
+def test_same_nvr_with_other_content_is_refused(tmp_path, keys):
+    target = tmp_path / "srv"
+    cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)
+    fakerpm.build(cfg.paths.dist, "ampere", marker="first")
+    publish(cfg)
+    before = (stable_dir(target) / "repodata" / "repomd.xml").read_bytes()
+    fakerpm.build(cfg.paths.dist, "ampere", marker="second")  # same file name, other content
+    with pytest.raises(UserError, match="raise the release"):
+        publish(cfg)
+    assert (stable_dir(target) / "repodata" / "repomd.xml").read_bytes() == before
+
+
+def test_retention_keeps_n_and_downgrade_works(tmp_path, keys, base_repo):
+    target = tmp_path / "srv"
+    with services.nginx(target) as url:
+        cfg = write_config(tmp_path / "work", str(target), url, keys, retention=2)
+        for version in ("0.9.0", "0.9.1~rc1", "0.9.1", "0.9.2"):
+            fakerpm.build(cfg.paths.dist, "ampere", version=version)
+            publish(cfg)
+        names = published(target)
+        assert names == ["mistralrs-ampere-0.9.1-1.fc43.x86_64.rpm", "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+        on_disk = sorted(p.name for p in stable_dir(target).glob("*.rpm"))
+        assert on_disk == names  # pruned files are deleted, after the swap
+        root = services.make_dnf_root(tmp_path / "dnf", repo.render_repo_file(cfg), base_repo)
+        root.dnf("install", "mistralrs-ampere", check=True)
+        assert "version=0.9.2-1" in root.run_installed()
+        root.dnf("downgrade", "mistralrs-ampere", check=True)
+        assert "version=0.9.1-1" in root.run_installed()
+
+
+# --- over SSH ----------------------------------------------------------------
+
+
+@pytest.fixture
+def remote(tmp_path):
+    reason = services.skip_reason_sshd()
+    if reason:
+        pytest.skip(reason)
+    services.ensure_user()
+    host = Path(services.tempfile.mkdtemp(prefix="mrpm-host-"))
+    os.chmod(host, 0o755)
+    shell = host / "repo-shell"
+    shutil.copy(ROOT / "scripts" / "repo-shell", shell)
+    os.chmod(shell, 0o755)
+    root = host / "srv"
+    services.give_to(root)
+    try:
+        with services.sshd([str(shell), str(root)]) as sshd:
+            yield sshd, root
+    finally:
+        shutil.rmtree(host, ignore_errors=True)
+
+
+def remote_config(tmp_path, keys, remote, url, name="work"):
+    sshd, root = remote
+    return write_config(tmp_path / name, sshd.target(root), url, keys, host_key=sshd.host_key_line,
+                        ssh_key=str(sshd.client_key))
+
+
+def test_remote_publish_over_ssh(tmp_path, keys, base_repo, remote):
+    sshd, root = remote
+    with services.nginx(root) as url:
+        cfg = remote_config(tmp_path, keys, remote, url)
+        fakerpm.build(cfg.paths.dist, "ampere")
+        publish(cfg)
+        assert "flavour=ampere" in install_and_run(tmp_path / "dnf", cfg, base_repo, "mistralrs-ampere")
+        assert publish(cfg)["bytes_sent"].get("packages", 0) == 0
+        # retention prunes on the host too, over the same restricted key
+        cfg1 = dataclasses.replace(cfg, publish=dataclasses.replace(cfg.publish, retention=1))
+        fakerpm.build(cfg.paths.dist, "ampere", version="0.9.3")
+        assert publish(cfg1)["channels"]["stable"]["pruned"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+        assert sorted(p.name for p in stable_dir(root).glob("*.rpm")) == ["mistralrs-ampere-0.9.3-1.fc43.x86_64.rpm"]
+        assert "version=0.9.3-1" in install_and_run(tmp_path / "dnf2", cfg, base_repo, "mistralrs-ampere")
+
+    ssh = ["ssh", "-p", str(sshd.port), "-i", str(sshd.client_key), "-o", "BatchMode=yes",
+           "-o", f"UserKnownHostsFile={tmp_path / 'kh'}", "-o", "StrictHostKeyChecking=yes", f"{sshd.user}@127.0.0.1"]
+    (tmp_path / "kh").write_text(sshd.host_key_line + "\n")
+    # the key can do nothing but lock and rsync inside the repository
+    for command in (["cat", "/etc/passwd"], ["rsync", "--server", "--sender", "-r", ".", "/etc/"],
+                    ["rsync", "--server", "-r", ".", f"{root}/../x/"], ["rsync", "--server", "--log-file=/tmp/x", ".", str(root)]):
+        proc = subprocess.run([*ssh, *command], capture_output=True, text=True, timeout=30)
+        assert proc.returncode != 0 and "repo-shell" in proc.stderr, command
+    # a wrong host key is refused
+    bad = dataclasses.replace(cfg.publish, host_key=keys and f"[127.0.0.1]:{sshd.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlaceholderReplaceWithTheRealHostKeyOfTheRepo")
+    with pytest.raises(UserError):
+        publish(dataclasses.replace(cfg, publish=bad))
+
+
+def start_publish(cfg, env_extra: dict | None = None) -> subprocess.Popen:
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from buildlib import config, repo\nfrom buildlib.layout import Layout\n"
+        "cfg = config.load(); repo.publish_dist(cfg, Layout.of(cfg))\n" % str(ROOT)
+    )
+    env = dict(os.environ, MRPM_CONFIG=str(cfg.source), **(env_extra or {}))
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, marker: str, timeout: float = 60) -> list[str]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"publish ended before {marker!r}:\n{''.join(seen)}")
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise AssertionError(f"no {marker!r} within {timeout} s")
+
+
+@pytest.mark.parametrize("step,limit", [("uploading 1 package", "packages:200"), ("uploading 3 metadata", "metadata:1")])
+def test_killed_publish_leaves_a_working_repository(tmp_path, keys, base_repo, remote, step, limit):
+    sshd, root = remote
+    with services.nginx(root) as url:
+        cfg = remote_config(tmp_path, keys, remote, url)
+        fakerpm.build(cfg.paths.dist, "ampere", version="0.9.1")
+        publish(cfg)
+        fakerpm.build(cfg.paths.dist, "ampere", version="0.9.2", size_kib=1024)
+        proc = start_publish(cfg, {repo.BWLIMIT_ENV: limit})
+        wait_for_line(proc, step)
+        time.sleep(1.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # still the old repository, validly signed; dnf installs from it
+        channel = stable_dir(root)
+        signing.verify_repomd(signing_public(keys), keys["main"][1], channel / "repodata")
+        assert published(root) == ["mistralrs-ampere-0.9.1-1.fc43.x86_64.rpm"]
+        assert "version=0.9.1-1" in install_and_run(tmp_path / "dnf1", cfg, base_repo, "mistralrs-ampere")
+        # the lock went with the killed publish; the next one completes the job
+        report = publish(cfg)
+        assert report["channels"]["stable"]["added"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+        assert "version=0.9.2-1" in install_and_run(tmp_path / "dnf2", cfg, base_repo, "mistralrs-ampere")
+        leftovers = [p.name for p in channel.rglob("*") if p.name.startswith(".") and p.name != ".publish.lock"]
+        assert not [n for n in leftovers if n.endswith(".rpm")], leftovers
+
+
+def signing_public(keys) -> str:
+    pub = dataclasses.make_dataclass("P", ["key_file", "key_env", "passphrase_file", "passphrase_env"])
+    with signing.signing_key(pub(str(keys["main"][0]), "", str(keys["passphrase"]), "")) as key:
+        return key.public_key
+
+
+def test_two_publishes_at_once_both_land(tmp_path, keys, remote):
+    sshd, root = remote
+    one = remote_config(tmp_path, keys, remote, "http://127.0.0.1:9/", name="one")
+    two = remote_config(tmp_path, keys, remote, "http://127.0.0.1:9/", name="two")
+    fakerpm.build(one.paths.dist, "ampere", size_kib=256)
+    fakerpm.build(two.paths.dist, "ada", size_kib=256)
+    fakerpm.build(two.paths.dist, "hopper", version=SNAPSHOT)
+    procs = [start_publish(c, {repo.BWLIMIT_ENV: "packages:200"}) for c in (one, two)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert any("waiting for the publish lock" in o for o in outputs), outputs
+    assert published(root) == ["mistralrs-ada-0.9.2-1.fc43.x86_64.rpm", "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+    assert published(root, "unstable") == [f"mistralrs-hopper-{SNAPSHOT}-1.fc43.x86_64.rpm"]
+
+
+# --- doit --------------------------------------------------------------------
+
+
+def test_doit_publish_runs_no_build_task(tmp_path, keys, monkeypatch):
+    """CI: packages handed over into dist/ of a fresh checkout, empty doit state."""
+    from doit.cmd_base import ModuleTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    target = tmp_path / "srv"
+    cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)
+    fakerpm.build(cfg.paths.dist, "ampere")
+    monkeypatch.setenv("MRPM_CONFIG", str(cfg.source))
+    from buildlib.tasks import publish as publish_tasks
+
+    built = tmp_path / "built"
+
+    def task_build():
+        return {"actions": [lambda: built.write_text("ran") and None], "targets": [str(tmp_path / "artifact")]}
+
+    report = tmp_path / "report.json"
+    code = DoitMain(ModuleTaskLoader({"task_build": task_build, "task_publish": publish_tasks.task_publish}),
+                    config_filenames=(),
+                    extra_config={"GLOBAL": {"dep_file": str(tmp_path / "state.sqlite3"), "backend": "sqlite3"}}
+                    ).run(["run", "--reporter", "json", "--output-file", str(report), "publish"])
+    assert code == 0, report.read_text() if report.exists() else ""
+    assert not built.exists()
+    assert [t["name"] for t in __import__("json").loads(report.read_text())["tasks"]] == ["publish"]
+    assert published(target) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
