@@ -124,6 +124,27 @@ class Publish:
 
 
 @dataclass(frozen=True)
+class Poll:
+    """The [poll] table: how `doit poll` asks GitHub."""
+
+    api_url: str = "https://api.github.com"
+    repository: str = ""
+    """owner/name on GitHub; "" derives it from upstream.url."""
+    token_env: str = "MRPM_GITHUB_TOKEN"
+    """Environment variable holding an optional GitHub token.  Not
+    GITHUB_TOKEN: in Gitea Actions that name is Gitea's own token."""
+    timeout: float = 20.0
+    retries: int = 3
+    """Extra attempts after a 5xx answer or a connection error."""
+    backoff: float = 2.0
+    """Seconds before the first retry; doubled for each further one."""
+    retrigger_after: float = 21600.0
+    """Seconds before the same build (channel, ref, flavours) is started
+    again while its packages are still missing: a build that fails must not
+    take the GPU runners every 15 minutes."""
+
+
+@dataclass(frozen=True)
 class Paths:
     root: Path
     cache: Path
@@ -142,6 +163,7 @@ class Config:
     package: Package
     publish: Publish
     paths: Paths
+    poll: Poll
 
     def flavour(self, name: str) -> Flavour:
         for f in self.flavours:
@@ -349,6 +371,22 @@ def parse(data: dict, source: Path) -> Config:
         raise ConfigError("publish.host_key is missing: a remote target needs its pinned host key (a known_hosts line)")
     pub.finish()
 
+    po = top.table("poll", {})
+    poll = Poll(
+        api_url=po.string("api_url", "https://api.github.com", pattern=re.compile(r"^https?://[^\s]+\Z"), form="an http(s) URL"),
+        repository=po.string("repository", "", pattern=re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100})?\Z"),
+                             form='"owner/name" or ""'),
+        token_env=po.string("token_env", "MRPM_GITHUB_TOKEN", pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z"),
+                            form="an environment variable name"),
+        timeout=float(po.get("timeout", (int, float), 20, form="seconds")),
+        retries=po.get("retries", int, 3, form="an integer"),
+        backoff=float(po.get("backoff", (int, float), 2.0, form="seconds")),
+        retrigger_after=float(po.get("retrigger_after", (int, float), 21600, form="seconds")),
+    )
+    if poll.timeout <= 0 or poll.retries < 0 or poll.backoff < 0 or poll.retrigger_after < 0:
+        raise ConfigError("poll: timeout must be > 0, retries and backoff >= 0")
+    po.finish()
+
     pa = top.table("paths", {})
     paths = Paths(
         root=base,
@@ -360,7 +398,7 @@ def parse(data: dict, source: Path) -> Config:
     pa.finish()
     top.finish()
     return Config(source=source, upstream=upstream, build=build, flavours=tuple(flavours),
-                  channels=tuple(channels), package=package, publish=publish, paths=paths)
+                  channels=tuple(channels), package=package, publish=publish, paths=paths, poll=poll)
 
 
 def default_path() -> Path:

@@ -71,6 +71,16 @@ class Layout:
         """Which release number each (flavour, version, spec digest) got."""
         return self.build / "releases.json"
 
+    # poll
+    @property
+    def poll_state(self) -> Path:
+        """ETags and answers of the GitHub API, kept between polls."""
+        return self.cache / "poll" / "state.json"
+
+    @property
+    def poll_decision(self) -> Path:
+        return self.build / "poll" / "decision.json"
+
     # publish
     def staging(self, channel: str) -> Path:
         return self.build / "publish" / channel
@@ -79,6 +89,14 @@ class Layout:
     def gnupg_parent(self) -> Path:
         return self.build / "gnupg"
 
+    # the mistralrs-release package (repository configuration for users)
+    @property
+    def release_topdir(self) -> Path:
+        return self.build / "rpmbuild" / "mistralrs-release"
+
+    def release_rpm(self, version: int, dist: str) -> Path:
+        return self.dist / f"mistralrs-release-{version}-1{dist}.noarch.rpm"
+
 
 SPEC_TEMPLATE = RPM_DIR / "mistralrs.spec.j2"
 UNIT_TEMPLATE = RPM_DIR / "systemd" / "mistralrs@.service"
@@ -86,3 +104,10 @@ UNIT_EXAMPLE = RPM_DIR / "systemd" / "mistralrs@.conf.example"
 SYSUSERS = RPM_DIR / "systemd" / "mistralrs.sysusers"
 COMPAT_MACROS = RPM_DIR / "compat.macros"
 RPMLINT_FILTERS = RPM_DIR / "rpmlint.toml"
+NVIDIA_DEVICES_UNIT = RPM_DIR / "systemd" / "mistralrs-nvidia-devices.service"
+LICENSE_TEXT = RPM_DIR / "LICENSE.mistralrs"
+RELEASE_SPEC_TEMPLATE = RPM_DIR / "release" / "mistralrs-release.spec.j2"
+FLAVOUR_SCRIPT_TEMPLATE = RPM_DIR / "release" / "mistralrs-flavour.j2"
+NGINX_SITE_TEMPLATE = RPM_DIR / "nginx" / "mistralrs-repo.conf.j2"
+CERTBOT_HOOK_TEMPLATE = RPM_DIR / "nginx" / "certbot-deploy-hook.sh.j2"
+SITE_DIR = RPM_DIR / "site"

@@ -1,0 +1,507 @@
+"""The upstream poll: GitHub answers (a local fake in GitHub's shapes) and
+published repositories (createrepo_c over small RPMs, served on 127.0.0.1)
+in, a decision per channel and flavour out."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from buildlib import config as configmod
+from buildlib import poll
+from buildlib.layout import Layout
+from buildlib.run import UserError
+from fake_github import FakeGitHub, Reply, StaticServer, release_object
+from fixtures import fakerpm
+from pipeline import demo_config, write_config
+
+FLAVOURS = ("ampere", "hopper")
+OLD_HEAD = "1" * 40
+HEAD = "abcdef0123456789abcdef0123456789abcdef01"
+RELEASE = "0.9.3"
+SNAPSHOT_OF = {OLD_HEAD: "0.9.2^20260620.4.g1111111", HEAD: "0.9.3^20260702.3.gabcdef0"}
+CHANNEL_DIR = {"stable": "fedora/43/x86_64", "unstable": "fedora/43/x86_64/unstable"}
+
+
+@pytest.fixture(scope="session")
+def rpm_pool(tmp_path_factory):
+    """One small RPM per flavour and version, built once."""
+    out = tmp_path_factory.mktemp("rpms")
+    pool = {}
+    for flavour in FLAVOURS:
+        for version in ("0.9.2", RELEASE, *SNAPSHOT_OF.values()):
+            pool[flavour, version] = fakerpm.build(out / f"{flavour}-{version}", flavour, version)
+    return pool
+
+
+class Published:
+    """The published tree (<base>/fedora/43/x86_64/[unstable/]) on a local web server."""
+
+    def __init__(self, root: Path, pool):
+        self.root, self.pool = root, pool
+        self.server = StaticServer(root).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.server.url}/mistralrs-rpm"
+
+    def channel(self, name: str, packages: list[tuple[str, str]], *extra: str) -> None:
+        # made apart and copied in: createrepo_c of stable must not see unstable/
+        staging = self.root.parent / f"staging-{name}"
+        staging.mkdir(parents=True)
+        for key in packages:
+            shutil.copy2(self.pool[key], staging)
+        subprocess.run(["createrepo_c", "--quiet", *extra, str(staging)], check=True)
+        shutil.copytree(staging, self.root / "mistralrs-rpm" / CHANNEL_DIR[name], dirs_exist_ok=True)
+
+
+@pytest.fixture
+def github():
+    fake = FakeGitHub().start()
+    fake.release = release_object(f"v{RELEASE}")
+    fake.head = HEAD
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def published(tmp_path, rpm_pool):
+    p = Published(tmp_path / "www", rpm_pool)
+    yield p
+    p.server.stop()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """No token, no ~/.netrc and no GITHUB_OUTPUT from the machine running the tests."""
+    monkeypatch.delenv("MRPM_GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+    (tmp_path / "home").mkdir()
+    return monkeypatch
+
+
+def setup(tmp_path, github, base_url, **settings):
+    data = demo_config(tmp_path / "project", Path("https://github.com/EricLBuehler/mistral.rs.git"), tmp_path / "cache",
+                       flavours=FLAVOURS, publish__base_url=base_url)
+    data["upstream"]["url"] = "https://github.com/EricLBuehler/mistral.rs.git"
+    cfg = configmod.load(write_config(tmp_path / "project", data))
+    values = {"api_url": github.url, "timeout": 5.0, "retries": 2, "backoff": 0.01, **settings}
+    return cfg, Layout.of(cfg), poll.PollSettings(**values)
+
+
+def run_poll(tmp_path, github, base_url, **settings):
+    cfg, layout, s = setup(tmp_path, github, base_url, **settings)
+    sleeps: list[float] = []
+    decision = poll.poll_upstream(cfg, layout, s, sleep=sleeps.append)
+    decision["sleeps"] = sleeps
+    return decision
+
+
+def everything_published(published):
+    published.channel("stable", [(f, RELEASE) for f in FLAVOURS] + [(f, "0.9.2") for f in FLAVOURS])
+    published.channel("unstable", [(f, SNAPSHOT_OF[HEAD]) for f in FLAVOURS] + [(f, SNAPSHOT_OF[OLD_HEAD]) for f in FLAVOURS])
+
+
+# --- decisions ---------------------------------------------------------------
+
+
+def test_nothing_new(tmp_path, github, published, env, capfd):
+    everything_published(published)
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["status"] == "decided"
+    assert d["release"]["ref"] == "v0.9.3" and d["release"]["rpm_version"] == "0.9.3"
+    assert not d["release"]["build"] and d["release"]["present"] == list(FLAVOURS)
+    assert d["prerelease"]["ref"] == HEAD and not d["prerelease"]["build"]
+    assert "nothing to do" in capfd.readouterr().err
+    layout = Layout.of(configmod.load(tmp_path / "project" / "config.toml"))
+    assert json.loads(poll.decision_file(layout).read_text())["release"]["present"] == list(FLAVOURS)
+
+
+def test_new_release_missing_for_every_flavour(tmp_path, github, published, env):
+    published.channel("stable", [(f, "0.9.2") for f in FLAVOURS])
+    published.channel("unstable", [(f, SNAPSHOT_OF[HEAD]) for f in FLAVOURS])
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["build"] and d["release"]["missing"] == list(FLAVOURS) and d["release"]["ref"] == "v0.9.3"
+    assert not d["prerelease"]["build"]
+
+
+def test_release_present_for_some_flavours_only(tmp_path, github, published, env):
+    published.channel("stable", [("hopper", RELEASE), ("ampere", "0.9.2")])
+    published.channel("unstable", [(f, SNAPSHOT_OF[HEAD]) for f in FLAVOURS])
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["missing"] == ["ampere"] and d["release"]["present"] == ["hopper"]
+    assert d["release"]["build"]
+
+
+def test_snapshot_in_stable_does_not_count_as_the_release(tmp_path, github, published, env):
+    # 0.9.3^... sorts after 0.9.3 but is not it; only an exact version counts
+    published.channel("stable", [(f, SNAPSHOT_OF[HEAD]) for f in FLAVOURS])
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["missing"] == list(FLAVOURS)
+
+
+def test_new_commit_on_master(tmp_path, github, published, env):
+    published.channel("stable", [(f, RELEASE) for f in FLAVOURS])
+    published.channel("unstable", [(f, SNAPSHOT_OF[OLD_HEAD]) for f in FLAVOURS])
+    d = run_poll(tmp_path, github, published.base_url)
+    assert not d["release"]["build"]
+    assert d["prerelease"]["build"] and d["prerelease"]["ref"] == HEAD and d["prerelease"]["missing"] == list(FLAVOURS)
+    assert d["prerelease"]["sha7"] == HEAD[:7]
+
+
+def test_repository_missing_means_everything_missing(tmp_path, github, published, env):
+    (published.root / "mistralrs-rpm").mkdir(parents=True)
+    d = run_poll(tmp_path, github, published.base_url)
+    for part in ("release", "prerelease"):
+        assert d[part]["repository_state"] == "missing"
+        assert d[part]["build"] and d[part]["missing"] == list(FLAVOURS)
+
+
+def test_unstable_missing_but_stable_published(tmp_path, github, published, env):
+    published.channel("stable", [(f, RELEASE) for f in FLAVOURS])
+    d = run_poll(tmp_path, github, published.base_url)
+    assert not d["release"]["build"]
+    assert d["prerelease"]["repository_state"] == "missing" and d["prerelease"]["build"]
+
+
+def test_repository_unreachable_decides_nothing(tmp_path, github, published, env, capfd):
+    everything_published(published)
+    published.server.status = 503
+    d = run_poll(tmp_path, github, published.base_url)
+    for part in ("release", "prerelease"):
+        assert d[part]["repository_state"] == "unreachable" and not d[part]["build"]
+        assert d[part]["missing"] == []
+    # 1 + 2 retries, per channel, with a doubling backoff
+    assert len([p for p in published.server.paths if p.endswith("repomd.xml")]) == 6
+    assert d["sleeps"] == [0.01, 0.02, 0.01, 0.02]
+    assert "nothing decided: repository unreachable" in capfd.readouterr().err
+
+
+def test_connection_refused_decides_nothing(tmp_path, github, env):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    d = run_poll(tmp_path, github, f"http://127.0.0.1:{port}/mistralrs-rpm")
+    assert not d["release"]["build"] and not d["prerelease"]["build"]
+    assert "ConnectionError after 3 attempts" in d["release"]["reason"]
+
+
+def test_corrupt_metadata_decides_nothing(tmp_path, github, published, env):
+    everything_published(published)
+    repodata = published.root / "mistralrs-rpm" / CHANNEL_DIR["stable"] / "repodata"
+    primary = next(repodata.glob("*primary.xml.gz"))
+    primary.write_bytes(b"not gzip")
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["repository_state"] == "unreachable" and not d["release"]["build"]
+    assert "checksum" in d["release"]["reason"]
+
+
+@pytest.mark.parametrize("compress", ["zstd", "xz", "bz2"])
+def test_other_metadata_compressions(tmp_path, github, published, env, compress):
+    if compress == "zstd":
+        pytest.importorskip("zstandard")
+        probe = subprocess.run(["createrepo_c", "--quiet", "--general-compress-type", "zstd", str(tmp_path / "probe")],
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            pytest.skip(f"this createrepo_c writes no zstd: {probe.stderr.strip()}")
+    published.channel("stable", [("hopper", RELEASE)], "--general-compress-type", compress)
+    published.channel("unstable", [(f, SNAPSHOT_OF[HEAD]) for f in FLAVOURS], "--general-compress-type", compress)
+    repodata = published.root / "mistralrs-rpm" / CHANNEL_DIR["stable"] / "repodata"
+    assert list(repodata.glob(f"*primary.xml.{ {'zstd': 'zst'}.get(compress, compress)}"))
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["missing"] == ["ampere"] and not d["prerelease"]["build"]
+
+
+# --- GitHub's side -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["primary-403", "primary-429", "secondary"])
+def test_rate_limited_triggers_nothing(tmp_path, github, published, env, capfd, kind):
+    everything_published(published)
+    github.rate_limit(reset_in=1800, secondary=kind == "secondary", status=429 if kind == "primary-429" else 403)
+    output = tmp_path / "github_output"
+    env.setenv("GITHUB_OUTPUT", str(output))
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["status"] == "rate-limited"
+    assert not d["release"]["build"] and not d["prerelease"]["build"]
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if "rate limit" in line]
+    assert len(lines) == 1 and "retry after" in lines[0] and "UTC (in 29 min" in lines[0], err
+    assert "build_release=false\n" in output.read_text() and "build_prerelease=false\n" in output.read_text()
+    assert "poll_status=rate-limited\n" in output.read_text()
+    assert d["sleeps"] == []  # no hammering a rate-limited API
+    assert published.server.paths == []  # nothing else asked
+
+
+def test_5xx_then_success(tmp_path, github, published, env):
+    everything_published(published)
+    github.fail(github.release_path, 2, 502)
+    github.fail(github.head_path, 1, 503)
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["status"] == "decided" and d["release"]["ref"] == "v0.9.3" and d["prerelease"]["ref"] == HEAD
+    assert [r.status for r in github.requests_for(github.release_path)] == [502, 502, 200]
+    assert d["sleeps"] == [0.01, 0.02, 0.01]
+
+
+def test_api_unreachable_after_retries(tmp_path, github, published, env):
+    everything_published(published)
+    github.fail(github.release_path, 3, 500)
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["status"] == "unreachable" and not d["release"]["build"] and not d["prerelease"]["build"]
+    assert "HTTP 500 after 3 attempts" in d["release"]["reason"]
+
+
+GARBAGE_RELEASES = {
+    "shell": release_object("v1.0.0;id"),
+    "newline": release_object("v1.0.0\nbuild_release=true"),
+    "not-a-version": release_object("1.0"),
+    "main": release_object("main"),
+    "leading-zero": release_object("v01.0.0"),
+    "number": dict(release_object("v1.0.0"), tag_name=100),
+    "draft": release_object("v1.0.0", draft=True),
+    "no-tag": {"message": "hello"},
+    "list": [],
+    "not-json": b"<html>Bad gateway</html>",
+}
+
+
+@pytest.mark.parametrize("name", GARBAGE_RELEASES)
+def test_garbage_release_is_refused(tmp_path, github, published, env, capfd, name):
+    published.channel("unstable", [])
+    value = GARBAGE_RELEASES[name]
+    github.raw_release = value if isinstance(value, bytes) else json.dumps(value).encode()
+    output = tmp_path / "github_output"
+    env.setenv("GITHUB_OUTPUT", str(output))
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["ref"] is None and not d["release"]["build"]
+    assert d["release"]["reason"].startswith("refusing")
+    # the snapshot side is decided on its own
+    assert d["prerelease"]["build"] and d["prerelease"]["ref"] == HEAD
+    text = output.read_text()
+    assert text.count("build_release=") == 1 and "build_release=false\n" in text
+    assert all(re.fullmatch(r'[a-z_]+=[A-Za-z0-9.\[\]",-]*', line) for line in text.splitlines()), text
+    err = capfd.readouterr().err
+    assert "refusing" in err and "Traceback" not in err
+    if name == "shell":
+        assert "'v1.0.0;id'" in err
+
+
+@pytest.mark.parametrize("body", [b"zzz", b"v1.0.0;id", b"abc", HEAD.upper().encode(), (HEAD + "\nbuild_prerelease=true").encode(),
+                                  b'{"sha": "nope"}'])
+def test_garbage_head_is_refused(tmp_path, github, published, env, body):
+    published.channel("stable", [(f, RELEASE) for f in FLAVOURS])
+    github.raw_head = body
+    output = tmp_path / "github_output"
+    env.setenv("GITHUB_OUTPUT", str(output))
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["prerelease"]["ref"] is None and not d["prerelease"]["build"]
+    assert "refusing the head of master" in d["prerelease"]["reason"]
+    assert output.read_text().count("build_prerelease=") == 1 and "build_prerelease=false\n" in output.read_text()
+
+
+def test_commit_asked_for_as_bare_sha(tmp_path, github, published, env):
+    everything_published(published)
+    run_poll(tmp_path, github, published.base_url)
+    (request,) = github.requests_for(github.head_path)
+    assert request.headers["accept"] == "application/vnd.github.sha"
+    (request,) = github.requests_for(github.release_path)
+    assert request.headers["accept"] == "application/vnd.github+json"
+
+
+def test_second_poll_sends_if_none_match_and_gets_304(tmp_path, github, published, env, capfd):
+    everything_published(published)
+    first = run_poll(tmp_path, github, published.base_url)
+    assert all("if-none-match" not in r.headers for r in github.requests)
+    remaining = github.remaining
+    second = run_poll(tmp_path, github, published.base_url)
+    later = github.requests[2:]
+    assert [r.path for r in later] == [github.release_path, github.head_path]
+    assert all(r.headers.get("if-none-match") for r in later)
+    assert [r.status for r in later] == [304, 304]
+    assert second["release"] == first["release"] and second["prerelease"] == first["prerelease"]
+    assert len(second["unchanged_answers"]) == 2
+    # an authorized 304 is free; the fake counts unauthorized ones as GitHub does
+    assert github.remaining == remaining - 2
+
+    # upstream moves on: the stored ETag no longer matches, a fresh answer comes
+    github.head = "2" * 40
+    third = run_poll(tmp_path, github, published.base_url)
+    assert github.requests[-1].status == 200 and third["prerelease"]["ref"] == "2" * 40
+    assert third["prerelease"]["build"]
+
+
+def test_github_output_lines(tmp_path, github, published, env):
+    published.channel("stable", [("hopper", RELEASE)])
+    published.channel("unstable", [])
+    output = tmp_path / "github_output"
+    output.write_text("earlier=kept\n")
+    env.setenv("GITHUB_OUTPUT", str(output))
+    run_poll(tmp_path, github, published.base_url)
+    assert output.read_text().splitlines() == [
+        "earlier=kept",
+        "poll_status=decided",
+        "release_ref=v0.9.3",
+        'release_flavours=["ampere"]',
+        "build_release=true",
+        f"prerelease_ref={HEAD}",
+        'prerelease_flavours=["ampere","hopper"]',
+        "build_prerelease=true",
+    ]
+
+
+def test_nothing_to_build_outputs(tmp_path, github, published, env):
+    everything_published(published)
+    output = tmp_path / "github_output"
+    env.setenv("GITHUB_OUTPUT", str(output))
+    run_poll(tmp_path, github, published.base_url)
+    assert output.read_text().splitlines() == [
+        "poll_status=decided", "release_ref=", "release_flavours=[]", "build_release=false",
+        "prerelease_ref=", "prerelease_flavours=[]", "build_prerelease=false",
+    ]
+
+
+def test_no_release_yet(tmp_path, github, published, env):
+    everything_published(published)
+    github.release = None
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["ref"] is None and d["release"]["reason"] == "upstream has no release yet"
+    assert d["status"] == "decided"
+
+
+def test_token_is_sent_never_shown_and_netrc_ignored(tmp_path, github, published, env, capfd):
+    everything_published(published)
+    (tmp_path / "home" / ".netrc").write_text("machine 127.0.0.1 login netrc-user password netrc-secret\n")
+    (tmp_path / "home" / ".netrc").chmod(0o600)
+    run_poll(tmp_path, github, published.base_url)
+    assert all("authorization" not in r.headers for r in github.requests)
+
+    env.setenv("MRPM_GITHUB_TOKEN", "ghp_secretsecret")
+    run_poll(tmp_path, github, published.base_url)
+    assert {r.headers.get("authorization") for r in github.requests[2:]} == {"Bearer ghp_secretsecret"}
+    captured = capfd.readouterr()
+    layout = Layout.of(configmod.load(tmp_path / "project" / "config.toml"))
+    for text in (captured.out, captured.err, poll.decision_file(layout).read_text(), poll.state_file(layout).read_text()):
+        assert "ghp_secret" not in text and "netrc-secret" not in text
+
+
+def test_bad_token_is_a_clear_error(tmp_path, github, published, env):
+    github.queue(github.release_path, Reply(401, b'{"message": "Bad credentials"}', {"Content-Type": "application/json"}))
+    cfg, layout, s = setup(tmp_path, github, published.base_url)
+    with pytest.raises(UserError, match="GitHub refused the token.*Bad credentials"):
+        poll.poll_upstream(cfg, layout, s, sleep=lambda _: None)
+
+
+def test_unknown_branch_is_a_clear_error(tmp_path, github, published, env):
+    github.branch = "main"  # the fake knows only main; config says master
+    cfg, layout, s = setup(tmp_path, github, published.base_url)
+    with pytest.raises(UserError, match="upstream.branch = 'master'"):
+        poll.poll_upstream(cfg, layout, s, sleep=lambda _: None)
+
+
+@pytest.mark.parametrize("url, repository", [
+    ("https://github.com/EricLBuehler/mistral.rs.git", "EricLBuehler/mistral.rs"),
+    ("https://github.com/EricLBuehler/mistral.rs", "EricLBuehler/mistral.rs"),
+    ("git@github.com:EricLBuehler/mistral.rs.git", "EricLBuehler/mistral.rs"),
+])
+def test_repository_from_upstream_url(url, repository):
+    class Cfg:
+        class upstream:
+            pass
+    Cfg.upstream.url = url
+    assert poll.github_repository(Cfg, poll.PollSettings()) == repository
+
+
+@pytest.mark.parametrize("url", ["/srv/mistral.rs", "https://gitlab.com/a/b.git", "https://github.com/a/b/c",
+                                 "https://github.com/../x"])
+def test_non_github_upstream_needs_poll_repository(url):
+    class Cfg:
+        class upstream:
+            pass
+    Cfg.upstream.url = url
+    with pytest.raises(UserError, match="poll.repository"):
+        poll.github_repository(Cfg, poll.PollSettings())
+    assert poll.github_repository(Cfg, poll.PollSettings(repository="o/r")) == "o/r"
+    with pytest.raises(UserError, match="poll.repository"):
+        poll.github_repository(Cfg, poll.PollSettings(repository="o/r;id"))
+
+
+# --- the matrix ------------------------------------------------------------------
+
+
+def test_flavour_matrix(tmp_path):
+    data = demo_config(tmp_path, Path("https://github.com/EricLBuehler/mistral.rs.git"), tmp_path / "cache",
+                       flavours=("ampere", "ada", "hopper"))
+    cfg = configmod.load(write_config(tmp_path, data))
+    assert poll.flavour_matrix(cfg) == ["ampere", "ada", "hopper"]
+    assert poll.flavour_matrix(cfg, "") == ["ampere", "ada", "hopper"]
+    assert poll.flavour_matrix(cfg, '["hopper","ampere"]') == ["ampere", "hopper"]
+    for bad in ('["volta"]', "ampere", "[]", '[1]', '["ampere\\nx=1"]'):
+        with pytest.raises(UserError, match="MRPM_FLAVOURS"):
+            poll.flavour_matrix(cfg, bad)
+
+
+# --- through doit ------------------------------------------------------------------
+
+
+def test_doit_poll_writes_github_output(tmp_path, github, published, env):
+    from pipeline import run_doit
+
+    if "poll" not in getattr(configmod.Config, "__dataclass_fields__", {}):
+        pytest.skip("config.py has no [poll] table yet: doit poll cannot be pointed at the fake API")
+    published.channel("stable", [(f, "0.9.2") for f in FLAVOURS])
+    published.channel("unstable", [(f, SNAPSHOT_OF[HEAD]) for f in FLAVOURS])
+    data = demo_config(tmp_path / "project", Path("x"), tmp_path / "cache", flavours=FLAVOURS,
+                       publish__base_url=published.base_url)
+    data["upstream"]["url"] = "https://github.com/EricLBuehler/mistral.rs.git"
+    data["poll"] = {"api_url": github.url, "retries": 1, "backoff": 0.01}
+    config = write_config(tmp_path / "project", data)
+    output = tmp_path / "github_output"
+    rc, results, err = run_doit(config, "poll", env={"GITHUB_OUTPUT": str(output)})
+    assert rc == 0 and results["poll"] == "success", err
+    lines = output.read_text().splitlines()
+    assert "build_release=true" in lines and 'release_flavours=["ampere","hopper"]' in lines
+    assert "build_prerelease=false" in lines
+    rc, results, _ = run_doit(config, "poll", env={"GITHUB_OUTPUT": str(output)})
+    assert results["poll"] == "success"  # never up to date: upstream moves without local files changing
+    assert [r.status for r in github.requests[2:]] == [304, 304]
+
+
+def test_same_build_is_not_started_again_while_it_may_still_run(tmp_path, github, published, env, capfd):
+    published.channel("stable", [(f, "0.9.2") for f in FLAVOURS])
+    published.channel("unstable", [(f, SNAPSHOT_OF[HEAD]) for f in FLAVOURS])
+    output = tmp_path / "github_output"
+    env.setenv("GITHUB_OUTPUT", str(output))
+    assert run_poll(tmp_path, github, published.base_url)["release"]["build"]
+    second = run_poll(tmp_path, github, published.base_url)
+    assert not second["release"]["build"] and second["release"]["missing"] == list(FLAVOURS)
+    assert "not again before" in second["release"]["reason"]
+    assert output.read_text().splitlines().count("build_release=false") == 1
+    assert "held back: the same build was started" in capfd.readouterr().err
+    # hopper got published meanwhile: building ampere alone is a new build
+    shutil.rmtree(published.root / "mistralrs-rpm" / CHANNEL_DIR["stable"])
+    shutil.rmtree(published.root.parent / "staging-stable")
+    published.channel("stable", [("hopper", RELEASE)])
+    third = run_poll(tmp_path, github, published.base_url)
+    assert third["release"]["build"] and third["release"]["missing"] == ["ampere"]
+    # and once retrigger_after has passed, the same build starts again
+    assert run_poll(tmp_path, github, published.base_url, retrigger_after=0.0)["release"]["build"]
+
+
+def test_damaged_state_file_starts_afresh(tmp_path, github, published, env):
+    everything_published(published)
+    cfg, layout, s = setup(tmp_path, github, published.base_url)
+    poll.state_file(layout).parent.mkdir(parents=True)
+    for damaged in ("{not json", "[]", '{"etags": {"x": 1}, "started": {"y": "z"}}'):
+        poll.state_file(layout).write_text(damaged)
+        assert poll.poll_upstream(cfg, layout, s, sleep=lambda _: None)["status"] == "decided"
+        assert all("if-none-match" not in r.headers for r in github.requests[-2:])
