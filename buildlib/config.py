@@ -110,6 +110,7 @@ class Publish:
     """A local directory, or user@host:/path reached over SSH."""
     host_key: str
     ssh_key: str
+    ssh_key_env: str
     base_url: str
     retention: int
     key_file: str
@@ -357,6 +358,8 @@ def parse(data: dict, source: Path) -> Config:
         target=pub.string("target", form="a local directory or user@host:/path"),
         host_key=pub.string("host_key", ""),
         ssh_key=pub.string("ssh_key", ""),
+        ssh_key_env=pub.string("ssh_key_env", "MRPM_SSH_KEY", pattern=re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)?\Z"),
+                               form="an environment variable name"),
         base_url=pub.string("base_url", pattern=re.compile(r"^https?://[^\s]+\Z"), form="an http(s) URL"),
         retention=pub.get("retention", int, 3, form="an integer"),
         key_file=pub.string("key_file", ""),

@@ -313,9 +313,25 @@ class Target:
         argv = [require_tool("ssh", "install openssh-client"), "-p", port,
                 "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
                 "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=30"]
-        if publish.ssh_key:
-            argv += ["-i", str(Path(publish.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
+        identity = self._identity(publish)
+        if identity:
+            argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
         return argv
+
+    def _identity(self, publish: Publish) -> str:
+        """The SSH key: a file (publish.ssh_key), or the key itself in the
+        environment variable publish.ssh_key_env (a CI secret), written to a
+        private file in the scratch directory for this publish only."""
+        if publish.ssh_key:
+            return str(Path(publish.ssh_key).expanduser())
+        secret = os.environ.get(publish.ssh_key_env, "") if publish.ssh_key_env else ""
+        if not secret.strip():
+            return ""
+        path = self.scratch / "id_upload"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret.strip() + "\n")
+        return str(path)
 
     def url(self, rel: PurePosixPath | str, trailing: bool = True) -> str:
         path = f"{self.root}/{rel}" if str(rel) not in ("", ".") else self.root
