@@ -27,7 +27,9 @@ BRANCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,100}\Z")
 VERSION = re.compile(r"^\d+\.\d+\.\d+\Z")
 RUST_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?\Z")
 CUDA_VERSION = re.compile(r"^\d+\.\d+\Z")
-PAYLOAD = re.compile(r"^w\d+(T\d+)?\.(zstdio|xzdio|gzdio|ufdio|bzdio|lzdio)\Z")
+# rpm's payload syntax; zstd's long window (L) only up to 27: rpm 4.18 writes
+# L28 but cannot read it back.
+PAYLOAD = re.compile(r"^(w\d+(L(1\d|2[0-7]))?(T\d+)?\.zstdio|w\d+(T\d+)?\.(xzdio|gzdio|ufdio|bzdio|lzdio))\Z")
 DEP_NAME = re.compile(r"^[A-Za-z0-9_.+()-]+( (>=|<=|=|>|<) [A-Za-z0-9_.+~^-]+)?\Z")
 SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(?P<path>/[A-Za-z0-9._/-]+)\Z")
 
@@ -341,7 +343,7 @@ def parse(data: dict, source: Path) -> Config:
     for feat in feature_requires.data:
         fr.append((feat, feature_requires.strings(feat, pattern=DEP_NAME, form="a package name or soname")))
     package = Package(
-        payload=p.string("payload", pattern=PAYLOAD, form='an rpm payload such as "w19.zstdio" or "w7T0.zstdio"'),
+        payload=p.string("payload", pattern=PAYLOAD, form='an rpm payload such as "w19.zstdio" or "w10L27T0.zstdio" (zstd window L at most 27)'),
         license=p.string("license", "MIT"),
         url=p.string("url"),
         summary=p.string("summary"),
