@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildlib import localrepo
+
 UPLOAD_USER = "mrpm-upload"
 
 
@@ -57,35 +59,10 @@ def skip_reason_nginx() -> str | None:
 @contextlib.contextmanager
 def nginx(root: Path) -> Iterator[str]:
     """Serve root read-only on http://127.0.0.1:<port>; yields the base URL."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="mrpm-nginx-") as tmp:
-        prefix = Path(tmp)
-        (prefix / "logs").mkdir()
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        conf = prefix / "nginx.conf"
-        conf.write_text(f"""\
-{user}worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log {prefix}/logs/access.log;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    types {{ application/xml xml; application/x-rpm rpm; text/plain asc repo; }}
-    default_type application/octet-stream;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-        location / {{ autoindex on; }}
-    }}
-}}
-""")
-        proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+        conf = localrepo.write_nginx_conf(Path(tmp), root, port)
+        proc = subprocess.Popen([localrepo.nginx_binary(), "-p", tmp, "-c", str(conf), "-g", "daemon off;"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             wait_for_port(port, proc, "nginx")
@@ -203,21 +180,9 @@ def give_to(path: Path, user: str = UPLOAD_USER) -> None:
 # --- dnf in a scratch root ---------------------------------------------------
 
 
-@dataclass
-class DnfRoot:
-    root: Path
-    reposdir: Path
-    conf: Path
-
+class DnfRoot(localrepo.DnfRoot):
     def dnf(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-        argv = [
-            "dnf", "-y", "-q", f"--installroot={self.root}", "--releasever=43",
-            f"--setopt=reposdir={self.reposdir}", f"--setopt=cachedir={self.root}/var/cache/dnf",
-            "--setopt=install_weak_deps=False", "--setopt=gpgcheck=1", "--setopt=repo_gpgcheck=1",
-            "--setopt=keepcache=False", "--disableplugin=*", f"--config={self.conf}", *args,
-        ]
-        env = dict(os.environ, HOME=str(self.root.parent / "home"))
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env())
         if check and proc.returncode != 0:
             raise AssertionError(f"dnf {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -228,18 +193,5 @@ class DnfRoot:
 
 
 def make_dnf_root(tmp: Path, repo_file_text: str, base_repo_dir: Path | None = None) -> DnfRoot:
-    """A scratch root whose repositories are the given .repo file plus, when
-    given, an unsigned local repository standing in for Fedora and NVIDIA's."""
-    root = tmp / "root"
-    reposdir = tmp / "repos.d"
-    for d in (root, reposdir, tmp / "home"):
-        d.mkdir(parents=True, exist_ok=True)
-    conf = tmp / "dnf.conf"
-    conf.write_text("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nskip_if_unavailable=False\n")
-    (reposdir / "mistralrs.repo").write_text(repo_file_text)
-    if base_repo_dir is not None:
-        (reposdir / "base.repo").write_text(
-            f"[test-base]\nname=stand-in for Fedora and NVIDIA\nbaseurl=file://{base_repo_dir}\n"
-            "enabled=1\ngpgcheck=0\nrepo_gpgcheck=0\n"
-        )
-    return DnfRoot(root=root, reposdir=reposdir, conf=conf)
+    made = localrepo.make_dnf_root(tmp, repo_file_text, base_repo_dir)
+    return DnfRoot(root=made.root, reposdir=made.reposdir, conf=made.conf)

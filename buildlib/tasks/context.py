@@ -53,7 +53,7 @@ def doit_config() -> dict:
         raise SystemExit(2) from None
     layout.build.mkdir(parents=True, exist_ok=True)
     return {
-        "default_tasks": ["fetch", "build", "verify"],
+        "default_tasks": ["fetch", "build", "verify", "spec", "rpm"],
         # sqlite3: a second doit run beside this one keeps its records
         "backend": "sqlite3",
         "dep_file": str(layout.dep_file),

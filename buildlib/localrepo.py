@@ -1,0 +1,160 @@
+"""A published repository on this machine, as the demo and the tests use it:
+nginx serving it on 127.0.0.1, a stand-in for Fedora and NVIDIA's
+repositories, and Debian's dnf installing into a scratch root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .run import UserError, require_tool, run
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {prefix}/logs/access.log;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    types {{ application/xml xml; application/x-rpm rpm; text/plain asc repo; text/html html; text/css css; }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ autoindex on; index index.html; }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if found is None:
+        raise UserError("nginx is not installed (scripts/bootstrap installs nginx-light)")
+    return found
+
+
+def write_nginx_conf(prefix: Path, root: Path, port: int) -> Path:
+    """A minimal nginx serving root read-only on 127.0.0.1:port, all its
+    state under prefix, runnable without touching /etc or /var."""
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(user=user, prefix=prefix, root=root, port=port))
+    return conf
+
+
+def port_is_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def serve(root: Path, prefix: Path, port: int) -> str:
+    """Start (or restart) a background nginx for root; returns its URL."""
+    stop(prefix)
+    if port_is_open(port):
+        raise UserError(f"127.0.0.1:{port} is already in use: stop what listens there or set MRPM_DEMO_PORT")
+    conf = write_nginx_conf(prefix, root, port)
+    run([nginx_binary(), "-p", prefix, "-c", conf])
+    deadline = time.monotonic() + 10
+    while not port_is_open(port):
+        if time.monotonic() > deadline:
+            raise UserError(f"nginx did not start on 127.0.0.1:{port}; see {prefix / 'logs' / 'error.log'}")
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}"
+
+
+def stop(prefix: Path) -> None:
+    conf = prefix / "nginx.conf"
+    if (prefix / "nginx.pid").exists() and conf.exists():
+        run([nginx_binary(), "-p", prefix, "-c", conf, "-s", "stop"], check=False, quiet=True)
+
+
+STANDIN_SPEC = """\
+%define _binary_payload w3.zstdio
+Name: {name}
+Version: 1
+Release: 1
+Summary: Stands in for what Fedora and NVIDIA's repositories provide
+License: MIT
+BuildArch: noarch
+{provides}
+
+%description
+A scratch root has no base system: this package provides, by name, what
+Fedora's and NVIDIA's repositories would (the CUDA runtime, the driver's
+libcuda, a shell), so that dnf can resolve the packages' own dependencies.
+
+%files
+"""
+
+
+def build_standin_repo(dest: Path, provides: list[str], name: str = "mrpm-standin-base") -> Path:
+    """A local unsigned repository with one package providing provides."""
+    dest.mkdir(parents=True, exist_ok=True)
+    top = dest / "rpmbuild"
+    spec = dest / f"{name}.spec"
+    spec.write_text(STANDIN_SPEC.format(name=name, provides="\n".join(f"Provides: {p}" for p in provides)))
+    run([require_tool("rpmbuild", "install rpm"), "-bb", "--quiet", "--define", f"_topdir {top}",
+         "--define", f"_dbpath {top}/rpmdb", spec], capture=True)
+    repo = dest / "repo"
+    repo.mkdir(exist_ok=True)
+    for rpm in (top / "RPMS" / "noarch").glob("*.rpm"):
+        os.replace(rpm, repo / rpm.name)
+    run([require_tool("createrepo_c", "install createrepo-c"), "--quiet", repo], capture=True)
+    return repo
+
+
+@dataclass
+class DnfRoot:
+    """A scratch root that Debian's dnf installs into, with gpgcheck=1 and
+    repo_gpgcheck=1 for every repository except the stand-in."""
+
+    root: Path
+    reposdir: Path
+    conf: Path
+
+    def argv(self, *args: str) -> list[str]:
+        return [
+            "dnf", "-y", "-q", f"--installroot={self.root}", "--releasever=43",
+            f"--setopt=reposdir={self.reposdir}", f"--setopt=cachedir={self.root}/var/cache/dnf",
+            "--setopt=install_weak_deps=False", "--setopt=gpgcheck=1", "--setopt=repo_gpgcheck=1",
+            "--setopt=keepcache=False", "--disableplugin=*", f"--config={self.conf}", *args,
+        ]
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, HOME=str(self.root.parent / "home"))
+
+    def dnf(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env())
+        if check and proc.returncode != 0:
+            raise UserError(f"dnf {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        return proc
+
+
+def make_dnf_root(tmp: Path, repo_file_text: str, base_repo_dir: Path | None = None) -> DnfRoot:
+    """A scratch root whose repositories are the given .repo file plus, when
+    given, an unsigned local repository standing in for Fedora and NVIDIA's."""
+    root = tmp / "root"
+    reposdir = tmp / "repos.d"
+    for d in (root, reposdir, tmp / "home"):
+        d.mkdir(parents=True, exist_ok=True)
+    conf = tmp / "dnf.conf"
+    conf.write_text("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nskip_if_unavailable=False\n")
+    (reposdir / "mistralrs.repo").write_text(repo_file_text)
+    if base_repo_dir is not None:
+        (reposdir / "base.repo").write_text(
+            f"[standin-base]\nname=stand-in for Fedora and NVIDIA\nbaseurl=file://{base_repo_dir}\n"
+            "enabled=1\ngpgcheck=0\nrepo_gpgcheck=0\n"
+        )
+    return DnfRoot(root=root, reposdir=reposdir, conf=conf)

@@ -1,0 +1,209 @@
+"""Build one flavour's RPM from its rendered spec and its verified artifact.
+
+rpmbuild runs in a top directory of its own per flavour (cleaned first), with
+its package database and temporary files inside it, so that it never reads
+or writes the home directory's or the system's.  The RPM is moved into
+layout.dist atomically and described by layout.rpm_record(flavour).
+
+On a host whose rpm lacks Fedora's macros (Debian's rpm 4.18 for the tests),
+the missing definitions are taken from rpm/compat.macros; on Fedora none are.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import layout as paths
+from .config import Config
+from .layout import Layout
+from .run import Stopwatch, UserError, atomic_write, output, run
+from .spec import SHA256, read_json, read_build_record, sha256_file, spec_sources
+
+MACRO_DEFINITION = re.compile(r"^%([A-Za-z_][A-Za-z0-9_]*)(\(\S*\))?[ \t]")
+
+
+def check_artifact(layout: Layout, flavour: str) -> str:
+    """The artifact's SHA-256, once the build record, the verify record and
+    the file on disk agree on it; a UserError otherwise."""
+    record = read_build_record(layout, flavour)
+    verify_path = layout.verify_record(flavour)
+    verified = read_json(verify_path, "verify record", hint=f"run the verify task for {flavour} first")
+    if verified.get("ok") is not True:
+        raise UserError(f"{verify_path}: the artifact of {flavour} did not pass verification; it is not packaged")
+    verified_sha = verified.get("sha256")
+    if not isinstance(verified_sha, str) or not SHA256.match(verified_sha):
+        raise UserError(f"{verify_path}: field 'sha256' = {verified_sha!r}: expected 64 lower-case hex digits")
+    if verified_sha != record.sha256:
+        raise UserError(
+            f"{verify_path} verified {verified_sha[:12]}, but the build record names {record.sha256[:12]}:"
+            f" verify the artifact of {flavour} again"
+        )
+    artifact = layout.artifact(flavour)
+    if not artifact.is_file():
+        raise UserError(f"no artifact at {artifact}: build or drop in the binary of {flavour}")
+    on_disk = sha256_file(artifact)
+    if on_disk != record.sha256:
+        raise UserError(
+            f"{artifact} changed after it was verified (SHA-256 {on_disk[:12]}, verified {record.sha256[:12]}):"
+            " refusing to package it; rebuild or verify it again"
+        )
+    return on_disk
+
+
+def build_rpm(cfg: Config, layout: Layout, flavour: str) -> Path:
+    """Build the flavour's RPM into layout.dist; return its path."""
+    clock = Stopwatch(f"rpm {flavour}")
+    cfg.flavour(flavour)
+    artifact_sha = check_artifact(layout, flavour)
+    spec = layout.spec(flavour)
+    if not spec.is_file():
+        raise UserError(f"no spec at {spec}: run the spec task for {flavour} first")
+    m = re.search(r"^%global artifact_sha256 ([0-9a-f]{64})$", spec.read_text(), re.MULTILINE)
+    if not m or m.group(1) != artifact_sha:
+        raise UserError(f"{spec} was rendered for another artifact: render the spec of {flavour} again")
+
+    topdir = layout.rpm_topdir(flavour)
+    if topdir.exists():
+        shutil.rmtree(topdir)
+    sources = topdir / "SOURCES"
+    for sub in (sources, topdir / "tmp"):
+        sub.mkdir(parents=True)
+    for path in spec_sources(layout, flavour):
+        _place(path, sources / path.name)
+
+    macro_args, foreign = host_macro_args(cfg, topdir)
+    run(["rpmbuild", "-bb", "--quiet", *macro_args, *(["--nodeps"] if foreign else []), str(spec)])
+
+    built = sorted((topdir / "RPMS").glob("*/*.rpm"))
+    if len(built) != 1:
+        raise UserError(f"rpmbuild left {len(built)} packages in {topdir / 'RPMS'}, expected exactly one")
+    fields = output([
+        "rpm", "-qp", *(["--define", f"_dbpath {topdir / 'rpmdb'}"] if foreign else []),
+        "--qf", "%{NAME}\\n%{VERSION}\\n%{RELEASE}\\n%{ARCH}\\n%{PAYLOADCOMPRESSOR}\\n%{PAYLOADFLAGS}\\n",
+        str(built[0]),
+    ], quiet=True).splitlines()
+    name, version, release, arch, compressor, flags = fields
+
+    target = _move_into(built[0], layout.dist)
+    shutil.rmtree(topdir)
+
+    size = target.stat().st_size
+    record = {
+        "flavour": flavour,
+        "path": str(target),
+        "file": target.name,
+        "nevra": f"{name}-{version}-{release}.{arch}",
+        "name": name,
+        "version": version,
+        "release": release,
+        "arch": arch,
+        "sha256": sha256_file(target),
+        "size": size,
+        "payload": cfg.package.payload,
+        "payload_compressor": compressor,
+        "payload_flags": flags,
+        "artifact_sha256": artifact_sha,
+        "duration_s": round(clock.seconds, 2),
+        "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    atomic_write(layout.rpm_record(flavour), json.dumps(record, indent=2) + "\n")
+    clock.done(f"{target.name}, {size / 2**20:.1f} MiB, payload {cfg.package.payload}")
+    return target
+
+
+def _move_into(rpm: Path, dist: Path) -> Path:
+    """Move a finished RPM into dist atomically: readers see no half file."""
+    dist.mkdir(parents=True, exist_ok=True)
+    target = dist / rpm.name
+    try:
+        os.replace(rpm, target)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        tmp = dist / f".{rpm.name}.tmp{os.getpid()}"
+        shutil.copyfile(rpm, tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def _place(source: Path, dest: Path) -> None:
+    """Hard-link (a binary can be a gigabyte) or copy a source into SOURCES."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+# --- the host's macros ------------------------------------------------------------
+
+
+def host_macro_args(cfg: Config, topdir: Path) -> tuple[list[str], bool]:
+    """rpm options that make this host build as Fedora 43 would.
+
+    Always: the top directory and a temporary directory inside it.  Where
+    the host lacks them: dist (from config) and the definitions of
+    rpm/compat.macros, written to topdir/compat.macros and loaded with
+    --load (--macros would replace the host's own list of macro files).
+
+    A host that lacks any of those is not Fedora-like, and its rpm database
+    (if any) does not describe the system's packages: there the database
+    moves into the top directory (rpmbuild never touches the home
+    directory's), and the caller should not check BuildRequires (--nodeps).
+    Returns (options, whether the host is such a foreign one).
+    """
+    args = ["--define", f"_topdir {topdir}", "--define", f"_tmppath {topdir / 'tmp'}"]
+    blocks = compat_blocks(paths.COMPAT_MACROS.read_text())
+    probes = ["%{?dist}"]
+    for name in blocks:
+        probes.append(f"%{{?{name}}}" if name.startswith("__") else f"%{{?{name}:1}}")
+    # One line per --eval; every probe's answer is a single line.
+    result = run(["rpm", *[a for p in probes for a in ("--eval", p)]], capture=True, quiet=True)
+    answers = result.stdout.decode().split("\n")[: len(probes)]
+    if len(answers) != len(probes):
+        raise UserError(f"rpm --eval gave {len(answers)} answers to {len(probes)} questions: {result.stdout!r}")
+    if not answers[0].strip():
+        args += ["--define", f"dist {cfg.package.dist}"]
+    missing = [
+        text for (name, text), answer in zip(blocks.items(), answers[1:])
+        if _host_lacks(name, answer.strip())
+    ]
+    if missing:
+        compat = topdir / "compat.macros"
+        compat.parent.mkdir(parents=True, exist_ok=True)
+        compat.write_text("\n".join(missing))
+        args += ["--load", str(compat), "--define", f"_dbpath {topdir / 'rpmdb'}"]
+    return args, bool(missing)
+
+
+def _host_lacks(name: str, answer: str) -> bool:
+    if not answer:
+        return True
+    # A program macro (__gpg) the host defines, naming a program it does not have.
+    if name.startswith("__") and answer.startswith("/"):
+        return not os.access(answer.split()[0], os.X_OK)
+    return False
+
+
+def compat_blocks(text: str) -> dict[str, str]:
+    """{macro name: its definition} of a macros file, comments left out."""
+    blocks: dict[str, list[str]] = {}
+    name = None  # the definition being continued with backslashes
+    for line in text.splitlines():
+        if name is None:
+            if not line.strip() or line.startswith("#"):
+                continue
+            m = MACRO_DEFINITION.match(line + " ")
+            if not m:
+                raise UserError(f"{paths.COMPAT_MACROS}: cannot read line {line!r}")
+            name = m.group(1)
+            blocks[name] = []
+        blocks[name].append(line)
+        if not line.endswith("\\"):
+            name = None
+    return {macro: "\n".join(lines) + "\n" for macro, lines in blocks.items()}

@@ -1,0 +1,718 @@
+"""Packaging: spec rendering, Release numbering, rpmbuild, and the RPMs read
+back with rpm's own tools.
+
+Artifacts are fabricated: a tiny C program linked against stand-in CUDA
+libraries (so that rpm's automatic soname requirements can be checked), with
+build and verify records as the build and verify stages write them.  Payload
+compression is fast zstd (w3T0) so that the whole module takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from buildlib import layout as paths
+from buildlib.config import load
+from buildlib.layout import Layout
+from buildlib.refs import rpm_version_of_tag, snapshot_version
+from buildlib.rpmbuild import build_rpm, compat_blocks, host_macro_args
+from buildlib.run import UserError
+from buildlib.spec import read_build_record, render_spec
+
+from pipeline import project_config, write_config
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+RC_COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
+SNAPSHOT_COMMIT = "abc1234def0123456789abcdef0123456789abcd"
+CUDA_SONAMES = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10",
+                "libnvrtc.so.13", "libcudnn.so.9", "libnccl.so.2")
+# Where scripts/bootstrap puts configs/Fedora of the rpmlint 2.10.0 sdist.
+FEDORA_PROFILE = Path(os.environ.get("MRPM_RPMLINT_FEDORA", paths.PROJECT / ".venv" / "share" / "rpmlint-fedora"))
+
+
+# --- fabricated artifacts ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pkg_libs(tmp_path_factory) -> Path:
+    """Stand-ins for the CUDA runtime and driver libraries, by soname."""
+    libs = tmp_path_factory.mktemp("cuda-libs")
+    for soname in (*CUDA_SONAMES, "libcuda.so.1"):
+        symbol = re.sub(r"\W", "_", soname)
+        (libs / f"{symbol}.c").write_text(f"int {symbol}(void) {{ return 0; }}\n")
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", libs / soname, f"-Wl,-soname,{soname}", libs / f"{symbol}.c"],
+                       check=True)
+    return libs
+
+
+def compile_binary(libs: Path, target: Path, banner: str) -> None:
+    """A small ELF that needs every CUDA soname and libcuda.so.1 (DT_NEEDED)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = target.with_name(f".{target.name}.c")
+    source.write_text(textwrap.dedent(f"""\
+        #include <stdio.h>
+        #include <string.h>
+        int main(int argc, char **argv) {{
+            if (argc > 1 && strcmp(argv[1], "--version") == 0) {{ puts("{banner}"); return 0; }}
+            puts("{banner} (test stand-in)");
+            return 0;
+        }}
+        """))
+    subprocess.run(["gcc", "-O1", "-o", target, source, "-Wl,--no-as-needed", f"-L{libs}",
+                    *[f"-l:{soname}" for soname in (*CUDA_SONAMES, "libcuda.so.1")]], check=True)
+    source.unlink()
+
+
+def make_project(root: Path, payload: str = "w3T0.zstdio", **package) -> tuple:
+    """A config.toml (the project's own, trimmed) with every path under root."""
+    data = project_config()
+    data["flavours"] = {k: v for k, v in data["flavours"].items() if k in ("ampere", "ada", "hopper")}
+    data["package"]["payload"] = payload
+    data["package"].update(package)
+    data["publish"]["target"] = str(root / "repo")
+    data["paths"] = {"cache": "cache", "build": "build", "artifacts": "artifacts", "dist": "dist"}
+    cfg = load(write_config(root, data))
+    return cfg, Layout.of(cfg)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+OLDER = (("v0.9.1", "2026-10-02", RC_COMMIT),)
+
+
+def fabricate(layout: Layout, libs: Path, flavour: str, compute_cap: int, *, tag: str = "v0.9.2",
+              commit: str | None = COMMIT, source: str = "cargo", banner: str | None = None,
+              day: str = "2026-11-20", older: tuple = OLDER, snapshot: int | None = None) -> None:
+    """An artifact of flavour with its build record and verify record; the
+    changelog has the tag (dated day) and then the older releases.  With
+    snapshot=n: a snapshot of commit, n commits after tag, as upstream.py
+    records one."""
+    artifact = layout.artifact(flavour)
+    version = tag[1:]
+    compile_binary(libs, artifact, banner or f"mistralrs {version}")
+    rpm_version = rpm_version_of_tag(tag)
+    changelog = [{"rpm_version": rpm_version_of_tag(t), "tag": t, "date": d, "commit": c}
+                 for t, d, c in ((tag, day, commit), *older)]
+    if snapshot is not None:
+        from datetime import date
+
+        rpm_version = snapshot_version(tag, date.fromisoformat(day), snapshot, commit)
+        changelog = [{"rpm_version": rpm_version, "tag": None, "date": day, "commit": commit},
+                     *[{"rpm_version": rpm_version_of_tag(t), "tag": t, "date": d, "commit": c} for t, d, c in older]]
+    record = {
+        "source": source, "ref": commit if snapshot is not None else tag, "commit": commit, "version": version,
+        "rpm_version": rpm_version, "flavour": flavour, "compute_cap": compute_cap,
+        "features": ["cuda", "cudnn", "flash-attn", "nccl"], "binary_name": "mistralrs",
+        "rustc": "rustc 1.94.0", "cargo": "cargo 1.94.0", "nvcc": "13.0",
+        "sha256": sha256(artifact), "size": artifact.stat().st_size, "duration_s": 1.0,
+        "built_at": "2026-11-25T17:00:00Z",
+        "changelog": changelog,
+    }
+    layout.build_record(flavour).write_text(json.dumps(record, indent=2))
+    layout.verify_record(flavour).write_text(json.dumps({"sha256": record["sha256"], "ok": True}))
+
+
+@pytest.fixture(scope="module")
+def pkg_built(tmp_path_factory, pkg_libs):
+    """RPMs of three flavours: ampere from a release tag built with cargo,
+    ada a prebuilt release candidate without a recorded commit, hopper a
+    snapshot of the default branch after the release."""
+    root = tmp_path_factory.mktemp("project")
+    cfg, layout = make_project(root)
+    fabricate(layout, pkg_libs, "ampere", 86)
+    fabricate(layout, pkg_libs, "ada", 89, tag="v0.9.3-rc1", commit=None, source="prebuilt")
+    fabricate(layout, pkg_libs, "hopper", 90, commit=SNAPSHOT_COMMIT, day="2026-11-24", snapshot=3,
+              older=(("v0.9.2", "2026-11-20", COMMIT), *OLDER))
+    rpms = {}
+    for flavour in ("ampere", "ada", "hopper"):
+        render_spec(cfg, layout, flavour)
+        rpms[flavour] = build_rpm(cfg, layout, flavour)
+    return cfg, layout, rpms
+
+
+def rpmq(rpm: Path, *args: str) -> str:
+    return subprocess.run(["rpm", "-qp", *args, str(rpm)], check=True, capture_output=True, text=True).stdout
+
+
+def cpio_members(rpm: Path) -> dict[str, bytes]:
+    """The payload of an RPM through rpm2cpio, read as cpio "newc"."""
+    data = subprocess.run(["rpm2cpio", str(rpm)], check=True, capture_output=True).stdout
+    members, pos = {}, 0
+    while True:
+        assert data[pos:pos + 6] == b"070701", "rpm2cpio output is not cpio newc"
+        fields = [int(data[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        size, namesize = fields[6], fields[11]
+        name = data[pos + 110: pos + 110 + namesize - 1].decode()
+        pos = (pos + 110 + namesize + 3) & ~3
+        if name == "TRAILER!!!":
+            return members
+        members[name.removeprefix(".")] = data[pos:pos + size]
+        pos = (pos + size + 3) & ~3
+
+
+def as_root() -> list[str]:
+    """rpm --root must set file owners: root, or root in a user namespace."""
+    return [] if os.geteuid() == 0 else ["unshare", "--map-root-user"]
+
+
+def install_into(root: Path, *rpms: Path) -> None:
+    # --nodeps: the scratch root has no base system (no glibc, no /bin/sh,
+    # no CUDA), so no requirement could be met; --noscripts: there is no
+    # shell in it to run them (the scriptlets are checked as text).
+    subprocess.run([*as_root(), "rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "--nodeps", "--noscripts",
+                    "-i", *map(str, rpms)], check=True, capture_output=True)
+
+
+# --- version mapping and ordering -----------------------------------------------
+
+
+def rpm_vercmp(a: str, b: str) -> int:
+    """rpm's own comparison (rpm.vercmp in rpm's Lua), as rpmdev-vercmp does."""
+    out = subprocess.run(["rpm", "--eval", f'%{{lua: print(rpm.vercmp("{a}", "{b}"))}}'],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.strip())
+
+
+def test_version_mapping_and_order():
+    from datetime import date
+
+    snapshot = snapshot_version("v0.9.2", date(2026, 11, 24), 3, "abc1234" + "0" * 33)
+    chain = [rpm_version_of_tag("v0.9.2-rc1"), rpm_version_of_tag("v0.9.2"), snapshot,
+             rpm_version_of_tag("v0.9.3-rc1"), rpm_version_of_tag("v0.9.3")]
+    assert chain == ["0.9.2~rc1", "0.9.2", "0.9.2^20261124.3.gabc1234", "0.9.3~rc1", "0.9.3"]
+    for lower, higher in zip(chain, chain[1:]):
+        assert rpm_vercmp(lower, higher) == -1, (lower, higher)
+        assert rpm_vercmp(higher, lower) == 1, (lower, higher)
+    # Two snapshots of one day: the commit count orders them, whatever the sha.
+    day = date(2026, 11, 24)
+    earlier = snapshot_version("v0.9.2", day, 9, "f" * 40)
+    later = snapshot_version("v0.9.2", day, 10, "0" * 40)
+    assert rpm_vercmp(earlier, later) == -1
+    # A snapshot after an rc sorts before that release.
+    after_rc = snapshot_version("v0.9.3-rc1", day, 2, "1" * 40)
+    assert rpm_vercmp("0.9.3~rc1", after_rc) == -1 and rpm_vercmp(after_rc, "0.9.3") == -1
+
+
+def test_the_built_rpm_versions_sort_as_rpm_says(pkg_built):
+    _, _, rpms = pkg_built
+    versions = [rpmq(rpms[f], "--qf", "%{VERSION}") for f in ("ampere", "hopper", "ada")]
+    assert versions == ["0.9.2", "0.9.2^20261124.3.gabc1234", "0.9.3~rc1"]
+    assert rpm_vercmp(versions[0], versions[1]) == -1 and rpm_vercmp(versions[1], versions[2]) == -1
+    assert rpms["hopper"].name == "mistralrs-hopper-0.9.2^20261124.3.gabc1234-1.fc43.x86_64.rpm"
+    log = rpmq(rpms["hopper"], "--changelog").splitlines()
+    assert log[0].endswith(" - 0.9.2^20261124.3.gabc1234-1")
+    assert log[1] == f"- Snapshot of upstream (commit {SNAPSHOT_COMMIT[:12]})"
+    description = " ".join(rpmq(rpms["hopper"], "--qf", "%{DESCRIPTION}").split())
+    assert f"upstream version 0.9.2 (snapshot), commit {SNAPSHOT_COMMIT}" in description
+
+
+# --- the RPMs, read back ----------------------------------------------------------------
+
+
+def test_header(pkg_built):
+    cfg, _, rpms = pkg_built
+    fields = rpmq(rpms["ampere"], "--qf", "%{NAME}|%{VERSION}|%{RELEASE}|%{ARCH}|%{LICENSE}|%{URL}|%{SUMMARY}|"
+                                         "%{PAYLOADCOMPRESSOR} %{PAYLOADFLAGS}").split("|")
+    assert fields == ["mistralrs-ampere", "0.9.2", "1.fc43", "x86_64", "MIT", cfg.package.url,
+                      cfg.package.summary, "zstd 3T0"]
+    assert rpms["ampere"].name == "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+    assert rpms["ampere"].parent == cfg.paths.dist
+
+
+def test_description_names_the_gpus_and_the_commit(pkg_built):
+    _, _, rpms = pkg_built
+    ampere = " ".join(rpmq(rpms["ampere"], "--qf", "%{DESCRIPTION}").split())
+    assert "compute capability 8.6 (sm_86)" in ampere
+    assert "GeForce RTX 3060-3090, RTX A2000-A6000" in ampere
+    assert f"release v0.9.2, commit {COMMIT}" in ampere
+    ada = " ".join(rpmq(rpms["ada"], "--qf", "%{DESCRIPTION}").split())
+    assert "sm_89" in ada and "(commit not recorded)" in ada and "built outside this pipeline" in ada
+
+
+def test_changelog(pkg_built):
+    cfg, _, rpms = pkg_built
+    log = rpmq(rpms["ampere"], "--changelog")
+    assert log.splitlines()[0] == f"* Fri Nov 20 2026 {cfg.package.packager} - 0.9.2-1"
+    assert f"- Update to upstream release v0.9.2 (commit {COMMIT[:12]})" in log
+    assert "0.9.1-1" in log
+    assert rpmq(rpms["ada"], "--changelog").splitlines()[1] == "- Update to upstream release candidate v0.9.3-rc1"
+
+
+def test_provides_and_conflicts(pkg_built):
+    _, _, rpms = pkg_built
+    provides = rpmq(rpms["ampere"], "--provides").splitlines()
+    assert "mistralrs = 0.9.2-1.fc43" in provides
+    assert "mistralrs-ampere = 0.9.2-1.fc43" in provides
+    # Every other configured flavour, never itself or the virtual "mistralrs".
+    assert sorted(rpmq(rpms["ampere"], "--conflicts").split()) == ["mistralrs-ada", "mistralrs-hopper"]
+    assert sorted(rpmq(rpms["hopper"], "--conflicts").split()) == ["mistralrs-ada", "mistralrs-ampere"]
+    assert sorted(rpmq(rpms["ada"], "--conflicts").split()) == ["mistralrs-ampere", "mistralrs-hopper"]
+
+
+def test_requires_cuda_by_package_name_and_the_driver_by_soname(pkg_built):
+    cfg, _, rpms = pkg_built
+    requires = rpmq(rpms["ampere"], "--requires").splitlines()
+    for name in cfg.package.requires_for(("cuda", "cudnn", "flash-attn", "nccl")):
+        assert name in requires
+    assert "libcudnn9-cuda-13" in requires and "libnccl" in requires
+    # The binary needs every CUDA soname (DT_NEEDED); all are filtered ...
+    needed = subprocess.run(["readelf", "-d", str(cfg.paths.artifacts / "mistralrs-ampere")],
+                            check=True, capture_output=True, text=True).stdout
+    for soname in CUDA_SONAMES:
+        assert f"[{soname}]" in needed
+        assert not [r for r in requires if r.startswith(soname)], soname
+    # ... except the driver's, which any vendor's driver package provides.
+    assert "libcuda.so.1()(64bit)" in requires
+    assert "libc.so.6()(64bit)" in requires
+
+
+def test_files_and_modes(pkg_built):
+    _, _, rpms = pkg_built
+    listing = rpmq(rpms["ampere"], "--qf", "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]")
+    files = {line.split()[2]: line.split()[:2] for line in listing.splitlines()}
+    license_file = next(f for f in files if f.startswith("/usr/share/licenses/mistralrs-ampere") and f.endswith("/LICENSE"))
+    assert files == {
+        "/usr/bin/mistralrs": ["-rwxr-xr-x", "root:root"],
+        "/usr/lib/systemd/system/mistralrs@.service": ["-rw-r--r--", "root:root"],
+        "/usr/lib/systemd/system/mistralrs-nvidia-devices.service": ["-rw-r--r--", "root:root"],
+        "/etc/mistralrs": ["drwxr-xr-x", "root:root"],
+        "/etc/mistralrs/mistralrs@.conf.example": ["-rw-r--r--", "root:root"],
+        "/usr/lib/sysusers.d/mistralrs.conf": ["-rw-r--r--", "root:root"],
+        license_file.rsplit("/", 1)[0]: ["drwxr-xr-x", "root:root"],
+        license_file: ["-rw-r--r--", "root:root"],
+    }
+    # Not %config: an example to copy, never read by the service.
+    assert rpmq(rpms["ampere"], "--configfiles").strip() == ""
+    assert rpmq(rpms["ampere"], "--licensefiles").strip() == license_file
+
+
+def test_scriptlets(pkg_built):
+    _, _, rpms = pkg_built
+    scripts = rpmq(rpms["ampere"], "--scripts")
+    sections = dict(re.findall(r"^(\w+) scriptlet \(using /bin/sh\):\n(.*?)(?=^\w+ scriptlet|\Z)", scripts, re.M | re.S))
+    assert set(sections) == {"postinstall", "preuninstall", "postuninstall"}
+    assert "install-system-units mistralrs@.service" in sections["postinstall"]
+    assert "$1 -eq 1" in sections["postinstall"]
+    assert "remove-system-units mistralrs@.service mistralrs-nvidia-devices.service" in sections["preuninstall"]
+    assert "mark-restart-system-units mistralrs@.service" in sections["postuninstall"]
+    # Fedora's rpm makes the user from the sysusers.d file: no useradd here.
+    assert "useradd" not in scripts and "groupadd" not in scripts
+
+
+def test_payload_is_the_verified_binary_and_the_unit_is_substituted(pkg_built):
+    _, layout, rpms = pkg_built
+    members = cpio_members(rpms["ampere"])
+    binary = members["/usr/bin/mistralrs"]
+    assert hashlib.sha256(binary).hexdigest() == read_build_record(layout, "ampere").sha256  # not stripped
+    unit = members["/usr/lib/systemd/system/mistralrs@.service"].decode()
+    assert "@BINARY@" not in unit and "@FLAVOUR@" not in unit and not re.search(r"@[A-Z_]+@", unit)
+    assert "Description=mistral.rs LLM inference server %i (ampere build)" in unit
+    assert ("ExecStart=/usr/bin/mistralrs serve -m ${MISTRALRS_MODEL} --host ${MISTRALRS_HOST} "
+            "--port ${MISTRALRS_PORT} $MISTRALRS_ARGS") in unit
+    assert "EnvironmentFile=/etc/mistralrs/%i.conf" in unit
+    assert "Environment=MISTRALRS_HOST=127.0.0.1" in unit
+    example = members["/etc/mistralrs/mistralrs@.conf.example"].decode()
+    assert re.search(r"^MISTRALRS_HOST=127\.0\.0\.1$", example, re.M)
+    assert "NO AUTHENTICATION" in example
+    sysusers = members["/usr/lib/sysusers.d/mistralrs.conf"].decode()
+    assert re.search(r"^u mistralrs - ", sysusers, re.M)
+
+
+def test_example_documents_every_variable_the_unit_reads():
+    unit = paths.UNIT_TEMPLATE.read_text()
+    example = paths.UNIT_EXAMPLE.read_text()
+    settings = "\n".join(line for line in unit.splitlines() if not line.startswith("#"))
+    used = set(re.findall(r"\$\{?(\w+)\}?", settings)) | set(re.findall(r"^Environment=(\w+)=", settings, re.M))
+    assert used == {"MISTRALRS_MODEL", "MISTRALRS_HOST", "MISTRALRS_PORT", "MISTRALRS_ARGS", "HF_HOME"}
+    for variable in used | {"HF_TOKEN", "HF_HUB_OFFLINE", "RUST_LOG"}:
+        assert re.search(rf"^#?{variable}=", example, re.M), variable
+
+
+def test_rpm_record(pkg_built):
+    cfg, layout, rpms = pkg_built
+    record = json.loads(layout.rpm_record("ampere").read_text())
+    assert record["path"] == str(rpms["ampere"])
+    assert record["nevra"] == "mistralrs-ampere-0.9.2-1.fc43.x86_64"
+    assert record["sha256"] == sha256(rpms["ampere"]) and record["size"] == rpms["ampere"].stat().st_size
+    assert record["payload"] == cfg.package.payload == "w3T0.zstdio"
+    assert (record["payload_compressor"], record["payload_flags"]) == ("zstd", "3T0")
+    assert record["artifact_sha256"] == read_build_record(layout, "ampere").sha256
+    assert not layout.rpm_topdir("ampere").exists()  # a gigabyte of buildroot is not kept
+
+
+# --- installed -------------------------------------------------------------------------------
+
+
+def test_installs_into_a_scratch_root_and_systemd_accepts_the_units(pkg_built, tmp_path):
+    _, layout, rpms = pkg_built
+    root = tmp_path / "root"
+    install_into(root, rpms["ampere"])
+    binary = root / "usr/bin/mistralrs"
+    assert binary.is_file() and os.access(binary, os.X_OK)
+    assert sha256(binary) == read_build_record(layout, "ampere").sha256
+    units = root / "usr/lib/systemd/system"
+    assert (units / "mistralrs@.service").is_file() and (units / "mistralrs-nvidia-devices.service").is_file()
+    assert (root / "etc/mistralrs/mistralrs@.conf.example").is_file()
+    assert (root / "usr/lib/sysusers.d/mistralrs.conf").is_file()
+    assert list(root.glob("usr/share/licenses/mistralrs-ampere*/LICENSE"))
+    verify = subprocess.run([*as_root(), "rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-V", "--nodeps",
+                             "mistralrs-ampere"],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    # systemd-analyze verify, inside the installed root: the unit files as
+    # installed, ExecStart= must name an executable there (it checks), and
+    # the targets they are ordered against come from this host's systemd.
+    # nvidia-modprobe is a stand-in (verify ignores ConditionPathExists=).
+    # What it does not check: the sandbox at run time, GPU access, variable
+    # expansion, the user (made by sysusers at install on Fedora).
+    for target in Path("/usr/lib/systemd/system").glob("*.target"):
+        if target.is_file():
+            shutil.copy(target, units / target.name)
+    modprobe = root / "usr/bin/nvidia-modprobe"
+    modprobe.write_text("#!/bin/sh\nexit 0\n")
+    modprobe.chmod(0o755)
+    shutil.copy(root / "etc/mistralrs/mistralrs@.conf.example", root / "etc/mistralrs/qwen.conf")
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}",
+                             "mistralrs@qwen.service", "mistralrs-nvidia-devices.service"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
+    # ... and it does notice a missing binary.
+    binary.rename(binary.with_name("elsewhere"))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", "mistralrs@qwen.service"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "/usr/bin/mistralrs" in result.stderr
+
+
+SWAP = """
+import os, sys, rpm
+root, erase, install = sys.argv[1:4]
+rpm.addMacro("_dbpath", "/var/lib/rpm")
+
+def transaction():
+    ts = rpm.TransactionSet(root)
+    fd = os.open(install, os.O_RDONLY)
+    ts.addInstall(ts.hdrFromFdno(fd), install, "i")
+    os.close(fd)
+    if erase != "-":
+        ts.addErase(erase)
+    return ts
+
+conflicts = [p for p in transaction().check() if p[4] == rpm.RPMDEP_SENSE_CONFLICTS]
+print("conflicts:", conflicts)
+if erase == "-" or conflicts:
+    sys.exit(0)
+# dnf swap: one transaction erasing one flavour and installing the other
+# (not checked again: only the conflicts were the question above).
+ts = transaction()
+ts.setFlags(rpm.RPMTRANS_FLAG_NOSCRIPTS)
+ts.order()
+files = {}
+def callback(reason, amount, total, key, data):
+    if reason == rpm.RPMCALLBACK_INST_OPEN_FILE:
+        files[key] = os.open(key, os.O_RDONLY)
+        return files[key]
+    if reason == rpm.RPMCALLBACK_INST_CLOSE_FILE:
+        os.close(files.pop(key))
+problems = ts.run(callback, "")
+print("problems:", problems)
+"""
+
+
+def test_flavours_conflict_and_swap_in_one_transaction(pkg_built, tmp_path):
+    """What `dnf swap mistralrs-ampere mistralrs-ada` asks of rpm, with rpm's
+    own dependency check (the other requirements cannot be met here)."""
+    _, layout, rpms = pkg_built
+    root = tmp_path / "root"
+    install_into(root, rpms["ampere"])
+
+    def transaction(erase: str) -> str:
+        return subprocess.run([*as_root(), sys.executable, "-c", SWAP, str(root), erase, str(rpms["ada"])],
+                              check=True, capture_output=True, text=True).stdout
+
+    assert "mistralrs-ampere" in transaction("-").split("conflicts:")[1]  # side by side: refused
+    out = transaction("mistralrs-ampere")
+    assert "conflicts: []" in out and "problems: None" in out, out
+    installed = subprocess.run([*as_root(), "rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-qa"],
+                               check=True, capture_output=True, text=True).stdout.split()
+    assert installed == ["mistralrs-ada-0.9.3~rc1-1.fc43.x86_64"]
+    assert sha256(root / "usr/bin/mistralrs") == read_build_record(layout, "ada").sha256
+    assert "(ada build)" in (root / "usr/lib/systemd/system/mistralrs@.service").read_text()
+
+
+# --- rpmlint with Fedora's profile -------------------------------------------------------
+
+
+def rpmlint(files: list[Path], config_dir: Path) -> subprocess.CompletedProcess:
+    rpmlint_bin = Path(sys.executable).with_name("rpmlint")
+    env = dict(os.environ, CONFIG_DISABLE_AUTOLOADING="1")  # no ~/.config or /etc/xdg configs
+    return subprocess.run([str(rpmlint_bin), "-c", str(config_dir), *map(str, files)],
+                          capture_output=True, text=True, env=env)
+
+
+def test_rpmlint_fedora_profile(pkg_built, tmp_path):
+    if not (FEDORA_PROFILE / "fedora.toml").is_file():
+        pytest.fail(f"no Fedora rpmlint profile at {FEDORA_PROFILE}: run scripts/bootstrap")
+    _, layout, rpms = pkg_built
+    files = [*(layout.spec(f) for f in rpms), *rpms.values()]
+
+    # Fedora's profile alone: every message must be one rpm/rpmlint.toml keeps,
+    # and every filter kept there must still match something.
+    import tomllib
+
+    filters = tomllib.loads(paths.RPMLINT_FILTERS.read_text())["Filters"]
+    fedora_only = rpmlint(files, FEDORA_PROFILE)
+    assert "error locating" not in fedora_only.stdout + fedora_only.stderr
+    assert "fedora.toml" in fedora_only.stdout  # the profile was loaded
+    messages = [line for line in fedora_only.stdout.splitlines() if re.search(r": [EW]: ", line)]
+    assert messages, fedora_only.stdout
+    unlisted = [m for m in messages if not any(re.search(f, m) for f in filters)]
+    assert not unlisted, "\n".join(unlisted)
+    stale = [f for f in filters if not any(re.search(f, m) for m in messages)]
+    assert not stale, stale
+
+    # As a packager runs it: the profile plus our filters, no errors, no warnings.
+    merged = tmp_path / "rpmlint"
+    merged.mkdir()
+    for config in FEDORA_PROFILE.glob("*.toml"):
+        shutil.copy(config, merged / config.name)
+    shutil.copy(paths.RPMLINT_FILTERS, merged / "zz-mistralrs-rpm.toml")
+    result = rpmlint(files, merged)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b0 errors, 0 warnings\b", result.stdout), result.stdout
+
+
+# --- Release numbering ----------------------------------------------------------------
+
+
+def release_of(layout: Layout, flavour: str) -> str:
+    return re.search(r"^Release:\s+(\S+)", layout.spec(flavour).read_text(), re.M).group(1)
+
+
+def test_release_kept_for_an_unchanged_spec_and_raised_for_a_changed_one(tmp_path, pkg_libs, monkeypatch):
+    cfg, layout = make_project(tmp_path)
+    fabricate(layout, pkg_libs, "ampere", 86)
+    render_spec(cfg, layout, "ampere")
+    assert release_of(layout, "ampere") == "1%{?dist}"
+    render_spec(cfg, layout, "ampere")
+    assert release_of(layout, "ampere") == "1%{?dist}"
+
+    # A changed template: the same version packaged again gets release 2.
+    template = tmp_path / "mistralrs.spec.j2"
+    template.write_text(paths.SPEC_TEMPLATE.read_text().replace("%description", "# changed\n%description"))
+    monkeypatch.setattr(paths, "SPEC_TEMPLATE", template)
+    render_spec(cfg, layout, "ampere")
+    assert release_of(layout, "ampere") == "2%{?dist}"
+    build_rpm(cfg, layout, "ampere")
+    assert (layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm").is_file()
+    assert rpmq(layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm", "--changelog").splitlines()[0].endswith(" - 0.9.2-2")
+
+    # A changed packaged file (the unit) changes the spec too.
+    unit = tmp_path / "mistralrs@.service"
+    unit.write_text(paths.UNIT_TEMPLATE.read_text().replace("RestartSec=10s", "RestartSec=20s"))
+    monkeypatch.setattr(paths, "UNIT_TEMPLATE", unit)
+    render_spec(cfg, layout, "ampere")
+    assert release_of(layout, "ampere") == "3%{?dist}"
+
+    # Back to the first spec: its release is remembered, not a new one.
+    monkeypatch.undo()
+    render_spec(cfg, layout, "ampere")
+    assert release_of(layout, "ampere") == "1%{?dist}"
+
+    # A new version starts again at 1; the ledger keeps both.
+    fabricate(layout, pkg_libs, "ampere", 86, tag="v0.9.3", day="2026-12-01",
+              older=(("v0.9.2", "2026-11-20", COMMIT), *OLDER))
+    render_spec(cfg, layout, "ampere")
+    assert release_of(layout, "ampere") == "1%{?dist}"
+    ledger = json.loads(layout.release_ledger.read_text())
+    assert sorted(ledger["ampere"]["0.9.2"].values()) == [1, 2, 3]
+    assert list(ledger["ampere"]["0.9.3"].values()) == [1]
+    # The changelog shows the highest release an older version reached.
+    assert "- 0.9.2-3\n" in layout.spec("ampere").read_text()
+
+    # CI may impose a release.
+    render_spec(cfg, layout, "ampere", release=7)
+    assert release_of(layout, "ampere") == "7%{?dist}"
+    with pytest.raises(UserError, match="release"):
+        render_spec(cfg, layout, "ampere", release=0)
+
+
+# --- refusals ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def pkg_project(tmp_path, pkg_libs):
+    cfg, layout = make_project(tmp_path)
+    fabricate(layout, pkg_libs, "ampere", 86)
+    render_spec(cfg, layout, "ampere")
+    return cfg, layout
+
+
+def test_a_swapped_binary_is_refused(pkg_project, pkg_libs):
+    cfg, layout = pkg_project
+    compile_binary(pkg_libs, layout.artifact("ampere"), "something else")
+    with pytest.raises(UserError, match="changed after it was verified"):
+        build_rpm(cfg, layout, "ampere")
+    assert not list(layout.dist.glob("*.rpm")) if layout.dist.exists() else True
+
+
+def test_an_unverified_artifact_is_refused(pkg_project):
+    cfg, layout = pkg_project
+    record = json.loads(layout.verify_record("ampere").read_text())
+    layout.verify_record("ampere").write_text(json.dumps({**record, "ok": False}))
+    with pytest.raises(UserError, match="did not pass verification"):
+        build_rpm(cfg, layout, "ampere")
+    layout.verify_record("ampere").write_text(json.dumps({**record, "sha256": "0" * 64}))
+    with pytest.raises(UserError, match="verify the artifact of ampere again"):
+        build_rpm(cfg, layout, "ampere")
+    layout.verify_record("ampere").unlink()
+    with pytest.raises(UserError, match="run the verify task"):
+        build_rpm(cfg, layout, "ampere")
+
+
+def test_a_stale_spec_is_refused(pkg_project, pkg_libs):
+    cfg, layout = pkg_project
+    fabricate(layout, pkg_libs, "ampere", 86, banner="mistralrs 0.9.2 rebuilt")  # re-verified, spec not re-rendered
+    with pytest.raises(UserError, match="render the spec of ampere again"):
+        build_rpm(cfg, layout, "ampere")
+
+
+def test_rpmbuild_itself_checks_the_sources(pkg_project):
+    """Even past the checks in Python, %install refuses a source whose digest
+    differs from the one the spec was rendered with."""
+    cfg, layout = pkg_project
+    spec = layout.spec("ampere")
+    text = spec.read_text()
+    digest = hashlib.sha256(paths.SYSUSERS.read_bytes()).hexdigest()
+    spec.write_text(text.replace(f"{digest}  %{{SOURCE3}}", f"{'0' * 64}  %{{SOURCE3}}"))
+    with pytest.raises(UserError, match="rpmbuild"):
+        build_rpm(cfg, layout, "ampere")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"commit": "not-a-commit"}, "40-hex commit"),
+    ({"rpm_version": "0.9.2~git1"}, "refusing RPM version"),
+    ({"rpm_version": "0.9.3"}, "does not belong to upstream version"),
+    ({"flavour": "ada"}, "written for flavour 'ada'"),
+    ({"binary_name": "mistralrs; rm -rf /"}, "binary_name"),
+    ({"features": ["cuda", "bad feature"]}, "not a cargo feature"),
+    ({"compute_cap": 89}, "rebuild the flavour"),
+    ({"binary_name": "mistralrs-server"}, "upstream.binary_names"),
+    ({"changelog": [{"rpm_version": "0.9.2", "tag": "v0.9.2", "date": "20 Nov 2026", "commit": None}]}, "YYYY-MM-DD"),
+])
+def test_build_record_is_checked(pkg_project, change, message):
+    cfg, layout = pkg_project
+    record = json.loads(layout.build_record("ampere").read_text())
+    layout.build_record("ampere").write_text(json.dumps({**record, **change}))
+    with pytest.raises(UserError, match=re.escape(message)):
+        render_spec(cfg, layout, "ampere")
+
+
+def test_free_text_is_escaped_for_rpm(tmp_path, pkg_libs):
+    cfg, layout = make_project(tmp_path, summary="LLM server at 100%{?dist} speed")
+    fabricate(layout, pkg_libs, "ampere", 86)
+    render_spec(cfg, layout, "ampere")
+    assert "Summary:        LLM server at 100%%{?dist} speed" in layout.spec("ampere").read_text()
+    rpm = build_rpm(cfg, layout, "ampere")
+    assert rpmq(rpm, "--qf", "%{SUMMARY}") == "LLM server at 100%{?dist} speed"
+
+
+# --- the host's macros ------------------------------------------------------------
+
+
+def test_compat_macros_apply_only_where_the_host_lacks_them(tmp_path, monkeypatch):
+    cfg, _ = make_project(tmp_path)
+    blocks = compat_blocks(paths.COMPAT_MACROS.read_text())
+    assert set(blocks) == {"_unitdir", "_sysusersdir", "systemd_post", "systemd_preun",
+                           "systemd_postun_with_restart", "__gpg"}
+
+    # This Debian host: all of them, plus dist, and the database moves in.
+    topdir = tmp_path / "topdir"
+    args, foreign = host_macro_args(cfg, topdir)
+    assert foreign
+    assert ["--define", f"dist {cfg.package.dist}"] == args[args.index(f"dist {cfg.package.dist}") - 1:][:2]
+    assert ["--define", f"_dbpath {topdir / 'rpmdb'}"] == args[args.index(f"_dbpath {topdir / 'rpmdb'}") - 1:][:2]
+    loaded = compat_blocks(Path(args[args.index("--load") + 1]).read_text())
+    assert set(loaded) == set(blocks)
+
+    # A host with Fedora's macros (here through ~/.rpmmacros): none applied.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".rpmmacros").write_text("".join(blocks.values()).replace("/usr/bin/gpg", "/bin/sh") + "%dist .fc43\n")
+    monkeypatch.setenv("HOME", str(home))
+    args, foreign = host_macro_args(cfg, tmp_path / "topdir2")
+    assert not foreign and "--load" not in args and not any(a.startswith(("dist ", "_dbpath ")) for a in args)
+
+    # Only what is missing: a host with the directories but no scriptlets.
+    (home / ".rpmmacros").write_text("%_unitdir /usr/lib/systemd/system\n%_sysusersdir /usr/lib/sysusers.d\n")
+    args, foreign = host_macro_args(cfg, tmp_path / "topdir3")
+    loaded = compat_blocks(Path(args[args.index("--load") + 1]).read_text())
+    assert set(loaded) == {"systemd_post", "systemd_preun", "systemd_postun_with_restart", "__gpg"}
+
+
+# --- the doit tasks ----------------------------------------------------------------
+
+
+def run_tasks(layout: Layout, *targets: str, expect_success: bool = True) -> dict[str, dict]:
+    """doit in this process (context.current patched), JSON reporter; {task: its report}."""
+    from doit.cmd_base import ModuleTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    from buildlib.tasks import package
+
+    report = layout.build / "report.json"
+    loader = ModuleTaskLoader({"task_spec": package.task_spec, "task_rpm": package.task_rpm})
+    code = DoitMain(loader, config_filenames=(), extra_config={"GLOBAL": {
+        "dep_file": str(layout.build / "doit.sqlite3"), "backend": "sqlite3",
+    }}).run(["run", "--reporter", "json", "--output-file", str(report), *targets])
+    tasks = {task["name"]: task for task in json.loads(report.read_text())["tasks"]}
+    assert (code == 0) == expect_success, tasks
+    return tasks
+
+
+def results(tasks: dict[str, dict]) -> dict[str, str]:
+    return {name: task["result"] for name, task in tasks.items()}
+
+
+def test_tasks_rerun_on_a_template_change_only(tmp_path, pkg_libs, monkeypatch):
+    from buildlib.tasks import context
+
+    cfg, layout = make_project(tmp_path)
+    for flavour, cap in (("ampere", 86), ("ada", 89), ("hopper", 90)):
+        fabricate(layout, pkg_libs, flavour, cap)
+    layout.build.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(context, "current", lambda: (cfg, layout))
+    template = tmp_path / "mistralrs.spec.j2"
+    template.write_text(paths.SPEC_TEMPLATE.read_text())
+    monkeypatch.setattr(paths, "SPEC_TEMPLATE", template)
+
+    assert results(run_tasks(layout, "rpm:ampere")) == {"spec:ampere": "success", "rpm:ampere": "success"}
+    assert results(run_tasks(layout, "rpm:ampere")) == {"spec:ampere": "up-to-date", "rpm:ampere": "up-to-date"}
+
+    template.write_text(template.read_text().replace("%description", "# changed\n%description"))
+    assert results(run_tasks(layout, "rpm:ampere")) == {"spec:ampere": "success", "rpm:ampere": "success"}
+    assert (layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm").is_file()
+
+    # An RPM removed from dist/ is built again.
+    (layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm").unlink()
+    assert results(run_tasks(layout, "rpm:ampere"))["rpm:ampere"] == "success"
+
+    # A user's mistake fails the task with one line, not a traceback.
+    compile_binary(pkg_libs, layout.artifact("ampere"), "swapped")
+    layout.rpm_record("ampere").unlink()
+    failed = run_tasks(layout, "rpm:ampere", expect_success=False)["rpm:ampere"]
+    assert failed["result"] == "fail"
+    assert "error: " in failed["err"] and "changed after it was verified" in failed["err"]
+    assert "Traceback" not in failed["err"]
