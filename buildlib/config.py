@@ -167,6 +167,8 @@ class Config:
     publish: Publish
     paths: Paths
     poll: Poll
+    host: Any
+    """buildlib.hostsetup.settings.Host: the repository host's set-up."""
 
     def flavour(self, name: str) -> Flavour:
         for f in self.flavours:
@@ -392,6 +394,11 @@ def parse(data: dict, source: Path) -> Config:
         raise ConfigError("poll: timeout must be > 0, retries and backoff >= 0")
     po.finish()
 
+    # The [host] table's checks live beside the set-up tasks that use them.
+    from .hostsetup.settings import parse_host
+
+    host = parse_host(top.table("host", {}), publish, base, package.packager)
+
     pa = top.table("paths", {})
     paths = Paths(
         root=base,
@@ -403,7 +410,8 @@ def parse(data: dict, source: Path) -> Config:
     pa.finish()
     top.finish()
     return Config(source=source, upstream=upstream, build=build, flavours=tuple(flavours),
-                  channels=tuple(channels), package=package, publish=publish, paths=paths, poll=poll)
+                  channels=tuple(channels), package=package, publish=publish, paths=paths, poll=poll,
+                  host=host)
 
 
 def default_path() -> Path:

@@ -17,6 +17,10 @@ from buildlib.upstream import Source, fetch
 from pipeline import demo_config, ran, run_doit, write_config
 
 
+# This file checks the first stages; tests/test_e2e.py runs the whole default.
+STAGES = ("fetch", "build", "verify")
+
+
 def load(path, ref=None, monkeypatch=None):
     if ref is not None:
         monkeypatch.setenv("MRPM_REF", ref)
@@ -90,7 +94,7 @@ def test_builds_and_incremental_rules(tmp_path, demo_upstream, shared_cache):
     config = write_config(tmp_path, data)
     layout = Layout.of(configmod.load(config))
 
-    rc, results, err = run_doit(config)
+    rc, results, err = run_doit(config, *STAGES)
     assert rc == 0, err
     assert ran(results) == {"fetch", "build:ampere", "build:hopper", "verify:ampere", "verify:hopper"}
     for flavour, cap in (("ampere", "86"), ("hopper", "90")):
@@ -105,41 +109,41 @@ def test_builds_and_incremental_rules(tmp_path, demo_upstream, shared_cache):
     assert "==> build ampere:" in err and "==> verify hopper:" in err
 
     # nothing changed: no action runs
-    rc, results, err = run_doit(config)
+    rc, results, err = run_doit(config, *STAGES)
     assert rc == 0 and ran(results) == set(), results
 
     # a touched artifact with the same content: still nothing (and no hashing)
     os.utime(layout.artifact("ampere"))
-    rc, results, _ = run_doit(config)
+    rc, results, _ = run_doit(config, *STAGES)
     assert rc == 0 and ran(results) == set()
 
     # one flavour's settings changed: only that flavour rebuilds
     data["flavours"]["hopper"]["extra_features"] = ["cuda"]  # already in build.features: no change
     write_config(tmp_path, data)
-    rc, results, err = run_doit(config)
+    rc, results, err = run_doit(config, *STAGES)
     assert rc == 0 and ran(results) == set()
 
     data["build"]["features"] = ["cuda", "nccl"]
     data["flavours"]["ampere"]["extra_features"] = ["cudnn", "flash-attn"]  # ampere's set is unchanged
     write_config(tmp_path, data)
-    rc, results, err = run_doit(config)
+    rc, results, err = run_doit(config, *STAGES)
     assert rc == 0, err
     assert ran(results) == {"build:hopper", "verify:hopper"}
     assert info(layout.artifact("hopper"))["features"] == ["cuda", "nccl"]
 
     data["flavours"]["hopper"]["extra_features"] = ["flash-attn"]
     write_config(tmp_path, data)
-    rc, results, err = run_doit(config)
+    rc, results, err = run_doit(config, *STAGES)
     assert ran(results) == {"build:hopper", "verify:hopper"}
     assert info(layout.artifact("hopper"))["features"] == ["cuda", "flash-attn", "nccl"]
 
     # a deleted artifact is rebuilt, alone
     layout.artifact("ampere").unlink()
-    rc, results, err = run_doit(config)
+    rc, results, err = run_doit(config, *STAGES)
     assert rc == 0 and ran(results) == {"build:ampere", "verify:ampere"}
 
     # another ref: every flavour rebuilds
-    rc, results, err = run_doit(config, env={"MRPM_REF": "v0.9.1"})
+    rc, results, err = run_doit(config, *STAGES, env={"MRPM_REF": "v0.9.1"})
     assert rc == 0, err
     assert ran(results) == {"fetch", "build:ampere", "build:hopper", "verify:ampere", "verify:hopper"}
     assert info(layout.artifact("ampere"))["version"] == "0.9.1"
@@ -148,7 +152,7 @@ def test_builds_and_incremental_rules(tmp_path, demo_upstream, shared_cache):
 def test_snapshot_builds_without_locked(tmp_path, demo_upstream, shared_cache):
     head = git(demo_upstream.path, "rev-parse", "master")
     config = write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, shared_cache, flavours=("ada",)))
-    rc, results, err = run_doit(config, env={"MRPM_REF": head})
+    rc, results, err = run_doit(config, *STAGES, env={"MRPM_REF": head})
     assert rc == 0, err
     assert "cargo build --release -p mistralrs-cli" in err and "--locked" not in err
     record = json.loads((tmp_path / "artifacts" / "mistralrs-ada.json").read_text())
@@ -158,7 +162,7 @@ def test_snapshot_builds_without_locked(tmp_path, demo_upstream, shared_cache):
 def test_wrong_architecture_is_never_verified(tmp_path, demo_upstream, shared_cache):
     config = write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, shared_cache))
     layout = Layout.of(configmod.load(config))
-    assert run_doit(config)[0] == 0
+    assert run_doit(config, *STAGES)[0] == 0
     # put the hopper binary where ampere's belongs, with a record that matches it
     shutil.copy2(layout.artifact("hopper"), layout.artifact("ampere"))
     record = json.loads(layout.build_record("ampere").read_text())
@@ -173,7 +177,7 @@ def test_wrong_architecture_is_never_verified(tmp_path, demo_upstream, shared_ca
 def test_verify_refuses_non_elf_and_swapped_binaries(tmp_path, demo_upstream, shared_cache):
     config = write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, shared_cache, flavours=("ampere",)))
     layout = Layout.of(configmod.load(config))
-    assert run_doit(config)[0] == 0
+    assert run_doit(config, *STAGES)[0] == 0
     original = layout.artifact("ampere").read_bytes()
     layout.artifact("ampere").write_bytes(b"#!/bin/sh\necho hi\n")
     from buildlib.verify import VerifyError, verify_artifact
@@ -188,12 +192,12 @@ def test_verify_refuses_non_elf_and_swapped_binaries(tmp_path, demo_upstream, sh
 
 def test_prebuilt_binary_is_adopted_without_cargo(tmp_path, demo_upstream, shared_cache):
     built = write_config(tmp_path / "a", demo_config(tmp_path / "a", demo_upstream.path, shared_cache, flavours=("ada",)))
-    assert run_doit(built)[0] == 0
+    assert run_doit(built, *STAGES)[0] == 0
     config = write_config(tmp_path / "b", demo_config(tmp_path / "b", tmp_path / "nowhere", tmp_path / "b" / "cache",
                                                       flavours=("ada",)))
     (tmp_path / "b" / "artifacts").mkdir()
     shutil.copy2(tmp_path / "a" / "artifacts" / "mistralrs-ada", tmp_path / "b" / "artifacts" / "mistralrs-ada")
-    rc, results, err = run_doit(config, env={"MRPM_PREBUILT_VERSION": "0.9.2"})
+    rc, results, err = run_doit(config, *STAGES, env={"MRPM_PREBUILT_VERSION": "0.9.2"})
     assert rc == 0, err
     assert ran(results) == {"build:ada", "verify:ada"}
     assert "cargo build" not in err and "git" not in err.split("==>")[0]

@@ -1,0 +1,142 @@
+"""``mistralrs-release``: the noarch package users install first.
+
+It holds the ``.repo`` file (as publishing renders it, with ``gpgkey``
+pointing at the packaged key instead of the web server, so that trust
+comes from the package and not from whoever answers for the domain), the
+public key under ``/etc/pki/rpm-gpg/``, and ``/usr/bin/mistralrs-flavour``
+with the configured flavours written into it.
+
+The package is built reproducibly: its build time, file times and build
+host are fixed (``SOURCE_DATE_EPOCH`` = the key's creation time), so
+building the same content again gives the same main header, which is what
+publishing compares to decide that a package is already published.  A
+change of content needs a new ``host.release_package_version``; publishing
+refuses the same file name with other content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import gnupg
+import jinja2
+
+from .. import repo, signing
+from ..config import Config
+from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, Layout
+from ..run import Stopwatch, UserError, require_tool, run
+from .gpgkey import PUBLIC_NAME
+from .settings import Host
+
+KEY_INSTALL_PATH = f"/etc/pki/rpm-gpg/{signing.KEY_FILE_NAME}"
+PAYLOAD = "w19.zstdio"
+"""Single-threaded: the same input always compresses to the same bytes."""
+
+
+class ReleasePackageError(UserError):
+    pass
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def render_flavour_script(cfg: Config) -> str:
+    flavours = sorted(cfg.flavours, key=lambda f: f.compute_cap)
+    lines = "\n".join(f"{f.name} {f.compute_cap}" for f in flavours)
+    return _env().from_string(FLAVOUR_SCRIPT_TEMPLATE.read_text()).render(flavour_lines=lines)
+
+
+def render_repo_file(cfg: Config) -> str:
+    """publishing's .repo file, its gpgkey= lines naming the packaged key."""
+    text = repo.render_repo_file(cfg)
+    text, n = re.subn(r"(?m)^gpgkey=.*$", f"gpgkey=file://{KEY_INSTALL_PATH}", text)
+    if n == 0:
+        raise ReleasePackageError("the .repo file template has no gpgkey= line")
+    return text
+
+
+def public_key(host: Host) -> tuple[str, str, int]:
+    """(armored key, fingerprint, creation time) of host.key_dir's public key."""
+    path = host.key_dir / PUBLIC_NAME
+    try:
+        armored = path.read_text()
+    except FileNotFoundError:
+        raise ReleasePackageError(
+            f"no public key at {path}: run `doit setup:gpg-key` (or put the repository's public key there)"
+        ) from None
+    with signing.private_gnupghome() as home:
+        gpg = gnupg.GPG(gnupghome=str(home), gpgbinary=signing._real_gpg())
+        gpg.import_keys(armored)
+        keys = gpg.list_keys()
+    if len(keys) != 1:
+        raise ReleasePackageError(f"{path} holds {len(keys)} public keys; expected exactly one")
+    return armored, keys[0]["fingerprint"], int(keys[0]["date"])
+
+
+def release_inputs(cfg: Config, host: Host) -> dict:
+    """Everything the package's content depends on (for doit's uptodate)."""
+    key_path = host.key_dir / PUBLIC_NAME
+    return {
+        "version": host.release_package_version,
+        "dist": cfg.package.dist,
+        "repo": render_repo_file(cfg),
+        "flavours": render_flavour_script(cfg),
+        "key": hashlib.sha256(key_path.read_bytes()).hexdigest() if key_path.exists() else "",
+        "spec": hashlib.sha256(RELEASE_SPEC_TEMPLATE.read_bytes()).hexdigest(),
+    }
+
+
+def render_spec(cfg: Config, host: Host, fingerprint: str, created: int) -> str:
+    day = datetime.fromtimestamp(created, timezone.utc)
+    return _env().from_string(RELEASE_SPEC_TEMPLATE.read_text()).render(
+        version=host.release_package_version,
+        base_url=cfg.publish.base_url.rstrip("/"),
+        channels=[c.name for c in cfg.channels],
+        key_name=signing.KEY_FILE_NAME,
+        fingerprint=fingerprint,
+        packager=cfg.package.packager,
+        changelog_date=day.strftime("%a %b %d %Y"),
+    )
+
+
+def build_release_package(cfg: Config, layout: Layout, host: Host) -> Path:
+    """Build dist/mistralrs-release-<version>-1<dist>.noarch.rpm."""
+    watch = Stopwatch("release-package")
+    armored, fingerprint, created = public_key(host)
+    top = layout.release_topdir
+    shutil.rmtree(top, ignore_errors=True)
+    sources = top / "SOURCES"
+    sources.mkdir(parents=True)
+    (sources / "mistralrs.repo").write_text(render_repo_file(cfg))
+    (sources / signing.KEY_FILE_NAME).write_text(armored)
+    (sources / "mistralrs-flavour").write_text(render_flavour_script(cfg))
+    spec = top / "mistralrs-release.spec"
+    spec.write_text(render_spec(cfg, host, fingerprint, created))
+    run([
+        require_tool("rpmbuild", "install rpm (rpmbuild)"), "-bb", "--quiet",
+        "--define", f"_topdir {top}",
+        "--define", f"_sourcedir {sources}",
+        "--define", f"_dbpath {top / 'rpmdb'}",
+        "--define", f"dist {cfg.package.dist}",
+        "--define", f"_binary_payload {PAYLOAD}",
+        "--define", "_buildhost mistralrs-rpm",
+        "--define", "use_source_date_epoch_as_buildtime 1",
+        "--define", "clamp_mtime_to_source_date_epoch 1",
+        "--define", "_build_id_links none",
+        spec,
+    ], env={"SOURCE_DATE_EPOCH": str(created), "TZ": "UTC"}, capture=True)
+    built = top / "RPMS" / "noarch" / layout.release_rpm(host.release_package_version, cfg.package.dist).name
+    if not built.exists():
+        raise ReleasePackageError(f"rpmbuild did not produce {built.name} in {built.parent}")
+    dest = layout.release_rpm(host.release_package_version, cfg.package.dist)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(built, tmp)
+    tmp.replace(dest)
+    watch.done(f"{dest.name} (key {fingerprint[-16:]}, {len(cfg.flavours)} flavours)")
+    return dest

@@ -1,0 +1,151 @@
+"""The index page at the repository's root, rendered at each publish.
+
+Plain HTML and one stylesheet, no JavaScript: what the repository offers
+(channels, flavours and the GPUs they serve, the versions present), how to
+install it, the signing key's fingerprint and when it was last published.
+
+The publish step calls :func:`render_index` with what each channel holds
+after the publish (the package file names, e.g. ``ChannelReport.kept``, or
+:func:`packages_in` of a channel's fetched ``repodata/``), and uploads the
+files it returns beside ``mistralrs.repo``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jinja2
+
+from . import signing
+from .config import Config
+from .layout import SITE_DIR
+from .run import UserError, atomic_write
+
+INDEX_TEMPLATE = SITE_DIR / "index.html.j2"
+STYLESHEET = SITE_DIR / "style.css"
+INDEX_NAME = "index.html"
+STYLE_NAME = "style.css"
+REPO_FILE_NAME = "mistralrs.repo"
+RELEASE_PACKAGE = "mistralrs-release"
+RPM_FILE = re.compile(r"^(?P<name>[A-Za-z0-9._+-]+)-(?P<version>[^-]+)-(?P<release>[^-]+)\.(?P<arch>[a-z0-9_]+)\.rpm\Z")
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    release: str
+    arch: str
+    file: str
+
+    @property
+    def version_release(self) -> str:
+        return f"{self.version}-{self.release}"
+
+
+def parse_file_name(name: str) -> Package:
+    m = RPM_FILE.match(name)
+    if not m:
+        raise UserError(f"{name!r} is not an RPM file name of the form name-version-release.arch.rpm")
+    return Package(m["name"], m["version"], m["release"], m["arch"], name)
+
+
+def packages_in(repodata: Path) -> list[str]:
+    """The package file names a channel's repodata/ lists."""
+    from .repo import read_metadata
+
+    return sorted(Path(href).name for href in read_metadata(repodata).packages)
+
+
+def repo_id(channel: str) -> str:
+    """The channel's section name in mistralrs.repo (repo.render_repo_file's)."""
+    return "mistralrs" if channel == "stable" else f"mistralrs-{channel}"
+
+
+def _newest_first(packages: Sequence[Package]) -> list[Package]:
+    from .repo import newest_first
+
+    by_evr = {f"0:{p.version}-{p.release}": p for p in packages}
+    return [by_evr[e] for e in newest_first(list(by_evr))]
+
+
+def group_fingerprint(fingerprint: str) -> str:
+    fp = fingerprint.upper().replace(" ", "")
+    return " ".join(fp[i:i + 4] for i in range(0, len(fp), 4))
+
+
+def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerprint: str,
+                  when: datetime) -> dict:
+    from .repo import channel_dir
+
+    base_url = cfg.publish.base_url.rstrip("/")
+    parsed = {ch: [parse_file_name(Path(f).name) for f in files] for ch, files in published.items()}
+    channels = []
+    for channel in cfg.channels:
+        files = parsed.get(channel.name, [])
+        release_packages = _newest_first([p for p in files if p.name == RELEASE_PACKAGE])
+        channels.append({
+            "name": channel.name,
+            "id": repo_id(channel.name),
+            "url": f"{base_url}/{channel_dir(cfg, channel)}/",
+            "is_default": channel.name == "stable",
+            "release_package_url": (f"{base_url}/{channel_dir(cfg, channel)}/{release_packages[0].file}"
+                                    if release_packages else ""),
+        })
+    flavours = []
+    for flavour in cfg.flavours:
+        name = f"mistralrs-{flavour.name}"
+        versions = {}
+        for channel in cfg.channels:
+            versions[channel.name] = [p.version_release for p in
+                                      _newest_first([p for p in parsed.get(channel.name, []) if p.name == name])]
+        flavours.append({
+            "name": flavour.name,
+            "package": name,
+            "compute_cap": f"{flavour.compute_cap // 10}.{flavour.compute_cap % 10}",
+            "gpus": list(flavour.gpus),
+            "versions": versions,
+        })
+    stable = next(c for c in channels if c["name"] == "stable")
+    return {
+        "base_url": base_url,
+        "repo_file_url": f"{base_url}/{REPO_FILE_NAME}",
+        "key_url": f"{base_url}/{signing.KEY_FILE_NAME}",
+        "key_name": signing.KEY_FILE_NAME,
+        "release_package_url": stable["release_package_url"],
+        "releasever": cfg.package.releasever,
+        "cuda_version": cfg.build.cuda_version,
+        "channels": channels,
+        "flavours": flavours,
+        "example": flavours[0]["package"],
+        "fingerprint": group_fingerprint(fingerprint),
+        "published_at": when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "published_iso": when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def render_index_html(context: dict) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=True, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(INDEX_TEMPLATE.read_text()).render(**context)
+
+
+def render_index(cfg: Config, out_dir: Path, published: Mapping[str, Sequence[str]], fingerprint: str,
+                 when: datetime | None = None) -> list[Path]:
+    """Write index.html and style.css into out_dir; returns both paths.
+
+    published: channel name -> file names of the packages it holds after
+    this publish (all of them, not only the new ones).
+    """
+    if not re.fullmatch(r"[0-9A-Fa-f ]{32,}", fingerprint or ""):
+        raise UserError(f"render_index: {fingerprint!r} is not a key fingerprint")
+    context = index_context(cfg, published, fingerprint, when or datetime.now(timezone.utc))
+    index = out_dir / INDEX_NAME
+    style = out_dir / STYLE_NAME
+    atomic_write(index, render_index_html(context))
+    atomic_write(style, STYLESHEET.read_bytes())
+    return [index, style]

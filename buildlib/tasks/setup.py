@@ -1,0 +1,63 @@
+"""Task creators for the repository host's one-time set-up (``doit setup``)
+and the ``mistralrs-release`` package.
+
+The setup tasks act on the machine they run on (the repository host, as
+root, except gpg-key which runs where the key is made); each compares what
+is there with what should be, changes only what differs and says so, so
+they always run (``uptodate: False``) and a second run changes nothing.
+Order on a new host: gpg-key, dns, tls, nginx, upload-user.
+"""
+
+from __future__ import annotations
+
+from doit.tools import config_changed
+
+from ..hostsetup import gpgkey, nginx, release_package, tls, upload_user
+from ..hostsetup.dns import setup_dns
+from ..hostsetup.settings import host_settings
+from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE
+from . import context
+from .context import action
+
+
+def _host():
+    cfg, layout = context.current()
+    return cfg, layout, host_settings(cfg)
+
+
+def task_setup():
+    """Set up the repository host: signing key, DNS, TLS, nginx, upload user."""
+    cfg, layout, host = _host()
+    steps = [
+        ("gpg-key", "make the repository signing key (once) and export both halves into host.key_dir",
+         gpgkey.generate_signing_key),
+        ("dns", f"point {host.domain}'s A/AAAA records at host.ipv4/ipv6 (Cloudflare API)", setup_dns),
+        ("tls", f"certificate for {host.domain} via certbot's Cloudflare DNS challenge, renewal reloads nginx",
+         tls.obtain_certificate),
+        ("nginx", f"nginx site for {cfg.publish.base_url}: render, nginx -t, install, reload", nginx.install_site),
+        ("upload-user", f"account {host.upload_user} for CI: key forced to repo-shell, repository dir, lock",
+         upload_user.setup_upload_user),
+    ]
+    for name, doc, fn in steps:
+        yield {
+            "name": name,
+            "doc": doc,
+            "actions": [action(fn, host)],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+
+
+def task_release_package():
+    """Build mistralrs-release (noarch): the .repo file, the public key, mistralrs-flavour."""
+    cfg, layout, host = _host()
+    key = host.key_dir / gpgkey.PUBLIC_NAME
+    return {
+        "basename": "release-package",
+        "actions": [action(release_package.build_release_package, cfg, layout, host)],
+        "file_dep": [key, RELEASE_SPEC_TEMPLATE, FLAVOUR_SCRIPT_TEMPLATE] if key.exists() else
+                    [RELEASE_SPEC_TEMPLATE, FLAVOUR_SCRIPT_TEMPLATE],
+        "targets": [layout.release_rpm(host.release_package_version, cfg.package.dist)],
+        "uptodate": [config_changed(release_package.release_inputs(cfg, host))],
+        "verbosity": 2,
+    }

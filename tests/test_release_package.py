@@ -1,0 +1,261 @@
+"""mistralrs-release and mistralrs-flavour.
+
+mistralrs-flavour runs under /bin/sh with a stand-in nvidia-smi first on a
+PATH that holds nothing else of NVIDIA's.  The package is built with the
+host's rpmbuild, installed with Debian's dnf into a scratch root, and the
+flavour package is then installed from a signed repository served over
+HTTP, through the .repo file and key the release package installed alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from buildlib import config, repo, signing
+from buildlib.hostsetup import gpgkey, release_package
+from buildlib.layout import Layout
+from fixtures import fakerpm
+from pipeline import project_config
+from services import nginx as serve_http
+from services import skip_reason_nginx
+from test_setup import host_for
+
+SH = shutil.which("sh")
+
+
+def tool_dir(tmp: Path) -> Path:
+    """A PATH directory with the few tools the script uses (and no nvidia-smi)."""
+    bin_dir = tmp / "tools"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        for tool in ("sed", "head", "cat"):
+            os.symlink(shutil.which(tool), bin_dir / tool)
+    return bin_dir
+
+
+def stand_in_nvidia_smi(directory: Path, output: str, status: int = 0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    smi = directory / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        '[ "$1 $2" = "--query-gpu=compute_cap --format=csv,noheader" ] || { echo "bad args: $*" >&2; exit 99; }\n'
+        f"cat <<'EOF'\n{output}\nEOF\nexit {status}\n"
+    )
+    smi.chmod(0o755)
+    return directory
+
+
+def run_flavour(script: Path, tmp: Path, smi_output: str | None, status: int = 0, *args: str,
+                shell: str | None = None) -> subprocess.CompletedProcess:
+    path = [str(tool_dir(tmp))]
+    if smi_output is not None:
+        path.insert(0, str(stand_in_nvidia_smi(tmp / f"smi-{abs(hash((smi_output, status)))}", smi_output, status)))
+    return subprocess.run([shell or SH, str(script), *args], capture_output=True, text=True, timeout=20,
+                          env={"PATH": ":".join(path), "LC_ALL": "C"})
+
+
+def make_cfg(tmp: Path, **publish) -> config.Config:
+    data = project_config()
+    data["flavours"]["blackwell-dc"] = {"compute_cap": 100, "gpus": ["B200", "GB200"]}
+    data["publish"]["target"] = str(tmp / "srv")
+    data["publish"]["base_url"] = "https://localhost/mistralrs-rpm"
+    data["publish"].update(publish)
+    data["paths"] = {"build": str(tmp / "build"), "dist": str(tmp / "dist"), "cache": str(tmp / "cache"),
+                     "artifacts": str(tmp / "artifacts")}
+    return config.parse(data, tmp / "config.toml")
+
+
+@pytest.fixture
+def flavour_script(tmp_path) -> Path:
+    script = tmp_path / "mistralrs-flavour"
+    script.write_text(release_package.render_flavour_script(make_cfg(tmp_path)))
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("cap, flavour", [
+    ("8.6", "ampere"), ("8.9", "ada"), ("9.0", "hopper"), ("12.0", "blackwell"), ("10.0", "blackwell-dc"),
+    # same major version, higher minor: the code of the lower minor runs there
+    ("8.7", "ampere"), ("10.3", "blackwell-dc"), ("12.1", "blackwell"),
+])
+def test_flavour_for_each_gpu(flavour_script, tmp_path, cap, flavour):
+    proc = run_flavour(flavour_script, tmp_path, cap)
+    assert (proc.returncode, proc.stdout) == (0, f"{flavour}\n"), proc.stderr
+
+
+def test_flavour_for_every_configured_flavour(flavour_script, tmp_path):
+    for f in make_cfg(tmp_path).flavours:
+        proc = run_flavour(flavour_script, tmp_path, f"{f.compute_cap // 10}.{f.compute_cap % 10}")
+        assert proc.stdout == f"{f.name}\n"
+
+
+def test_flavour_several_gpus(flavour_script, tmp_path):
+    same = run_flavour(flavour_script, tmp_path, "8.6\n8.6")
+    assert (same.returncode, same.stdout) == (0, "ampere\n")
+    mixed = run_flavour(flavour_script, tmp_path, "8.6\n9.0")
+    assert mixed.returncode == 3 and mixed.stdout == ""
+    assert "GPU 1: compute capability 8.6 -> ampere" in mixed.stderr
+    assert "GPU 2: compute capability 9.0 -> hopper" in mixed.stderr
+
+
+@pytest.mark.parametrize("cap", ["7.5", "8.0", "11.0", "6.1"])
+def test_flavour_unknown_compute_capability(flavour_script, tmp_path, cap):
+    proc = run_flavour(flavour_script, tmp_path, cap)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"no flavour fits GPU 1 (compute capability {cap})" in proc.stderr
+    assert "ampere" in proc.stderr and "compute capability 8.6" in proc.stderr  # what there is
+
+
+def test_flavour_without_gpu_or_driver(flavour_script, tmp_path):
+    no_driver = run_flavour(flavour_script, tmp_path, None)
+    assert no_driver.returncode == 1 and no_driver.stdout == ""
+    assert "nvidia-smi not found: the NVIDIA driver is not installed" in no_driver.stderr
+
+    not_loaded = run_flavour(flavour_script, tmp_path, "NVIDIA-SMI has failed because it couldn't communicate "
+                             "with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.",
+                             status=9)
+    assert not_loaded.returncode == 1 and "no usable NVIDIA GPU" in not_loaded.stderr
+    assert "couldn't communicate" in not_loaded.stderr
+
+    no_devices = run_flavour(flavour_script, tmp_path, "No devices were found", status=6)
+    assert no_devices.returncode == 1 and "No devices were found" in no_devices.stderr
+
+    empty = run_flavour(flavour_script, tmp_path, "")
+    assert empty.returncode == 1 and "no NVIDIA GPU found" in empty.stderr
+
+    old = run_flavour(flavour_script, tmp_path, 'Field "compute_cap" is not a valid field to query.', status=2)
+    assert old.returncode == 1 and "not a valid field" in old.stderr
+
+
+def test_flavour_usage(flavour_script, tmp_path):
+    listing = run_flavour(flavour_script, tmp_path, None, 0, "--list")
+    assert listing.returncode == 0
+    assert [line.split()[0] for line in listing.stdout.splitlines()] == [
+        "ampere", "ada", "hopper", "blackwell-dc", "blackwell"]
+    assert "blackwell-dc   compute capability 10.0" in listing.stdout
+    assert run_flavour(flavour_script, tmp_path, None, 0, "--help").returncode == 0
+    assert run_flavour(flavour_script, tmp_path, None, 0, "--bogus").returncode == 64
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_flavour_under_bash_as_fedora_runs_it(flavour_script, tmp_path):
+    # Fedora's /bin/sh is bash
+    proc = run_flavour(flavour_script, tmp_path, "8.9", shell=shutil.which("bash"))
+    assert (proc.returncode, proc.stdout) == (0, "ada\n"), proc.stderr
+
+
+# --- the package ---------------------------------------------------------------
+
+
+def make_key(tmp: Path):
+    passfile = tmp / "passphrase"
+    passfile.write_text("a passphrase for the test key\n")
+    passfile.chmod(0o600)
+    host = host_for(tmp, key_passphrase_file=str(passfile))
+    keys = gpgkey.generate_signing_key(host)
+    return host, keys, passfile
+
+
+def rpm_query(rpm: Path, fmt: str) -> str:
+    return subprocess.run(["rpm", "-qp", "--qf", fmt, str(rpm)], capture_output=True, text=True, check=True).stdout
+
+
+def test_release_package_contents_and_reproducible_build(tmp_path):
+    host, keys, _ = make_key(tmp_path)
+    cfg = make_cfg(tmp_path)
+    layout = Layout.of(cfg)
+    rpm = release_package.build_release_package(cfg, layout, host)
+    assert rpm == layout.dist / "mistralrs-release-1-1.fc43.noarch.rpm"
+    listing = subprocess.run(["rpm", "-qplv", str(rpm)], capture_output=True, text=True, check=True).stdout
+    assert "/etc/yum.repos.d/mistralrs.repo" in listing
+    assert f"/etc/pki/rpm-gpg/{signing.KEY_FILE_NAME}" in listing
+    assert "-rwxr-xr-x" in next(line for line in listing.splitlines() if line.endswith("/usr/bin/mistralrs-flavour"))
+    assert rpm_query(rpm, "%{ARCH}") == "noarch"
+    configs = subprocess.run(["rpm", "-qpc", str(rpm)], capture_output=True, text=True, check=True).stdout
+    assert configs.strip() == "/etc/yum.repos.d/mistralrs.repo"
+    # the same content builds to the same main header: publishing sees it as already there
+    header = rpm_query(rpm, "%{SHA256HEADER}")
+    again = release_package.build_release_package(cfg, layout, host)
+    assert rpm_query(again, "%{SHA256HEADER}") == header
+    # a new version is a new file
+    bumped = release_package.build_release_package(cfg, layout, dataclasses.replace(host, release_package_version=2))
+    assert bumped.name == "mistralrs-release-2-1.fc43.noarch.rpm"
+    # without a public key: one clear line
+    with pytest.raises(release_package.ReleasePackageError, match="setup:gpg-key"):
+        release_package.build_release_package(cfg, layout, dataclasses.replace(host, key_dir=tmp_path / "none"))
+
+
+def _dnf(root: Path, reposdirs: list[Path], *args: str) -> subprocess.CompletedProcess:
+    argv = ["dnf", "-y", "-q", f"--installroot={root}", "--releasever=43",
+            f"--setopt=reposdir={','.join(str(d) for d in reposdirs)}",
+            f"--setopt=cachedir={root}/var/cache/dnf", "--setopt=install_weak_deps=False",
+            "--setopt=keepcache=False", "--disableplugin=*", f"--config={root.parent / 'dnf.conf'}", *args]
+    env = dict(os.environ, HOME=str(root.parent / "home"))
+    return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
+
+
+def _stop_dnf_agents(root: Path) -> None:
+    for pubring in root.glob("var/cache/dnf/*/pubring"):
+        subprocess.run(["gpgconf", "--homedir", str(pubring), "--kill", "gpg-agent"], capture_output=True)
+
+
+@pytest.mark.skipif(skip_reason_nginx() is not None, reason=str(skip_reason_nginx()))
+@pytest.mark.skipif(shutil.which("dnf") is None, reason="dnf is not installed")
+def test_release_package_installs_and_its_repo_file_alone_installs_a_flavour(tmp_path):
+    host, keys, passfile = make_key(tmp_path)
+    target = tmp_path / "srv"
+    target.mkdir()
+    base_repo = tmp_path / "base-repo"
+    fakerpm.build_base(base_repo)
+    subprocess.run(["createrepo_c", "--quiet", str(base_repo)], check=True)
+    with serve_http(target) as url:
+        cfg = make_cfg(tmp_path, base_url=url, key_file=str(keys.secret), passphrase_file=str(passfile))
+        layout = Layout.of(cfg)
+        fakerpm.build(layout.dist, "ampere", "0.9.2", "1.fc43")
+        repo.publish_dist(cfg, layout)
+        release_layout = dataclasses.replace(layout, dist=tmp_path / "release-dist")
+        release_rpm = release_package.build_release_package(cfg, release_layout, host)
+
+        root = tmp_path / "dnf" / "root"
+        root.mkdir(parents=True)
+        (tmp_path / "dnf" / "home").mkdir()
+        (tmp_path / "dnf" / "dnf.conf").write_text("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nskip_if_unavailable=False\n")
+        extra = tmp_path / "dnf" / "base-repos"
+        extra.mkdir()
+        (extra / "base.repo").write_text(f"[test-base]\nname=stand-in for Fedora and NVIDIA\nbaseurl=file://{base_repo}\n"
+                                         "enabled=1\ngpgcheck=0\nrepo_gpgcheck=0\n")
+        try:
+            first = _dnf(root, [extra], "--setopt=localpkg_gpgcheck=0", "install", str(release_rpm))
+            assert first.returncode == 0, first.stdout + first.stderr
+            repo_file = root / "etc/yum.repos.d/mistralrs.repo"
+            assert f"baseurl={url}/fedora/$releasever/$basearch/" in repo_file.read_text()
+            assert (root / "etc/pki/rpm-gpg" / signing.KEY_FILE_NAME).read_text() == keys.public.read_text()
+
+            # the repositories dnf knows now: the release package's file, plus the stand-in base.
+            # One translation: dnf 4 reads a file:// gpgkey from the host even with --installroot,
+            # so the packaged key's path is given inside the scratch root (on Fedora it is /etc/...)
+            key_in_root = f"file://{root}/etc/pki/rpm-gpg/{signing.KEY_FILE_NAME}"
+            assert f"gpgkey=file:///etc/pki/rpm-gpg/{signing.KEY_FILE_NAME}" in repo_file.read_text()
+            second = _dnf(root, [root / "etc/yum.repos.d", extra], f"--setopt=mistralrs.gpgkey={key_in_root}",
+                          "install", "mistralrs-ampere")
+            assert second.returncode == 0, second.stdout + second.stderr
+            out = subprocess.run([str(root / "usr/bin/mistralrs")], capture_output=True, text=True, check=True).stdout
+            assert "flavour=ampere version=0.9.2-1.fc43" in out
+            # the flavour package is signed by the repository's key, which rpm imported from the packaged file
+            # (Debian's rpm keeps its database under $HOME, as dnf above saw it)
+            keys_in_db = subprocess.run(["rpm", f"--root={root}", "-q", "gpg-pubkey", "--qf", "%{VERSION}\n"],
+                                        capture_output=True, text=True,
+                                        env=dict(os.environ, HOME=str(root.parent / "home"))).stdout.split()
+            assert keys.fingerprint[-8:].lower() in keys_in_db
+
+            # and the packaged mistralrs-flavour picks ampere on an 8.6 GPU
+            proc = run_flavour(root / "usr/bin/mistralrs-flavour", tmp_path, "8.6")
+            assert proc.stdout == "ampere\n"
+        finally:
+            _stop_dnf_agents(root)
