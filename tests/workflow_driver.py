@@ -1,0 +1,571 @@
+"""Runs a Gitea/GitHub Actions workflow's jobs on this machine, without Gitea.
+
+A small stand-in for act_runner, enough for the build workflows and strict
+about everything else: a key, an action or an expression it does not know
+stops the run with a clear error instead of being skipped, so a workflow
+that grows beyond what this driver understands fails its test.
+
+What it does, as a runner would:
+
+* jobs in the order of their ``needs`` (one runner: one job at a time);
+  a failed job skips the jobs that need it;
+* ``strategy.matrix``: the product of its lists (after ``fromJSON``), one
+  job per combination, each on a fresh runner;
+* every job starts in a new empty workspace (a fresh runner), which is
+  removed when the job ends: nothing but artifacts and job outputs passes
+  from one job to the next;
+* ``actions/checkout``: copies this checkout's files (tracked and untracked,
+  not ignored: the tree as it is, uncommitted work included) into the
+  workspace, then the files the test substitutes (its config.toml), and
+  links ``.venv`` to this checkout's, standing in for the virtualenv that
+  ``scripts/bootstrap`` would otherwise install from the network;
+* ``actions/upload-artifact@v3`` / ``download-artifact@v3``: files copied
+  into and out of an artifact store directory, with v3's path rules (the
+  part of a path before its first wildcard is the root; several jobs may
+  add to one artifact; ``if-no-files-found``);
+* ``env`` at workflow, job and step level, over the runner's environment
+  (its ``MRPM_*`` and ``GITHUB_*`` variables dropped), with the runner's own
+  ``CI``, ``GITHUB_ACTIONS``, ``GITHUB_WORKSPACE``, ``GITHUB_OUTPUT``,
+  ``GITHUB_ENV``, ``GITHUB_PATH``, ``GITHUB_STEP_SUMMARY``, ``RUNNER_TEMP``;
+* ``${{ }}`` expressions: context look-ups (``inputs``, ``secrets``,
+  ``matrix``, ``needs.<job>.outputs``, ``steps.<id>.outputs``, ``env``,
+  ``github``) and ``fromJSON(...)``; a secret or output not set is "";
+* ``run:`` steps with bash as Actions runs them on Linux
+  (``bash --noprofile --norc -eo pipefail <script file>``), in the
+  workspace, with the job's ``timeout-minutes``; ``$GITHUB_OUTPUT``'s
+  ``key=value`` and ``key<<DELIM`` lines become the step's outputs;
+* secrets are masked in the logs kept here, and any secret that shows up in
+  a step's output is reported (``Run.leaks``).
+
+Not done (not used by the workflows it runs): ``if:``, ``continue-on-error``,
+``services``, ``container``, ``defaults``, reusable-workflow jobs, other
+actions; ``concurrency`` and ``permissions`` have no meaning on one runner
+without a server and are read but not enforced.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+JOB_KEYS = {"name", "needs", "runs-on", "timeout-minutes", "outputs", "strategy", "steps", "concurrency",
+            "env", "permissions"}
+STEP_KEYS = {"name", "id", "uses", "run", "with", "env", "working-directory", "timeout-minutes"}
+STRATEGY_KEYS = {"matrix", "fail-fast", "max-parallel"}
+ACTIONS = re.compile(r"^actions/(?P<name>checkout|upload-artifact|download-artifact)@(?P<version>v\d+)\Z")
+ARTIFACT_VERSION = "v3"
+EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.S)
+CONTEXT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*\Z")
+FUNCTION = re.compile(r"^(?P<fn>fromJSON|toJSON)\((?P<arg>.*)\)\Z", re.I | re.S)
+DROPPED_ENV = re.compile(r"^(MRPM_|GITHUB_|RUNNER_)")
+
+
+class WorkflowError(Exception):
+    """The workflow uses something this driver does not do, or is malformed."""
+
+
+@dataclass
+class StepRun:
+    job: str
+    name: str
+    kind: str  # "run" or the action
+    command: str
+    returncode: int
+    seconds: float
+    log: str  # stdout and stderr together, secrets masked
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobRun:
+    id: str
+    name: str
+    matrix: dict[str, Any]
+    workspace: Path
+    conclusion: str = "pending"  # success, failure, skipped
+    steps: list[StepRun] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed_step(self) -> StepRun | None:
+        return next((s for s in self.steps if s.returncode != 0), None)
+
+
+@dataclass
+class Run:
+    workflow: str
+    jobs: dict[str, list[JobRun]] = field(default_factory=dict)
+    leaks: list[str] = field(default_factory=list)
+    artifacts: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(j.conclusion == "success" for runs in self.jobs.values() for j in runs)
+
+    def transcript(self, tail: int = 6000) -> str:
+        lines = []
+        for runs in self.jobs.values():
+            for job in runs:
+                lines.append(f"== job {job.name} [{job.conclusion}]")
+                for step in job.steps:
+                    lines.append(f"-- {step.name}: {step.command} -> {step.returncode} ({step.seconds:.1f} s)")
+                    if step.returncode != 0:
+                        lines.append(step.log[-tail:])
+        return "\n".join(lines)
+
+    def check(self) -> None:
+        """Raise AssertionError with the failing step's output unless every job succeeded."""
+        if not self.ok:
+            raise AssertionError(f"workflow {self.workflow} failed:\n{self.transcript()}")
+
+
+def load_workflow(path: Path) -> dict:
+    return YAML(typ="safe").load(path.read_text())
+
+
+# --- expressions -------------------------------------------------------------
+
+
+def evaluate(expr: str, contexts: dict[str, Any]) -> Any:
+    expr = expr.strip()
+    m = FUNCTION.match(expr)
+    if m:
+        value = evaluate(m.group("arg"), contexts)
+        if m.group("fn").lower() == "fromjson":
+            if not isinstance(value, str):
+                raise WorkflowError(f"fromJSON of a non-string in {expr!r}")
+            return json.loads(value)
+        return json.dumps(value)
+    if not CONTEXT_PATH.match(expr):
+        raise WorkflowError(f"expression {expr!r}: this driver knows context look-ups and fromJSON() only")
+    head, *rest = expr.split(".")
+    if head not in contexts:
+        raise WorkflowError(f"expression {expr!r}: context {head!r} is not available here")
+    value: Any = contexts[head]
+    for i, part in enumerate(rest):
+        if not isinstance(value, dict):
+            raise WorkflowError(f"expression {expr!r}: {'.'.join([head, *rest[:i]])} is not an object")
+        if part not in value:
+            # unset secrets, outputs and env read as "" in Actions; an unknown
+            # input or matrix key is a mistake in the workflow
+            if head in ("secrets", "env") or (head in ("needs", "steps") and i == len(rest) - 1):
+                return ""
+            raise WorkflowError(f"expression {expr!r}: no {part!r} in {'.'.join([head, *rest[:i]])}")
+        value = value[part]
+    return value
+
+
+def substitute(value: Any, contexts: dict[str, Any]) -> Any:
+    """Expand ${{ }} in a string; a string that is one whole expression keeps its type."""
+    if isinstance(value, dict):
+        return {k: substitute(v, contexts) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, contexts) for v in value]
+    if not isinstance(value, str):
+        return value
+    whole = EXPRESSION.fullmatch(value.strip())
+    if whole:
+        return evaluate(whole.group(1), contexts)
+
+    def text(m: re.Match) -> str:
+        result = evaluate(m.group(1), contexts)
+        if isinstance(result, bool):
+            return "true" if result else "false"
+        return result if isinstance(result, str) else json.dumps(result) if isinstance(result, (list, dict)) else str(result)
+
+    return EXPRESSION.sub(text, value)
+
+
+def as_env(values: dict | None, contexts: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in (values or {}).items():
+        value = substitute(value, contexts)
+        out[str(key)] = "true" if value is True else "false" if value is False else str(value)
+    return out
+
+
+# --- the driver ----------------------------------------------------------------
+
+
+class Driver:
+    """Runs one workflow file's jobs.
+
+    root: a scratch directory (workspaces, the artifact store, temp files);
+    checkout_overrides: relative path -> text, written over the checkout in
+    every job (the test's config.toml); runner_labels: what this runner
+    serves (a job for another label is an error).
+    """
+
+    def __init__(self, workflow: Path, root: Path, *, inputs: dict[str, str] | None = None,
+                 secrets: dict[str, str] | None = None, checkout_overrides: dict[str, str] | None = None,
+                 runner_labels: tuple[str, ...] = ("cuda-13.0",), project: Path = PROJECT,
+                 event: str = "workflow_dispatch", keep_workspaces: bool = False):
+        self.path = workflow
+        self.workflow = load_workflow(workflow)
+        self.root = root
+        self.project = project
+        self.secrets = dict(secrets or {})
+        self.overrides = dict(checkout_overrides or {})
+        self.labels = set(runner_labels)
+        self.keep_workspaces = keep_workspaces
+        self.inputs = self._inputs(event, inputs or {})
+        self.artifacts = root / "artifacts"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.run = Run(workflow=workflow.name, artifacts=self.artifacts)
+        self._counter = itertools.count(1)
+
+    # -- inputs
+
+    def _inputs(self, event: str, given: dict[str, str]) -> dict[str, Any]:
+        on = self.workflow.get("on") or {}
+        if event not in on:
+            raise WorkflowError(f"{self.path.name} is not triggered by {event}")
+        declared = (on[event] or {}).get("inputs") or {}
+        unknown = set(given) - set(declared)
+        if unknown:
+            raise WorkflowError(f"{self.path.name}: no input(s) {sorted(unknown)} for {event}")
+        inputs = {}
+        for name, spec in declared.items():
+            if name in given:
+                inputs[name] = given[name]
+            elif spec.get("required"):
+                raise WorkflowError(f"{self.path.name}: input {name!r} is required")
+            else:
+                inputs[name] = spec.get("default", "")
+        return inputs
+
+    # -- jobs
+
+    def execute(self) -> Run:
+        jobs = self.workflow.get("jobs") or {}
+        order = self._order(jobs)
+        results: dict[str, dict] = {}  # job id -> {"result", "outputs"} as the needs context shows it
+        for job_id in order:
+            job = jobs[job_id]
+            needs = _as_list(job.get("needs"))
+            if any(results[n]["result"] != "success" for n in needs):
+                self.run.jobs[job_id] = [JobRun(job_id, job.get("name", job_id), {}, self.root, "skipped")]
+                results[job_id] = {"result": "skipped", "outputs": {}}
+                continue
+            contexts = self._contexts(needs_ctx={n: results[n] for n in needs})
+            runs = [self._run_job(job_id, job, combo, contexts) for combo in self._matrix(job, contexts)]
+            self.run.jobs[job_id] = runs
+            outputs: dict[str, str] = {}
+            for r in runs:  # matrix jobs: the outputs of the last one that set them, as in Actions
+                outputs.update({k: v for k, v in r.outputs.items() if v != ""})
+            results[job_id] = {"result": "success" if all(r.conclusion == "success" for r in runs) else "failure",
+                               "outputs": outputs}
+        return self.run
+
+    def _order(self, jobs: dict) -> list[str]:
+        order: list[str] = []
+        pending = list(jobs)
+        while pending:
+            ready = [j for j in pending if all(n in order for n in _as_list(jobs[j].get("needs")))]
+            if not ready:
+                raise WorkflowError(f"{self.path.name}: jobs {pending} need jobs that never run (a cycle or a typo)")
+            order.append(ready[0])
+            pending.remove(ready[0])
+        for job_id, job in jobs.items():
+            if "uses" in job:
+                raise WorkflowError(f"job {job_id}: reusable-workflow jobs are not run by this driver")
+            extra = set(job) - JOB_KEYS
+            if extra:
+                raise WorkflowError(f"job {job_id}: this driver does not do {sorted(extra)}")
+            if job.get("runs-on") not in self.labels:
+                raise WorkflowError(f"job {job_id}: runs-on {job.get('runs-on')!r}, but this runner serves {sorted(self.labels)}")
+        return order
+
+    def _contexts(self, needs_ctx: dict | None = None, **more: Any) -> dict[str, Any]:
+        return {"inputs": self.inputs, "secrets": self.secrets, "needs": needs_ctx or {},
+                "github": {"run_id": "1", "run_number": "1", "event_name": "workflow_dispatch",
+                           "workflow": self.workflow.get("name", self.path.stem)},
+                **more}
+
+    def _matrix(self, job: dict, contexts: dict) -> list[dict[str, Any]]:
+        strategy = job.get("strategy")
+        if not strategy:
+            return [{}]
+        extra = set(strategy) - STRATEGY_KEYS
+        if extra:
+            raise WorkflowError(f"strategy: this driver does not do {sorted(extra)}")
+        matrix = substitute(strategy.get("matrix") or {}, contexts)
+        if not isinstance(matrix, dict) or {"include", "exclude"} & set(matrix):
+            raise WorkflowError("strategy.matrix: lists by key only (no include/exclude here)")
+        for key, values in matrix.items():
+            if not isinstance(values, list) or not values:
+                raise WorkflowError(f"strategy.matrix.{key}: expected a non-empty list, got {values!r}")
+        keys = list(matrix)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(matrix[k] for k in keys))]
+
+    def _run_job(self, job_id: str, job: dict, combo: dict, contexts: dict) -> JobRun:
+        contexts = dict(contexts, matrix=combo, steps={})
+        name = substitute(job.get("name", job_id), contexts)
+        workspace = self.root / "runners" / f"{next(self._counter):02d}-{job_id}" / "workspace"
+        workspace.mkdir(parents=True)  # a fresh runner: an empty workspace
+        temp = workspace.parent / "temp"
+        temp.mkdir()
+        jr = JobRun(job_id, name, combo, workspace)
+        env = {k: v for k, v in os.environ.items() if not DROPPED_ENV.match(k)}
+        env.update(CI="true", GITHUB_ACTIONS="true", GITHUB_WORKSPACE=str(workspace), RUNNER_TEMP=str(temp),
+                   GITHUB_JOB=job_id)
+        contexts["env"] = {}
+        env.update(self._env_layer(self.workflow.get("env"), contexts))
+        env.update(self._env_layer(job.get("env"), contexts))
+        deadline = time.monotonic() + 60 * float(job.get("timeout-minutes", 360))
+        try:
+            for step in job.get("steps") or []:
+                result = self._run_step(jr, step, env, contexts, workspace, temp, deadline)
+                jr.steps.append(result)
+                if result.returncode != 0:
+                    jr.conclusion = "failure"
+                    break
+            else:
+                jr.conclusion = "success"
+            if jr.conclusion == "success":
+                jr.outputs = {k: str(substitute(v, contexts)) for k, v in (job.get("outputs") or {}).items()}
+        finally:
+            if not self.keep_workspaces:
+                shutil.rmtree(workspace.parent, ignore_errors=True)
+        return jr
+
+    def _env_layer(self, values: dict | None, contexts: dict) -> dict[str, str]:
+        layer = as_env(values, contexts)
+        contexts["env"] = {**contexts["env"], **layer}
+        return layer
+
+    # -- steps
+
+    def _run_step(self, jr: JobRun, step: dict, job_env: dict, contexts: dict, workspace: Path, temp: Path,
+                  deadline: float) -> StepRun:
+        extra = set(step) - STEP_KEYS
+        if extra:
+            raise WorkflowError(f"job {jr.id}: step {step.get('name') or step.get('uses')}: this driver does not do {sorted(extra)}")
+        if ("uses" in step) == ("run" in step):
+            raise WorkflowError(f"job {jr.id}: a step has exactly one of uses: and run:")
+        step_contexts = dict(contexts, env={**contexts["env"], **as_env(step.get("env"), contexts)})
+        env = dict(job_env, **as_env(step.get("env"), contexts))
+        name = substitute(step.get("name") or step.get("uses") or step["run"].splitlines()[0], step_contexts)
+        started = time.monotonic()
+        if "uses" in step:
+            kind = step["uses"]
+            with_ = {k: substitute(v, step_contexts) for k, v in (step.get("with") or {}).items()}
+            try:
+                log = self._action(kind, with_, workspace, jr)
+                rc = 0
+            except ActionFailed as e:
+                log, rc = str(e), 1
+            return StepRun(jr.id, name, kind, kind, rc, time.monotonic() - started, log)
+        script = substitute(step["run"], step_contexts)
+        outputs_file, env_file, path_file = temp / "output", temp / "env", temp / "path"
+        for f in (outputs_file, env_file, path_file):
+            f.write_text("")
+        env.update(GITHUB_OUTPUT=str(outputs_file), GITHUB_ENV=str(env_file), GITHUB_PATH=str(path_file),
+                   GITHUB_STEP_SUMMARY=str(temp / "summary.md"))
+        script_file = temp / f"step-{len(jr.steps) + 1}.sh"
+        script_file.write_text(script + "\n")
+        cwd = workspace / step.get("working-directory", ".")
+        limit = deadline - time.monotonic()
+        if "timeout-minutes" in step:
+            limit = min(limit, 60 * float(step["timeout-minutes"]))
+        rc, output = _bash(script_file, cwd, env, limit)
+        outputs = parse_outputs(outputs_file.read_text())
+        job_env.update(parse_outputs(env_file.read_text()))  # GITHUB_ENV: for the next steps
+        added = [p for p in path_file.read_text().splitlines() if p.strip()]
+        if added:
+            job_env["PATH"] = os.pathsep.join([*reversed(added), job_env.get("PATH", "")])
+        if "id" in step:
+            contexts["steps"][step["id"]] = {"outputs": outputs, "outcome": "success" if rc == 0 else "failure"}
+        return StepRun(jr.id, name, "run", script.strip(), rc, time.monotonic() - started, self._mask(output),
+                       outputs)
+
+    def _mask(self, text: str) -> str:
+        """Actions masks secrets in logs; record any that appeared."""
+        for name, secret in self.secrets.items():
+            for fragment in secret_fragments(secret):
+                if fragment in text:
+                    self.run.leaks.append(name)
+                    text = text.replace(fragment, "***")
+        return text
+
+    # -- actions
+
+    def _action(self, uses: str, with_: dict, workspace: Path, jr: JobRun) -> str:
+        m = ACTIONS.match(uses)
+        if not m:
+            raise WorkflowError(f"job {jr.id}: action {uses!r} is not emulated by this driver")
+        name, version = m.group("name"), m.group("version")
+        if name == "checkout":
+            if with_:
+                raise WorkflowError(f"actions/checkout with {sorted(with_)}: not emulated")
+            return self._checkout(workspace)
+        if version != ARTIFACT_VERSION:
+            raise WorkflowError(f"{uses}: only the {ARTIFACT_VERSION} artifact protocol is emulated")
+        if name == "upload-artifact":
+            return self._upload(with_, workspace)
+        return self._download(with_, workspace)
+
+    def _checkout(self, workspace: Path) -> str:
+        listed = subprocess.run(["git", "-C", str(self.project), "ls-files", "-z", "--cached", "--others",
+                                 "--exclude-standard"], check=True, capture_output=True).stdout
+        count = 0
+        for rel in sorted(set(listed.decode().split("\0")) - {""}):
+            src = self.project / rel
+            if not os.path.lexists(src):  # deleted in the working tree, not yet in git
+                continue
+            dest = workspace / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest, follow_symlinks=False)
+            count += 1
+        for rel, text in self.overrides.items():
+            (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
+            (workspace / rel).write_text(text)
+        venv = self.project / ".venv"
+        if venv.exists():
+            (workspace / ".venv").symlink_to(venv, target_is_directory=True)
+        return f"checked out {count} files of {self.project.name} into {workspace}"
+
+    def _upload(self, with_: dict, workspace: Path) -> str:
+        known = {"name", "path", "if-no-files-found", "retention-days"}
+        if set(with_) - known:
+            raise WorkflowError(f"upload-artifact: {sorted(set(with_) - known)} not emulated")
+        name = with_.get("name") or "artifact"
+        patterns = [p.strip() for p in str(with_["path"]).splitlines() if p.strip()]
+        files: list[tuple[Path, Path]] = []  # (source, root it is relative to)
+        for pattern in patterns:
+            if pattern.startswith("!"):
+                raise WorkflowError("upload-artifact: exclusion patterns are not emulated")
+            root = _search_root(workspace, pattern)
+            for match in sorted(glob.glob(str(workspace / pattern), recursive=True)):
+                path = Path(match)
+                if path.is_dir():
+                    files += [(p, root) for p in sorted(path.rglob("*")) if p.is_file()]
+                elif path.is_file():
+                    files.append((path, root))
+        if not files:
+            mode = with_.get("if-no-files-found", "warn")
+            message = f"upload-artifact: no files found with the provided path: {', '.join(patterns)}"
+            if mode == "error":
+                raise ActionFailed(message)
+            return message + (". No artifacts will be uploaded." if mode == "warn" else "")
+        store = self.artifacts / name
+        added = []
+        for path, root in files:
+            rel = path.relative_to(root)
+            dest = store / rel
+            if dest.exists() and dest.read_bytes() != path.read_bytes():
+                raise ActionFailed(f"upload-artifact: {name}/{rel} was uploaded before with other content")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            added.append(str(rel))
+        return f"uploaded {len(added)} file(s) to artifact {name!r}: {', '.join(added)}"
+
+    def _download(self, with_: dict, workspace: Path) -> str:
+        known = {"name", "path"}
+        if set(with_) - known:
+            raise WorkflowError(f"download-artifact: {sorted(set(with_) - known)} not emulated")
+        dest = workspace / with_.get("path", ".")
+        names = [with_["name"]] if with_.get("name") else sorted(p.name for p in self.artifacts.iterdir())
+        copied = []
+        for name in names:
+            store = self.artifacts / name
+            if not store.is_dir():
+                raise ActionFailed(f"download-artifact: unable to find an artifact with the name: {name}")
+            into = dest if with_.get("name") else dest / name  # v3: all artifacts go into <path>/<name>/
+            for path in sorted(p for p in store.rglob("*") if p.is_file()):
+                target = into / path.relative_to(store)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                copied.append(str(target.relative_to(workspace)))
+        return f"downloaded {len(copied)} file(s): {', '.join(copied)}"
+
+
+class ActionFailed(Exception):
+    pass
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _search_root(workspace: Path, pattern: str) -> Path:
+    """upload-artifact v3: files are stored relative to the path before the
+    first wildcard (for a plain file, its directory)."""
+    parts = Path(pattern).parts
+    for i, part in enumerate(parts):
+        if any(c in part for c in "*?["):
+            return workspace.joinpath(*parts[:i])
+    plain = workspace / pattern
+    return plain if plain.is_dir() else plain.parent
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """$GITHUB_OUTPUT / $GITHUB_ENV: ``key=value`` lines and ``key<<DELIM`` blocks."""
+    values: dict[str, str] = {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.strip():
+            continue
+        m = re.match(r"^([^=<]+)<<(.+)$", line)
+        if m:
+            key, delim, body = m.group(1), m.group(2), []
+            while i < len(lines) and lines[i] != delim:
+                body.append(lines[i])
+                i += 1
+            if i >= len(lines):
+                raise WorkflowError(f"output {key}: no closing {delim!r}")
+            i += 1
+            values[key] = "\n".join(body)
+            continue
+        if "=" not in line:
+            raise WorkflowError(f"malformed output line {line!r}: expected key=value")
+        key, value = line.split("=", 1)
+        values[key] = value
+    return values
+
+
+def secret_fragments(secret: str) -> list[str]:
+    """What would give a secret away in a log: the value itself when it is
+    one line, else each of its lines long enough to be specific to it (the
+    body lines of an armored key, not its BEGIN/END markers).  A short value
+    matches innocent text too ("pp" in "_tmppath"): give distinctive ones."""
+    secret = secret.strip()
+    if not secret:
+        return []
+    lines = [line.strip() for line in secret.splitlines()]
+    if len(lines) == 1:
+        return lines
+    return [line for line in lines if len(line) >= 16 and not line.startswith("-----")]
+
+
+def _bash(script: Path, cwd: Path, env: dict[str, str], limit: float) -> tuple[int, str]:
+    """bash as Actions runs a run: step on Linux; the process group is killed at the time limit."""
+    argv = ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)]
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=max(1.0, limit))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return 124, out.decode(errors="replace") + "\n(the job's timeout-minutes ran out)"
+    return proc.returncode, out.decode(errors="replace")
