@@ -19,6 +19,9 @@ from .run import UserError
 
 CONFIG_ENV = "MRPM_CONFIG"
 REF_ENV = "MRPM_REF"
+CACHE_ENV = "MRPM_CACHE"
+"""Overrides paths.cache: CI runners point it at a directory that outlives
+the job's workspace, so the mirror and the cargo target dirs are kept."""
 
 FLAVOUR_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
 FEATURE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
@@ -402,7 +405,7 @@ def parse(data: dict, source: Path) -> Config:
     pa = top.table("paths", {})
     paths = Paths(
         root=base,
-        cache=(base / pa.string("cache", ".cache")).resolve(),
+        cache=(base / (os.environ.get(CACHE_ENV) or pa.string("cache", ".cache"))).resolve(),
         build=(base / pa.string("build", "build")).resolve(),
         artifacts=(base / pa.string("artifacts", "artifacts")).resolve(),
         dist=(base / pa.string("dist", "dist")).resolve(),

@@ -5,13 +5,18 @@ What the repository host holds (``publish.target``, a local directory or
 
     RPM-GPG-KEY-mistralrs            the public key
     mistralrs.repo                   the users' .repo file
+    index.html, style.css            the index page (buildlib/site.py)
     fedora/<releasever>/x86_64/      stable: packages + repodata/
     fedora/<releasever>/x86_64/unstable/   unstable: packages + repodata/
 
-Which channel a package goes to follows from its version: a snapshot
-(``^`` in the version) goes to unstable, everything else (releases and
-release candidates) to stable.  ``doit publish --channel NAME`` publishes only
-that channel's packages.
+Which channel a package goes to (:func:`channels_for`): a package named in
+``EVERY_CHANNEL`` (``mistralrs-release``, the repository's own configuration)
+goes to every configured channel, like distributions' ``*-release``
+packages, whatever its version; any other package by its version: a snapshot
+(``^`` in the version) to unstable, everything else (releases and release
+candidates) to stable.  ``doit publish --channel NAME`` publishes only that
+channel's packages (``mistralrs-release`` included).  Packages are x86_64;
+the one noarch package accepted is ``mistralrs-release`` (``NOARCH``).
 
 **Packages move one way, up.**  createrepo_c runs here, where the key is, on
 metadata alone: the channel's current ``repodata/`` (small) is fetched into
@@ -31,7 +36,12 @@ every signature; build, sign and check the metadata; (1) upload the new
 packages, no deletions; (2) upload the new metadata files (hashed names, no
 deletions); (3) swap in ``repomd.xml``, ``repomd.xml.asc`` and our index in
 one ``rsync --delay-updates``, which renames them into place together at the
-end; (4) delete pruned packages and expired metadata files.  A publish killed
+end; (4) delete pruned packages and expired metadata files; once every
+channel is done, (5) render the index page (:func:`buildlib.site.render_index`:
+what each channel holds now, from this publish's metadata or, for a channel
+it did not touch, from that channel's fetched ``repodata/``; the key's
+fingerprint; the time of this publish) and upload ``index.html`` and
+``style.css`` at the top together (``--delay-updates``).  A publish killed
 before (3) leaves the old repository, whose files are all still there; one
 killed after (3) leaves the new one plus files the next publish deletes.
 (rsync's renames in (3) are separate renames microseconds apart; a client
@@ -80,6 +90,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from . import signing
@@ -100,6 +111,11 @@ publish in the middle of an upload."""
 
 NS = {"repo": "http://linux.duke.edu/metadata/repo", "common": "http://linux.duke.edu/metadata/common"}
 SWAP_FILES = ("repomd.xml", "repomd.xml.asc", INDEX_NAME)
+RELEASE_PACKAGE = "mistralrs-release"
+EVERY_CHANNEL = frozenset({RELEASE_PACKAGE})
+"""Packages published in every channel, whatever their version."""
+NOARCH = frozenset({RELEASE_PACKAGE})
+"""The only packages accepted as noarch (ours); everything else is x86_64."""
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^-]*$")
 
 
@@ -121,19 +137,49 @@ def channel_for_version(version: str) -> str:
     return "unstable" if "^" in version else "stable"
 
 
-def render_repo_file(cfg: Config) -> str:
+def channels_for(name: str, version: str, configured: Sequence[str]) -> list[str]:
+    """The channels a package goes to, decided by its name first: a package
+    in ``EVERY_CHANNEL`` (``mistralrs-release``) goes to every configured
+    channel, so that whichever channel a user enables carries the package
+    that configures it (as Fedora's ``fedora-repos`` is in every repository);
+    any other package to the one channel of its version
+    (:func:`channel_for_version`)."""
+    if name in EVERY_CHANNEL:
+        return list(configured)
+    return [channel_for_version(version)]
+
+
+def repo_id(channel: str) -> str:
+    """A channel's section name in mistralrs.repo: ``mistralrs`` for stable,
+    ``mistralrs-<channel>`` for the others (``dnf --enablerepo=...``)."""
+    return "mistralrs" if channel == "stable" else f"mistralrs-{channel}"
+
+
+def default_gpgkey(cfg: Config) -> str:
+    """The public key on the repository host, beside mistralrs.repo."""
+    return f"{cfg.publish.base_url.rstrip('/')}/{signing.KEY_FILE_NAME}"
+
+
+def render_repo_file(cfg: Config, gpgkey: str | None = None) -> str:
+    """The users' mistralrs.repo.  ``gpgkey``: where dnf finds the public
+    key; by default the key file on the repository host
+    (:func:`default_gpgkey`); the release package passes the packaged key's
+    ``file:///etc/pki/rpm-gpg/...``."""
     import jinja2
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     template = env.from_string(REPO_TEMPLATE.read_text())
     channels = [
-        {"id": "mistralrs" if c.name == "stable" else f"mistralrs-{c.name}", "name": c.name,
+        {"id": repo_id(c.name), "name": c.name,
          "path": f"fedora/$releasever/$basearch/{c.subdir + '/' if c.subdir else ''}",
          "enabled": c.name == "stable"}
         for c in cfg.channels
     ]
+    key = gpgkey or default_gpgkey(cfg)
+    if not re.fullmatch(r"(https?|file)://\S+", key):
+        raise PublishError(f"gpgkey {key!r}: expected an https://, http:// or file:// URL")
     return template.render(base_url=cfg.publish.base_url.rstrip("/"), channels=channels,
-                           key_name=signing.KEY_FILE_NAME, metadata_expire=cfg.publish.metadata_expire)
+                           gpgkey=key, metadata_expire=cfg.publish.metadata_expire)
 
 
 def expire_minutes(metadata_expire: str) -> int:
@@ -159,9 +205,8 @@ class LocalRpm:
     def evr(self) -> str:
         return f"{self.epoch}:{self.version}-{self.release}"
 
-    @property
-    def channel(self) -> str:
-        return channel_for_version(self.version)
+    def channels(self, configured: Sequence[str]) -> list[str]:
+        return channels_for(self.name, self.version, configured)
 
 
 def read_rpms(paths: Sequence[Path]) -> list[LocalRpm]:
@@ -181,7 +226,10 @@ def read_rpms(paths: Sequence[Path]) -> list[LocalRpm]:
             raise PublishError(f"{path.name}: unexpected characters in a package file name")
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise PublishError(f"{path.name}: has no SHA-256 header digest; rebuild it with rpm 4.14 or newer")
-        if arch != BASEARCH:
+        if arch == "noarch" and name not in NOARCH:
+            raise PublishError(f"{path.name}: noarch, but the repository is {BASEARCH}-only; the only noarch "
+                               f"package it takes is ours ({', '.join(sorted(NOARCH))})")
+        if arch not in (BASEARCH, "noarch"):
             raise PublishError(f"{path.name}: architecture {arch}, but the repository is {BASEARCH}-only")
         rpms.append(LocalRpm(path, name, epoch, version, release, arch, digest))
     return rpms
@@ -599,8 +647,38 @@ def _upload_top(cfg: Config, target: Target, key: signing.SigningKey) -> None:
     target.upload(top, names, PurePosixPath("."), what="top", checksum=True)
 
 
+def published_files(cfg: Config, target: Target, channel: Channel) -> list[str]:
+    """The package file names a channel's published metadata lists (its
+    ``repodata/`` fetched into the scratch directory; packages never)."""
+    from . import site
+
+    rel = channel_dir(cfg, channel)
+    listing = target.list_dir(rel) or {}
+    if not listing.get("repodata"):
+        return []
+    dest = target.scratch / "published" / channel.name / "repodata"
+    target.fetch(rel / "repodata", dest)
+    return site.packages_in(dest)
+
+
+def _upload_index(cfg: Config, target: Target, key: signing.SigningKey, reports: Sequence[ChannelReport],
+                  when: datetime) -> dict[str, list[str]]:
+    """Render the index page from what every channel holds now and upload
+    index.html and style.css at the top, together (step 5)."""
+    from . import site
+
+    done = {r.channel: sorted(r.kept) for r in reports}
+    held = {c.name: done[c.name] if c.name in done else published_files(cfg, target, c) for c in cfg.channels}
+    out = target.scratch / "site"
+    out.mkdir()
+    files = site.render_index(cfg, out, held, key.fingerprint, when)
+    target.upload(out, [f.name for f in files], PurePosixPath("."), what="site", delay_updates=True, checksum=True)
+    return held
+
+
 def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dict:
-    """Publish dist/*.rpm: each to its channel, or only those of ``channel``."""
+    """Publish dist/*.rpm: each to its channels (:func:`channels_for`), or
+    only to ``channel``; then the index page at the top."""
     watch = Stopwatch("publish")
     if channel:
         cfg.channel(channel)  # validates the name
@@ -608,12 +686,18 @@ def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dic
     if not paths:
         raise PublishError(f"nothing to publish: {layout.dist} holds no RPMs (run `doit package`, or put the packages there)")
     rpms = read_rpms(paths)
+    configured = [c.name for c in cfg.channels]
     by_channel: dict[str, list[LocalRpm]] = {}
     for rpm in rpms:
-        if channel and rpm.channel != channel:
-            log(f"publish: {rpm.path.name} belongs to channel {rpm.channel}; not publishing it (--channel {channel})")
+        targets = rpm.channels(configured)
+        for name in targets:
+            if name not in configured:
+                raise PublishError(f"{rpm.path.name} belongs to channel {name}, which config.toml has no [channels.{name}] for")
+        if channel and channel not in targets:
+            log(f"publish: {rpm.path.name} belongs to channel {', '.join(targets)}; not publishing it (--channel {channel})")
             continue
-        by_channel.setdefault(rpm.channel, []).append(rpm)
+        for name in targets if not channel else [channel]:
+            by_channel.setdefault(name, []).append(rpm)
     if not by_channel:
         raise PublishError(f"nothing to publish for channel {channel}: dist/ holds no package of that channel")
     reports = []
@@ -622,8 +706,11 @@ def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dic
         target = Target(cfg.publish, Path(scratch))
         with signing.signing_key(cfg.publish, layout.gnupg_parent) as key, target.lock():
             _upload_top(cfg, target, key)
-            for name, channel_rpms in by_channel.items():
-                reports.append(publish_channel(cfg, layout, target, key, cfg.channel(name), channel_rpms))
+            for name in configured:
+                if name in by_channel:
+                    reports.append(publish_channel(cfg, layout, target, key, cfg.channel(name), by_channel[name]))
+            log("publish: index page")
+            held = _upload_index(cfg, target, key, reports, datetime.now(timezone.utc))
         sent = dict(target.bytes_sent)
     summary = "; ".join(
         f"{r.channel}: +{len(r.added)} ={len(r.skipped)} -{len(r.pruned)}" for r in reports
@@ -632,6 +719,7 @@ def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dic
     return {
         "channels": {r.channel: {"added": r.added, "skipped": r.skipped, "pruned": r.pruned, "kept": r.kept,
                                  "metadata_rebuilt": r.metadata_rebuilt} for r in reports},
+        "index": held,
         "bytes_sent": sent,
         "seconds": round(watch.seconds, 2),
     }

@@ -4,10 +4,12 @@ Plain HTML and one stylesheet, no JavaScript: what the repository offers
 (channels, flavours and the GPUs they serve, the versions present), how to
 install it, the signing key's fingerprint and when it was last published.
 
-The publish step calls :func:`render_index` with what each channel holds
-after the publish (the package file names, e.g. ``ChannelReport.kept``, or
-:func:`packages_in` of a channel's fetched ``repodata/``), and uploads the
-files it returns beside ``mistralrs.repo``.
+``repo.publish_dist`` calls :func:`render_index` at the end of each publish,
+under the publish lock, with what each channel holds then (the package file
+names: ``ChannelReport.kept`` for a channel it published to, :func:`packages_in`
+of the fetched ``repodata/`` for the others), the signing key's fingerprint
+and the time of the publish, and uploads the two files it returns beside
+``mistralrs.repo``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import jinja2
 
 from . import signing
 from .config import Config
+from .repo import REPO_FILE_NAME, RELEASE_PACKAGE, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
 from .layout import SITE_DIR
 from .run import UserError, atomic_write
 
@@ -29,8 +32,6 @@ INDEX_TEMPLATE = SITE_DIR / "index.html.j2"
 STYLESHEET = SITE_DIR / "style.css"
 INDEX_NAME = "index.html"
 STYLE_NAME = "style.css"
-REPO_FILE_NAME = "mistralrs.repo"
-RELEASE_PACKAGE = "mistralrs-release"
 RPM_FILE = re.compile(r"^(?P<name>[A-Za-z0-9._+-]+)-(?P<version>[^-]+)-(?P<release>[^-]+)\.(?P<arch>[a-z0-9_]+)\.rpm\Z")
 
 
@@ -56,19 +57,10 @@ def parse_file_name(name: str) -> Package:
 
 def packages_in(repodata: Path) -> list[str]:
     """The package file names a channel's repodata/ lists."""
-    from .repo import read_metadata
-
     return sorted(Path(href).name for href in read_metadata(repodata).packages)
 
 
-def repo_id(channel: str) -> str:
-    """The channel's section name in mistralrs.repo (repo.render_repo_file's)."""
-    return "mistralrs" if channel == "stable" else f"mistralrs-{channel}"
-
-
 def _newest_first(packages: Sequence[Package]) -> list[Package]:
-    from .repo import newest_first
-
     by_evr = {f"0:{p.version}-{p.release}": p for p in packages}
     return [by_evr[e] for e in newest_first(list(by_evr))]
 
@@ -80,8 +72,6 @@ def group_fingerprint(fingerprint: str) -> str:
 
 def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerprint: str,
                   when: datetime) -> dict:
-    from .repo import channel_dir
-
     base_url = cfg.publish.base_url.rstrip("/")
     parsed = {ch: [parse_file_name(Path(f).name) for f in files] for ch, files in published.items()}
     channels = []
@@ -114,7 +104,7 @@ def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerpri
     return {
         "base_url": base_url,
         "repo_file_url": f"{base_url}/{REPO_FILE_NAME}",
-        "key_url": f"{base_url}/{signing.KEY_FILE_NAME}",
+        "key_url": default_gpgkey(cfg),
         "key_name": signing.KEY_FILE_NAME,
         "release_package_url": stable["release_package_url"],
         "releasever": cfg.package.releasever,

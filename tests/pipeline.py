@@ -57,6 +57,7 @@ def run_doit(config: Path, *args: str, env: dict | None = None) -> tuple[int, di
     """
     full_env = dict(os.environ, MRPM_CONFIG=str(config))
     full_env.pop("MRPM_REF", None)
+    full_env.pop("MRPM_CACHE", None)
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "doit", "-f", str(PROJECT / "dodo.py"), "--reporter", "json", *args],
                           cwd=PROJECT, env=full_env, capture_output=True, text=True)

@@ -107,3 +107,10 @@ def test_version_mapping():
     assert check_rpm_version("0.9.2^20261124.3.gabc1234")
     with pytest.raises(RefError):
         check_rpm_version("0.9.2;rm")
+
+
+def test_cache_can_be_moved_by_environment(tmp_path, monkeypatch):
+    path = write_config(tmp_path, project_config())
+    assert configmod.load(path).paths.cache == (tmp_path / ".cache").resolve()
+    monkeypatch.setenv("MRPM_CACHE", str(tmp_path / "runner-cache"))
+    assert configmod.load(path).paths.cache == tmp_path / "runner-cache"

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,52 @@ def published(target: Path, subdir: str = "") -> list[str]:
     return sorted(md.packages)
 
 
+class _IndexVersions(HTMLParser):
+    """flavour -> channel -> versions shown on the index page's flavour cards."""
+
+    def __init__(self):
+        super().__init__()
+        self.versions: dict[str, dict[str, list[str]]] = {}
+        self._flavour = self._channel = None
+        self._in = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "article" and (a.get("id") or "").startswith("flavour-"):
+            self._flavour = a["id"].removeprefix("flavour-")
+            self.versions[self._flavour] = {}
+        elif self._flavour and tag == "dt":
+            self._in, self._channel = "dt", ""
+        elif self._flavour and tag == "span" and a.get("class") == "v":
+            self._in = "v"
+            self.versions[self._flavour][self._channel].append("")
+
+    def handle_endtag(self, tag):
+        if tag == "article":
+            self._flavour = None
+        if tag == "dt" and self._in == "dt":
+            self._channel = self._channel.strip()
+            self.versions[self._flavour][self._channel] = []
+        if tag in ("dt", "span"):
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "dt":
+            self._channel += data
+        elif self._in == "v":
+            self.versions[self._flavour][self._channel][-1] += data
+
+
+def index_versions(url: str) -> tuple[str, dict[str, dict[str, list[str]]]]:
+    """The index page at the repository's root as the web server serves it."""
+    with urllib.request.urlopen(f"{url}/", timeout=10) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/html")
+        page = response.read().decode()
+    parser = _IndexVersions()
+    parser.feed(page)
+    return page, parser.versions
+
+
 # --- signatures --------------------------------------------------------------
 
 
@@ -182,6 +230,17 @@ def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
         root = services.make_dnf_root(tmp_path / "dnf3", repo.render_repo_file(cfg), base_repo)
         assert root.dnf("install", "mistralrs-hopper").returncode != 0
 
+        # the index page at the root lists what each channel holds
+        page, versions = index_versions(url)
+        assert (target / "style.css").exists() and 'href="style.css"' in page
+        assert versions["ampere"] == {"stable": ["0.9.2-1.fc43"], "unstable": []}
+        assert versions["ada"] == {"stable": ["0.9.2-1.fc43"], "unstable": []}
+        assert versions["hopper"] == {"stable": [], "unstable": [f"{SNAPSHOT}-1.fc43"]}
+        assert versions["blackwell"] == {"stable": [], "unstable": []}
+        fingerprint = keys["main"][1].upper()
+        assert " ".join(fingerprint[i:i + 4] for i in range(0, 40, 4)) in page
+        assert report["index"] == {"stable": published(target), "unstable": published(target, "unstable")}
+
         # publishing again with nothing new sends no package bytes
         again = publish(cfg)
         assert again["bytes_sent"].get("packages", 0) == 0
@@ -193,6 +252,17 @@ def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
         report = publish(cfg, "unstable")
         assert list(report["channels"]) == ["unstable"]
         assert "mistralrs-blackwell-0.9.3-1.fc43.x86_64.rpm" not in published(target)
+        # the index still shows the stable channel this publish did not touch (read from its metadata)
+        _, versions = index_versions(url)
+        assert versions["ampere"]["stable"] == ["0.9.2-1.fc43"]
+        assert versions["blackwell"] == {"stable": [], "unstable": ["0.9.3^20261201.1.gdef5678-1.fc43"]}
+        assert versions["hopper"]["unstable"] == [f"{SNAPSHOT}-1.fc43"]
+        # and the stable release lands with the next full publish, newest first on the page
+        fakerpm.build(dist, "ampere", version="0.9.10")
+        publish(cfg)
+        _, versions = index_versions(url)
+        assert versions["ampere"]["stable"] == ["0.9.10-1.fc43", "0.9.2-1.fc43"]
+        assert versions["blackwell"]["stable"] == ["0.9.3-1.fc43"]
 
 
 def test_dnf_refuses_bad_signatures(tmp_path, keys, base_repo):
@@ -257,6 +327,37 @@ def test_dnf_refuses_bad_signatures(tmp_path, keys, base_repo):
         reset()
         (channel / "repodata" / "repomd.xml.asc").unlink()
         refused("missing-asc")
+
+
+def test_channels_by_name_then_version():
+    both = ["stable", "unstable"]
+    assert repo.channels_for("mistralrs-ampere", "0.9.2", both) == ["stable"]
+    assert repo.channels_for("mistralrs-ampere", "0.10.0~rc1", both) == ["stable"]
+    assert repo.channels_for("mistralrs-ampere", SNAPSHOT, both) == ["unstable"]
+    # the release package is in every channel, whatever its version
+    assert repo.channels_for("mistralrs-release", "1", both) == both
+    assert repo.channels_for("mistralrs-release", "2^x", both) == both
+
+
+def test_only_our_noarch_package_is_accepted(tmp_path):
+    # mrpm-test-base is noarch, and not ours
+    other = fakerpm.build_base(tmp_path / "noarch")
+    with pytest.raises(UserError, match="noarch, but the repository is x86_64-only"):
+        repo.read_rpms([other])
+    assert [r.arch for r in repo.read_rpms([fakerpm.build(tmp_path / "x86")])] == ["x86_64"]
+
+
+def test_repo_file_gpgkey(tmp_path, keys):
+    cfg = write_config(tmp_path, str(tmp_path / "srv"), "https://repo.example.org/mistralrs-rpm/", keys)
+    text = repo.render_repo_file(cfg)
+    sections = re.findall(r"(?m)^\[(.+)\]$", text)
+    assert sections == [repo.repo_id("stable"), repo.repo_id("unstable")] == ["mistralrs", "mistralrs-unstable"]
+    assert text.count("gpgkey=https://repo.example.org/mistralrs-rpm/RPM-GPG-KEY-mistralrs\n") == 2
+    packaged = repo.render_repo_file(cfg, gpgkey="file:///etc/pki/rpm-gpg/RPM-GPG-KEY-mistralrs")
+    assert packaged.count("gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-mistralrs\n") == 2
+    assert packaged.replace("file:///etc/pki/rpm-gpg/", "https://repo.example.org/mistralrs-rpm/") == text
+    with pytest.raises(UserError, match="gpgkey"):
+        repo.render_repo_file(cfg, gpgkey="file:///x\nenabled=0")
 
 
 def test_same_nvr_with_other_content_is_refused(tmp_path, keys):

@@ -2,9 +2,11 @@
 
 mistralrs-flavour runs under /bin/sh with a stand-in nvidia-smi first on a
 PATH that holds nothing else of NVIDIA's.  The package is built with the
-host's rpmbuild, installed with Debian's dnf into a scratch root, and the
-flavour package is then installed from a signed repository served over
-HTTP, through the .repo file and key the release package installed alone.
+host's rpmbuild into dist/, published with the flavour packages to every
+channel by the publish step, installed from the repository's URL with
+Debian's dnf into a scratch root, and the flavour package is then installed
+from the signed repository served over HTTP, through the .repo file and key
+the release package installed alone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -218,9 +221,31 @@ def test_release_package_installs_and_its_repo_file_alone_installs_a_flavour(tmp
         cfg = make_cfg(tmp_path, base_url=url, key_file=str(keys.secret), passphrase_file=str(passfile))
         layout = Layout.of(cfg)
         fakerpm.build(layout.dist, "ampere", "0.9.2", "1.fc43")
-        repo.publish_dist(cfg, layout)
-        release_layout = dataclasses.replace(layout, dist=tmp_path / "release-dist")
-        release_rpm = release_package.build_release_package(cfg, release_layout, host)
+        # what `doit release-package` does: the package lands in dist/, where `doit publish` takes it from
+        release_rpm = release_package.build_release_package(cfg, layout, host)
+        assert release_rpm.parent == layout.dist
+        report = repo.publish_dist(cfg, layout)
+
+        # in every channel's metadata, the flavour package in stable only
+        assert report["channels"]["stable"]["added"] == sorted([release_rpm.name,
+                                                                "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"])
+        assert report["channels"]["unstable"]["added"] == [release_rpm.name]
+        for channel in cfg.channels:
+            md = repo.read_metadata(target / repo.channel_dir(cfg, channel) / "repodata")
+            assert release_rpm.name in md.packages, channel.name
+            assert md.packages[release_rpm.name].name == "mistralrs-release"
+        # built again from the same content, it is already published: nothing is signed or uploaded again
+        release_package.build_release_package(cfg, layout, host)
+        again = repo.publish_dist(cfg, layout)
+        assert [again["channels"][c]["skipped"] for c in ("stable", "unstable")] == [
+            sorted([release_rpm.name, "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]), [release_rpm.name]]
+        assert again["bytes_sent"].get("packages", 0) == 0
+
+        # the index page at the root tells users to install it from its published URL
+        release_url = f"{url}/fedora/43/x86_64/{release_rpm.name}"
+        with urllib.request.urlopen(f"{url}/", timeout=10) as response:
+            page = response.read().decode()
+        assert f"<code>sudo dnf install {release_url}</code>" in page
 
         root = tmp_path / "dnf" / "root"
         root.mkdir(parents=True)
@@ -231,8 +256,15 @@ def test_release_package_installs_and_its_repo_file_alone_installs_a_flavour(tmp
         (extra / "base.repo").write_text(f"[test-base]\nname=stand-in for Fedora and NVIDIA\nbaseurl=file://{base_repo}\n"
                                          "enabled=1\ngpgcheck=0\nrepo_gpgcheck=0\n")
         try:
-            first = _dnf(root, [extra], "--setopt=localpkg_gpgcheck=0", "install", str(release_rpm))
+            # as the index page says; the key comes with it, so dnf cannot check this first package
+            # (Fedora's dnf does not check a package given by URL unless localpkg_gpgcheck is set)
+            first = _dnf(root, [extra], "--setopt=localpkg_gpgcheck=0", "install", release_url)
             assert first.returncode == 0, first.stdout + first.stderr
+            # the published copy, signed by the repository's key (dist/ keeps the unsigned original)
+            signature = subprocess.run(["rpm", f"--root={root}", "-q", "mistralrs-release", "--qf",
+                                        "%{DSAHEADER:pgpsig}|%{RSAHEADER:pgpsig}"], capture_output=True, text=True,
+                                       env=dict(os.environ, HOME=str(root.parent / "home"))).stdout
+            assert keys.fingerprint[-16:].lower() in signature.lower(), signature
             repo_file = root / "etc/yum.repos.d/mistralrs.repo"
             assert f"baseurl={url}/fedora/$releasever/$basearch/" in repo_file.read_text()
             assert (root / "etc/pki/rpm-gpg" / signing.KEY_FILE_NAME).read_text() == keys.public.read_text()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import config, site
+from buildlib import config, repo, site
 from buildlib.run import UserError
 from pipeline import project_config
 from test_setup import needs_nginx, needs_openssl, sample_tree, serve_site, spki_hash
@@ -113,6 +113,21 @@ def test_index_before_anything_is_published(tmp_path):
         site.render_index(cfg, tmp_path, {}, "not a fingerprint")
     with pytest.raises(UserError, match="RPM file name"):
         site.render_index(cfg, tmp_path, {"stable": ["garbage.txt"]}, FINGERPRINT)
+
+
+def test_index_commands_match_the_repo_file(tmp_path):
+    """The page and mistralrs.repo name the channels and the key alike (repo.repo_id, one gpgkey URL)."""
+    cfg = site_config(tmp_path)
+    index, _ = site.render_index(cfg, tmp_path, PUBLISHED, FINGERPRINT)
+    page = index.read_text()
+    doc = parse(page)
+    repo_file = repo.render_repo_file(cfg)
+    sections = re.findall(r"(?m)^\[(.+)\]$", repo_file)
+    assert sections == [repo.repo_id(c.name) for c in cfg.channels]
+    enabled = {p.split("--enablerepo=")[1].split()[0] for p in doc.pre if "--enablerepo=" in p}
+    assert enabled == set(sections) - {repo.repo_id("stable")}
+    key_url = f"{cfg.publish.base_url}/RPM-GPG-KEY-mistralrs"
+    assert f'href="{key_url}"' in page and f"gpgkey={key_url}\n" in repo_file
 
 
 def test_index_escapes_what_it_shows(tmp_path):

@@ -6,6 +6,10 @@ comes from the package and not from whoever answers for the domain), the
 public key under ``/etc/pki/rpm-gpg/``, and ``/usr/bin/mistralrs-flavour``
 with the configured flavours written into it.
 
+``doit release-package`` builds it into dist/, and ``doit publish`` takes
+it from there to every channel (``repo.channels_for``), so that it is in
+whichever channel a user enables.
+
 The package is built reproducibly: its build time, file times and build
 host are fixed (``SOURCE_DATE_EPOCH`` = the key's creation time), so
 building the same content again gives the same main header, which is what
@@ -17,7 +21,6 @@ refuses the same file name with other content.
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,11 +56,7 @@ def render_flavour_script(cfg: Config) -> str:
 
 def render_repo_file(cfg: Config) -> str:
     """publishing's .repo file, its gpgkey= lines naming the packaged key."""
-    text = repo.render_repo_file(cfg)
-    text, n = re.subn(r"(?m)^gpgkey=.*$", f"gpgkey=file://{KEY_INSTALL_PATH}", text)
-    if n == 0:
-        raise ReleasePackageError("the .repo file template has no gpgkey= line")
-    return text
+    return repo.render_repo_file(cfg, gpgkey=f"file://{KEY_INSTALL_PATH}")
 
 
 def public_key(host: Host) -> tuple[str, str, int]:
@@ -105,7 +104,9 @@ def render_spec(cfg: Config, host: Host, fingerprint: str, created: int) -> str:
 
 
 def build_release_package(cfg: Config, layout: Layout, host: Host) -> Path:
-    """Build dist/mistralrs-release-<version>-1<dist>.noarch.rpm."""
+    """Build dist/mistralrs-release-<version>-1<dist>.noarch.rpm, where
+    ``doit publish`` takes it from (unsigned, like every package in dist/;
+    publishing signs a copy for each channel)."""
     watch = Stopwatch("release-package")
     armored, fingerprint, created = public_key(host)
     top = layout.release_topdir

@@ -7,7 +7,7 @@ from .context import action, current
 
 
 def task_publish():
-    """Sign dist/*.rpm and publish them to their channels (snapshots: unstable; releases: stable)."""
+    """Sign dist/*.rpm and publish them (snapshots: unstable; releases: stable; mistralrs-release: both), then the index page."""
     cfg, layout = current()
 
     def publish(channel):

@@ -49,7 +49,7 @@ def task_setup():
 
 
 def task_release_package():
-    """Build mistralrs-release (noarch): the .repo file, the public key, mistralrs-flavour."""
+    """Build mistralrs-release (noarch) into dist/, where `doit publish` takes it to every channel."""
     cfg, layout, host = _host()
     key = host.key_dir / gpgkey.PUBLIC_NAME
     return {
