@@ -403,9 +403,10 @@ def parse(data: dict, source: Path) -> Config:
     host = parse_host(top.table("host", {}), publish, base, package.packager)
 
     pa = top.table("paths", {})
+    cache = pa.string("cache", ".cache")
     paths = Paths(
         root=base,
-        cache=(base / (os.environ.get(CACHE_ENV) or pa.string("cache", ".cache"))).resolve(),
+        cache=(base / (os.environ.get(CACHE_ENV) or cache)).resolve(),
         build=(base / pa.string("build", "build")).resolve(),
         artifacts=(base / pa.string("artifacts", "artifacts")).resolve(),
         dist=(base / pa.string("dist", "dist")).resolve(),
