@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,8 +49,11 @@ def build_env(cfg: Config, layout: Layout, flavour: Flavour) -> dict[str, str]:
         "CUDAFORGE_HOME": str(layout.cudaforge_home),
         "CUDAFORGE_THREADS": str(cfg.build.nvcc_threads),
         "RAYON_NUM_THREADS": str(cfg.build.nvcc_threads),
-        "CARGO_TERM_PROGRESS_WHEN": "auto",
     }
+    if sys.__stderr__ is not None and sys.__stderr__.isatty():
+        # cargo sees a pipe (its output is kept for error messages); the
+        # person watching has a terminal, so keep its live progress bar.
+        env.update(CARGO_TERM_PROGRESS_WHEN="always", CARGO_TERM_COLOR="always")
     nvcc = shutil.which("nvcc")
     if nvcc:
         home = str(cuda_home(nvcc))

@@ -8,6 +8,7 @@ command, its exit code and the tail of its stderr.  A user's mistake raises
 
 from __future__ import annotations
 
+import codecs
 import os
 import shlex
 import shutil
@@ -99,11 +100,14 @@ def _communicate(proc, input, *, echo_stderr, timeout):
     chunks: list[bytes] = []
 
     def pump():
+        # Chunks, not lines: cargo's progress bar redraws with \r.
         assert proc.stderr is not None
-        for line in iter(proc.stderr.readline, b""):
-            chunks.append(line)
+        fd = proc.stderr.fileno()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
             # doit may have swapped sys.stderr for a text-only writer
-            sys.stderr.write(line.decode(errors="replace"))
+            sys.stderr.write(decoder.decode(chunk))
             sys.stderr.flush()
 
     t = threading.Thread(target=pump, daemon=True)
