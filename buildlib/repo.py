@@ -34,9 +34,10 @@ refuse a name-version-release that is already published with other content;
 sign copies of the new packages in staging (never dist/'s files) and check
 every signature; build, sign and check the metadata; (1) upload the new
 packages, no deletions; (2) upload the new metadata files (hashed names, no
-deletions); (3) swap in ``repomd.xml``, ``repomd.xml.asc`` and our index in
-one ``rsync --delay-updates``, which renames them into place together at the
-end; (4) delete pruned packages and expired metadata files; once every
+deletions); (3) swap in ``repomd.xml``, ``repomd.xml.asc`` and our package
+index (``mrpm-index.json``, below) in one ``rsync --delay-updates``, which
+renames them into place together at the end; (4) delete pruned packages and
+expired metadata files; once every
 channel is done, (5) render the index page (:func:`buildlib.site.render_index`:
 what each channel holds now, from this publish's metadata or, for a channel
 it did not touch, from that channel's fetched ``repodata/``; the key's

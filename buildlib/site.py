@@ -24,8 +24,8 @@ import jinja2
 
 from . import signing
 from .config import Config
-from .repo import REPO_FILE_NAME, RELEASE_PACKAGE, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
 from .layout import SITE_DIR
+from .repo import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
 from .run import UserError, atomic_write
 
 INDEX_TEMPLATE = SITE_DIR / "index.html.j2"
