@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-import requests
 
 from .run import UserError, log
 
@@ -29,7 +28,7 @@ class CloudflareError(UserError):
     pass
 
 
-class _Bearer(requests.auth.AuthBase):
+class _Bearer:
     def __init__(self, token: str):
         self.token = token
 
@@ -52,11 +51,15 @@ class Cloudflare:
     def __init__(self, token: str, api: str = API, timeout: float = TIMEOUT_S):
         self.api = api.rstrip("/")
         self.timeout = timeout
+        import requests  # here, not at the top: `doit` itself starts faster
+
         self.session = requests.Session()
         self.session.auth = _Bearer(token)
         self.session.headers["User-Agent"] = "mistralrs-rpm host set-up"
 
     def _call(self, method: str, path: str, **kwargs):
+        import requests
+
         url = f"{self.api}{path}"
         try:
             r = self.session.request(method, url, timeout=self.timeout, **kwargs)

@@ -37,14 +37,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, Poll
 from .layout import Layout
 from .refs import COMMIT, RefError, parse_ref, rpm_version_of_tag
 from .run import UserError, atomic_write, log
+
+if TYPE_CHECKING:
+    import requests
 
 GITHUB_OUTPUT_ENV = "GITHUB_OUTPUT"
 FLAVOURS_ENV = "MRPM_FLAVOURS"
@@ -124,7 +125,7 @@ class NotFound(Exception):
 # --- HTTP ------------------------------------------------------------------
 
 
-class _Auth(requests.auth.AuthBase):
+class _Auth:
     """An explicit auth object, with or without a token: requests then never
     consults ~/.netrc, which would otherwise replace the Authorization header."""
 
@@ -156,6 +157,8 @@ class Http:
     def __init__(self, settings: PollSettings, token: str | None = None, etags: dict | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
+        import requests  # here, not at the top: `doit` itself starts faster
+
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.auth = _Auth(token)
@@ -166,6 +169,8 @@ class Http:
 
     def get(self, url: str, headers: dict[str, str] | None = None, *, conditional: bool = False,
             auth: bool = True) -> Answer:
+        import requests
+
         headers = dict(headers or {})
         stored = self.etags.get(url) if conditional else None
         if stored:
@@ -198,7 +203,7 @@ class Http:
         raise Unreachable(f"{_safe(url)}: {last} after {tries} attempt{'s' if tries > 1 else ''}")
 
 
-def _read_limited(r: requests.Response) -> bytes:
+def _read_limited(r: "requests.Response") -> bytes:
     chunks, total = [], 0
     for chunk in r.iter_content(65536):
         total += len(chunk)

@@ -98,6 +98,7 @@ from . import signing
 from .config import SSH_TARGET, Channel, Config, Publish
 from .layout import RPM_DIR, Layout
 from .run import Stopwatch, UserError, atomic_write, log, output, require_tool, run
+from .templates import render
 
 BASEARCH = "x86_64"
 INDEX_NAME = "mrpm-index.json"
@@ -166,10 +167,6 @@ def render_repo_file(cfg: Config, gpgkey: str | None = None) -> str:
     key; by default the key file on the repository host
     (:func:`default_gpgkey`); the release package passes the packaged key's
     ``file:///etc/pki/rpm-gpg/...``."""
-    import jinja2
-
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    template = env.from_string(REPO_TEMPLATE.read_text())
     channels = [
         {"id": repo_id(c.name), "name": c.name,
          "path": f"fedora/$releasever/$basearch/{c.subdir + '/' if c.subdir else ''}",
@@ -179,7 +176,7 @@ def render_repo_file(cfg: Config, gpgkey: str | None = None) -> str:
     key = gpgkey or default_gpgkey(cfg)
     if not re.fullmatch(r"(https?|file)://\S+", key):
         raise PublishError(f"gpgkey {key!r}: expected an https://, http:// or file:// URL")
-    return template.render(base_url=cfg.publish.base_url.rstrip("/"), channels=channels,
+    return render(REPO_TEMPLATE, base_url=cfg.publish.base_url.rstrip("/"), channels=channels,
                            gpgkey=key, metadata_expire=cfg.publish.metadata_expire)
 
 

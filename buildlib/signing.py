@@ -29,10 +29,12 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import gnupg
+from typing import TYPE_CHECKING
 
 from .run import UserError, log, output, require_tool, run
+
+if TYPE_CHECKING:
+    import gnupg
 
 KEY_FILE_NAME = "RPM-GPG-KEY-mistralrs"
 DEMO_KEY_NAME = "mistralrs-signing-key.asc"
@@ -56,8 +58,8 @@ class SigningKey:
     def key_id(self) -> str:
         return self.fingerprint[-16:]
 
-    def gpg(self) -> gnupg.GPG:
-        return gnupg.GPG(gnupghome=str(self.gnupghome), gpgbinary=self.gpg_binary)
+    def gpg(self) -> "gnupg.GPG":
+        return python_gnupg(self.gnupghome, self.gpg_binary)
 
 
 # --- the key ---------------------------------------------------------------
@@ -78,6 +80,13 @@ def _read_secret(file_setting: str, env_setting: str, what: str, required: bool)
             f" or put the key into the environment variable {env_setting or 'named by publish.key_env'}"
         )
     return None
+
+
+def python_gnupg(home: Path, gpg_binary: str | None = None) -> "gnupg.GPG":
+    """python-gnupg on a private home; imported here so that `doit` starts fast."""
+    import gnupg
+
+    return gnupg.GPG(gnupghome=str(home), gpgbinary=gpg_binary or _real_gpg())
 
 
 def _real_gpg() -> str:
@@ -135,7 +144,7 @@ def signing_key(publish, gnupg_parent: Path | None = None) -> Iterator[SigningKe
     with private_gnupghome(gnupg_parent) as home:
         (home / "gpg-agent.conf").write_text("allow-preset-passphrase\nallow-loopback-pinentry\n")
         (home / "gpg.conf").write_text("pinentry-mode error\n")
-        gpg = gnupg.GPG(gnupghome=str(home), gpgbinary=gpg_binary)
+        gpg = python_gnupg(home, gpg_binary)
         result = gpg.import_keys(armored)
         secrets = gpg.list_keys(secret=True)
         if not secrets:
@@ -169,7 +178,7 @@ def make_demo_key(dest_dir: Path, passphrase: str = "", name: str = "mistralrs-r
     dest_dir; returns (path, fingerprint).  For the demo and the tests."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     with private_gnupghome() as home:
-        gpg = gnupg.GPG(gnupghome=str(home), gpgbinary=_real_gpg())
+        gpg = python_gnupg(home)
         params = [
             "Key-Type: eddsa", "Key-Curve: ed25519", "Key-Usage: sign",
             f"Name-Real: {name}", "Name-Email: packager@mistralrs-rpm.invalid", "Expire-Date: 0",
@@ -284,7 +293,7 @@ def verify_repomd(public_key: str, fingerprint: str, repodata: Path) -> None:
     if not asc.exists():
         raise SigningError(f"{asc} is missing: the metadata is unsigned; refusing to publish it")
     with private_gnupghome() as home:
-        gpg = gnupg.GPG(gnupghome=str(home), gpgbinary=_real_gpg())
+        gpg = python_gnupg(home)
         gpg.import_keys(public_key)
         with open(asc, "rb") as f:
             result = gpg.verify_file(f, str(repomd))

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import jinja2
 
 from . import signing
 from .config import Config
 from .layout import SITE_DIR
 from .repo import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
 from .run import UserError, atomic_write
+from .templates import render
 
 INDEX_TEMPLATE = SITE_DIR / "index.html.j2"
 STYLESHEET = SITE_DIR / "style.css"
@@ -119,9 +119,7 @@ def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerpri
 
 
 def render_index_html(context: dict) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=True, keep_trailing_newline=True,
-                             trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(INDEX_TEMPLATE.read_text()).render(**context)
+    return render(INDEX_TEMPLATE, html=True, trim=True, **context)
 
 
 def render_index(cfg: Config, out_dir: Path, published: Mapping[str, Sequence[str]], fingerprint: str,

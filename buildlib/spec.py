@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-import jinja2
-
 from . import layout as paths
 from .config import FEATURE_NAME, FLAVOUR_NAME, PACKAGE_NAME, Config
 from .layout import Layout
 from .refs import COMMIT, TAG, check_rpm_version
 from .run import Stopwatch, UserError, atomic_write
+from .templates import render
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -284,14 +283,7 @@ def spec_text(cfg: Config, layout: Layout, record: BuildRecord, release: str, kn
         "source_digests": source_digests,
         "changelog": entries,
     }
-    try:
-        template = jinja2.Environment(
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-        ).from_string(paths.SPEC_TEMPLATE.read_text())
-        text = template.render(values)
-    except jinja2.TemplateError as e:
-        line = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
-        raise UserError(f"{paths.SPEC_TEMPLATE}{line}: {e.message or e}") from None
+    text = render(paths.SPEC_TEMPLATE, **values)
     _check_sources(text, spec_sources(layout, flavour.name))
     return text
 

@@ -24,7 +24,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import gnupg
 
 from .. import signing
 from ..run import UserError, log
@@ -66,8 +65,8 @@ def read_passphrase(host: Host) -> str:
     return passphrase
 
 
-def _gpg(home: Path) -> gnupg.GPG:
-    return gnupg.GPG(gnupghome=str(home), gpgbinary=signing._real_gpg())
+def _gpg(home: Path):
+    return signing.python_gnupg(home)
 
 
 def fingerprint_of(armored: str) -> list[str]:

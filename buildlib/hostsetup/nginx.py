@@ -16,11 +16,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 
 from .. import signing
 from ..layout import NGINX_SITE_TEMPLATE
 from ..run import UserError, require_tool, run
+from ..templates import render
 from .files import ensure_file, report
 from .settings import Host
 
@@ -60,10 +60,8 @@ class Site:
 
 
 def render_site(site: Site) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
-                             lstrip_blocks=True, autoescape=False)
-    template = env.from_string(NGINX_SITE_TEMPLATE.read_text())
-    return template.render(
+    return render(
+        NGINX_SITE_TEMPLATE, trim=True,
         base_url=site.base_url,
         domain=site.domain,
         url_path=site.url_path,

@@ -20,18 +20,16 @@ refuses the same file name with other content.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-import gnupg
-import jinja2
 
 from .. import repo, signing
 from ..config import Config
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, Layout
 from ..run import Stopwatch, UserError, require_tool, run
+from ..templates import render
 from .gpgkey import PUBLIC_NAME
 from .settings import Host
 
@@ -44,14 +42,10 @@ class ReleasePackageError(UserError):
     pass
 
 
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-
-
 def render_flavour_script(cfg: Config) -> str:
     flavours = sorted(cfg.flavours, key=lambda f: f.compute_cap)
     lines = "\n".join(f"{f.name} {f.compute_cap}" for f in flavours)
-    return _env().from_string(FLAVOUR_SCRIPT_TEMPLATE.read_text()).render(flavour_lines=lines)
+    return render(FLAVOUR_SCRIPT_TEMPLATE, flavour_lines=lines)
 
 
 def render_repo_file(cfg: Config) -> str:
@@ -69,7 +63,7 @@ def public_key(host: Host) -> tuple[str, str, int]:
             f"no public key at {path}: run `doit setup:gpg-key` (or put the repository's public key there)"
         ) from None
     with signing.private_gnupghome() as home:
-        gpg = gnupg.GPG(gnupghome=str(home), gpgbinary=signing._real_gpg())
+        gpg = signing.python_gnupg(home)
         gpg.import_keys(armored)
         keys = gpg.list_keys()
     if len(keys) != 1:
@@ -78,21 +72,23 @@ def public_key(host: Host) -> tuple[str, str, int]:
 
 
 def release_inputs(cfg: Config, host: Host) -> dict:
-    """Everything the package's content depends on (for doit's uptodate)."""
-    key_path = host.key_dir / PUBLIC_NAME
+    """The settings the package's content depends on (for doit's uptodate);
+    the templates and the key are the task's file_dep.  Nothing is rendered
+    here: task creation must stay cheap for every `doit` run."""
     return {
         "version": host.release_package_version,
         "dist": cfg.package.dist,
-        "repo": render_repo_file(cfg),
-        "flavours": render_flavour_script(cfg),
-        "key": hashlib.sha256(key_path.read_bytes()).hexdigest() if key_path.exists() else "",
-        "spec": hashlib.sha256(RELEASE_SPEC_TEMPLATE.read_bytes()).hexdigest(),
+        "packager": cfg.package.packager,
+        "base_url": cfg.publish.base_url,
+        "metadata_expire": cfg.publish.metadata_expire,
+        "channels": [[c.name, c.subdir] for c in cfg.channels],
+        "flavours": [[f.name, f.compute_cap] for f in cfg.flavours],
     }
 
 
 def render_spec(cfg: Config, host: Host, fingerprint: str, created: int) -> str:
     day = datetime.fromtimestamp(created, timezone.utc)
-    return _env().from_string(RELEASE_SPEC_TEMPLATE.read_text()).render(
+    return render(RELEASE_SPEC_TEMPLATE, 
         version=host.release_package_version,
         base_url=cfg.publish.base_url.rstrip("/"),
         channels=[c.name for c in cfg.channels],

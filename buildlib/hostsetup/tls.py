@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import shlex
 
-import jinja2
 
 from ..config import ConfigError
 from ..layout import CERTBOT_HOOK_TEMPLATE
 from ..run import log, require_tool, run
+from ..templates import render
 from .files import ensure_file, report
 from .nginx import nginx_binary
 from .settings import Host
@@ -38,8 +38,7 @@ def write_credentials(host: Host) -> bool:
 
 
 def render_deploy_hook(host: Host) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    return env.from_string(CERTBOT_HOOK_TEMPLATE.read_text()).render(
+    return render(CERTBOT_HOOK_TEMPLATE, 
         cert_name=host.cert_name,
         nginx_test=shlex.join([nginx_binary(), "-t", "-q", "-c", str(host.nginx_conf)]),
         reload=shlex.join(host.reload_nginx),

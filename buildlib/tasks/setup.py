@@ -16,6 +16,7 @@ from ..hostsetup import gpgkey, nginx, release_package, tls, upload_user
 from ..hostsetup.dns import setup_dns
 from ..hostsetup.settings import host_settings
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE
+from ..repo import REPO_TEMPLATE
 from . import context
 from .context import action
 
@@ -55,8 +56,7 @@ def task_release_package():
     return {
         "basename": "release-package",
         "actions": [action(release_package.build_release_package, cfg, layout, host)],
-        "file_dep": [key, RELEASE_SPEC_TEMPLATE, FLAVOUR_SCRIPT_TEMPLATE] if key.exists() else
-                    [RELEASE_SPEC_TEMPLATE, FLAVOUR_SCRIPT_TEMPLATE],
+        "file_dep": [RELEASE_SPEC_TEMPLATE, FLAVOUR_SCRIPT_TEMPLATE, REPO_TEMPLATE] + ([key] if key.exists() else []),
         "targets": [layout.release_rpm(host.release_package_version, cfg.package.dist)],
         "uptodate": [config_changed(release_package.release_inputs(cfg, host))],
         "verbosity": 2,
