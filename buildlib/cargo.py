@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,16 +11,8 @@ from pathlib import Path
 
 from .config import Config, Flavour
 from .layout import Layout
-from .run import Stopwatch, UserError, atomic_write, output, run
+from .run import Stopwatch, UserError, atomic_write, output, run, sha256_of
 from .upstream import Source, ensure_tree
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_inputs(cfg: Config, flavour: Flavour) -> dict:

@@ -22,8 +22,8 @@ from pathlib import Path
 from . import layout as paths
 from .config import Config
 from .layout import Layout
-from .run import Stopwatch, UserError, atomic_write, output, run
-from .spec import SHA256, read_json, read_build_record, sha256_file, spec_sources
+from .run import Stopwatch, UserError, atomic_write, output, run, sha256_of
+from .spec import SHA256, read_json, read_build_record, spec_sources
 
 MACRO_DEFINITION = re.compile(r"^%([A-Za-z_][A-Za-z0-9_]*)(\(\S*\))?[ \t]")
 
@@ -47,7 +47,7 @@ def check_artifact(layout: Layout, flavour: str) -> str:
     artifact = layout.artifact(flavour)
     if not artifact.is_file():
         raise UserError(f"no artifact at {artifact}: build or drop in the binary of {flavour}")
-    on_disk = sha256_file(artifact)
+    on_disk = sha256_of(artifact)
     if on_disk != record.sha256:
         raise UserError(
             f"{artifact} changed after it was verified (SHA-256 {on_disk[:12]}, verified {record.sha256[:12]}):"
@@ -103,7 +103,7 @@ def build_rpm(cfg: Config, layout: Layout, flavour: str) -> Path:
         "version": version,
         "release": release,
         "arch": arch,
-        "sha256": sha256_file(target),
+        "sha256": sha256_of(target),
         "size": size,
         "payload": cfg.package.payload,
         "payload_compressor": compressor,

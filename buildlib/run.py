@@ -9,6 +9,7 @@ command, its exit code and the tail of its stderr.  A user's mistake raises
 from __future__ import annotations
 
 import codecs
+import hashlib
 import os
 import shlex
 import shutil
@@ -163,3 +164,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         data = data.encode()
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -29,7 +29,7 @@ from . import layout as paths
 from .config import FEATURE_NAME, FLAVOUR_NAME, PACKAGE_NAME, Config
 from .layout import Layout
 from .refs import COMMIT, TAG, check_rpm_version
-from .run import Stopwatch, UserError, atomic_write
+from .run import Stopwatch, UserError, atomic_write, sha256_of
 from .templates import render
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
@@ -183,14 +183,6 @@ def read_json(path: Path, what: str, *, hint: str) -> dict:
     return data
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --- checked text --------------------------------------------------------------
 
 
@@ -264,7 +256,7 @@ def spec_text(cfg: Config, layout: Layout, record: BuildRecord, release: str, kn
             "lines": [rpm_text(_describe_change(entry), "changelog line")],
         })
 
-    source_digests = [record.sha256] + [sha256_file(p) for p in spec_sources(layout, flavour.name)[1:]]
+    source_digests = [record.sha256] + [sha256_of(p) for p in spec_sources(layout, flavour.name)[1:]]
     values = {
         "flavour": flavour.name,
         "name": name,

@@ -42,7 +42,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float =
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout} s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -68,7 +68,7 @@ def nginx(root: Path) -> Iterator[str]:
             wait_for_port(port, proc, "nginx")
             yield f"http://127.0.0.1:{port}"
         finally:
-            _stop(proc)
+            stop_process(proc)
 
 
 # --- sshd ------------------------------------------------------------------
@@ -160,7 +160,7 @@ LogLevel VERBOSE
                    host_key_line=f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}", home=Path(account.pw_dir))
     finally:
         if proc is not None:
-            _stop(proc)
+            stop_process(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

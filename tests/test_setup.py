@@ -33,6 +33,7 @@ from buildlib.hostsetup.dns import setup_dns
 from buildlib.run import UserError
 from fake_cloudflare import FakeCloudflare
 from pipeline import project_config, write_config
+from services import stop_process
 from services import free_port, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -117,12 +118,7 @@ def serve_site(tmp: Path, repo_root: Path, url_path: str = "/mistralrs-rpm", sit
                      http=f"http://127.0.0.1:{site.http_port}{url_path}",
                      cert=cert, https_port=site.https_port, http_port=site.http_port, conf=conf, prefix=prefix)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 HASHED = "0" * 63 + "1"
