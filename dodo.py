@@ -11,5 +11,6 @@ from buildlib.tasks.package import task_rpm, task_spec  # noqa: F401
 from buildlib.tasks.publish import task_publish  # noqa: F401
 from buildlib.tasks.poll import task_matrix, task_poll  # noqa: F401
 from buildlib.tasks.setup import task_release_package, task_setup  # noqa: F401
+from buildlib.tasks.workflows import task_workflows  # noqa: F401
 
 DOIT_CONFIG = context.doit_config()
