@@ -27,7 +27,7 @@ from buildlib import repo, signing
 from buildlib.config import load
 from buildlib.demo import FEDORA_BASE
 from buildlib.localrepo import build_standin_repo
-from pipeline import PROJECT, demo_config, write_config
+from pipeline import PROJECT, demo_config, project_config, write_config
 from workflow_driver import Driver, WorkflowError, parse_outputs, secret_fragments
 
 pytestmark = pytest.mark.skipif(
@@ -64,26 +64,41 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         run.check()
         assert run.leaks == [], f"secrets in the logs: {run.leaks}"
 
-        # the jobs, in order, one build per configured flavour
+        # the jobs, in order: the workflow's static matrix is the project's
+        # flavours; this config has two of them, so the others skip their steps
         assert list(run.jobs) == ["matrix", "build", "publish"]
         (matrix,) = run.jobs["matrix"]
         assert json.loads(matrix.outputs["flavours"]) == list(FLAVOURS)
-        assert [job.matrix for job in run.jobs["build"]] == [{"flavour": f} for f in FLAVOURS]
-        assert [job.name for job in run.jobs["build"]] == [f"build and package {f}" for f in FLAVOURS]
+        static = list(project_config()["flavours"])
+        assert set(FLAVOURS) < set(static)
+        assert [job.matrix for job in run.jobs["build"]] == [{"flavour": f} for f in static]
+        assert [job.name for job in run.jobs["build"]] == [f"build and package {f}" for f in static]
         for job in run.jobs["build"]:
-            commands = [s.command for s in job.steps if s.kind == "run"]
+            flavour = job.matrix["flavour"]
+            assert job.conclusion == "success"
+            commands = [s.command for s in job.steps if s.kind == "run" and not s.skipped]
+            if flavour not in FLAVOURS:
+                assert all(s.skipped for s in job.steps), flavour
+                continue
             assert commands == ["scripts/bootstrap", ".venv/bin/doit doctor", ".venv/bin/doit fetch",
-                                *(f".venv/bin/doit {t}:{job.matrix['flavour']}" for t in ("build", "verify", "rpm"))]
+                                *(f".venv/bin/doit {t}:{flavour}" for t in ("build", "verify", "rpm"))]
         # every runner's workspace is gone: only the artifact store was handed on
         assert not any((tmp_path / "runner" / "runners").glob("*/workspace"))
+        # one artifact per build job that built
+        assert sorted(p.name for p in run.artifacts.iterdir()) == [f"rpm-stable-{f}" for f in sorted(FLAVOURS)]
+        for f in FLAVOURS:
+            assert [p.name for p in (run.artifacts / f"rpm-stable-{f}").iterdir()] == [
+                f"mistralrs-{f}-0.9.2-1.fc43.x86_64.rpm"]
         release = sorted(f"mistralrs-{f}-0.9.2-1.fc43.x86_64.rpm" for f in FLAVOURS)
-        assert sorted(p.name for p in (run.artifacts / "rpms").iterdir()) == release
 
         # the publish job built nothing: it got the two packages and published them
         (publish,) = run.jobs["publish"]
-        assert [s.kind for s in publish.steps] == ["actions/checkout@v4", "run", "actions/download-artifact@v3", "run"]
-        download, sign = publish.steps[2], publish.steps[3]
-        assert sorted(re.findall(r"dist/(\S+\.rpm)", download.log)) == release
+        assert [s.kind for s in publish.steps] == ["actions/checkout@v4", "run",
+                                                   *["actions/download-artifact@v3"] * len(static), "run"]
+        downloads, sign = publish.steps[2:-1], publish.steps[-1]
+        assert [s.name for s in downloads if not s.skipped] == [f"collect rpm-stable-{f}" for f in static
+                                                                 if f in FLAVOURS]
+        assert sorted(re.findall(r"dist/(\S+\.rpm)", "".join(s.log for s in downloads))) == release
         assert sign.command == ".venv/bin/doit publish --channel stable"
         assert not re.search(r"^\.  (fetch|build|verify|spec|rpm)", sign.log, re.M), sign.log
 
@@ -97,7 +112,7 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
 
         # dnf installs a flavour from the served repository; the binary says what it was built for
         flavour = "hopper"
-        rpm = run.artifacts / "rpms" / f"mistralrs-{flavour}-0.9.2-1.fc43.x86_64.rpm"
+        rpm = run.artifacts / f"rpm-stable-{flavour}" / f"mistralrs-{flavour}-0.9.2-1.fc43.x86_64.rpm"
         requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], check=True, capture_output=True,
                                   text=True).stdout.splitlines()
         nvidia = cfg.package.requires_for(cfg.flavour(flavour).features(cfg.build))
@@ -121,8 +136,10 @@ def test_driver_refuses_what_it_does_not_emulate(tmp_path):
             "jobs:\n  one:\n    runs-on: cuda-13.0\n    steps:\n")
     cases = {
         "      - uses: actions/setup-python@v5\n": "not emulated",
-        "      - run: echo ${{ github.event.inputs.ref == 'x' }}\n": "context look-ups and fromJSON",
-        "      - run: echo hi\n        if: always()\n": "does not do ['if']",
+        "      - run: echo ${{ github.event.inputs[0] }}\n": "cannot read '[0]'",
+        "      - run: echo ${{ startsWith(inputs.ref, 'v') }}\n": "function startsWith() with 2 argument(s) is not emulated",
+        "      - run: echo hi\n        if: always()\n": "status function always() is not emulated",
+        "      - run: echo hi\n        continue-on-error: true\n": "does not do ['continue-on-error']",
         "      - uses: actions/upload-artifact@v4\n        with: {name: x, path: dist}\n": "v3 artifact protocol",
     }
     for step, message in cases.items():
@@ -134,6 +151,10 @@ def test_driver_refuses_what_it_does_not_emulate(tmp_path):
         Driver(wf, tmp_path / "r")
     wf.write_text((base + "      - run: 'true'\n").replace("cuda-13.0", "ubuntu-latest"))
     with pytest.raises(WorkflowError, match="runs-on 'ubuntu-latest'"):
+        Driver(wf, tmp_path / "r", inputs={"ref": "v1.0.0"}).execute()
+    # Gitea before 1.27: a called workflow would run inside the calling job
+    wf.write_text(base.split("    runs-on")[0] + "    uses: ./.gitea/workflows/build-release.yml\n")
+    with pytest.raises(WorkflowError, match=r"runs inside the calling job on one runner.*#34986"):
         Driver(wf, tmp_path / "r", inputs={"ref": "v1.0.0"}).execute()
 
 
@@ -159,7 +180,7 @@ jobs:
     runs-on: cuda-13.0
     strategy: {matrix: {x: "${{ fromJSON(needs.first.outputs.list) }}"}}
     steps:
-      - run: test "${{ matrix.x }}" = "$X" && test -z "$MISSING"
+      - run: test "$X" = a && test -z "$MISSING"
         env: {X: "${{ matrix.x }}", MISSING: "${{ secrets.NOT_SET }}"}
       - run: 'false'
       - run: echo never
@@ -169,9 +190,75 @@ jobs:
     assert first.conclusion == "success", run.transcript()
     assert first.outputs == {"list": '["a","b"]'}
     assert "s3cr3t-t0ken" not in first.steps[2].log and "***" in first.steps[2].log and run.leaks == ["TOKEN"]
-    assert [j.matrix for j in run.jobs["second"]] == [{"x": "a"}, {"x": "b"}]
-    for job in run.jobs["second"]:
-        assert job.conclusion == "failure" and [s.returncode for s in job.steps] == [0, 1]  # stops at the failure
+    # Gitea up to 1.26 (#25179): a matrix from fromJSON(needs...) is ONE job,
+    # its matrix value the whole list
+    (second,) = run.jobs["second"]
+    assert second.matrix == {"x": ["a", "b"]}
+    assert second.conclusion == "failure" and [s.returncode for s in second.steps] == [1]
     assert not run.ok
     assert parse_outputs("a=1\nb<<EOF\nx\ny\nEOF\n") == {"a": "1", "b": "x\ny"}
     assert secret_fragments("one-line") == ["one-line"]
+
+
+def test_driver_conditions_and_static_matrix(tmp_path):
+    """if: on jobs and steps as a Gitea 1.23 runner does, over a static matrix
+    gated by a job's JSON output: the way the workflows start builds."""
+    wf = tmp_path / "wf.yml"
+    wf.write_text("""\
+on: {workflow_dispatch: {inputs: {go: {type: string, required: true}}}}
+jobs:
+  plan:
+    runs-on: mistralrs-poll
+    outputs: {want: "${{ steps.p.outputs.want }}", go: "${{ steps.p.outputs.go }}"}
+    steps:
+      - id: p
+        run: echo 'want=["b"]' >> "$GITHUB_OUTPUT" && echo "go=$GO" >> "$GITHUB_OUTPUT"
+        env: {GO: "${{ inputs.go }}"}
+  work:
+    needs: plan
+    if: needs.plan.outputs.go == 'true'
+    runs-on: cuda-13.0
+    strategy: {matrix: {x: ["a", "b", "c"]}}
+    steps:
+      - if: contains(fromJSON(needs.plan.outputs.want), matrix.x)
+        run: echo "built ${{ matrix.x }}"
+      - if: ${{ !contains(fromJSON(needs.plan.outputs.want), matrix.x) && matrix.x != 'C' }}
+        run: echo "only a"
+  after:
+    needs: [plan, work]
+    if: needs.plan.outputs.go == 'true'
+    runs-on: cuda-13.0
+    steps:
+      - run: 'true'
+""")
+    labels = ("cuda-13.0", "mistralrs-poll")
+    run = Driver(wf, tmp_path / "r1", inputs={"go": "true"}, runner_labels=labels).execute()
+    assert run.ok, run.transcript()
+    ran = {job.matrix["x"]: [s.log.strip() for s in job.steps if not s.skipped] for job in run.jobs["work"]}
+    assert ran == {"a": ["only a"], "b": ["built b"], "c": []}
+    assert [j.conclusion for j in run.jobs["work"]] == ["success"] * 3
+    assert run.jobs["after"][0].conclusion == "success"
+
+    run = Driver(wf, tmp_path / "r2", inputs={"go": "false"}, runner_labels=labels).execute()
+    assert run.ok and [j.conclusion for j in run.jobs["plan"]] == ["success"]
+    assert [j.conclusion for k in ("work", "after") for j in run.jobs[k]] == ["skipped", "skipped"]
+
+
+def test_driver_ignores_timeout_minutes_and_stops_at_the_runner_timeout(tmp_path):
+    """Before Gitea 1.27 timeout-minutes is not honoured: act_runner's
+    runner.timeout is what stops a job."""
+    wf = tmp_path / "wf.yml"
+    wf.write_text("""\
+on: {workflow_dispatch: {}}
+jobs:
+  one:
+    runs-on: cuda-13.0
+    timeout-minutes: 0.001
+    steps:
+      - run: sleep 2 && echo done
+""")
+    run = Driver(wf, tmp_path / "r1").execute()
+    assert run.ok and run.jobs["one"][0].steps[0].log.strip() == "done"
+    run = Driver(wf, tmp_path / "r2", runner_timeout=0.5).execute()
+    (step,) = run.jobs["one"][0].steps
+    assert step.returncode == 124 and "runner's timeout" in step.log

@@ -5,6 +5,21 @@ about everything else: a key, an action or an expression it does not know
 stops the run with a clear error instead of being skipped, so a workflow
 that grows beyond what this driver understands fails its test.
 
+It follows Gitea 1.23, the oldest version the workflows are written for
+(README, "CI"), where that differs from GitHub:
+
+* a matrix given by an expression (``fromJSON(needs.x.outputs.y)``) is one
+  job, whose matrix value is the whole evaluated value (go-gitea/gitea#25179;
+  dynamic matrices only came later, #36564);
+* ``timeout-minutes`` is ignored (honoured from 1.27): a job is stopped at
+  the runner's own ``runner.timeout`` (act_runner's default: 3 hours);
+* ``concurrency`` is ignored (honoured from 1.26);
+* a job calling a reusable workflow (``uses:``) is refused: up to 1.26 the
+  called workflow runs inside the calling job on one runner and its jobs'
+  ``runs-on`` are ignored (#34986), which is never what a build wants;
+* a job without a ``runs-on`` this runner serves is refused (without one,
+  Gitea hands the job to any runner, #32348).
+
 What it does, as a runner would:
 
 * jobs in the order of their ``needs`` (one runner: one job at a time);
@@ -29,18 +44,23 @@ What it does, as a runner would:
   ``GITHUB_ENV``, ``GITHUB_PATH``, ``GITHUB_STEP_SUMMARY``, ``RUNNER_TEMP``;
 * ``${{ }}`` expressions: context look-ups (``inputs``, ``secrets``,
   ``matrix``, ``needs.<job>.outputs``, ``steps.<id>.outputs``, ``env``,
-  ``github``) and ``fromJSON(...)``; a secret or output not set is "";
+  ``github``), literals, ``==``, ``!=``, ``!``, ``&&``, ``||``, parentheses
+  and ``fromJSON``, ``toJSON``, ``contains``; a secret or output not set is "";
+* ``if:`` on jobs and steps, with the implied ``success()``: a job runs when
+  every job it needs succeeded and its condition holds, else it is skipped
+  (a skipped job counts as not succeeded for the jobs that need it); a step
+  whose condition is false is skipped and the job goes on; status functions
+  (``always()``, ``failure()``, ...) are refused;
 * ``run:`` steps with bash as Actions runs them on Linux
   (``bash --noprofile --norc -eo pipefail <script file>``), in the
-  workspace, with the job's ``timeout-minutes``; ``$GITHUB_OUTPUT``'s
+  workspace, within the runner's timeout; ``$GITHUB_OUTPUT``'s
   ``key=value`` and ``key<<DELIM`` lines become the step's outputs;
 * secrets are masked in the logs kept here, and any secret that shows up in
   a step's output is reported (``Run.leaks``).
 
-Not done (not used by the workflows it runs): ``if:``, ``continue-on-error``,
-``services``, ``container``, ``defaults``, reusable-workflow jobs, other
-actions; ``concurrency`` and ``permissions`` have no meaning on one runner
-without a server and are read but not enforced.
+Not done (not used by the workflows it runs): ``continue-on-error``,
+``services``, ``container``, ``defaults``, other actions; ``permissions``
+has no meaning on one runner without a server and is read but not enforced.
 """
 
 from __future__ import annotations
@@ -62,15 +82,18 @@ from ruamel.yaml import YAML
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-JOB_KEYS = {"name", "needs", "runs-on", "timeout-minutes", "outputs", "strategy", "steps", "concurrency",
+JOB_KEYS = {"name", "needs", "if", "runs-on", "timeout-minutes", "outputs", "strategy", "steps", "concurrency",
             "env", "permissions"}
-STEP_KEYS = {"name", "id", "uses", "run", "with", "env", "working-directory", "timeout-minutes"}
+STEP_KEYS = {"name", "id", "if", "uses", "run", "with", "env", "working-directory"}
+RUNNER_TIMEOUT_S = 3 * 3600
+"""act_runner's default runner.timeout: what stops a job on Gitea before 1.27."""
 STRATEGY_KEYS = {"matrix", "fail-fast", "max-parallel"}
 ACTIONS = re.compile(r"^actions/(?P<name>checkout|upload-artifact|download-artifact)@(?P<version>v\d+)\Z")
 ARTIFACT_VERSION = "v3"
 EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.S)
-CONTEXT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*\Z")
-FUNCTION = re.compile(r"^(?P<fn>fromJSON|toJSON)\((?P<arg>.*)\)\Z", re.I | re.S)
+TOKEN = re.compile(r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+(?:\.\d+)?)"
+                   r"|(?P<op>==|!=|&&|\|\||[!(),])|(?P<name>[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*))")
+STATUS_FUNCTIONS = {"success", "failure", "always", "cancelled"}
 DROPPED_ENV = re.compile(r"^(MRPM_|GITHUB_|RUNNER_)")
 
 
@@ -88,6 +111,7 @@ class StepRun:
     seconds: float
     log: str  # stdout and stderr together, secrets masked
     outputs: dict[str, str] = field(default_factory=dict)
+    skipped: bool = False
 
 
 @dataclass
@@ -114,7 +138,7 @@ class Run:
 
     @property
     def ok(self) -> bool:
-        return all(j.conclusion == "success" for runs in self.jobs.values() for j in runs)
+        return all(j.conclusion in ("success", "skipped") for runs in self.jobs.values() for j in runs)
 
     def transcript(self, tail: int = 6000) -> str:
         lines = []
@@ -122,7 +146,8 @@ class Run:
             for job in runs:
                 lines.append(f"== job {job.name} [{job.conclusion}]")
                 for step in job.steps:
-                    lines.append(f"-- {step.name}: {step.command} -> {step.returncode} ({step.seconds:.1f} s)")
+                    state = "skipped" if step.skipped else f"{step.returncode} ({step.seconds:.1f} s)"
+                    lines.append(f"-- {step.name}: {step.command} -> {state}")
                     if step.returncode != 0:
                         lines.append(step.log[-tail:])
         return "\n".join(lines)
@@ -141,18 +166,164 @@ def load_workflow(path: Path) -> dict:
 
 
 def evaluate(expr: str, contexts: dict[str, Any]) -> Any:
-    expr = expr.strip()
-    m = FUNCTION.match(expr)
-    if m:
-        value = evaluate(m.group("arg"), contexts)
-        if m.group("fn").lower() == "fromjson":
-            if not isinstance(value, str):
-                raise WorkflowError(f"fromJSON of a non-string in {expr!r}")
-            return json.loads(value)
+    """An Actions expression: literals, context look-ups, ==, !=, !, &&, ||,
+    parentheses, fromJSON, toJSON and contains."""
+    tokens = _tokens(expr)
+    parser = _Parser(tokens, contexts, expr)
+    value = parser.disjunction()
+    if parser.pos != len(tokens):
+        raise WorkflowError(f"expression {expr!r}: unexpected {tokens[parser.pos][1]!r}")
+    return value
+
+
+def _tokens(expr: str) -> list[tuple[str, str]]:
+    out, pos, text = [], 0, expr.rstrip()
+    while pos < len(text):
+        m = TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise WorkflowError(f"expression {expr!r}: this driver cannot read {text[pos:].strip()!r}")
+        out.append((m.lastgroup, m.group(m.lastgroup)))
+        pos = m.end()
+    return out
+
+
+def truthy(value: Any) -> bool:
+    return value not in (None, False, 0, "") and not (isinstance(value, float) and value != value)
+
+
+def _number(value: Any) -> float:
+    if value is None or value is False:
+        return 0.0
+    if value is True:
+        return 1.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip() or 0)
+        except ValueError:
+            return float("nan")
+    return float("nan")
+
+
+def equal(a: Any, b: Any) -> bool:
+    """Actions' loose equality: strings ignore case; other types meet as numbers."""
+    if isinstance(a, str) and isinstance(b, str):
+        return a.casefold() == b.casefold()
+    if isinstance(a, (list, dict)) or isinstance(b, (list, dict)):
+        return a is b
+    return _number(a) == _number(b)
+
+
+class _Parser:
+    def __init__(self, tokens: list[tuple[str, str]], contexts: dict[str, Any], expr: str):
+        self.tokens, self.contexts, self.expr, self.pos = tokens, contexts, expr, 0
+
+    def _peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _take(self, op: str) -> bool:
+        if self._peek() == ("op", op):
+            self.pos += 1
+            return True
+        return False
+
+    def _expect(self, op: str) -> None:
+        if not self._take(op):
+            raise WorkflowError(f"expression {self.expr!r}: expected {op!r}")
+
+    def disjunction(self) -> Any:
+        value = self.conjunction()
+        while self._take("||"):
+            right = self.conjunction()
+            value = value if truthy(value) else right
+        return value
+
+    def conjunction(self) -> Any:
+        value = self.comparison()
+        while self._take("&&"):
+            right = self.comparison()
+            value = right if truthy(value) else value
+        return value
+
+    def comparison(self) -> Any:
+        value = self.unary()
+        while True:
+            if self._take("=="):
+                value = equal(value, self.unary())
+            elif self._take("!="):
+                value = not equal(value, self.unary())
+            else:
+                return value
+
+    def unary(self) -> Any:
+        if self._take("!"):
+            return not truthy(self.unary())
+        return self.primary()
+
+    def primary(self) -> Any:
+        token = self._peek()
+        if token is None:
+            raise WorkflowError(f"expression {self.expr!r}: ends too early")
+        kind, text = token
+        self.pos += 1
+        if kind == "string":
+            return text[1:-1].replace("''", "'")
+        if kind == "number":
+            return float(text) if "." in text else int(text)
+        if token == ("op", "("):
+            value = self.disjunction()
+            self._expect(")")
+            return value
+        if kind == "name":
+            if text in ("true", "false", "null"):
+                return {"true": True, "false": False, "null": None}[text]
+            if self._take("("):
+                args = []
+                if not self._take(")"):
+                    args.append(self.disjunction())
+                    while self._take(","):
+                        args.append(self.disjunction())
+                    self._expect(")")
+                return self._call(text, args)
+            return lookup(text, self.contexts, self.expr)
+        raise WorkflowError(f"expression {self.expr!r}: unexpected {text!r}")
+
+    def _call(self, name: str, args: list[Any]) -> Any:
+        fn = name.lower()
+        if fn in STATUS_FUNCTIONS:
+            raise WorkflowError(f"expression {self.expr!r}: status function {name}() is not emulated")
+        if fn == "fromjson" and len(args) == 1:
+            if not isinstance(args[0], str):
+                raise WorkflowError(f"fromJSON of a non-string in {self.expr!r}")
+            try:
+                return json.loads(args[0])
+            except ValueError:
+                raise WorkflowError(f"expression {self.expr!r}: fromJSON of {args[0]!r}: not JSON") from None
+        if fn == "tojson" and len(args) == 1:
+            return json.dumps(args[0])
+        if fn == "contains" and len(args) == 2:
+            search, item = args
+            if isinstance(search, list):
+                return any(equal(x, item) for x in search)
+            return _text(item).casefold() in _text(search).casefold()
+        raise WorkflowError(f"expression {self.expr!r}: function {name}() with {len(args)} argument(s) is not emulated")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
         return json.dumps(value)
-    if not CONTEXT_PATH.match(expr):
-        raise WorkflowError(f"expression {expr!r}: this driver knows context look-ups and fromJSON() only")
-    head, *rest = expr.split(".")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def lookup(path: str, contexts: dict[str, Any], expr: str) -> Any:
+    head, *rest = path.split(".")
     if head not in contexts:
         raise WorkflowError(f"expression {expr!r}: context {head!r} is not available here")
     value: Any = contexts[head]
@@ -181,13 +352,7 @@ def substitute(value: Any, contexts: dict[str, Any]) -> Any:
     if whole:
         return evaluate(whole.group(1), contexts)
 
-    def text(m: re.Match) -> str:
-        result = evaluate(m.group(1), contexts)
-        if isinstance(result, bool):
-            return "true" if result else "false"
-        return result if isinstance(result, str) else json.dumps(result) if isinstance(result, (list, dict)) else str(result)
-
-    return EXPRESSION.sub(text, value)
+    return EXPRESSION.sub(lambda m: _text(evaluate(m.group(1), contexts)), value)
 
 
 def as_env(values: dict | None, contexts: dict[str, Any]) -> dict[str, str]:
@@ -213,7 +378,8 @@ class Driver:
     def __init__(self, workflow: Path, root: Path, *, inputs: dict[str, str] | None = None,
                  secrets: dict[str, str] | None = None, checkout_overrides: dict[str, str] | None = None,
                  runner_labels: tuple[str, ...] = ("cuda-13.0",), project: Path = PROJECT,
-                 event: str = "workflow_dispatch", keep_workspaces: bool = False):
+                 event: str = "workflow_dispatch", keep_workspaces: bool = False,
+                 runner_timeout: float = RUNNER_TIMEOUT_S):
         self.path = workflow
         self.workflow = load_workflow(workflow)
         self.root = root
@@ -222,6 +388,8 @@ class Driver:
         self.overrides = dict(checkout_overrides or {})
         self.labels = set(runner_labels)
         self.keep_workspaces = keep_workspaces
+        self.runner_timeout = runner_timeout
+        self.event = event
         self.inputs = self._inputs(event, inputs or {})
         self.artifacts = root / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
@@ -262,6 +430,10 @@ class Driver:
                 results[job_id] = {"result": "skipped", "outputs": {}}
                 continue
             contexts = self._contexts(needs_ctx={n: results[n] for n in needs})
+            if "if" in job and not truthy(_condition(job["if"], contexts)):
+                self.run.jobs[job_id] = [JobRun(job_id, job.get("name", job_id), {}, self.root, "skipped")]
+                results[job_id] = {"result": "skipped", "outputs": {}}
+                continue
             runs = [self._run_job(job_id, job, combo, contexts) for combo in self._matrix(job, contexts)]
             self.run.jobs[job_id] = runs
             outputs: dict[str, str] = {}
@@ -282,7 +454,8 @@ class Driver:
             pending.remove(ready[0])
         for job_id, job in jobs.items():
             if "uses" in job:
-                raise WorkflowError(f"job {job_id}: reusable-workflow jobs are not run by this driver")
+                raise WorkflowError(f"job {job_id}: calls a reusable workflow; up to Gitea 1.26 it runs inside the"
+                                    " calling job on one runner, its jobs' runs-on ignored (go-gitea/gitea#34986)")
             extra = set(job) - JOB_KEYS
             if extra:
                 raise WorkflowError(f"job {job_id}: this driver does not do {sorted(extra)}")
@@ -292,7 +465,7 @@ class Driver:
 
     def _contexts(self, needs_ctx: dict | None = None, **more: Any) -> dict[str, Any]:
         return {"inputs": self.inputs, "secrets": self.secrets, "needs": needs_ctx or {},
-                "github": {"run_id": "1", "run_number": "1", "event_name": "workflow_dispatch",
+                "github": {"run_id": "1", "run_number": "1", "event_name": self.event,
                            "workflow": self.workflow.get("name", self.path.stem)},
                 **more}
 
@@ -303,14 +476,21 @@ class Driver:
         extra = set(strategy) - STRATEGY_KEYS
         if extra:
             raise WorkflowError(f"strategy: this driver does not do {sorted(extra)}")
-        matrix = substitute(strategy.get("matrix") or {}, contexts)
-        if not isinstance(matrix, dict) or {"include", "exclude"} & set(matrix):
+        written = strategy.get("matrix") or {}
+        if isinstance(written, str):
+            # Gitea up to at least 1.26 (#25179): an expression gives one job
+            return [{"": substitute(written, contexts)}]
+        if not isinstance(written, dict) or {"include", "exclude"} & set(written):
             raise WorkflowError("strategy.matrix: lists by key only (no include/exclude here)")
-        for key, values in matrix.items():
+        if any(isinstance(v, str) for v in written.values()):
+            # The same for a key given by an expression: one job, whose
+            # matrix value is the whole evaluated value.
+            return [{k: substitute(v, contexts) for k, v in written.items()}]
+        for key, values in written.items():
             if not isinstance(values, list) or not values:
                 raise WorkflowError(f"strategy.matrix.{key}: expected a non-empty list, got {values!r}")
-        keys = list(matrix)
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(matrix[k] for k in keys))]
+        keys = list(written)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(written[k] for k in keys))]
 
     def _run_job(self, job_id: str, job: dict, combo: dict, contexts: dict) -> JobRun:
         contexts = dict(contexts, matrix=combo, steps={})
@@ -326,7 +506,8 @@ class Driver:
         contexts["env"] = {}
         env.update(self._env_layer(self.workflow.get("env"), contexts))
         env.update(self._env_layer(job.get("env"), contexts))
-        deadline = time.monotonic() + 60 * float(job.get("timeout-minutes", 360))
+        # timeout-minutes is ignored before Gitea 1.27: the runner's timeout stops the job
+        deadline = time.monotonic() + self.runner_timeout
         try:
             for step in job.get("steps") or []:
                 result = self._run_step(jr, step, env, contexts, workspace, temp, deadline)
@@ -358,8 +539,14 @@ class Driver:
         if ("uses" in step) == ("run" in step):
             raise WorkflowError(f"job {jr.id}: a step has exactly one of uses: and run:")
         step_contexts = dict(contexts, env={**contexts["env"], **as_env(step.get("env"), contexts)})
-        env = dict(job_env, **as_env(step.get("env"), contexts))
         name = substitute(step.get("name") or step.get("uses") or step["run"].splitlines()[0], step_contexts)
+        kind = step["uses"] if "uses" in step else "run"
+        if "if" in step and not truthy(_condition(step["if"], step_contexts)):
+            if "id" in step:
+                contexts["steps"][step["id"]] = {"outputs": {}, "outcome": "skipped"}
+            return StepRun(jr.id, name, kind, step.get("uses") or step["run"].strip(), 0, 0.0, "skipped",
+                           skipped=True)
+        env = dict(job_env, **as_env(step.get("env"), contexts))
         started = time.monotonic()
         if "uses" in step:
             kind = step["uses"]
@@ -380,8 +567,6 @@ class Driver:
         script_file.write_text(script + "\n")
         cwd = workspace / step.get("working-directory", ".")
         limit = deadline - time.monotonic()
-        if "timeout-minutes" in step:
-            limit = min(limit, 60 * float(step["timeout-minutes"]))
         rc, output = _bash(script_file, cwd, env, limit)
         outputs = parse_outputs(outputs_file.read_text())
         job_env.update(parse_outputs(env_file.read_text()))  # GITHUB_ENV: for the next steps
@@ -498,6 +683,15 @@ class ActionFailed(Exception):
     pass
 
 
+def _condition(text: Any, contexts: dict) -> Any:
+    """An if: condition, written bare or inside ${{ }}."""
+    if isinstance(text, bool):
+        return text
+    text = str(text).strip()
+    whole = EXPRESSION.fullmatch(text)
+    return evaluate(whole.group(1) if whole else text, contexts)
+
+
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
@@ -567,5 +761,5 @@ def _bash(script: Path, cwd: Path, env: dict[str, str], limit: float) -> tuple[i
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        return 124, out.decode(errors="replace") + "\n(the job's timeout-minutes ran out)"
+        return 124, out.decode(errors="replace") + "\n(the runner's timeout ran out)"
     return proc.returncode, out.decode(errors="replace")
