@@ -1,5 +1,7 @@
 """The Gitea Actions workflows: valid for actionlint and the workflow schema,
-every step a doit task that exists, the matrix taken from config.toml."""
+every step a doit task that exists, nothing that needs a Gitea newer than the
+stated minimum, the static matrices and artifact names written from
+config.toml."""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from pipeline import PROJECT, project_config
+from pipeline import PROJECT, project_config, write_config
 
 WORKFLOWS = sorted((PROJECT / ".gitea" / "workflows").glob("*.yml"))
 ACTIONLINT_CONFIG = PROJECT / ".github" / "actionlint.yaml"
 VENV_BIN = Path(sys.executable).parent
 RUNNER_LABEL = "cuda-13.0"
-ALLOWED_ACTIONS = re.compile(r"^actions/(checkout|cache|upload-artifact|download-artifact)@v\d+\Z")
+ALLOWED_ACTIONS = re.compile(r"^actions/(checkout|upload-artifact|download-artifact)@v\d+\Z")
+POLL_LABEL = "mistralrs-poll"
 FLAVOURS = list(project_config()["flavours"])
 
 
@@ -70,7 +73,7 @@ def test_actionlint():
 
 
 def test_actionlint_knows_the_runner_label_from_its_config(tmp_path):
-    assert load(ACTIONLINT_CONFIG)["self-hosted-runner"]["labels"] == [RUNNER_LABEL]
+    assert load(ACTIONLINT_CONFIG)["self-hosted-runner"]["labels"] == [RUNNER_LABEL, POLL_LABEL]
     # and it does check labels: one it was not told about fails
     probe = tmp_path / "probe.yml"
     probe.write_text(WORKFLOWS[0].read_text().replace(f"runs-on: {RUNNER_LABEL}", "runs-on: cuda-12.9", 1))
@@ -151,42 +154,260 @@ def test_matrix_refuses(tmp_path, env, message):
     assert not output.exists()
 
 
-def test_build_workflows_fan_out_over_the_matrix_job():
+def test_build_workflows_fan_out_over_a_static_matrix():
     for name, channel in (("build-release.yml", "stable"), ("build-prerelease.yml", "unstable")):
         wf = workflow(name)
-        assert set(wf["on"]) == {"workflow_call", "workflow_dispatch"}
-        for trigger in ("workflow_call", "workflow_dispatch"):
-            assert wf["on"][trigger]["inputs"]["ref"]["required"] is True
+        assert set(wf["on"]) == {"workflow_dispatch"}
+        assert wf["on"]["workflow_dispatch"]["inputs"]["ref"]["required"] is True
         assert wf["env"]["MRPM_REF"] == "${{ inputs.ref }}" and wf["env"]["MRPM_CHANNEL"] == channel
         jobs = wf["jobs"]
         assert jobs["matrix"]["outputs"]["flavours"] == "${{ steps.matrix.outputs.flavours }}"
         build = jobs["build"]
         assert build["runs-on"] == RUNNER_LABEL and build["needs"] == "matrix"
-        assert build["strategy"]["matrix"]["flavour"] == "${{ fromJSON(needs.matrix.outputs.flavours) }}"
+        assert build["strategy"]["matrix"] == {"flavour": FLAVOURS}
+        gate = "contains(fromJSON(needs.matrix.outputs.flavours), matrix.flavour)"
+        assert [s.get("if") for s in build["steps"]] == [gate] * len(build["steps"])
         runs = [s.get("run") for s in build["steps"]]
         for task in ("build", "verify", "rpm"):
             assert f".venv/bin/doit {task}:${{{{ matrix.flavour }}}}" in runs
         publish = jobs["publish"]
-        assert publish["needs"] == "build" and publish["runs-on"] == RUNNER_LABEL
-        assert publish["concurrency"] == {"group": "rpm-publish", "cancel-in-progress": False}
+        assert publish["needs"] == ["matrix", "build"] and publish["runs-on"] == RUNNER_LABEL
         (step,) = [s for s in publish["steps"] if s.get("run", "").startswith(".venv/bin/doit publish")]
         assert step["run"] == f".venv/bin/doit publish --channel {channel}"
         assert all(v == f"${{{{ secrets.{k} }}}}" for k, v in step["env"].items())
+        assert_collects_every_flavour(publish, channel, "needs.matrix.outputs.flavours")
 
 
-def test_poll_workflow_starts_the_builds_with_what_it_found():
+def assert_collects_every_flavour(publish: dict, channel: str, wanted: str) -> None:
+    downloads = [s for s in publish["steps"] if s.get("uses", "").startswith("actions/download-artifact")]
+    assert [(s["with"]["name"], s["if"]) for s in downloads] == [
+        (f"rpm-{channel}-{f}", f"contains(fromJSON({wanted}), '{f}')") for f in FLAVOURS]
+    assert all(s["with"]["path"] == "dist" for s in downloads)
+
+
+def test_poll_workflow_builds_what_it_found_in_jobs_gated_by_if():
     from buildlib import poll
 
     wf = workflow("poll-upstream.yml")
     assert wf["on"]["schedule"] == [{"cron": "*/15 * * * *"}] and "workflow_dispatch" in wf["on"]
     jobs = wf["jobs"]
+    assert list(jobs) == ["poll", "build-release", "publish-release", "build-prerelease", "publish-prerelease"]
+    assert jobs["poll"]["runs-on"] == POLL_LABEL
     produced = set(poll.outputs_of(poll.undecided("rate-limited", "x")))
     for key, value in jobs["poll"]["outputs"].items():
         assert key in produced and value == f"${{{{ steps.poll.outputs.{key} }}}}"
-    for kind in ("release", "prerelease"):
-        call = jobs[kind]
-        assert call["uses"] == f"./.gitea/workflows/build-{kind}.yml"
-        assert call["if"] == f"needs.poll.outputs.build_{kind} == 'true'"
-        assert call["with"] == {"ref": f"${{{{ needs.poll.outputs.{kind}_ref }}}}",
-                                "flavours": f"${{{{ needs.poll.outputs.{kind}_flavours }}}}"}
-        assert call["secrets"] == "inherit"
+    # the poll state is not handed through actions/cache (per runner): it
+    # lives in the poll runner's MRPM_CACHE
+    assert all("actions/cache" not in s.get("uses", "") for s in jobs["poll"]["steps"])
+    for kind, channel in (("release", "stable"), ("prerelease", "unstable")):
+        build, publish = jobs[f"build-{kind}"], jobs[f"publish-{kind}"]
+        started = f"needs.poll.outputs.build_{kind} == 'true'"
+        assert build["needs"] == "poll" and build["if"] == started and build["runs-on"] == RUNNER_LABEL
+        assert build["strategy"]["matrix"] == {"flavour": FLAVOURS}
+        assert build["env"] == {"MRPM_REF": f"${{{{ needs.poll.outputs.{kind}_ref }}}}"}
+        gate = f"contains(fromJSON(needs.poll.outputs.{kind}_flavours), matrix.flavour)"
+        assert [s.get("if") for s in build["steps"]] == [gate] * len(build["steps"])
+        assert publish["needs"] == ["poll", f"build-{kind}"] and publish["if"] == started
+        assert_collects_every_flavour(publish, channel, f"needs.poll.outputs.{kind}_flavours")
+        # the same build and publish as started by hand
+        manual = workflow(f"build-{kind}.yml")["jobs"]
+        assert strip_gates(build["steps"]) == strip_gates(manual["build"]["steps"])
+        assert [s for s in publish["steps"] if "if" not in s] == [s for s in manual["publish"]["steps"] if "if" not in s]
+
+
+def strip_gates(steps: list[dict]) -> list[dict]:
+    return [{k: v for k, v in s.items() if k != "if"} for s in steps]
+
+
+# --- what the Gitea people run can do ------------------------------------------
+
+MINIMUM_GITEA = (1, 23)
+"""The oldest Gitea the workflows are written for: workflow_dispatch (the
+"Run workflow" button with inputs, for builds by hand) arrived in 1.23, which
+also reads the schedule's cron in UTC.  README's CI section says the same."""
+
+# Actions features and the Gitea version from which they do what a workflow
+# means by them (/shared brief: go-gitea/gitea pull requests and issues);
+# None: no release is known to (or they never work with the official actions).
+FEATURES = {
+    "schedule": ((1, 21), "#26655; cron in UTC from 1.23 (#31742)"),
+    "workflow_dispatch": ((1, 23), "#28163"),
+    "concurrency": ((1, 26), "#32751; ignored before"),
+    "reusable workflow (jobs.<id>.uses)": ((1, 27), "#37478; before, it runs inside the calling job (#34986)"),
+    "workflow_call": ((1, 27), "#37478: what calls it runs it as separate jobs only from 1.27"),
+    "secrets: inherit": (None, "not confirmed by any source"),
+    "matrix from an expression": (None, "#25179: one job up to at least 1.26; #36564 release not confirmed"),
+    "timeout-minutes": ((1, 27), "ignored before 1.27"),
+    "artifact actions v4": (None, "the official v4 actions refuse servers other than github.com"),
+    "job without runs-on": (None, "#32348: goes to any runner"),
+}
+
+
+def features_used(wf: dict) -> set[str]:
+    """The features of FEATURES a parsed workflow uses."""
+    used = set()
+    on = wf.get("on") or {}
+    on = {on: None} if isinstance(on, str) else {k: None for k in on} if isinstance(on, list) else on
+    for event in ("schedule", "workflow_dispatch", "workflow_call"):
+        if event in on:
+            used.add(event)
+    if "concurrency" in wf:
+        used.add("concurrency")
+    for job in (wf.get("jobs") or {}).values():
+        if "concurrency" in job:
+            used.add("concurrency")
+        if "uses" in job:
+            used.add("reusable workflow (jobs.<id>.uses)")
+        elif "runs-on" not in job:
+            used.add("job without runs-on")
+        if job.get("secrets") == "inherit":
+            used.add("secrets: inherit")
+        matrix = (job.get("strategy") or {}).get("matrix")
+        if isinstance(matrix, str) or (isinstance(matrix, dict) and any("${{" in str(v) for v in matrix.values())):
+            used.add("matrix from an expression")
+        if "timeout-minutes" in job:
+            used.add("timeout-minutes")
+        for step in job.get("steps") or []:
+            if "timeout-minutes" in step:
+                used.add("timeout-minutes")
+            m = re.match(r"^actions/(upload|download)-artifact@v(\d+)", step.get("uses", ""))
+            if m and int(m.group(2)) >= 4:
+                used.add("artifact actions v4")
+    return used
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_feature_newer_than_the_minimum_gitea(path):
+    too_new = {f: FEATURES[f] for f in features_used(load(path)) if FEATURES[f][0] is None
+               or FEATURES[f][0] > MINIMUM_GITEA}
+    assert not too_new, f"{path.name} needs more than Gitea {'.'.join(map(str, MINIMUM_GITEA))}: {too_new}"
+
+
+def test_feature_detection_sees_each_feature():
+    """Each feature of the table is found where a workflow uses it (so the
+    check above can fail), e.g. in the workflows as they were before."""
+    probe = """\
+on:
+  schedule: [{cron: "0 * * * *"}]
+  workflow_dispatch: {}
+  workflow_call: {}
+concurrency: {group: g}
+jobs:
+  plan: {runs-on: cuda-13.0, timeout-minutes: 5, steps: [{run: "true"}]}
+  build:
+    runs-on: cuda-13.0
+    concurrency: {group: g}
+    strategy: {matrix: {flavour: "${{ fromJSON(needs.plan.outputs.flavours) }}"}}
+    steps:
+      - {uses: actions/upload-artifact@v4, with: {name: x, path: dist}}
+  call: {uses: ./.gitea/workflows/x.yml, secrets: inherit}
+  anywhere: {steps: [{run: "true"}]}
+"""
+    assert features_used(YAML(typ="safe").load(probe)) == set(FEATURES)
+    old = YAML(typ="safe").load(subprocess.run(
+        ["git", "-C", str(PROJECT), "show", "9abc8b7:.gitea/workflows/poll-upstream.yml"],
+        capture_output=True, text=True, check=True).stdout)
+    assert {"concurrency", "reusable workflow (jobs.<id>.uses)", "secrets: inherit",
+            "timeout-minutes"} <= features_used(old)
+
+
+def test_readme_states_the_minimum_gitea():
+    readme = (PROJECT / "README.md").read_text()
+    assert f"Gitea {'.'.join(map(str, MINIMUM_GITEA))}" in readme
+    assert "runner.timeout" in readme and "ENDLESS_TASK_TIMEOUT" in readme and POLL_LABEL in readme
+
+
+def test_every_job_runs_on_a_label_the_runners_carry():
+    labels = set(load(ACTIONLINT_CONFIG)["self-hosted-runner"]["labels"])
+    for path in WORKFLOWS:
+        for job_id, job in load(path)["jobs"].items():
+            assert job.get("runs-on") in labels, f"{path.name}: {job_id}"
+
+
+# --- the flavour lists, from config.toml ------------------------------------------
+
+
+def matrix_jobs(wf: dict):
+    """(job id, static matrix combination) for every job the workflow can start."""
+    for job_id, job in wf["jobs"].items():
+        matrix = (job.get("strategy") or {}).get("matrix")
+        if not matrix:
+            yield job_id, job, {}
+            continue
+        for flavour in matrix["flavour"]:
+            yield job_id, job, {"flavour": flavour}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_one_artifact_name_per_build_job(path):
+    """Gitea has discarded a second upload under a name already used in the
+    run (#28549): every job that can upload in one run has its own name, and
+    the publish jobs collect exactly those."""
+    uploads = []
+    downloads = []
+    for job_id, job, combo in matrix_jobs(load(path)):
+        for step in job.get("steps") or []:
+            uses = step.get("uses", "")
+            if uses.startswith("actions/upload-artifact"):
+                name = step["with"]["name"].replace("${{ matrix.flavour }}", combo.get("flavour", "?"))
+                assert "${{" not in name, name
+                uploads.append(name)
+            elif uses.startswith("actions/download-artifact"):
+                assert step["with"].get("name"), f"{path.name}: {job_id}: a download names its artifact"
+                downloads.append(step["with"]["name"])
+    assert uploads and len(uploads) == len(set(uploads)), uploads
+    assert sorted(downloads) == sorted(uploads)
+
+
+def test_static_matrices_are_the_configured_flavours():
+    found = 0
+    for path in WORKFLOWS:
+        for job_id, job in load(path)["jobs"].items():
+            if "strategy" in job:
+                assert job["strategy"]["matrix"] == {"flavour": FLAVOURS}, f"{path.name}: {job_id}"
+                found += 1
+    assert found == 4
+
+
+def test_workflows_are_as_config_writes_them(tmp_path):
+    from buildlib import workflows
+    from buildlib.config import load as load_config
+
+    cfg = load_config(PROJECT / "config.toml")
+    assert workflows.drifted(cfg) == [], "run `doit workflows` after changing [flavours] in config.toml"
+    # and the check sees a config with another flavour
+    data = project_config()
+    data["flavours"]["blackwell-dc"] = {"compute_cap": 100, "gpus": ["B200"]}
+    more = load_config(write_config(tmp_path / "more", data))
+    assert workflows.drifted(more) == WORKFLOWS
+    copies = tmp_path / "wf"
+    copies.mkdir()
+    for p in WORKFLOWS:
+        (copies / p.name).write_text(p.read_text())
+    assert workflows.write_workflows(more, copies) == [copies / p.name for p in WORKFLOWS]
+    assert workflows.drifted(more, copies) == []
+    poll = load(copies / "poll-upstream.yml")["jobs"]
+    assert poll["build-release"]["strategy"]["matrix"]["flavour"] == [*FLAVOURS, "blackwell-dc"]
+    assert [s["with"]["name"] for s in poll["publish-prerelease"]["steps"] if "with" in s][-1] == \
+        "rpm-unstable-blackwell-dc"
+
+
+def test_doit_workflows_task_is_up_to_date():
+    proc = doit("workflows")
+    assert proc.returncode == 0, proc.stderr
+    assert "-- workflows" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("block, message", [
+    ("# >>> doit workflows: flavours\n", "no '# <<< doit workflows' closing the block"),
+    ("# >>> doit workflows: downloads nightly needs.a.outputs.b\n# <<< doit workflows\n", "unknown channel 'nightly'"),
+    ("# >>> doit workflows: downloads stable $(id)\n# <<< doit workflows\n", "is not a context path"),
+    ("# >>> doit workflows: everything\n# <<< doit workflows\n", "unknown block 'everything'"),
+])
+def test_workflow_blocks_refuse(block, message):
+    from buildlib import workflows
+    from buildlib.config import load as load_config
+    from buildlib.run import UserError
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        workflows.render(load_config(PROJECT / "config.toml"), "jobs:\n" + block, "x.yml")
