@@ -27,6 +27,7 @@ from buildlib import repo, signing
 from buildlib.config import load
 from buildlib.demo import FEDORA_BASE
 from buildlib.localrepo import build_standin_repo
+from fake_github import FakeGitHub, release_object
 from pipeline import PROJECT, demo_config, project_config, write_config
 from workflow_driver import Driver, WorkflowError, parse_outputs, secret_fragments
 
@@ -125,6 +126,89 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         info = json.loads(subprocess.run([str(root.root / "usr" / "bin" / "mistralrs"), "info"], check=True,
                                          capture_output=True, text=True).stdout)
         assert info["compute_cap"] == CAPS[flavour] and info["version"] == "0.9.2"
+
+
+POLL_WORKFLOW = PROJECT / ".gitea" / "workflows" / "poll-upstream.yml"
+
+
+def test_poll_workflow_builds_and_publishes_what_is_missing_then_nothing(tmp_path, demo_upstream, shared_cache):
+    """poll-upstream.yml as a Gitea 1.23 runner runs it on a schedule: the
+    poll finds the release and master's head missing for the one configured
+    flavour, the gated build jobs build it for both channels (the other
+    flavours of the static matrix skip their steps) and publish it.  The next
+    poll finds everything published and runs no build job; with its state
+    (ETags) lost it decides the same, at the cost of full API answers."""
+    key_file, fingerprint = signing.make_demo_key(tmp_path / "key", passphrase=PASSPHRASE)
+    secrets = {"MRPM_SIGNING_KEY": key_file.read_text(), "MRPM_SIGNING_PASSPHRASE": PASSPHRASE}
+    target = tmp_path / "srv"
+    target.mkdir()
+    github = FakeGitHub().start()
+    github.release = release_object("v0.9.2")
+    github.head = demo_upstream.head
+    cache = tmp_path / "cache"  # the poll runner's MRPM_CACHE: the mirror and cargo's work shared, the poll state not
+    cache.mkdir()
+    for part in ("upstream.git", "target", "cudaforge"):
+        if (shared_cache / part).exists():
+            (cache / part).symlink_to(shared_cache / part)
+    labels = ("cuda-13.0", "mistralrs-poll")
+    try:
+        with services.nginx(target) as url:
+            data = demo_config(tmp_path, demo_upstream.path, cache, flavours=("hopper",),
+                               publish__target=str(target), publish__base_url=url, poll__api_url=github.url,
+                               poll__repository="EricLBuehler/mistral.rs")
+            overrides = {"config.toml": tomli_w.dumps(data)}
+
+            run = Driver(POLL_WORKFLOW, tmp_path / "run1", event="schedule", secrets=secrets,
+                         checkout_overrides=overrides, runner_labels=labels).execute()
+            run.check()
+            assert run.leaks == []
+            (poll_job,) = run.jobs["poll"]
+            out = poll_job.outputs
+            assert (out["build_release"], out["release_ref"], out["release_flavours"]) == ("true", "v0.9.2", '["hopper"]')
+            assert (out["build_prerelease"], out["prerelease_ref"]) == ("true", demo_upstream.head)
+            static = list(project_config()["flavours"])
+            for kind, channel in (("release", "stable"), ("prerelease", "unstable")):
+                jobs = run.jobs[f"build-{kind}"]
+                assert [j.matrix["flavour"] for j in jobs] == static
+                for job in jobs:
+                    ran = [s for s in job.steps if not s.skipped]
+                    assert job.conclusion == "success" and len(ran) == (len(job.steps) if job.matrix["flavour"] == "hopper" else 0)
+                assert [p.name for p in (run.artifacts / f"rpm-{channel}-hopper").iterdir()]
+                (publish,) = run.jobs[f"publish-{kind}"]
+                assert publish.conclusion == "success"
+            assert sorted(p.name for p in run.artifacts.iterdir()) == ["rpm-stable-hopper", "rpm-unstable-hopper"]
+            stable = repo.read_metadata(channel_dir(target) / "repodata").packages
+            unstable = repo.read_metadata(channel_dir(target, "unstable") / "repodata").packages
+            assert sorted(stable) == ["mistralrs-hopper-0.9.2-1.fc43.x86_64.rpm"]
+            (snapshot,) = unstable
+            assert snapshot.startswith("mistralrs-hopper-") and f".g{demo_upstream.head[:7]}-" in snapshot
+            public = (target / signing.KEY_FILE_NAME).read_text()
+            signing.verify_repomd(public, fingerprint, channel_dir(target) / "repodata")
+
+            # the next poll: everything published, no build job runs; its
+            # ETags came from the state in the cache
+            github.requests.clear()
+            run = Driver(POLL_WORKFLOW, tmp_path / "run2", event="schedule", secrets=secrets,
+                         checkout_overrides=overrides, runner_labels=labels).execute()
+            run.check()
+            assert run.jobs["poll"][0].outputs["build_release"] == "false"
+            assert run.jobs["poll"][0].outputs["build_prerelease"] == "false"
+            skipped = [j.conclusion for k in run.jobs if k != "poll" for j in run.jobs[k]]
+            assert skipped and set(skipped) == {"skipped"}
+            assert {r.status for r in github.requests} == {304}
+
+            # the state lost (another runner, a wiped disk): the same decision, full answers
+            (cache / "poll" / "state.json").unlink()
+            github.requests.clear()
+            run = Driver(POLL_WORKFLOW, tmp_path / "run3", event="schedule", secrets=secrets,
+                         checkout_overrides=overrides, runner_labels=labels).execute()
+            run.check()
+            assert {k: run.jobs["poll"][0].outputs[k] for k in ("build_release", "build_prerelease")} == {
+                "build_release": "false", "build_prerelease": "false"}
+            assert {j.conclusion for k in run.jobs if k != "poll" for j in run.jobs[k]} == {"skipped"}
+            assert {r.status for r in github.requests} == {200}
+    finally:
+        github.stop()
 
 
 # --- the driver itself: what it refuses and parses, without building -----------

@@ -402,7 +402,8 @@ class Driver:
         on = self.workflow.get("on") or {}
         if event not in on:
             raise WorkflowError(f"{self.path.name} is not triggered by {event}")
-        declared = (on[event] or {}).get("inputs") or {}
+        trigger = on[event]
+        declared = (trigger.get("inputs") or {}) if isinstance(trigger, dict) else {}
         unknown = set(given) - set(declared)
         if unknown:
             raise WorkflowError(f"{self.path.name}: no input(s) {sorted(unknown)} for {event}")
