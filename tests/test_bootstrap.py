@@ -158,3 +158,23 @@ def test_the_real_package_step_on_this_debian_machine_is_quiet(tmp_path):
         result = subprocess.run([str(BOOTSTRAP), "--packages-only"], env=env, capture_output=True, text=True)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert not log.exists()
+
+
+def test_cargo_and_nvcc_are_the_hosts_own_and_checked_with_a_line(host, tmp_path):
+    """A full run (no --packages-only) with every package there but no cargo
+    on PATH stops with one line before it reaches .venv; it installs no Rust
+    or CUDA package either."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("bash", "sed", "head", "tr", "grep", "dirname", "cat"):
+        (tools / name).symlink_to(subprocess.run(["bash", "-c", f"command -v {name}"], capture_output=True,
+                                                 text=True, check=True).stdout.strip())
+    (tmp_path / "os-release").write_text(FEDORA_43)
+    (tmp_path / "installed").write_text("".join(f"{p}\n" for p in FEDORA_PACKAGES))
+    env = {"PATH": f"{tmp_path / 'bin'}:{tools}", "STANDIN_LOG": str(tmp_path / "calls.log"),
+           "STANDIN_INSTALLED": str(tmp_path / "installed"), "MRPM_OS_RELEASE": str(tmp_path / "os-release")}
+    result = subprocess.run(["bash", str(BOOTSTRAP)], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr == ("bootstrap: cargo is not on PATH (the build host needs its own Rust and CUDA toolkit;"
+                             " neither comes from fedora's packages here)\n")
+    assert installs([line.split() for line in (tmp_path / "calls.log").read_text().splitlines()]) == []
