@@ -20,7 +20,7 @@ from buildlib import layout as paths
 BOOTSTRAP = paths.PROJECT / "scripts" / "bootstrap"
 
 FEDORA_PACKAGES = [
-    "git", "gcc", "rpm", "rpm-build", "rpm-sign", "rpmdevtools", "rpmlint", "createrepo_c", "dnf", "python3-rpm",
+    "git", "gcc", "rpm", "rpm-build", "rpm-sign", "rpmdevtools", "rpmlint", "createrepo_c", "dnf5", "python3-rpm",
     "gnupg2", "binutils", "file", "nginx", "openssh-server", "openssh-clients", "rsync",
     "devscripts-checkbashisms", "systemd", "chromium", "certbot", "python3-certbot-dns-cloudflare", "openssl",
     "policycoreutils-python-utils",
