@@ -26,6 +26,7 @@ from .run import Stopwatch, UserError, atomic_write, output, run, sha256_of
 from .spec import SHA256, read_json, read_build_record, spec_sources
 
 MACRO_DEFINITION = re.compile(r"^%([A-Za-z_][A-Za-z0-9_]*)(\(\S*\))?[ \t]")
+FILE_ATTRIBUTE_PATH = re.compile(r"^__([a-z0-9_]+)_path$")
 
 
 def check_artifact(layout: Layout, flavour: str) -> str:
@@ -150,6 +151,8 @@ def host_macro_args(cfg: Config, topdir: Path) -> tuple[list[str], bool]:
     the host lacks them: dist (from config) and the definitions of
     rpm/compat.macros, written to topdir/compat.macros and loaded with
     --load (--macros would replace the host's own list of macro files).
+    A file attribute among them (%__NAME_path: rpm >= 4.19's sysusers) is
+    also registered where rpm <= 4.18 looks for attributes (_fileattrsdir).
 
     A host that lacks any of those is not Fedora-like, and its rpm database
     (if any) does not describe the system's packages: there the database
@@ -159,9 +162,11 @@ def host_macro_args(cfg: Config, topdir: Path) -> tuple[list[str], bool]:
     """
     args = ["--define", f"_topdir {topdir}", "--define", f"_tmppath {topdir / 'tmp'}"]
     blocks = compat_blocks(paths.COMPAT_MACROS.read_text())
-    probes = ["%{?dist}"]
-    for name in blocks:
-        probes.append(f"%{{?{name}}}" if name.startswith("__") else f"%{{?{name}:1}}")
+    probes = ["%{?dist}", "%{_fileattrsdir}"]
+    for name, text in blocks.items():
+        # A program macro's value is checked; a parametric one is not run.
+        value = name.startswith("__") and not MACRO_DEFINITION.match(text).group(2)
+        probes.append(f"%{{?{name}}}" if value else f"%{{?{name}:1}}")
     # One line per --eval; every probe's answer is a single line.
     result = run(["rpm", *[a for p in probes for a in ("--eval", p)]], capture=True, quiet=True)
     answers = result.stdout.decode().split("\n")[: len(probes)]
@@ -169,16 +174,33 @@ def host_macro_args(cfg: Config, topdir: Path) -> tuple[list[str], bool]:
         raise UserError(f"rpm --eval gave {len(answers)} answers to {len(probes)} questions: {result.stdout!r}")
     if not answers[0].strip():
         args += ["--define", f"dist {cfg.package.dist}"]
-    missing = [
-        text for (name, text), answer in zip(blocks.items(), answers[1:])
+    missing = {
+        name: text for (name, text), answer in zip(blocks.items(), answers[2:])
         if _host_lacks(name, answer.strip())
-    ]
+    }
     if missing:
         compat = topdir / "compat.macros"
         compat.parent.mkdir(parents=True, exist_ok=True)
-        compat.write_text("\n".join(missing))
+        compat.write_text("\n".join(missing.values()))
         args += ["--load", str(compat), "--define", f"_dbpath {topdir / 'rpmdb'}"]
+    new_attrs = [m.group(1) for m in map(FILE_ATTRIBUTE_PATH.match, missing) if m]
+    if new_attrs:
+        args += ["--define", f"_fileattrsdir {_fileattrs_dir(topdir, Path(answers[1].strip()), new_attrs)}"]
     return args, bool(missing)
+
+
+def _fileattrs_dir(topdir: Path, host_dir: Path, new_attrs: list[str]) -> Path:
+    """rpm <= 4.18 knows a file attribute only by a file <name>.attr in
+    %_fileattrsdir (the definitions themselves are ordinary macros): a
+    directory with the host's attribute files and one for each attribute of
+    compat.macros (a %__<name>_path block the host lacks)."""
+    attrs = topdir / "fileattrs"
+    attrs.mkdir(parents=True, exist_ok=True)
+    for host_attr in sorted(host_dir.glob("*.attr")):
+        (attrs / host_attr.name).symlink_to(host_attr)
+    for name in new_attrs:
+        (attrs / f"{name}.attr").write_text(f"# %__{name}_* are defined in compat.macros, loaded with --load.\n")
+    return attrs
 
 
 def _host_lacks(name: str, answer: str) -> bool:
@@ -191,7 +213,9 @@ def _host_lacks(name: str, answer: str) -> bool:
 
 
 def compat_blocks(text: str) -> dict[str, str]:
-    """{macro name: its definition} of a macros file, comments left out."""
+    """{macro name: its definition} of a macros file, comments left out.
+    A definition goes on over lines ending in a backslash, and until its
+    braces close (a %{lua: ...} body)."""
     blocks: dict[str, list[str]] = {}
     name = None  # the definition being continued with backslashes
     for line in text.splitlines():
@@ -204,6 +228,7 @@ def compat_blocks(text: str) -> dict[str, str]:
             name = m.group(1)
             blocks[name] = []
         blocks[name].append(line)
-        if not line.endswith("\\"):
+        text = "\n".join(blocks[name])
+        if not line.endswith("\\") and text.count("{") <= text.count("}"):
             name = None
     return {macro: "\n".join(lines) + "\n" for macro, lines in blocks.items()}

@@ -9,6 +9,7 @@ compression is fast zstd (w3T0) so that the whole module takes seconds.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -261,6 +262,46 @@ def test_provides_and_conflicts(pkg_built):
     assert sorted(rpmq(rpms["ada"], "--conflicts").split()) == ["mistralrs-ampere", "mistralrs-hopper"]
 
 
+def add_sysuser_form(line: str) -> str:
+    """What rpm's %add_sysuser makes of a sysusers.d line (rpm >= 4.19,
+    macros.in): the fields joined by single spaces, NUL-padded to a multiple
+    of 3 bytes, in base64 (so without "=")."""
+    text = " ".join(line.split()).encode()
+    return base64.b64encode(text + b"\0" * (-len(text) % 3)).decode()
+
+
+def test_sysusers_provides_whatever_rpm_builds_it(pkg_built):
+    _, _, rpms = pkg_built
+    packaged = cpio_members(rpms["ampere"])["/usr/lib/sysusers.d/mistralrs.conf"].decode()
+    lines = [line for line in packaged.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(lines) == 1 and lines[0].startswith("u mistralrs ")
+    provides = rpmq(rpms["ampere"], "--provides").splitlines()
+    users = [p for p in provides if p.startswith(("user(", "group(", "groupmember("))]
+    # Exactly what rpm >= 4.19 writes, once: the user with its line, and its group.
+    assert users == [f"group(mistralrs)", f"user(mistralrs) = {add_sysuser_form(lines[0])}"]
+    decoded = base64.b64decode(users[1].split(" = ")[1])
+    assert decoded.rstrip(b"\0").decode() == " ".join(lines[0].split())
+    # Nothing required of the installing host that only rpm >= 4.19 has.
+    assert not [r for r in rpmq(rpms["ampere"], "--requires").splitlines() if r.startswith(("user(", "group("))]
+
+
+def test_compat_sysusers_generator_follows_add_sysuser(tmp_path):
+    """The compat generator on other line types, against %add_sysuser's form."""
+    conf = tmp_path / "x.conf"
+    conf.write_text("# a comment u nobody\nu! svc 900 \"A  service\" /var/lib/svc /bin/false\n\n"
+                    "g  grp   515\nm svc grp\nr - 500-900\n")
+    out = subprocess.run(["rpm", "--load", str(paths.COMPAT_MACROS), "--eval", f"%{{__sysusers_provides {conf}}}",
+                          "--eval", "@", "--eval", f"%{{__sysusers_requires {conf}}}"],
+                         check=True, capture_output=True, text=True).stdout
+    provides, requires = (part.split() for part in out.split("@"))
+    assert " ".join(provides) == " ".join([
+        "user(svc) =", add_sysuser_form('u! svc 900 "A service" /var/lib/svc /bin/false'), "group(svc)",
+        "group(grp) =", add_sysuser_form("g grp 515"),
+        "groupmember(svc/grp) =", add_sysuser_form("m svc grp"),
+    ])
+    assert requires == ["user(svc)", "group(grp)"]
+
+
 def test_requires_cuda_by_package_name_and_the_driver_by_soname(pkg_built):
     cfg, _, rpms = pkg_built
     requires = rpmq(rpms["ampere"], "--requires").splitlines()
@@ -282,7 +323,8 @@ def test_files_and_modes(pkg_built):
     _, _, rpms = pkg_built
     listing = rpmq(rpms["ampere"], "--qf", "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]")
     files = {line.split()[2]: line.split()[:2] for line in listing.splitlines()}
-    license_file = next(f for f in files if f.startswith("/usr/share/licenses/mistralrs-ampere") and f.endswith("/LICENSE"))
+    # Fedora's %_docdir_fmt: the license directory is named by the package alone.
+    license_file = "/usr/share/licenses/mistralrs-ampere/LICENSE"
     assert files == {
         "/usr/bin/mistralrs": ["-rwxr-xr-x", "root:root"],
         "/usr/lib/systemd/system/mistralrs@.service": ["-rw-r--r--", "root:root"],
@@ -366,7 +408,7 @@ def test_installs_into_a_scratch_root_and_systemd_accepts_the_units(pkg_built, t
     assert (units / "mistralrs@.service").is_file() and (units / "mistralrs-nvidia-devices.service").is_file()
     assert (root / "etc/mistralrs/mistralrs@.conf.example").is_file()
     assert (root / "usr/lib/sysusers.d/mistralrs.conf").is_file()
-    assert list(root.glob("usr/share/licenses/mistralrs-ampere*/LICENSE"))
+    assert (root / "usr/share/licenses/mistralrs-ampere/LICENSE").is_file()
     verify = subprocess.run([*as_root(), "rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-V", "--nodeps",
                              "mistralrs-ampere"],
                             capture_output=True, text=True)
@@ -635,8 +677,9 @@ def test_free_text_is_escaped_for_rpm(tmp_path, pkg_libs):
 def test_compat_macros_apply_only_where_the_host_lacks_them(tmp_path, monkeypatch):
     cfg, _ = make_project(tmp_path)
     blocks = compat_blocks(paths.COMPAT_MACROS.read_text())
-    assert set(blocks) == {"_unitdir", "_sysusersdir", "systemd_post", "systemd_preun",
-                           "systemd_postun_with_restart", "__gpg"}
+    assert set(blocks) == {"_unitdir", "_sysusersdir", "_docdir_fmt", "systemd_post", "systemd_preun",
+                           "systemd_postun_with_restart", "__gpg", "__sysusers_path", "__sysusers_provides",
+                           "__sysusers_requires"}
 
     # This Debian host: all of them, plus dist, and the database moves in.
     topdir = tmp_path / "topdir"
@@ -646,6 +689,12 @@ def test_compat_macros_apply_only_where_the_host_lacks_them(tmp_path, monkeypatc
     assert ["--define", f"_dbpath {topdir / 'rpmdb'}"] == args[args.index(f"_dbpath {topdir / 'rpmdb'}") - 1:][:2]
     loaded = compat_blocks(Path(args[args.index("--load") + 1]).read_text())
     assert set(loaded) == set(blocks)
+    # rpm 4.18 finds file attributes by file name: the host's, plus sysusers.
+    attrs = topdir / "fileattrs"
+    assert ["--define", f"_fileattrsdir {attrs}"] == args[args.index(f"_fileattrsdir {attrs}") - 1:][:2]
+    host_attrs = {p.name for p in Path("/usr/lib/rpm/fileattrs").glob("*.attr")}
+    assert "sysusers.attr" not in host_attrs and "elf.attr" in host_attrs
+    assert {p.name for p in attrs.iterdir()} == host_attrs | {"sysusers.attr"}
 
     # A host with Fedora's macros (here through ~/.rpmmacros): none applied.
     home = tmp_path / "home"
@@ -655,11 +704,16 @@ def test_compat_macros_apply_only_where_the_host_lacks_them(tmp_path, monkeypatc
     args, foreign = host_macro_args(cfg, tmp_path / "topdir2")
     assert not foreign and "--load" not in args and not any(a.startswith(("dist ", "_dbpath ")) for a in args)
 
-    # Only what is missing: a host with the directories but no scriptlets.
-    (home / ".rpmmacros").write_text("%_unitdir /usr/lib/systemd/system\n%_sysusersdir /usr/lib/sysusers.d\n")
+    assert not any(a.startswith("_fileattrsdir ") for a in args)
+
+    # Only what is missing: a host with the directories and rpm >= 4.19's
+    # sysusers generator, but no scriptlets: the generator is not doubled.
+    (home / ".rpmmacros").write_text("%_unitdir /usr/lib/systemd/system\n%_sysusersdir /usr/lib/sysusers.d\n"
+                                     + "".join(blocks[n] for n in blocks if n.startswith("__sysusers_")))
     args, foreign = host_macro_args(cfg, tmp_path / "topdir3")
     loaded = compat_blocks(Path(args[args.index("--load") + 1]).read_text())
-    assert set(loaded) == {"systemd_post", "systemd_preun", "systemd_postun_with_restart", "__gpg"}
+    assert set(loaded) == {"_docdir_fmt", "systemd_post", "systemd_preun", "systemd_postun_with_restart", "__gpg"}
+    assert not any(a.startswith("_fileattrsdir ") for a in args)
 
 
 # --- the doit tasks ----------------------------------------------------------------

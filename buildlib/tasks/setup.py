@@ -5,14 +5,16 @@ The setup tasks act on the machine they run on (the repository host, as
 root, except gpg-key which runs where the key is made); each compares what
 is there with what should be, changes only what differs and says so, so
 they always run (``uptodate: False``) and a second run changes nothing.
-Order on a new host: gpg-key, dns, tls, nginx, upload-user.
+Order on a new host: gpg-key, dns, tls, nginx, upload-user, selinux,
+firewall (the last two act only where SELinux and firewalld are, as on
+Fedora).
 """
 
 from __future__ import annotations
 
 from doit.tools import config_changed
 
-from ..hostsetup import gpgkey, nginx, release_package, tls, upload_user
+from ..hostsetup import firewall, gpgkey, nginx, release_package, selinux, tls, upload_user
 from ..hostsetup.dns import setup_dns
 from ..hostsetup.settings import host_settings
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE
@@ -27,7 +29,7 @@ def _host():
 
 
 def task_setup():
-    """Set up the repository host: signing key, DNS, TLS, nginx, upload user."""
+    """Set up the repository host: signing key, DNS, TLS, nginx, upload user, SELinux, firewall."""
     cfg, layout, host = _host()
     steps = [
         ("gpg-key", "make the repository signing key (once) and export both halves into host.key_dir",
@@ -38,6 +40,10 @@ def task_setup():
         ("nginx", f"nginx site for {cfg.publish.base_url}: render, nginx -t, install, reload", nginx.install_site),
         ("upload-user", f"account {host.upload_user} for CI: key forced to repo-shell, repository dir, lock",
          upload_user.setup_upload_user),
+        ("selinux", f"SELinux: label {host.repo_root} for nginx (semanage fcontext, restorecon), if SELinux is on",
+         selinux.label_repository),
+        ("firewall", "firewalld: open nginx's HTTP and HTTPS ports (permanent), if firewalld runs",
+         firewall.open_web_ports),
     ]
     for name, doc, fn in steps:
         yield {
