@@ -141,6 +141,10 @@ def test_features_decide_and_skip_is_shown(tmp_path):
     assert found["cuDNN"] == Check("cuDNN", "not needed (no flavour enables feature cudnn)")
     assert found["NCCL"].problem == ""
     assert found["CUTLASS"].found == "skipped (doctor.skip)" and found["CUTLASS"].problem == ""
+    # skipped although enabled: shown as such, no problem
+    cfg = make_cfg(tmp_path, doctor__skip=["cudnn", "nccl", "cutlass"])
+    found = by_name(checks(cfg, Layout.of(cfg), probe))
+    assert found["cuDNN"] == Check("cuDNN", "skipped (doctor.skip)") and found["NCCL"] == Check("NCCL", "skipped (doctor.skip)")
     # a flavour's extra feature counts
     cfg = make_cfg(tmp_path, build__features=["cuda"], flavours__hopper__extra_features=["nccl"], doctor__skip=["cutlass"])
     assert "libnccl-devel" in by_name(checks(cfg, Layout.of(cfg), probe))["NCCL"].problem
