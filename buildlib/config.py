@@ -150,6 +150,19 @@ class Poll:
     take the GPU runners every 15 minutes."""
 
 
+DOCTOR_CHECKS = ("cudnn", "nccl", "cutlass", "memory", "compiler")
+"""The checks doctor.skip may leave out."""
+
+
+@dataclass(frozen=True)
+class Doctor:
+    """The [doctor] table: what `doit doctor` checks beyond the toolchain."""
+
+    skip: tuple[str, ...] = ()
+    """Checks left out, for an upstream that needs no such thing (the demo
+    upstream links no cuDNN or NCCL and clones no CUTLASS)."""
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path
@@ -172,6 +185,7 @@ class Config:
     poll: Poll
     host: Any
     """buildlib.hostsetup.settings.Host: the repository host's set-up."""
+    doctor: Doctor
 
     def flavour(self, name: str) -> Flavour:
         for f in self.flavours:
@@ -397,6 +411,11 @@ def parse(data: dict, source: Path) -> Config:
         raise ConfigError("poll: timeout must be > 0, retries and backoff >= 0")
     po.finish()
 
+    do = top.table("doctor", {})
+    doctor = Doctor(skip=do.strings("skip", [], pattern=re.compile(f"^({'|'.join(DOCTOR_CHECKS)})\\Z"),
+                                    form="one of " + ", ".join(DOCTOR_CHECKS)))
+    do.finish()
+
     # The [host] table's checks live beside the set-up tasks that use them.
     from .hostsetup.settings import parse_host
 
@@ -415,7 +434,7 @@ def parse(data: dict, source: Path) -> Config:
     top.finish()
     return Config(source=source, upstream=upstream, build=build, flavours=tuple(flavours),
                   channels=tuple(channels), package=package, publish=publish, paths=paths, poll=poll,
-                  host=host)
+                  host=host, doctor=doctor)
 
 
 def default_path() -> Path:

@@ -52,6 +52,8 @@ def write_config(dest: Path, upstream: Path, overrides: dict[str, dict]) -> Path
     data["upstream"]["url"] = str(upstream)
     data["upstream"]["ref"] = DEMO_REF
     data["build"]["min_free_gib"] = 1
+    # The demo upstream links no cuDNN or NCCL and clones no CUTLASS.
+    data["doctor"] = {"skip": ["cudnn", "nccl", "cutlass"]}
     data["paths"] = {"cache": "cache", "build": "build", "artifacts": "artifacts", "dist": "dist"}
     for table, values in overrides.items():
         data.setdefault(table, {}).update(values)

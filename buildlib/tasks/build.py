@@ -17,7 +17,7 @@ PREBUILT_ENV = "MRPM_PREBUILT_VERSION"
 
 
 def task_doctor():
-    """Preflight: tools, versions and disk space, before a long build."""
+    """Preflight: tools, versions, feature libraries, memory, host compiler, CUTLASS, disk space."""
     cfg, layout = context.current()
     return {"actions": [action(doctor, cfg, layout)], "uptodate": [False], "verbosity": 2}
 
