@@ -171,7 +171,7 @@ class Config:
     paths: Paths
     poll: Poll
     host: Any
-    """buildlib.hostsetup.settings.Host: the repository host's set-up."""
+    """buildlib.host.settings.Host: the repository host's set-up."""
 
     def flavour(self, name: str) -> Flavour:
         for f in self.flavours:
@@ -398,7 +398,7 @@ def parse(data: dict, source: Path) -> Config:
     po.finish()
 
     # The [host] table's checks live beside the set-up tasks that use them.
-    from .hostsetup.settings import parse_host
+    from .host.settings import parse_host
 
     host = parse_host(top.table("host", {}), publish, base, package.packager)
 

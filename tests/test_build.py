@@ -13,7 +13,7 @@ import pytest
 
 from buildlib import config as configmod
 from buildlib.layout import Layout
-from buildlib.upstream import Source, fetch
+from buildlib.pipeline.upstream import Source, fetch
 from pipeline import demo_config, ran, run_doit, write_config
 
 
@@ -180,7 +180,7 @@ def test_verify_refuses_non_elf_and_swapped_binaries(tmp_path, demo_upstream, sh
     assert run_doit(config, *STAGES)[0] == 0
     original = layout.artifact("ampere").read_bytes()
     layout.artifact("ampere").write_bytes(b"#!/bin/sh\necho hi\n")
-    from buildlib.verify import VerifyError, verify_artifact
+    from buildlib.pipeline.verify import VerifyError, verify_artifact
 
     cfg = configmod.load(config)
     with pytest.raises(VerifyError, match="not an ELF file"):

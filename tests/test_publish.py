@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import services  # noqa: E402
 from fixtures import fakerpm  # noqa: E402
 
-from buildlib import config, repo, signing  # noqa: E402
+from buildlib import config  # noqa: E402
+from buildlib.publish import publisher as repo, signing
 from buildlib.layout import Layout  # noqa: E402
 from buildlib.run import UserError  # noqa: E402
 

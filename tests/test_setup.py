@@ -27,9 +27,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from buildlib import cloudflare, config, signing
-from buildlib.hostsetup import gpgkey, nginx, settings, tls, upload_user
-from buildlib.hostsetup.dns import setup_dns
+from buildlib import config
+from buildlib.host import cloudflare
+from buildlib.publish import signing
+from buildlib.host import gpgkey, nginx, settings, tls, upload_user
+from buildlib.host.dns import setup_dns
 from buildlib.run import UserError
 from fake_cloudflare import FakeCloudflare
 from pipeline import project_config, write_config

@@ -175,7 +175,7 @@ def test_build_workflows_fan_out_over_the_matrix_job():
 
 
 def test_poll_workflow_starts_the_builds_with_what_it_found():
-    from buildlib import poll
+    from buildlib.ci import poll
 
     wf = workflow("poll-upstream.yml")
     assert wf["on"]["schedule"] == [{"cron": "*/15 * * * *"}] and "workflow_dispatch" in wf["on"]

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from doit.tools import config_changed
 
-from ..hostsetup import gpgkey, nginx, release_package, tls, upload_user
-from ..hostsetup.dns import setup_dns
-from ..hostsetup.settings import host_settings
+from ..host import gpgkey, nginx, release_package, tls, upload_user
+from ..host.dns import setup_dns
+from ..host.settings import host_settings
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE
-from ..repo import REPO_TEMPLATE
+from ..publish.publisher import REPO_TEMPLATE
 from . import context
 from .context import action
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import requests
 import tomli_w
 
-from . import signing
-from .config import CONFIG_ENV, REF_ENV, Config, load
-from .demo_upstream import create_demo_repo
-from .layout import PROJECT, Layout
+from ..publish import signing
+from ..config import CONFIG_ENV, REF_ENV, Config, load
+from .upstream import create_demo_repo
+from ..layout import PROJECT, Layout
 from .localrepo import build_standin_repo, make_dnf_root, serve
-from .run import UserError, log, output
+from ..run import UserError, log, output
 
 DEMO = PROJECT / ".demo"
 DEMO_REF = "v0.9.2"

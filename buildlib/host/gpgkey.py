@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from .. import signing
+from ..publish import signing
 from ..run import UserError, log
 from .files import ensure_file, report
 from .settings import Host

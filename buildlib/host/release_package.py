@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from .. import repo, signing
+from ..publish import publisher as repo, signing
 from ..config import Config
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, Layout
 from ..run import Stopwatch, UserError, require_tool, run

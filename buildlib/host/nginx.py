@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from .. import signing
+from ..publish import signing
 from ..layout import NGINX_SITE_TEMPLATE
 from ..run import UserError, require_tool, run
 from ..templates import render

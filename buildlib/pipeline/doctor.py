@@ -7,9 +7,9 @@ import re
 import shutil
 from dataclasses import dataclass
 
-from .config import Config
-from .layout import Layout
-from .run import UserError, output
+from ..config import Config
+from ..layout import Layout
+from ..run import UserError, output
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ What the repository host holds (``publish.target``, a local directory or
 
     RPM-GPG-KEY-mistralrs            the public key
     mistralrs.repo                   the users' .repo file
-    index.html, style.css            the index page (buildlib/site.py)
+    index.html, style.css            the index page (buildlib/publish/site.py)
     fedora/<releasever>/x86_64/      stable: packages + repodata/
     fedora/<releasever>/x86_64/unstable/   unstable: packages + repodata/
 
@@ -95,10 +95,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from . import signing
-from .config import SSH_TARGET, Channel, Config, Publish
-from .layout import RPM_DIR, Layout
-from .run import Stopwatch, UserError, atomic_write, log, output, require_tool, run
-from .templates import render
+from ..config import SSH_TARGET, Channel, Config, Publish
+from ..layout import RPM_DIR, Layout
+from ..run import Stopwatch, UserError, atomic_write, log, output, require_tool, run
+from ..templates import render
 
 BASEARCH = "x86_64"
 INDEX_NAME = "mrpm-index.json"

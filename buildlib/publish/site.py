@@ -22,11 +22,11 @@ from pathlib import Path
 
 
 from . import signing
-from .config import Config
-from .layout import SITE_DIR
-from .repo import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
-from .run import UserError, atomic_write
-from .templates import render
+from ..config import Config
+from ..layout import SITE_DIR
+from .publisher import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
+from ..run import UserError, atomic_write
+from ..templates import render
 
 INDEX_TEMPLATE = SITE_DIR / "index.html.j2"
 STYLESHEET = SITE_DIR / "style.css"

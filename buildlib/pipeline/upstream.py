@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import Config
-from .layout import Layout
-from .refs import COMMIT, TAG, Ref, RefError, parse_ref, rpm_version_of_tag, snapshot_version, tag_version
-from .run import Stopwatch, UserError, atomic_write, output, run
+from ..config import Config
+from ..layout import Layout
+from ..refs import COMMIT, TAG, Ref, RefError, parse_ref, rpm_version_of_tag, snapshot_version, tag_version
+from ..run import Stopwatch, UserError, atomic_write, output, run
 
 GIT = "git"
 CHANGELOG_ENTRIES = 10

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import cloudflare
+from . import cloudflare
 from ..config import ConfigError
 from .settings import Host
 

@@ -39,10 +39,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, Poll
-from .layout import Layout
-from .refs import COMMIT, RefError, parse_ref, rpm_version_of_tag
-from .run import UserError, atomic_write, log
+from ..config import Config, Poll
+from ..layout import Layout
+from ..refs import COMMIT, RefError, parse_ref, rpm_version_of_tag
+from ..run import UserError, atomic_write, log
 
 if TYPE_CHECKING:
     import requests
@@ -344,7 +344,7 @@ class Repository:
 
 
 def channel_url(cfg: Config, channel: str) -> str:
-    from .repo import channel_dir
+    from ..publish.publisher import channel_dir
 
     return f"{cfg.publish.base_url.rstrip('/')}/{channel_dir(cfg, cfg.channel(channel))}/"
 
