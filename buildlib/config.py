@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .layout import DEFAULT_CONFIG
 from .run import UserError
 
 CONFIG_ENV = "MRPM_CONFIG"
@@ -422,7 +423,7 @@ def default_path() -> Path:
     env = os.environ.get(CONFIG_ENV)
     if env:
         return Path(env).resolve()
-    return Path(__file__).resolve().parent.parent / "config.toml"
+    return DEFAULT_CONFIG
 
 
 def load(path: Path | None = None) -> Config:

@@ -96,15 +96,15 @@ from pathlib import Path, PurePosixPath
 
 from . import signing
 from ..config import SSH_TARGET, Channel, Config, Publish
-from ..layout import RPM_DIR, Layout
+from ..layout import PUBLISH_LOCK_NAME, REPO_FILE_TEMPLATE, Layout
 from ..run import Stopwatch, UserError, atomic_write, log, output, require_tool, run
 from ..templates import render
 
 BASEARCH = "x86_64"
 INDEX_NAME = "mrpm-index.json"
 REPO_FILE_NAME = "mistralrs.repo"
-REPO_TEMPLATE = RPM_DIR / "mistralrs.repo.j2"
-LOCK_NAME = ".publish.lock"
+REPO_TEMPLATE = REPO_FILE_TEMPLATE
+LOCK_NAME = PUBLISH_LOCK_NAME
 LOCK_TIMEOUT_S = 1800
 BWLIMIT_ENV = "MRPM_PUBLISH_BWLIMIT"
 """Optional bandwidth limit in KiB/s (rsync --bwlimit): ``500`` for every

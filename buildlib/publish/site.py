@@ -23,13 +23,13 @@ from pathlib import Path
 
 from . import signing
 from ..config import Config
-from ..layout import SITE_DIR
+from ..layout import SITE_INDEX_TEMPLATE, SITE_STYLESHEET
 from .publisher import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
 from ..run import UserError, atomic_write
 from ..templates import render
 
-INDEX_TEMPLATE = SITE_DIR / "index.html.j2"
-STYLESHEET = SITE_DIR / "style.css"
+INDEX_TEMPLATE = SITE_INDEX_TEMPLATE
+STYLESHEET = SITE_STYLESHEET
 INDEX_NAME = "index.html"
 STYLE_NAME = "style.css"
 RPM_FILE = re.compile(r"^(?P<name>[A-Za-z0-9._+-]+)-(?P<version>[^-]+)-(?P<release>[^-]+)\.(?P<arch>[a-z0-9_]+)\.rpm\Z")
