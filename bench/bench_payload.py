@@ -327,7 +327,7 @@ def package_project(payload: str, binary: Path, work: Path) -> Path:
     with artifact.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
-    tag = cfg.upstream.ref if cfg.upstream.ref.startswith("v") else "v0.0.0"
+    tag = cfg.upstream.ref.text if cfg.upstream.ref.is_tag else "v0.0.0"
     version = tag_version(tag)
     binary_name = cfg.upstream.binary_name(version)
     record = {

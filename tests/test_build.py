@@ -71,8 +71,9 @@ def test_fetch_updates_the_mirror_instead_of_cloning(tmp_path, demo_upstream, sh
 def test_bad_refs_are_refused_before_any_command(tmp_path, demo_upstream, shared_cache, ref):
     config = write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, tmp_path / "cache"))
     rc, results, err = run_doit(config, "fetch", env={"MRPM_REF": ref})
-    assert rc != 0 and results.get("fetch") == "fail"
-    assert "refusing ref" in err and "vX.Y.Z" in err
+    # checked when the configuration loads, before doit creates any task
+    assert rc == 2 and not results
+    assert "MRPM_REF: refusing ref" in err and "vX.Y.Z" in err
     assert "Traceback" not in err
     assert not (tmp_path / "cache" / "upstream.git").exists()
     assert not (tmp_path / "x").exists()

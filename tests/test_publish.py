@@ -452,7 +452,7 @@ def test_remote_publish_over_ssh(tmp_path, keys, base_repo, remote):
 def start_publish(cfg, env_extra: dict | None = None) -> subprocess.Popen:
     code = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from buildlib import config, repo\nfrom buildlib.layout import Layout\n"
+        "from buildlib import config\nfrom buildlib.publish import publisher as repo\nfrom buildlib.layout import Layout\n"
         "cfg = config.load(); repo.publish_dist(cfg, Layout.of(cfg))\n" % str(ROOT)
     )
     env = dict(os.environ, MRPM_CONFIG=str(cfg.source), **(env_extra or {}))

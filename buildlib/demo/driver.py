@@ -120,7 +120,7 @@ def signature_of(rpm: Path) -> str:
 def summary(config: Path, timings: Timings, url: str) -> str:
     cfg = load(config)
     layout = Layout.of(cfg)
-    published = Path(cfg.publish.target)
+    published = cfg.publish.target.path
     rows = [("flavour", "package", "size", "signed by key", "sm")]
     for f in cfg.flavours:
         record = json.loads(layout.rpm_record(f.name).read_text())

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..publish import signing
 from ..run import UserError, log
 from .files import ensure_file, report
-from .settings import Host
+from ..config import Host
 
 PUBLIC_NAME = signing.KEY_FILE_NAME
 SECRET_NAME = "mistralrs-signing-key.secret.asc"

@@ -19,7 +19,7 @@ from ..config import ConfigError
 from ..layout import PUBLISH_LOCK_NAME, REPO_SHELL
 from ..run import UserError, log, require_tool, run
 from .files import ensure_file, report
-from .settings import Host
+from ..config import Host
 
 REPO_SHELL_SOURCE = REPO_SHELL
 LOCK_NAME = PUBLISH_LOCK_NAME

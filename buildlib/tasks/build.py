@@ -30,7 +30,7 @@ def task_fetch():
     return {
         "actions": [action(fetch, cfg, layout)],
         "targets": [layout.source_record],
-        "uptodate": [config_changed({"url": cfg.upstream.url, "ref": cfg.upstream.ref})],
+        "uptodate": [config_changed({"url": cfg.upstream.url, "ref": cfg.upstream.ref.text})],
         "verbosity": 2,
     }
 

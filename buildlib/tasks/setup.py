@@ -14,7 +14,6 @@ from doit.tools import config_changed
 
 from ..host import gpgkey, nginx, release_package, tls, upload_user
 from ..host.dns import setup_dns
-from ..host.settings import host_settings
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE
 from ..publish.publisher import REPO_TEMPLATE
 from . import context
@@ -23,7 +22,7 @@ from .context import action
 
 def _host():
     cfg, layout = context.current()
-    return cfg, layout, host_settings(cfg)
+    return cfg, layout, cfg.host
 
 
 def task_setup():
