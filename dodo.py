@@ -13,4 +13,8 @@ from buildlib.tasks.poll import task_matrix, task_poll  # noqa: F401
 from buildlib.tasks.setup import task_release_package, task_setup  # noqa: F401
 from buildlib.tasks.workflows import task_workflows  # noqa: F401
 
-DOIT_CONFIG = context.doit_config()
+DOIT_CONFIG = {
+    # `doit` alone builds every flavour's RPM; publish, poll and setup are asked for by name
+    "default_tasks": ["fetch", "build", "verify", "spec", "rpm"],
+    **context.doit_config(),
+}

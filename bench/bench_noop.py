@@ -21,7 +21,7 @@ import time
 from common import PROJECT, doit_env, median_time, scratch, timed
 
 from buildlib import config as configmod
-from buildlib.demo_upstream import create_demo_repo
+from buildlib.demo.upstream import create_demo_repo
 from buildlib.layout import Layout
 from pipeline import demo_config, write_config
 

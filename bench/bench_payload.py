@@ -261,7 +261,7 @@ def project_packaging() -> str | None:
     if str(PROJECT) not in sys.path:
         sys.path.insert(0, str(PROJECT))
     try:
-        from buildlib import rpmbuild, spec  # noqa: F401
+        from buildlib.pipeline import rpmbuild, spec  # noqa: F401
     except Exception as e:  # not written yet, or broken
         return f"{type(e).__name__}: {e}"
     missing = [f"{m.__name__}.{n}" for m, n in ((spec, "render_spec"), (rpmbuild, "build_rpm")) if not hasattr(m, n)]
@@ -292,7 +292,7 @@ NOTED_REJECTED: set[str] = set()
 def package_project(payload: str, binary: Path, work: Path) -> Path:
     """Package `binary` as the first configured flavour with payload P through
     the project's own spec rendering and rpmbuild code; return the RPM."""
-    from buildlib import rpmbuild, spec
+    from buildlib.pipeline import rpmbuild, spec
     from buildlib.config import ConfigError, load
     from buildlib.layout import Layout
     from buildlib.refs import rpm_version_of_tag, tag_version
@@ -327,7 +327,7 @@ def package_project(payload: str, binary: Path, work: Path) -> Path:
     with artifact.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
-    tag = cfg.upstream.ref if cfg.upstream.ref.startswith("v") else "v0.0.0"
+    tag = cfg.upstream.ref.text if cfg.upstream.ref.is_tag else "v0.0.0"
     version = tag_version(tag)
     binary_name = cfg.upstream.binary_name(version)
     record = {

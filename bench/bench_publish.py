@@ -36,7 +36,8 @@ sys.path.insert(0, str(PROJECT / "tests"))
 
 from fixtures import fakerpm  # noqa: E402
 
-from buildlib import config, repo, signing  # noqa: E402
+from buildlib import config  # noqa: E402
+from buildlib.publish import publisher as repo, signing
 from buildlib.layout import Layout  # noqa: E402
 
 

@@ -11,10 +11,14 @@ import difflib
 import os
 import re
 import tomllib
+import ipaddress
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
+from .layout import DEFAULT_CONFIG
+from .refs import Ref, RefError, parse_ref
 from .run import UserError
 
 CONFIG_ENV = "MRPM_CONFIG"
@@ -46,7 +50,8 @@ class Upstream:
     url: str
     branch: str
     package: str
-    ref: str
+    ref: Ref
+    """The ref to build: $MRPM_REF, else upstream.ref; checked at load."""
     binary_names: tuple[tuple[tuple[int, int, int], str], ...]
     """(first version, binary name) pairs, sorted by version."""
 
@@ -85,11 +90,82 @@ class Flavour:
         return tuple(sorted(set(build.features + self.extra_features)))
 
 
+STABLE = "stable"
+"""Releases and release candidates; enabled in mistralrs.repo."""
+UNSTABLE = "unstable"
+"""Snapshots of the upstream branch; disabled in mistralrs.repo."""
+REQUIRED_CHANNELS = (STABLE, UNSTABLE)
+
+
 @dataclass(frozen=True)
 class Channel:
     name: str
     subdir: str
     """Path below <base>/fedora/<releasever>/<basearch>/ ("" for the top)."""
+
+    @property
+    def is_stable(self) -> bool:
+        return self.name == STABLE
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    """publish.target as a local directory (absolute)."""
+
+    path: Path
+
+    @property
+    def is_remote(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """publish.target as user@host:/path, reached with rsync over SSH."""
+
+    user: str
+    host: str
+    path: PurePosixPath
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.path}"
+
+
+Target = LocalTarget | SshTarget
+
+
+def parse_target(text: str, base: Path) -> Target:
+    """A local directory (relative to the config file's directory) or
+    user@host:/path."""
+    m = SSH_TARGET.match(text)
+    if m:
+        return SshTarget(m.group("user"), m.group("host"), PurePosixPath(m.group("path").rstrip("/") or "/"))
+    return LocalTarget((base / Path(text).expanduser()).resolve())
+
+
+DURATION = re.compile(r"^(\d+)([smhd]?)\Z")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """"90", "90s", "15m", "1h", "2d" -> seconds."""
+    m = DURATION.match(text)
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def format_duration(seconds: int) -> str:
+    """Seconds in dnf's (and config.toml's) shortest form: 3600 -> "1h"."""
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return str(seconds)
 
 
 @dataclass(frozen=True)
@@ -111,7 +187,7 @@ class Package:
 
 @dataclass(frozen=True)
 class Publish:
-    target: str
+    target: Target
     """A local directory, or user@host:/path reached over SSH."""
     host_key: str
     ssh_key: str
@@ -122,11 +198,12 @@ class Publish:
     key_env: str
     passphrase_file: str
     passphrase_env: str
-    metadata_expire: str
+    metadata_expire: int
+    """Seconds dnf keeps metadata (and the host keeps the previous files)."""
 
     @property
     def is_remote(self) -> bool:
-        return SSH_TARGET.match(self.target) is not None
+        return self.target.is_remote
 
 
 @dataclass(frozen=True)
@@ -172,6 +249,86 @@ class Paths:
     dist: Path
 
 
+# --- the repository host ([host]) -------------------------------------------
+
+DOMAIN = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?\Z")
+EXPIRE = re.compile(r"^(0|\d+[dwmy]?|\d{4}-\d{2}-\d{2})\Z")
+TOKEN_ENV = "CLOUDFLARE_API_TOKEN"
+DEFAULT_UPLOAD_USER = "mistralrs-upload"
+
+
+@dataclass(frozen=True)
+class Host:
+    domain: str
+    url_path: str
+    """The repository's path on the web server, "" or "/mistralrs-rpm"."""
+    https_port: int
+    http_port: int
+    repo_root: Path
+    upload_user: str
+    email: str
+    cloudflare_zone: str
+    cloudflare_token_file: str
+    cloudflare_api: str
+    ipv4: str
+    ipv6: str
+    upload_key: str
+    key_name: str
+    key_email: str
+    key_type: str
+    key_expire: str
+    key_passphrase_file: str
+    key_dir: Path
+    nginx_site: Path
+    nginx_conf: Path
+    """The host's main nginx.conf, for ``nginx -t -c`` after the site changed."""
+    letsencrypt_dir: Path
+    cert_name: str
+    reload_nginx: tuple[str, ...]
+    repo_shell: Path
+    release_package_version: int
+
+    @property
+    def cert_file(self) -> Path:
+        return self.letsencrypt_dir / "live" / self.cert_name / "fullchain.pem"
+
+    @property
+    def cert_key_file(self) -> Path:
+        return self.letsencrypt_dir / "live" / self.cert_name / "privkey.pem"
+
+    @property
+    def cloudflare_credentials(self) -> Path:
+        """certbot-dns-cloudflare's credentials file (mode 0600)."""
+        return self.letsencrypt_dir / "mistralrs-cloudflare.ini"
+
+    @property
+    def deploy_hook(self) -> Path:
+        """Run by ``certbot renew`` after each renewal (any certificate)."""
+        return self.letsencrypt_dir / "renewal-hooks" / "deploy" / "mistralrs-repo-nginx"
+
+    def cloudflare_token(self) -> str:
+        """The API token: host.cloudflare_token_file, else $CLOUDFLARE_API_TOKEN."""
+        if self.cloudflare_token_file:
+            path = Path(self.cloudflare_token_file).expanduser()
+            try:
+                token = path.read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"host.cloudflare_token_file = \"{path}\": cannot read it ({e.strerror})") from None
+        else:
+            token = os.environ.get(TOKEN_ENV, "").strip()
+        if not token:
+            raise ConfigError(
+                f"no Cloudflare API token: set host.cloudflare_token_file to a file holding one"
+                f" (or export {TOKEN_ENV}); the token needs the permission Zone.DNS:Edit on the zone"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_-]{20,200}", token):
+            raise ConfigError("the Cloudflare API token has unexpected characters; expected the token itself, one line")
+        return token
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path
@@ -183,8 +340,7 @@ class Config:
     publish: Publish
     paths: Paths
     poll: Poll
-    host: Any
-    """buildlib.hostsetup.settings.Host: the repository host's set-up."""
+    host: Host
     doctor: Doctor
 
     def flavour(self, name: str) -> Flavour:
@@ -275,14 +431,95 @@ def _compute_cap(t: _Table) -> int:
     raise ConfigError(f"{key} = {_show(value)}: expected an integer compute capability such as 86, 89, 90 or 120")
 
 
-def _missing_ref() -> str:
-    raise ConfigError(f"upstream.ref is missing (and {REF_ENV} is unset): expected a release tag vX.Y.Z or a 40-hex commit id")
+def _ref(from_env: str | None, in_file: str) -> Ref:
+    """$MRPM_REF, else upstream.ref, checked here once."""
+    text, where = (from_env, REF_ENV) if from_env else (in_file, "upstream.ref")
+    if not text:
+        raise ConfigError(f"upstream.ref is missing (and {REF_ENV} is unset): expected a release tag vX.Y.Z or a 40-hex commit id")
+    try:
+        return parse_ref(text)
+    except RefError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _version_tuple(text: str, key: str) -> tuple[int, int, int]:
     if not VERSION.match(text):
         raise ConfigError(f"{key}: {_show(text)} is not a version of the form X.Y.Z")
     return tuple(int(p) for p in text.split("."))  # type: ignore[return-value]
+
+
+def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
+    """The [host] table (h), checked; publish is the parsed [publish]."""
+    url = urlsplit(publish.base_url)
+    domain = url.hostname or ""
+    if not DOMAIN.match(domain):
+        raise ConfigError(f"publish.base_url = \"{publish.base_url}\": the host set-up needs a domain name there")
+    if isinstance(publish.target, SshTarget):
+        repo_root = Path(publish.target.path)
+        upload_user = publish.target.user
+    else:
+        repo_root = publish.target.path
+        upload_user = DEFAULT_UPLOAD_USER
+    packager_email = re.search(r"<([^>]+)>", packager).group(1)
+
+    def path(name: str, default: str) -> Path:
+        return (base / Path(h.string(name, default)).expanduser()).resolve()
+
+    ipv4 = h.string("ipv4", "")
+    ipv6 = h.string("ipv6", "")
+    for key, value, version in (("ipv4", ipv4, 4), ("ipv6", ipv6, 6)):
+        if value:
+            try:
+                ok = ipaddress.ip_address(value).version == version
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"host.{key} = \"{value}\": expected an IPv{version} address, or \"\" for none")
+    reload_nginx = h.strings("reload_nginx", ["systemctl", "reload", "nginx"], form="a command as a list of words")
+    if not reload_nginx:
+        raise ConfigError('host.reload_nginx = []: expected a command such as ["systemctl", "reload", "nginx"]')
+    host = Host(
+        domain=domain.lower(),
+        url_path=url.path.rstrip("/"),
+        https_port=url.port or 443,
+        http_port=h.get("http_port", int, 80, form="a port number"),
+        repo_root=repo_root,
+        upload_user=upload_user,
+        email=h.string("email", "", pattern=re.compile(r"^(|[^@\s]+@[^@\s]+\.[^@\s]+)\Z"), form="an e-mail address"),
+        cloudflare_zone=h.string("cloudflare_zone", "", pattern=re.compile(r"^(|" + DOMAIN.pattern[1:-2] + r")\Z"),
+                                 form="a DNS zone such as \"example.org\""),
+        cloudflare_token_file=h.string("cloudflare_token_file", ""),
+        cloudflare_api=h.string("cloudflare_api", "https://api.cloudflare.com/client/v4",
+                                pattern=re.compile(r"^https?://[^\s]+\Z"), form="an http(s) URL").rstrip("/"),
+        ipv4=ipv4,
+        ipv6=ipv6,
+        upload_key=h.string("upload_key", "", pattern=re.compile(r"^(|" + SSH_PUBLIC_KEY.pattern[1:-2] + r")\Z"),
+                            form="one SSH public key line such as \"ssh-ed25519 AAAA... ci\""),
+        key_name=h.string("key_name", "mistralrs-rpm repository", pattern=re.compile(r"^[^<>()\n]{5,}\Z"),
+                          form="a name of 5 or more characters without <>()"),
+        key_email=h.string("key_email", "", pattern=re.compile(r"^(|[^@\s]+@[^@\s]+\.[^@\s]+)\Z"), form="an e-mail address") or packager_email,
+        key_type=h.string("key_type", "ed25519", pattern=re.compile(r"^(ed25519|rsa4096)\Z"), form='"ed25519" or "rsa4096"'),
+        key_expire=h.string("key_expire", "0", pattern=EXPIRE, form='"0" (never), a period such as "2y", or a date YYYY-MM-DD'),
+        key_passphrase_file=h.string("key_passphrase_file", "") or publish.passphrase_file,
+        key_dir=path("key_dir", "keys"),
+        nginx_site=path("nginx_site", "/etc/nginx/conf.d/mistralrs-repo.conf"),
+        nginx_conf=path("nginx_conf", "/etc/nginx/nginx.conf"),
+        letsencrypt_dir=path("letsencrypt_dir", "/etc/letsencrypt"),
+        cert_name=h.string("cert_name", "mistralrs-repo", pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z"),
+                           form="a certificate name (letters, digits, . _ -)"),
+        reload_nginx=reload_nginx,
+        repo_shell=path("repo_shell", "/usr/local/bin/repo-shell"),
+        release_package_version=h.get("release_package_version", int, 1, form="an integer"),
+    )
+    for port_key, port in (("http_port", host.http_port),):
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"host.{port_key} = {port}: expected a port number")
+    if host.release_package_version < 1:
+        raise ConfigError(f"host.release_package_version = {host.release_package_version}: expected 1 or more")
+    if not USER_NAME.match(host.upload_user):
+        raise ConfigError(f"publish.target: {host.upload_user!r} is not a valid user name for the upload account")
+    h.finish()
+    return host
 
 
 def parse(data: dict, source: Path) -> Config:
@@ -304,7 +541,7 @@ def parse(data: dict, source: Path) -> Config:
         url=up.string("url", form="a git URL or a local path"),
         branch=up.string("branch", "master", pattern=BRANCH_NAME, form="a branch name such as \"master\""),
         package=up.string("package", "mistralrs-cli", pattern=PACKAGE_NAME, form="a cargo package name"),
-        ref=os.environ.get(REF_ENV) or ref_in_file or _missing_ref(),
+        ref=_ref(os.environ.get(REF_ENV), ref_in_file),
         binary_names=tuple(sorted(binary_names)),
     )
     up.finish()
@@ -352,7 +589,7 @@ def parse(data: dict, source: Path) -> Config:
         subdir = c.string("subdir", pattern=re.compile(r"^([a-z0-9][a-z0-9-]*)?\Z"), form='"" or a directory name such as "unstable"')
         c.finish()
         channels.append(Channel(name=name, subdir=subdir))
-    for required in ("stable", "unstable"):
+    for required in REQUIRED_CHANNELS:
         if required not in [c.name for c in channels]:
             raise ConfigError(f"channels.{required} is missing; expected a table with subdir = \"...\"")
 
@@ -376,7 +613,7 @@ def parse(data: dict, source: Path) -> Config:
 
     pub = top.table("publish")
     publish = Publish(
-        target=pub.string("target", form="a local directory or user@host:/path"),
+        target=parse_target(pub.string("target", form="a local directory or user@host:/path"), base),
         host_key=pub.string("host_key", ""),
         ssh_key=pub.string("ssh_key", ""),
         ssh_key_env=pub.string("ssh_key_env", "MRPM_SSH_KEY", pattern=re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)?\Z"),
@@ -387,7 +624,7 @@ def parse(data: dict, source: Path) -> Config:
         key_env=pub.string("key_env", "MRPM_SIGNING_KEY"),
         passphrase_file=pub.string("passphrase_file", ""),
         passphrase_env=pub.string("passphrase_env", "MRPM_SIGNING_PASSPHRASE"),
-        metadata_expire=pub.string("metadata_expire", "1h", pattern=re.compile(r"^\d+[smhd]?\Z"), form='a duration such as "1h"'),
+        metadata_expire=parse_duration(pub.string("metadata_expire", "1h", pattern=DURATION, form='a duration such as "1h"')),
     )
     if publish.retention < 1:
         raise ConfigError(f"publish.retention = {publish.retention}: expected 1 or more")
@@ -416,9 +653,6 @@ def parse(data: dict, source: Path) -> Config:
                                     form="one of " + ", ".join(DOCTOR_CHECKS)))
     do.finish()
 
-    # The [host] table's checks live beside the set-up tasks that use them.
-    from .hostsetup.settings import parse_host
-
     host = parse_host(top.table("host", {}), publish, base, package.packager)
 
     pa = top.table("paths", {})
@@ -441,7 +675,7 @@ def default_path() -> Path:
     env = os.environ.get(CONFIG_ENV)
     if env:
         return Path(env).resolve()
-    return Path(__file__).resolve().parent.parent / "config.toml"
+    return DEFAULT_CONFIG
 
 
 def load(path: Path | None = None) -> Config:

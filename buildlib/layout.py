@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import Config
+if TYPE_CHECKING:  # config imports this module for DEFAULT_CONFIG
+    from .config import Config
 
 PROJECT = Path(__file__).resolve().parent.parent
 RPM_DIR = PROJECT / "rpm"
@@ -111,3 +113,16 @@ FLAVOUR_SCRIPT_TEMPLATE = RPM_DIR / "release" / "mistralrs-flavour.j2"
 NGINX_SITE_TEMPLATE = RPM_DIR / "nginx" / "mistralrs-repo.conf.j2"
 CERTBOT_HOOK_TEMPLATE = RPM_DIR / "nginx" / "certbot-deploy-hook.sh.j2"
 SITE_DIR = RPM_DIR / "site"
+SITE_INDEX_TEMPLATE = SITE_DIR / "index.html.j2"
+SITE_STYLESHEET = SITE_DIR / "style.css"
+REPO_FILE_TEMPLATE = RPM_DIR / "mistralrs.repo.j2"
+REPO_SHELL = PROJECT / "scripts" / "repo-shell"
+WORKFLOW_DIR = PROJECT / ".gitea" / "workflows"
+DODO = PROJECT / "dodo.py"
+DEFAULT_CONFIG = PROJECT / "config.toml"
+DEMO_DIR = PROJECT / ".demo"
+
+# On the repository host (a local directory or the SSH target's root)
+PUBLISH_LOCK_NAME = ".publish.lock"
+"""The lock every publish holds on the repository root; scripts/repo-shell
+spells it too (a test checks the two agree)."""

@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from buildlib.demo_upstream import create_demo_repo  # noqa: E402
+from buildlib.demo.upstream import create_demo_repo  # noqa: E402
 
 
 @pytest.fixture(scope="session")

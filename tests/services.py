@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildlib import localrepo
+from buildlib.demo import localrepo
 
 UPLOAD_USER = "mrpm-upload"
 

@@ -53,6 +53,8 @@ def test_project_config_loads():
     (lambda d: d["publish"].update(retention=0), "publish.retention = 0: expected 1 or more"),
     (lambda d: d["publish"].update(host_key=""), "publish.host_key is missing"),
     (lambda d: d["upstream"].update(branch="-x"), 'upstream.branch = "-x": expected a branch name'),
+    (lambda d: d["upstream"].update(ref="main"), "upstream.ref: refusing ref 'main': expected a release tag"),
+    (lambda d: d["publish"].update(metadata_expire="1 hour"), 'publish.metadata_expire = "1 hour": expected a duration'),
 ])
 def test_config_errors_name_key_value_and_form(tmp_path, mutate, message):
     with pytest.raises(configmod.ConfigError) as e:
@@ -114,3 +116,24 @@ def test_cache_can_be_moved_by_environment(tmp_path, monkeypatch):
     assert configmod.load(path).paths.cache == (tmp_path / ".cache").resolve()
     monkeypatch.setenv("MRPM_CACHE", str(tmp_path / "runner-cache"))
     assert configmod.load(path).paths.cache == tmp_path / "runner-cache"
+
+
+def test_values_are_typed_at_load(tmp_path, monkeypatch):
+    """The ref, the target and durations are parsed once, when the
+    configuration loads; nothing downstream parses them again."""
+    monkeypatch.delenv("MRPM_REF", raising=False)
+    cfg = load_with(tmp_path, lambda d: d["publish"].update(target="ci@repo.example.org:/srv/mistralrs-rpm/",
+                                                              metadata_expire="2h"))
+    assert cfg.upstream.ref.is_tag
+    assert cfg.publish.target == configmod.SshTarget("ci", "repo.example.org", configmod.PurePosixPath("/srv/mistralrs-rpm"))
+    assert cfg.publish.is_remote and cfg.host.upload_user == "ci"
+    assert cfg.publish.metadata_expire == 7200 and configmod.format_duration(7200) == "2h"
+    local = load_with(tmp_path, lambda d: d["publish"].update(target="repo"))
+    assert local.publish.target == configmod.LocalTarget((tmp_path / "repo").resolve())
+    assert local.host.repo_root == local.publish.target.path
+    assert [c.is_stable for c in local.channels] == [c.name == configmod.STABLE for c in local.channels]
+    monkeypatch.setenv("MRPM_REF", "a" * 40)
+    assert load_with(tmp_path, lambda d: None).upstream.ref.is_commit
+    monkeypatch.setenv("MRPM_REF", "v1;id")
+    with pytest.raises(configmod.ConfigError, match="MRPM_REF: refusing ref"):
+        load_with(tmp_path, lambda d: None)

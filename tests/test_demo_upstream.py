@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib.demo_upstream import COMMITS_AFTER_LAST_TAG, RELEASES, create_demo_repo
+from buildlib.demo.upstream import COMMITS_AFTER_LAST_TAG, RELEASES, create_demo_repo
 from buildlib.run import UserError
 
 TAGS = [tag for tag, _ in RELEASES]
@@ -172,7 +172,7 @@ def test_refuses_foreign_or_changed_destination(tmp_path):
 def test_module_entry_point(tmp_path):
     dest = tmp_path / "cli"
     proc = subprocess.run(
-        [sys.executable, "-m", "buildlib.demo_upstream", str(dest)],
+        [sys.executable, "-m", "buildlib.demo.upstream", str(dest)],
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from buildlib import config as configmod
-from buildlib.doctor import NATIVE, Check, Probe, checks, doctor, native_check, supported_compilers
+from buildlib.pipeline.doctor import NATIVE, Check, Probe, checks, doctor, native_check, supported_compilers
 from buildlib.layout import Layout
 from buildlib.run import UserError
 from pipeline import demo_config, write_config

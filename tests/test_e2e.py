@@ -52,7 +52,7 @@ def test_template_change_repackages_without_cargo(tmp_path, demo_upstream, share
 def test_rpms_handed_over_publish_without_building(tmp_path, demo_upstream, shared_cache):
     """CI's publish job: RPMs from earlier jobs downloaded into dist/ of a
     fresh checkout with an empty doit state; publish runs no build task."""
-    from buildlib.signing import make_demo_key
+    from buildlib.publish.signing import make_demo_key
 
     build = write_config(tmp_path / "builder", demo_config(tmp_path / "builder", demo_upstream.path, shared_cache))
     rc, _, err = run_doit(build)

@@ -26,9 +26,9 @@ from buildlib import layout as paths
 from buildlib.config import load
 from buildlib.layout import Layout
 from buildlib.refs import rpm_version_of_tag, snapshot_version
-from buildlib.rpmbuild import build_rpm, compat_blocks, host_macro_args
+from buildlib.pipeline.rpmbuild import build_rpm, compat_blocks, host_macro_args
 from buildlib.run import UserError
-from buildlib.spec import read_build_record, render_spec
+from buildlib.pipeline.spec import read_build_record, render_spec
 
 from pipeline import project_config, write_config
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from buildlib import config as configmod
-from buildlib import poll
+from buildlib.ci import poll
 from buildlib.layout import Layout
 from buildlib.run import UserError
 from fake_github import FakeGitHub, Reply, StaticServer, release_object

@@ -22,11 +22,11 @@ import pytest
 import requests
 
 import services
-from buildlib import repo, signing
+from buildlib.publish import publisher as repo, signing
 from buildlib import config as configmod
-from buildlib.demo import FEDORA_BASE
+from buildlib.demo.driver import FEDORA_BASE
 from buildlib.layout import Layout
-from buildlib.localrepo import build_standin_repo
+from buildlib.demo.localrepo import build_standin_repo
 from pipeline import demo_config, ran, run_doit, write_config
 
 pytestmark = pytest.mark.skipif(

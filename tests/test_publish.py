@@ -25,8 +25,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import services  # noqa: E402
 from fixtures import fakerpm  # noqa: E402
 
-from buildlib import config, repo, signing  # noqa: E402
-from buildlib.layout import Layout  # noqa: E402
+from buildlib import config  # noqa: E402
+from buildlib.publish import publisher as repo, signing
+from buildlib.layout import PUBLISH_LOCK_NAME, REPO_SHELL, Layout  # noqa: E402
 from buildlib.run import UserError  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -451,7 +452,7 @@ def test_remote_publish_over_ssh(tmp_path, keys, base_repo, remote):
 def start_publish(cfg, env_extra: dict | None = None) -> subprocess.Popen:
     code = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from buildlib import config, repo\nfrom buildlib.layout import Layout\n"
+        "from buildlib import config\nfrom buildlib.publish import publisher as repo\nfrom buildlib.layout import Layout\n"
         "cfg = config.load(); repo.publish_dist(cfg, Layout.of(cfg))\n" % str(ROOT)
     )
     env = dict(os.environ, MRPM_CONFIG=str(cfg.source), **(env_extra or {}))
@@ -494,7 +495,7 @@ def test_killed_publish_leaves_a_working_repository(tmp_path, keys, base_repo, r
         report = publish(cfg)
         assert report["channels"]["stable"]["added"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
         assert "version=0.9.2-1" in install_and_run(tmp_path / "dnf2", cfg, base_repo, "mistralrs-ampere")
-        leftovers = [p.name for p in channel.rglob("*") if p.name.startswith(".") and p.name != ".publish.lock"]
+        leftovers = [p.name for p in channel.rglob("*") if p.name.startswith(".") and p.name != PUBLISH_LOCK_NAME]
         assert not [n for n in leftovers if n.endswith(".rpm")], leftovers
 
 
@@ -547,3 +548,10 @@ def test_doit_publish_runs_no_build_task(tmp_path, keys, monkeypatch):
     assert not built.exists()
     assert [t["name"] for t in __import__("json").loads(report.read_text())["tasks"]] == ["publish"]
     assert published(target) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+
+
+def test_repo_shell_locks_the_file_the_publish_locks():
+    """scripts/repo-shell runs alone on the host (no buildlib there), so it
+    spells the lock's name itself; it must be the name layout.py gives."""
+    names = re.findall(r'os\.path\.join\(root, "([^"]+)"\)', REPO_SHELL.read_text())
+    assert names == [PUBLISH_LOCK_NAME], names

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import config, repo, signing
-from buildlib.hostsetup import gpgkey, release_package
+from buildlib import config
+from buildlib.publish import publisher as repo, signing
+from buildlib.host import gpgkey, release_package
 from buildlib.layout import Layout
 from fixtures import fakerpm
 from pipeline import project_config

@@ -27,9 +27,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from buildlib import cloudflare, config, signing
-from buildlib.hostsetup import gpgkey, nginx, settings, tls, upload_user
-from buildlib.hostsetup.dns import setup_dns
+from buildlib import config
+from buildlib.host import cloudflare
+from buildlib.publish import signing
+from buildlib.host import gpgkey, nginx, tls, upload_user
+from buildlib.host.dns import setup_dns
 from buildlib.run import UserError
 from fake_cloudflare import FakeCloudflare
 from pipeline import project_config, write_config
@@ -44,13 +46,13 @@ needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="open
 # --- helpers shared with test_site.py and test_release_package.py ----------
 
 
-def host_for(tmp: Path, **changes) -> settings.Host:
+def host_for(tmp: Path, **changes) -> config.Host:
     """Host settings from the project's config.toml, everything under tmp."""
     data = project_config()
     data["publish"]["target"] = str(tmp / "srv" / "mistralrs-rpm")
     data["publish"]["base_url"] = "https://localhost/mistralrs-rpm"
     cfg = config.parse(data, tmp / "config.toml")
-    host = settings.host_settings(cfg)
+    host = cfg.host
     defaults = dict(key_dir=tmp / "keys", nginx_site=tmp / "etc" / "nginx" / "mistralrs-repo.conf",
                     nginx_conf=tmp / "etc" / "nginx" / "nginx.conf", letsencrypt_dir=tmp / "etc" / "letsencrypt",
                     repo_shell=tmp / "bin" / "repo-shell", reload_nginx=("true",))
@@ -427,7 +429,7 @@ def test_gpg_key_generation_leaves_no_agent_running(tmp_path):
 
 
 def test_tls_credentials_hook_and_certbot_argv(tmp_path, monkeypatch):
-    monkeypatch.setenv(settings.TOKEN_ENV, TOKEN)
+    monkeypatch.setenv(config.TOKEN_ENV, TOKEN)
     reloads = tmp_path / "reloads"
     host = host_for(tmp_path, email="admin@example.org",
                     reload_nginx=(sys.executable, "-c", f"open({str(reloads)!r}, 'a').write('x')"))
@@ -481,7 +483,7 @@ def test_tls_credentials_hook_and_certbot_argv(tmp_path, monkeypatch):
 
 
 def test_tls_with_a_certificate_present_runs_no_certbot(tmp_path, monkeypatch, capfd):
-    monkeypatch.setenv(settings.TOKEN_ENV, TOKEN)
+    monkeypatch.setenv(config.TOKEN_ENV, TOKEN)
     host = host_for(tmp_path, email="admin@example.org")
     make_cert(host.cert_file.parent)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no certbot reachable

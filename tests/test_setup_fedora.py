@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib.hostsetup import firewall, selinux
+from buildlib.host import firewall, selinux
 from buildlib.run import UserError
 
 from test_setup import host_for

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import config, repo, site
+from buildlib import config
+from buildlib.publish import publisher as repo, site
 from buildlib.run import UserError
 from pipeline import project_config
 from test_setup import needs_nginx, needs_openssl, sample_tree, serve_site, spki_hash

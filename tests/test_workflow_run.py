@@ -23,10 +23,10 @@ import requests
 import tomli_w
 
 import services
-from buildlib import repo, signing
+from buildlib.publish import publisher as repo, signing
 from buildlib.config import load
-from buildlib.demo import FEDORA_BASE
-from buildlib.localrepo import build_standin_repo
+from buildlib.demo.driver import FEDORA_BASE
+from buildlib.demo.localrepo import build_standin_repo
 from fake_github import FakeGitHub, release_object
 from pipeline import PROJECT, demo_config, project_config, write_config
 from workflow_driver import Driver, WorkflowError, parse_outputs, secret_fragments

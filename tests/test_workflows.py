@@ -186,7 +186,7 @@ def assert_collects_every_flavour(publish: dict, channel: str, wanted: str) -> N
 
 
 def test_poll_workflow_builds_what_it_found_in_jobs_gated_by_if():
-    from buildlib import poll
+    from buildlib.ci import poll
 
     wf = workflow("poll-upstream.yml")
     assert wf["on"]["schedule"] == [{"cron": "*/15 * * * *"}] and "workflow_dispatch" in wf["on"]
@@ -379,7 +379,7 @@ def test_static_matrices_are_the_configured_flavours():
 
 
 def test_workflows_are_as_config_writes_them(tmp_path):
-    from buildlib import workflows
+    from buildlib.ci import workflows
     from buildlib.config import load as load_config
 
     cfg = load_config(PROJECT / "config.toml")
@@ -414,7 +414,7 @@ def test_doit_workflows_task_is_up_to_date():
     ("# >>> doit workflows: everything\n# <<< doit workflows\n", "unknown block 'everything'"),
 ])
 def test_workflow_blocks_refuse(block, message):
-    from buildlib import workflows
+    from buildlib.ci import workflows
     from buildlib.config import load as load_config
     from buildlib.run import UserError
 

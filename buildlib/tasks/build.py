@@ -6,10 +6,10 @@ import os
 
 from doit.tools import config_changed
 
-from ..cargo import adopt_prebuilt, build_flavour, build_inputs
-from ..doctor import doctor
-from ..upstream import fetch
-from ..verify import verify_artifact
+from ..pipeline.cargo import adopt_prebuilt, build_flavour, build_inputs
+from ..pipeline.doctor import doctor
+from ..pipeline.upstream import fetch
+from ..pipeline.verify import verify_artifact
 from . import context
 from .context import action
 
@@ -30,7 +30,7 @@ def task_fetch():
     return {
         "actions": [action(fetch, cfg, layout)],
         "targets": [layout.source_record],
-        "uptodate": [config_changed({"url": cfg.upstream.url, "ref": cfg.upstream.ref})],
+        "uptodate": [config_changed({"url": cfg.upstream.url, "ref": cfg.upstream.ref.text})],
         "verbosity": 2,
     }
 

@@ -45,7 +45,8 @@ def action(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple:
 
 
 def doit_config() -> dict:
-    """DOIT_CONFIG for dodo.py; a bad configuration ends here in one line."""
+    """DOIT_CONFIG's settings shared by every run (dodo.py adds the default
+    tasks); a bad configuration ends here in one line."""
     try:
         _, layout = current()
     except UserError as e:
@@ -53,7 +54,6 @@ def doit_config() -> dict:
         raise SystemExit(2) from None
     layout.build.mkdir(parents=True, exist_ok=True)
     return {
-        "default_tasks": ["fetch", "build", "verify", "spec", "rpm"],
         # sqlite3: a second doit run beside this one keeps its records
         "backend": "sqlite3",
         "dep_file": str(layout.dep_file),

@@ -9,8 +9,8 @@ from doit.tools import config_changed
 from .. import layout as paths
 from ..config import Config, Flavour
 from ..layout import Layout
-from ..rpmbuild import build_rpm
-from ..spec import render_spec, spec_sources
+from ..pipeline.rpmbuild import build_rpm
+from ..pipeline.spec import render_spec, spec_sources
 from . import context
 from .context import action
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..poll import poll_upstream, write_matrix
+from ..ci.poll import poll_upstream, write_matrix
 from . import context
 from .context import action
 

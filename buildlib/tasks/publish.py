@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import repo
+from ..publish import publisher as repo
 from .context import action, current
 
 

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 from doit.tools import config_changed
 
-from ..hostsetup import firewall, gpgkey, nginx, release_package, selinux, tls, upload_user
-from ..hostsetup.dns import setup_dns
-from ..hostsetup.settings import host_settings
+from ..host import firewall, gpgkey, nginx, release_package, selinux, tls, upload_user
+from ..host.dns import setup_dns
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE
-from ..repo import REPO_TEMPLATE
+from ..publish.publisher import REPO_TEMPLATE
 from . import context
 from .context import action
 
 
 def _host():
     cfg, layout = context.current()
-    return cfg, layout, host_settings(cfg)
+    return cfg, layout, cfg.host
 
 
 def task_setup():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..workflows import drifted, write_workflows
+from ..ci.workflows import drifted, write_workflows
 from . import context
 from .context import action
 

@@ -9,9 +9,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import Config, Flavour
-from .layout import Layout
-from .run import Stopwatch, UserError, atomic_write, output, run, sha256_of
+from ..config import Config, Flavour
+from ..layout import Layout
+from ..run import Stopwatch, UserError, atomic_write, output, run, sha256_of
 from .upstream import Source, ensure_tree
 
 
@@ -124,7 +124,7 @@ def build_flavour(cfg: Config, layout: Layout, name: str) -> dict:
 def adopt_prebuilt(cfg: Config, layout: Layout, name: str, version: str) -> dict:
     """The manual path: a binary built elsewhere, dropped at
     artifacts/mistralrs-<flavour>, packaged without any cargo build."""
-    from .refs import parse_ref, rpm_version_of_tag, tag_version
+    from ..refs import parse_ref, rpm_version_of_tag, tag_version
 
     flavour = cfg.flavour(name)
     ref = parse_ref(version if version.startswith("v") else f"v{version}")

@@ -16,13 +16,13 @@ import shlex
 from pathlib import Path
 
 from ..config import ConfigError
-from ..layout import PROJECT
+from ..layout import PUBLISH_LOCK_NAME, REPO_SHELL
 from ..run import UserError, log, require_tool, run
 from .files import ensure_file, report
-from .settings import Host
+from ..config import Host
 
-REPO_SHELL_SOURCE = PROJECT / "scripts" / "repo-shell"
-LOCK_NAME = ".publish.lock"
+REPO_SHELL_SOURCE = REPO_SHELL
+LOCK_NAME = PUBLISH_LOCK_NAME
 
 
 def authorized_keys_line(host: Host) -> str:

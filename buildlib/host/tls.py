@@ -19,7 +19,7 @@ from ..run import log, require_tool, run
 from ..templates import render
 from .files import ensure_file, report
 from .nginx import nginx_binary
-from .settings import Host
+from ..config import Host
 
 PROPAGATION_S = 30
 

@@ -1,10 +1,10 @@
-"""The repository's A/AAAA records, from [host] settings (see buildlib.cloudflare)."""
+"""The repository's A/AAAA records, from [host] settings (see buildlib.host.cloudflare)."""
 
 from __future__ import annotations
 
-from .. import cloudflare
+from . import cloudflare
 from ..config import ConfigError
-from .settings import Host
+from ..config import Host
 
 
 def setup_dns(host: Host) -> dict[str, str]:

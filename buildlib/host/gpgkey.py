@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from .. import signing
+from ..publish import signing
 from ..run import UserError, log
 from .files import ensure_file, report
-from .settings import Host
+from ..config import Host
 
 PUBLIC_NAME = signing.KEY_FILE_NAME
 SECRET_NAME = "mistralrs-signing-key.secret.asc"

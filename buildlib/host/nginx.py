@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from .. import signing
+from ..publish import signing
 from ..layout import NGINX_SITE_TEMPLATE
 from ..run import UserError, require_tool, run
 from ..templates import render
 from .files import ensure_file, report
-from .settings import Host
+from ..config import Host
 
 SHORT_MAX_AGE = 60
 """repomd.xml and repomd.xml.asc, in seconds: a client sees a publish within a minute."""

@@ -22,14 +22,14 @@ from pathlib import Path
 import requests
 import tomli_w
 
-from . import signing
-from .config import CONFIG_ENV, REF_ENV, Config, load
-from .demo_upstream import create_demo_repo
-from .layout import PROJECT, Layout
+from ..publish import signing
+from ..config import CONFIG_ENV, REF_ENV, Config, load
+from .upstream import create_demo_repo
+from ..layout import DEFAULT_CONFIG, DEMO_DIR, DODO, PROJECT, Layout
 from .localrepo import build_standin_repo, make_dnf_root, serve
-from .run import UserError, log, output
+from ..run import UserError, log, output
 
-DEMO = PROJECT / ".demo"
+DEMO = DEMO_DIR
 DEMO_REF = "v0.9.2"
 
 
@@ -48,7 +48,7 @@ class Timings:
 def write_config(dest: Path, upstream: Path, overrides: dict[str, dict]) -> Path:
     """The project's config.toml with the demo's settings swapped in, so the
     demo runs exactly the configuration format users edit."""
-    data = tomllib.loads((PROJECT / "config.toml").read_text())
+    data = tomllib.loads(DEFAULT_CONFIG.read_text())
     data["upstream"]["url"] = str(upstream)
     data["upstream"]["ref"] = DEMO_REF
     data["build"]["min_free_gib"] = 1
@@ -65,7 +65,7 @@ def write_config(dest: Path, upstream: Path, overrides: dict[str, dict]) -> Path
 def doit(config: Path, *tasks: str) -> None:
     env = dict(os.environ, **{CONFIG_ENV: str(config)})
     env.pop(REF_ENV, None)
-    proc = subprocess.run([sys.executable, "-m", "doit", "-f", str(PROJECT / "dodo.py"), *tasks], env=env, cwd=PROJECT)
+    proc = subprocess.run([sys.executable, "-m", "doit", "-f", str(DODO), *tasks], env=env, cwd=PROJECT)
     if proc.returncode != 0:
         raise UserError(f"`doit {' '.join(tasks)}` failed (exit {proc.returncode}); see the output above")
 
@@ -122,7 +122,7 @@ def signature_of(rpm: Path) -> str:
 def summary(config: Path, timings: Timings, url: str) -> str:
     cfg = load(config)
     layout = Layout.of(cfg)
-    published = Path(cfg.publish.target)
+    published = cfg.publish.target.path
     rows = [("flavour", "package", "size", "signed by key", "sm")]
     for f in cfg.flavours:
         record = json.loads(layout.rpm_record(f.name).read_text())

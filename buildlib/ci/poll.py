@@ -39,10 +39,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, Poll
-from .layout import Layout
-from .refs import COMMIT, RefError, parse_ref, rpm_version_of_tag
-from .run import UserError, atomic_write, log
+from ..config import STABLE, UNSTABLE, Config, Poll
+from ..layout import Layout
+from ..refs import COMMIT, RefError, parse_ref, rpm_version_of_tag
+from ..run import UserError, atomic_write, log
 
 if TYPE_CHECKING:
     import requests
@@ -344,7 +344,7 @@ class Repository:
 
 
 def channel_url(cfg: Config, channel: str) -> str:
-    from .repo import channel_dir
+    from ..publish.publisher import channel_dir
 
     return f"{cfg.publish.base_url.rstrip('/')}/{channel_dir(cfg, cfg.channel(channel))}/"
 
@@ -512,8 +512,8 @@ def poll_upstream(cfg: Config, layout: Layout, settings: PollSettings | None = N
     except Unreachable as e:
         decision = undecided("unreachable", f"GitHub API unreachable: {e}; nothing triggered, the next poll asks again")
     else:
-        stable = read_repository(http, channel_url(cfg, "stable")) if upstream.release else None
-        unstable = read_repository(http, channel_url(cfg, "unstable")) if upstream.head else None
+        stable = read_repository(http, channel_url(cfg, STABLE)) if upstream.release else None
+        unstable = read_repository(http, channel_url(cfg, UNSTABLE)) if upstream.head else None
         decision = decide(cfg, upstream, stable, unstable)
         hold_back_repeats(decision, started, settings.retrigger_after)
     finally:
@@ -550,7 +550,7 @@ def hold_back_repeats(decision: dict, started: dict, retrigger_after: float, now
     the same packages less than retrigger_after seconds ago (it is still
     running, or it failed and would fail again)."""
     now = time.time() if now is None else now
-    for key, channel in (("release", "stable"), ("prerelease", "unstable")):
+    for key, channel in (("release", STABLE), ("prerelease", UNSTABLE)):
         part = decision[key]
         if not part["build"]:
             continue
@@ -648,10 +648,10 @@ def check_ref_fits_channel(cfg: Config, channel: str | None) -> None:
     if not channel:
         return
     cfg.channel(channel)
-    ref = parse_ref(cfg.upstream.ref)
-    if channel == "stable" and not ref.is_tag:
+    ref = cfg.upstream.ref
+    if channel == STABLE and not ref.is_tag:
         raise UserError(f"ref {ref.text}: the stable channel takes release tags vX.Y.Z[-rcN]; use build-prerelease for commits")
-    if channel == "unstable" and not ref.is_commit:
+    if channel == UNSTABLE and not ref.is_commit:
         raise UserError(f"ref {ref.text}: the unstable channel takes 40-hex commit ids; use build-release for tags")
 
 

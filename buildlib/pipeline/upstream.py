@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import Config
-from .layout import Layout
-from .refs import COMMIT, TAG, Ref, RefError, parse_ref, rpm_version_of_tag, snapshot_version, tag_version
-from .run import Stopwatch, UserError, atomic_write, output, run
+from ..config import Config
+from ..layout import Layout
+from ..refs import COMMIT, TAG, Ref, RefError, parse_ref, rpm_version_of_tag, snapshot_version, tag_version
+from ..run import Stopwatch, UserError, atomic_write, output, run
 
 GIT = "git"
 CHANGELOG_ENTRIES = 10
@@ -132,7 +132,7 @@ def ensure_tree(layout: Layout, commit: str) -> Path:
 def fetch(cfg: Config, layout: Layout) -> Source:
     """Update the mirror, resolve the configured ref, prepare its tree, record it."""
     watch = Stopwatch("fetch")
-    ref = parse_ref(cfg.upstream.ref)
+    ref = cfg.upstream.ref
     commit = resolve_commit(layout, ref) if (layout.mirror / "HEAD").exists() else None
     if commit is None or ref.is_tag:
         # Tags can move upstream; always ask.  A known commit id cannot.

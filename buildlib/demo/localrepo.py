@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run import UserError, require_tool, run
+from ..run import UserError, require_tool, run
 
 NGINX_CONF = """\
 {user}worker_processes 1;

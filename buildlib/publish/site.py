@@ -22,14 +22,14 @@ from pathlib import Path
 
 
 from . import signing
-from .config import Config
-from .layout import SITE_DIR
-from .repo import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
-from .run import UserError, atomic_write
-from .templates import render
+from ..config import STABLE, Config
+from ..layout import SITE_INDEX_TEMPLATE, SITE_STYLESHEET
+from .publisher import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
+from ..run import UserError, atomic_write
+from ..templates import render
 
-INDEX_TEMPLATE = SITE_DIR / "index.html.j2"
-STYLESHEET = SITE_DIR / "style.css"
+INDEX_TEMPLATE = SITE_INDEX_TEMPLATE
+STYLESHEET = SITE_STYLESHEET
 INDEX_NAME = "index.html"
 STYLE_NAME = "style.css"
 RPM_FILE = re.compile(r"^(?P<name>[A-Za-z0-9._+-]+)-(?P<version>[^-]+)-(?P<release>[^-]+)\.(?P<arch>[a-z0-9_]+)\.rpm\Z")
@@ -82,7 +82,7 @@ def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerpri
             "name": channel.name,
             "id": repo_id(channel.name),
             "url": f"{base_url}/{channel_dir(cfg, channel)}/",
-            "is_default": channel.name == "stable",
+            "is_default": channel.is_stable,
             "release_package_url": (f"{base_url}/{channel_dir(cfg, channel)}/{release_packages[0].file}"
                                     if release_packages else ""),
         })
@@ -100,7 +100,7 @@ def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerpri
             "gpus": list(flavour.gpus),
             "versions": versions,
         })
-    stable = next(c for c in channels if c["name"] == "stable")
+    stable = next(c for c in channels if c["name"] == STABLE)
     return {
         "base_url": base_url,
         "repo_file_url": f"{base_url}/{REPO_FILE_NAME}",

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from ..run import UserError, log, output, require_tool, run
-from .settings import Host
+from ..config import Host
 
 WEB_CONTENT = "httpd_sys_content_t"
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]")

@@ -12,7 +12,7 @@ works at every tag. Like upstream, master keeps the last release's version.
 
 The history is deterministic (fixed names, e-mails and dates; the user's git
 configuration is ignored), so the same sources always give the same commit
-ids. Usage: ``python -m buildlib.demo_upstream DEST``.
+ids. Usage: ``python -m buildlib.demo.upstream DEST``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run import CommandFailed, UserError
+from ..run import CommandFailed, UserError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "demo-upstream"
 
@@ -254,7 +254,7 @@ def _fingerprint(root: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m buildlib.demo_upstream",
+        prog="python -m buildlib.demo.upstream",
         description="Make a local git repository shaped like mistral.rs upstream, with release tags.",
     )
     parser.add_argument("dest", type=Path, help="directory to create (absent or empty)")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .run import UserError, log, output, require_tool, run
+from ..run import UserError, log, output, require_tool, run
 
 if TYPE_CHECKING:
     import gnupg

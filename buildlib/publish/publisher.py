@@ -5,7 +5,7 @@ What the repository host holds (``publish.target``, a local directory or
 
     RPM-GPG-KEY-mistralrs            the public key
     mistralrs.repo                   the users' .repo file
-    index.html, style.css            the index page (buildlib/site.py)
+    index.html, style.css            the index page (buildlib/publish/site.py)
     fedora/<releasever>/x86_64/      stable: packages + repodata/
     fedora/<releasever>/x86_64/unstable/   unstable: packages + repodata/
 
@@ -95,16 +95,16 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from . import signing
-from .config import SSH_TARGET, Channel, Config, Publish
-from .layout import RPM_DIR, Layout
-from .run import Stopwatch, UserError, atomic_write, log, output, require_tool, run
-from .templates import render
+from ..config import STABLE, UNSTABLE, Channel, Config, Publish, SshTarget, format_duration
+from ..layout import PUBLISH_LOCK_NAME, REPO_FILE_TEMPLATE, Layout
+from ..run import Stopwatch, UserError, atomic_write, log, output, require_tool, run
+from ..templates import render
 
 BASEARCH = "x86_64"
 INDEX_NAME = "mrpm-index.json"
 REPO_FILE_NAME = "mistralrs.repo"
-REPO_TEMPLATE = RPM_DIR / "mistralrs.repo.j2"
-LOCK_NAME = ".publish.lock"
+REPO_TEMPLATE = REPO_FILE_TEMPLATE
+LOCK_NAME = PUBLISH_LOCK_NAME
 LOCK_TIMEOUT_S = 1800
 BWLIMIT_ENV = "MRPM_PUBLISH_BWLIMIT"
 """Optional bandwidth limit in KiB/s (rsync --bwlimit): ``500`` for every
@@ -136,7 +136,7 @@ def channel_dir(cfg: Config, channel: Channel) -> PurePosixPath:
 
 def channel_for_version(version: str) -> str:
     """snapshot (``^``) -> unstable; releases and candidates -> stable."""
-    return "unstable" if "^" in version else "stable"
+    return UNSTABLE if "^" in version else STABLE
 
 
 def channels_for(name: str, version: str, configured: Sequence[str]) -> list[str]:
@@ -154,7 +154,7 @@ def channels_for(name: str, version: str, configured: Sequence[str]) -> list[str
 def repo_id(channel: str) -> str:
     """A channel's section name in mistralrs.repo: ``mistralrs`` for stable,
     ``mistralrs-<channel>`` for the others (``dnf --enablerepo=...``)."""
-    return "mistralrs" if channel == "stable" else f"mistralrs-{channel}"
+    return "mistralrs" if channel == STABLE else f"mistralrs-{channel}"
 
 
 def default_gpgkey(cfg: Config) -> str:
@@ -170,19 +170,17 @@ def render_repo_file(cfg: Config, gpgkey: str | None = None) -> str:
     channels = [
         {"id": repo_id(c.name), "name": c.name,
          "path": f"fedora/$releasever/$basearch/{c.subdir + '/' if c.subdir else ''}",
-         "enabled": c.name == "stable"}
+         "enabled": c.is_stable}
         for c in cfg.channels
     ]
     key = gpgkey or default_gpgkey(cfg)
     if not re.fullmatch(r"(https?|file)://\S+", key):
         raise PublishError(f"gpgkey {key!r}: expected an https://, http:// or file:// URL")
     return render(REPO_TEMPLATE, base_url=cfg.publish.base_url.rstrip("/"), channels=channels,
-                           gpgkey=key, metadata_expire=cfg.publish.metadata_expire)
+                           gpgkey=key, metadata_expire=format_duration(cfg.publish.metadata_expire))
 
 
-def expire_minutes(metadata_expire: str) -> int:
-    m = re.fullmatch(r"(\d+)([smhd]?)", metadata_expire)
-    seconds = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+def expire_minutes(seconds: int) -> int:
     return max(1, -(-seconds // 60))
 
 
@@ -328,14 +326,13 @@ class Target:
     def __init__(self, publish: Publish, scratch: Path):
         self.publish = publish
         self.scratch = scratch
-        m = SSH_TARGET.match(publish.target)
-        self.remote = m is not None
-        if m:
-            self.user, self.host, self.root = m.group("user"), m.group("host"), m.group("path").rstrip("/")
+        self.remote = publish.target.is_remote
+        if isinstance(publish.target, SshTarget):
+            self.user, self.host, self.root = publish.target.user, publish.target.host, str(publish.target.path)
             self.ssh = self._ssh_argv(publish)
             self.prefix = f"{self.user}@{self.host}:"
         else:
-            self.root = str(Path(publish.target).expanduser().resolve())
+            self.root = str(publish.target.path)
             self.ssh = []
             self.prefix = ""
         self.bytes_sent: dict[str, int] = {}

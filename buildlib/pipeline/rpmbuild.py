@@ -19,10 +19,10 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import layout as paths
-from .config import Config
-from .layout import Layout
-from .run import Stopwatch, UserError, atomic_write, output, run, sha256_of
+from .. import layout as paths
+from ..config import Config
+from ..layout import Layout
+from ..run import Stopwatch, UserError, atomic_write, output, run, sha256_of
 from .spec import SHA256, read_json, read_build_record, spec_sources
 
 MACRO_DEFINITION = re.compile(r"^%([A-Za-z_][A-Za-z0-9_]*)(\(\S*\))?[ \t]")

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from . import layout as paths
-from .config import FEATURE_NAME, FLAVOUR_NAME, PACKAGE_NAME, Config
-from .layout import Layout
-from .refs import COMMIT, TAG, check_rpm_version
-from .run import Stopwatch, UserError, atomic_write, sha256_of
-from .templates import render
+from .. import layout as paths
+from ..config import FEATURE_NAME, FLAVOUR_NAME, PACKAGE_NAME, Config
+from ..layout import Layout
+from ..refs import COMMIT, TAG, check_rpm_version
+from ..run import Stopwatch, UserError, atomic_write, sha256_of
+from ..templates import render
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

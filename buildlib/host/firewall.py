@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 
 from ..run import log, run
-from .settings import Host
+from ..config import Host
 
 
 def wanted(host: Host) -> list[str]:

@@ -17,9 +17,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .layout import Layout
-from .run import Stopwatch, UserError, atomic_write, output, sha256_of
+from ..config import Config
+from ..layout import Layout
+from ..run import Stopwatch, UserError, atomic_write, output, sha256_of
 
 FATBIN_MAGIC = struct.pack("<I", 0xBA55ED50)
 FATBIN_KINDS = {1: "ptx", 2: "elf"}

@@ -16,9 +16,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .layout import Layout
-from .run import UserError, output, run
+from ..config import Config
+from ..layout import Layout
+from ..run import UserError, output, run
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,10 @@ import json
 import re
 from pathlib import Path
 
-from .config import Config
-from .layout import PROJECT
-from .run import UserError, atomic_write, log
+from ..config import Config
+from ..layout import WORKFLOW_DIR
+from ..run import UserError, atomic_write, log
 
-WORKFLOW_DIR = PROJECT / ".gitea" / "workflows"
 BEGIN = re.compile(r"^(?P<indent> *)# >>> doit workflows: (?P<args>.*?)\s*\Z")
 END = re.compile(r"^ *# <<< doit workflows\s*\Z")
 CONTEXT_PATH = re.compile(r"^[a-z]+(\.[A-Za-z_][A-Za-z0-9_-]*)+\Z")

@@ -25,13 +25,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from .. import repo, signing
+from ..publish import publisher as repo, signing
 from ..config import Config
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, Layout
 from ..run import Stopwatch, UserError, require_tool, run
 from ..templates import render
 from .gpgkey import PUBLIC_NAME
-from .settings import Host
+from ..config import Host
 
 KEY_INSTALL_PATH = f"/etc/pki/rpm-gpg/{signing.KEY_FILE_NAME}"
 PAYLOAD = "w19.zstdio"

@@ -17,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 
 
-from .run import UserError, log
+from ..run import UserError, log
 
 API = "https://api.cloudflare.com/client/v4"
 TIMEOUT_S = 30
