@@ -553,5 +553,5 @@ def test_doit_publish_runs_no_build_task(tmp_path, keys, monkeypatch):
 def test_repo_shell_locks_the_file_the_publish_locks():
     """scripts/repo-shell runs alone on the host (no buildlib there), so it
     spells the lock's name itself; it must be the name layout.py gives."""
-    names = re.findall(r'os\.path\.join\(root, "([^"]+)"\)', REPO_SHELL.read_text())
+    names = re.findall(r'^LOCK_NAME = "([^"]+)"$', REPO_SHELL.read_text(), re.M)
     assert names == [PUBLISH_LOCK_NAME], names
