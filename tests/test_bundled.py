@@ -20,7 +20,6 @@ small vendored workspace (tests/fixtures/bundled-ws):
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
