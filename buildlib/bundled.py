@@ -1,13 +1,15 @@
 """What the binary bundles: the crates it links, their licenses, and the
 non-crate code declared in config.
 
-One ``cargo metadata`` run over the upstream workspace gives the resolved
-graph.  From the packaged crate we follow only what ends up in the binary,
-as Fedora's cargo2rpm does with ``cargo tree --edges=no-build,no-dev,
-no-proc-macro``: normal dependencies (dep_kinds with kind null) for the
-target platform; build-only and dev-only edges and proc-macro crates (with
-whatever only they pull in) are left out.  Everything else is derived from
-that one typed :class:`Bundle`:
+The graph is the one Fedora's cargo2rpm reads for licenses: ``cargo tree
+-p PACKAGE --edges=no-build,no-dev,no-proc-macro`` with the configured
+features, for the one target we build (x86_64 Linux).  Build-only and
+dev-only dependencies and proc-macro crates (with whatever only they pull
+in) are left out; so are crates that only another workspace member's
+features would pull in (cargo metadata alone resolves features for the
+whole workspace at once).  ``cargo metadata`` then gives each crate's
+license, license file, directory and source, and Cargo.lock the checksums.
+Everything else is derived from that one typed :class:`Bundle`:
 
 * the ``License:`` tag, one SPDX expression (every crate's expression is
   parsed and validated with license-expression; an unknown or non-SPDX
@@ -15,8 +17,10 @@ that one typed :class:`Bundle`:
 * ``LICENSE.dependencies`` (cargo2rpm's ``%{cargo_license}`` lines,
   ``MIT OR Apache-2.0: serde v1.0.228``, sorted and unique);
 * ``cargo-vendor.txt`` (cargo2rpm's ``%cargo_vendor_manifest`` lines,
-  ``name vX.Y.Z`` or ``name vX.Y.Z (url#commit8)`` for git ones, workspace
-  members left out);
+  ``name vX.Y.Z`` or ``name vX.Y.Z (url?query#commit8)`` for git ones,
+  workspace members left out).  cargo2rpm lists every vendored crate there
+  (build, dev and proc-macro ones too, all features, all targets); ours
+  lists what the binary links, the same set as the provides;
 * ``Provides: bundled(crate(NAME)) = VERSION`` lines, with the version
   written exactly as Fedora's generator writes it from cargo-vendor.txt, so
   that on a Fedora build host the two sets are the same provides;
@@ -384,33 +388,60 @@ def read_lock(workspace: Path) -> dict[tuple[str, str, str], str]:
     return sums
 
 
-def resolve(metadata: dict, checksums: Mapping[tuple[str, str, str], str], package: str, config: BundledConfig) -> Bundle:
-    """The linked graph of ``package`` in cargo metadata's output."""
+def cargo_tree(workspace: Path, package: str, features: Iterable[str], *, target: str = TARGET) -> list[str]:
+    """The linked graph of ``package`` as cargo tree prints it: cargo2rpm's
+    edges (no build, dev or proc-macro dependencies), the package's own
+    features only, one target; every line "DEPTH{p}"."""
+    argv = [
+        "cargo", "tree", "--locked", "--offline", "-p", package,
+        "--edges", "no-build,no-dev,no-proc-macro", "--target", target,
+        "--prefix", "depth", "--format", "{p}",
+    ]
+    features = sorted(set(features))
+    if features:
+        argv += ["--features", ",".join(features)]
+    return output(argv, cwd=workspace, quiet=True).splitlines()
+
+
+TREE_LINE = re.compile(r"^(?P<depth>\d+)(?P<pkg>\S+ v\S+( \(.*\))?)\Z")
+
+
+def resolve(metadata: dict, tree: list[str], checksums: Mapping[tuple[str, str, str], str], package: str, config: BundledConfig) -> Bundle:
+    """The Bundle of ``package``: its linked graph from cargo tree's lines,
+    each crate's data from cargo metadata.
+
+    cargo metadata alone cannot give the graph: it resolves features for the
+    whole workspace at once, so a crate that only another member's features
+    pull in (upstream's mistralrs-pyo3 turns on mistralrs-core's optional
+    pyo3) would look linked.  cargo tree -p resolves the package alone, as
+    ``cargo build -p`` does."""
+    check_member(metadata, package)
     packages = {p["id"]: p for p in metadata["packages"]}
     members = set(metadata["workspace_members"])
-    roots = [pid for pid in members if packages[pid]["name"] == package]
-    if not roots:
-        names = sorted(packages[pid]["name"] for pid in members)
-        raise UserError(f"package {package!r} is not a member of the workspace (members: {', '.join(names)})")
-    if metadata.get("resolve") is None:
-        raise UserError("cargo metadata printed no dependency graph (was it run with --no-deps?)")
-    nodes = {n["id"]: n for n in metadata["resolve"]["nodes"]}
+    by_display = {_tree_display(p): pid for pid, p in packages.items()}
 
-    linked: dict[str, list[str]] = {}
-    todo = [roots[0]]
-    while todo:
-        pid = todo.pop()
-        if pid in linked:
+    linked: dict[str, set[str]] = {}
+    stack: list[str] = []  # the path from the root to the line being read
+    for line in tree:
+        if not line.strip():
             continue
-        deps = []
-        for dep in nodes[pid]["deps"]:
-            if not any(k["kind"] is None for k in dep["dep_kinds"]):
-                continue  # build-only or dev-only
-            if _is_proc_macro(packages[dep["pkg"]]):
-                continue  # runs in the compiler, is not linked
-            deps.append(dep["pkg"])
-        linked[pid] = deps
-        todo.extend(deps)
+        repeat = line.endswith(" (*)")  # printed before; its dependencies are not repeated
+        m = TREE_LINE.match(line[: -len(" (*)")] if repeat else line)
+        if not m:
+            raise UserError(f"cannot read cargo tree's line {line!r}")
+        depth, shown = int(m.group("depth")), m.group("pkg")
+        pid = by_display.get(shown)
+        if pid is None:
+            raise UserError(f"cargo tree shows {shown!r}, which cargo metadata does not list")
+        if depth > len(stack) or (depth == 0 and linked):
+            raise UserError(f"cargo tree's output is not one tree (at line {line!r})")
+        del stack[depth:]
+        linked.setdefault(pid, set())
+        if stack:
+            linked[stack[-1]].add(pid)
+        stack.append(pid)
+    if not linked:
+        raise UserError(f"cargo tree printed nothing for package {package!r}")
 
     crates = {pid: _crate(packages[pid], pid in members, checksums, config) for pid in linked}
     edges = tuple(sorted((crates[pid].key, tuple(sorted({crates[d].key for d in deps}))) for pid, deps in linked.items()))
@@ -420,14 +451,29 @@ def resolve(metadata: dict, checksums: Mapping[tuple[str, str, str], str], packa
     return Bundle(package=package, crates=ordered, components=components, edges=edges, license=license)
 
 
+def check_member(metadata: dict, package: str) -> None:
+    packages = {p["id"]: p for p in metadata["packages"]}
+    names = sorted(packages[pid]["name"] for pid in metadata["workspace_members"])
+    if package not in names:
+        raise UserError(f"package {package!r} is not a member of the workspace (members: {', '.join(names)})")
+
+
+def _tree_display(pkg: dict) -> str:
+    """How cargo tree's {p} shows a package of cargo metadata."""
+    source = pkg.get("source") or ""
+    base = f"{pkg['name']} v{pkg['version']}"
+    if not source:
+        return f"{base} ({Path(pkg['manifest_path']).parent})"
+    m = GIT_SOURCE.match(source)
+    if m:
+        return f"{base} ({m.group('url')}{m.group('query') or ''}#{m.group('commit')[:8]})"
+    return base if source == CRATES_IO else f"{base} ({source})"
+
+
 def _version_key(version: str) -> tuple:
     m = SEMVER.match(version)
     core = tuple(int(p) for p in m.group("core").split(".")) if m else (0, 0, 0)
     return core, version
-
-
-def _is_proc_macro(pkg: dict) -> bool:
-    return any("proc-macro" in t["kind"] for t in pkg["targets"])
 
 
 def _crate(pkg: dict, member: bool, checksums, config: BundledConfig) -> Crate:
@@ -491,7 +537,9 @@ def _license_files(directory: Path, license_file: str | None) -> tuple[Path, ...
 def collect(workspace: Path, package: str, features: Iterable[str], config: BundledConfig, *, target: str = TARGET) -> Bundle:
     """The Bundle of ``package`` in the upstream tree at ``workspace``."""
     metadata = cargo_metadata(workspace, package, features, target=target)
-    return resolve(metadata, read_lock(workspace), package, config)
+    check_member(metadata, package)
+    tree = cargo_tree(workspace, package, features, target=target)
+    return resolve(metadata, tree, read_lock(workspace), package, config)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ small vendored workspace (tests/fixtures/bundled-ws):
     │   ├── bsd-thing, dual-lic
     ├── dual-lic 1.2.0 (MIT OR Apache-2.0)
     ├── slashy 0.4.1 ("MIT/Apache-2.0", cargo's legacy form)
-    ├── bsd-thing 2.0.0 (BSD-3-Clause)
+    ├── bsd-thing 2.0.0 (BSD-3-Clause; optional feat-only, EPL-2.0, feature "more")
     ├── licfile-only 0.1.0 (license-file only)
     ├── prerel 1.0.0-beta.2 (Apache-2.0)
     ├── gitdep 0.9.0 (Apache-2.0 WITH LLVM-exception, git)
@@ -15,7 +15,8 @@ small vendored workspace (tests/fixtures/bundled-ws):
     ├── win-only 0.1.0 (GPL-3.0-only, cfg(windows))
     ├── [build] builddep 0.5.0 (Zlib)
     └── [dev] devdep 3.0.0 (Unlicense)
-    demo-unused 0.3.0 (GPL-2.0-only, workspace member nobody depends on)
+    demo-unused 0.3.0 (GPL-2.0-only, workspace member nobody depends on;
+                       turns on bsd-thing's feature "more")
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from buildlib.run import UserError
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bundled-ws"
 GIT = "https://example.invalid/gitdep.git?rev=5e1f0c2a9b7d4e3f8a6c1b2d3e4f5a6b7c8d9e0f#5e1f0c2a"
-EXCLUDED = ("derive-pm", "pm-support", "builddep", "devdep", "win-only", "demo-unused", "MPL-2.0", "0BSD", "Zlib", "Unlicense", "GPL")
+EXCLUDED = (
+    "derive-pm", "pm-support", "builddep", "devdep", "win-only", "demo-unused", "feat-only",
+    "MPL-2.0", "0BSD", "Zlib", "Unlicense", "GPL", "EPL",
+)
 
 CONFIG = {
     "crate_license": [{"name": "licfile-only", "version": "0.1.0", "license": "BSL-1.0"}],
@@ -128,6 +132,18 @@ def test_excluded_edges_leave_no_trace(workspace):
     assert {c.name for c in bundle.crates} == {
         "demo-app", "demo-helper", "bsd-thing", "dual-lic", "slashy", "licfile-only", "prerel", "gitdep", "opt-extra",
     }
+
+
+def test_features_of_other_members_do_not_count(workspace):
+    # cargo metadata resolves the whole workspace: demo-unused's feature
+    # "more" makes bsd-thing depend on feat-only there ...
+    metadata = bundled.cargo_metadata(workspace, "demo-app", ["extra"])
+    node = next(n for n in metadata["resolve"]["nodes"] if "#bsd-thing@" in n["id"])
+    assert [d["name"] for d in node["deps"]] == ["feat_only"]
+    # ... but cargo build -p demo-app does not link it.
+    bundle = collect(workspace)
+    assert "feat-only" not in bundle.vendor_manifest() and "EPL" not in bundle.license
+    assert dict(bundle.edges)["bsd-thing@2.0.0"] == ()
 
 
 def _cargo_tree(ws, fmt):
