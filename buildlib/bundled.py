@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, _show, _Table
-from .run import UserError, output
+from .run import UserError, atomic_write, output
 
 TARGET = "x86_64-unknown-linux-gnu"
 CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
@@ -264,10 +264,6 @@ class Crate:
     @property
     def git(self) -> re.Match | None:
         return GIT_SOURCE.match(self.source)
-
-    @property
-    def is_registry(self) -> bool:
-        return self.source.startswith("registry+") or self.source.startswith("sparse+")
 
     @property
     def git_url(self) -> str:
@@ -553,8 +549,6 @@ class LicenseFiles:
 
 def write_license_files(bundle: Bundle, dest: Path) -> LicenseFiles:
     """LICENSE.dependencies, cargo-vendor.txt and crates/<crate>/<file> under dest."""
-    from .run import atomic_write
-
     files = LicenseFiles()
     atomic_write(dest / files.license_dependencies, bundle.license_dependencies())
     atomic_write(dest / files.vendor_manifest, bundle.vendor_manifest())
