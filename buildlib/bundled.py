@@ -171,6 +171,7 @@ def _licensing():
     return get_spdx_licensing()
 
 
+@functools.lru_cache(maxsize=4096)  # most crates share a handful of expressions
 def spdx_problem(text: str) -> str:
     """Why text is not a valid SPDX expression of known licenses, or ''."""
     try:
@@ -184,6 +185,7 @@ def spdx_problem(text: str) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize(text: str) -> str:
     """A valid SPDX expression, rendered with the license list's spelling."""
     return str(_licensing().validate(text, strict=True).normalized_expression)
