@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from buildlib import config as configmod
-from buildlib.ci import poll
+from buildlib.ci import github as github_api
+from buildlib.ci import matrix, poll
 from buildlib.layout import Layout
 from buildlib.run import UserError
 from fake_github import FakeGitHub, Reply, StaticServer, release_object
@@ -418,7 +419,7 @@ def test_repository_from_upstream_url(url, repository):
         class upstream:
             pass
     Cfg.upstream.url = url
-    assert poll.github_repository(Cfg, poll.PollSettings()) == repository
+    assert github_api.github_repository(Cfg, poll.PollSettings()) == repository
 
 
 @pytest.mark.parametrize("url", ["/srv/mistral.rs", "https://gitlab.com/a/b.git", "https://github.com/a/b/c",
@@ -429,10 +430,10 @@ def test_non_github_upstream_needs_poll_repository(url):
             pass
     Cfg.upstream.url = url
     with pytest.raises(UserError, match="poll.repository"):
-        poll.github_repository(Cfg, poll.PollSettings())
-    assert poll.github_repository(Cfg, poll.PollSettings(repository="o/r")) == "o/r"
+        github_api.github_repository(Cfg, poll.PollSettings())
+    assert github_api.github_repository(Cfg, poll.PollSettings(repository="o/r")) == "o/r"
     with pytest.raises(UserError, match="poll.repository"):
-        poll.github_repository(Cfg, poll.PollSettings(repository="o/r;id"))
+        github_api.github_repository(Cfg, poll.PollSettings(repository="o/r;id"))
 
 
 # --- the matrix ------------------------------------------------------------------
@@ -442,12 +443,12 @@ def test_flavour_matrix(tmp_path):
     data = demo_config(tmp_path, Path("https://github.com/EricLBuehler/mistral.rs.git"), tmp_path / "cache",
                        flavours=("ampere", "ada", "hopper"))
     cfg = configmod.load(write_config(tmp_path, data))
-    assert poll.flavour_matrix(cfg) == ["ampere", "ada", "hopper"]
-    assert poll.flavour_matrix(cfg, "") == ["ampere", "ada", "hopper"]
-    assert poll.flavour_matrix(cfg, '["hopper","ampere"]') == ["ampere", "hopper"]
+    assert matrix.flavour_matrix(cfg) == ["ampere", "ada", "hopper"]
+    assert matrix.flavour_matrix(cfg, "") == ["ampere", "ada", "hopper"]
+    assert matrix.flavour_matrix(cfg, '["hopper","ampere"]') == ["ampere", "hopper"]
     for bad in ('["volta"]', "ampere", "[]", '[1]', '["ampere\\nx=1"]'):
         with pytest.raises(UserError, match="MRPM_FLAVOURS"):
-            poll.flavour_matrix(cfg, bad)
+            matrix.flavour_matrix(cfg, bad)
 
 
 # --- through doit ------------------------------------------------------------------

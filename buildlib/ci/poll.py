@@ -23,45 +23,29 @@ GitHub rejects, a repository or branch that does not exist).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import STABLE, UNSTABLE, Config, Poll
 from ..layout import Layout
 from ..publish import repodata
 from ..publish.channels import channel_dir
-from ..refs import COMMIT, RefError, parse_ref, rpm_version_of_tag
+from ..refs import rpm_version_of_tag
 from ..run import UserError, atomic_write, log
+from .github import Upstream, ask_upstream, github_repository
+from .http import Http, RateLimited, Unreachable
 
-if TYPE_CHECKING:
-    import requests
 
 GITHUB_OUTPUT_ENV = "GITHUB_OUTPUT"
-FLAVOURS_ENV = "MRPM_FLAVOURS"
-"""For `doit matrix`: a JSON list of flavours to build (default: all)."""
-CHANNEL_ENV = "MRPM_CHANNEL"
-"""For `doit matrix`: the channel a CI workflow builds for; its ref must fit
-(stable: a release tag, unstable: a commit)."""
 
-GITHUB_URL = re.compile(
-    r"^(?:https://github\.com/|ssh://git@github\.com/|git@github\.com:)"
-    r"(?P<owner>[A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))/(?P<name>[A-Za-z0-9._-]{1,100}?)(?:\.git)?/?\Z"
-)
-REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}\Z")
-API_VERSION = "2022-11-28"
-USER_AGENT = "mistralrs-rpm-poll"
-MAX_METADATA_BYTES = 256 * 1024 * 1024
-"""Refuse to decompress more primary metadata than this (a hostile server)."""
 
 
 # --- settings --------------------------------------------------------------
@@ -82,267 +66,6 @@ def state_file(layout: Layout) -> Path:
 
 def decision_file(layout: Layout) -> Path:
     return layout.poll_decision
-
-
-def github_repository(cfg: Config, settings: PollSettings) -> str:
-    if settings.repository:
-        if not REPOSITORY.match(settings.repository):
-            raise UserError(f"poll.repository = {settings.repository!r}: expected \"owner/name\" as on GitHub")
-        return settings.repository
-    m = GITHUB_URL.match(cfg.upstream.url)
-    if not m:
-        raise UserError(
-            f"upstream.url = {cfg.upstream.url!r} is not a GitHub URL: set poll.repository = \"owner/name\" to poll"
-        )
-    return f"{m.group('owner')}/{m.group('name')}"
-
-
-# --- errors that decide nothing --------------------------------------------
-
-
-class RateLimited(Exception):
-    def __init__(self, retry_at: datetime, exhausted: bool, limit: str | None):
-        self.retry_at = retry_at
-        wait = max(0, int((retry_at - datetime.now(timezone.utc)).total_seconds()))
-        what = f"rate limit reached (0 of {limit} requests left)" if exhausted and limit else "rate limit reached"
-        super().__init__(
-            f"GitHub API {what}: retry after {retry_at:%Y-%m-%d %H:%M:%S} UTC"
-            f" (in {wait // 60} min {wait % 60} s); nothing triggered"
-            + ("; a token in the poll's token_env raises the limit" if exhausted and limit == "60" else "")
-        )
-
-
-class Unreachable(Exception):
-    """No usable answer after the retries; the next poll tries again."""
-
-
-class NotFound(Exception):
-    pass
-
-
-# --- HTTP ------------------------------------------------------------------
-
-
-class _Auth:
-    """An explicit auth object, with or without a token: requests then never
-    consults ~/.netrc, which would otherwise replace the Authorization header."""
-
-    def __init__(self, token: str | None):
-        self._token = token
-
-    def __call__(self, r):
-        if self._token:
-            r.headers["Authorization"] = f"Bearer {self._token}"
-        return r
-
-    def __repr__(self) -> str:  # never show the token in a traceback or log
-        return "_Auth(<token>)" if self._token else "_Auth(None)"
-
-
-@dataclass
-class Answer:
-    status: int
-    body: bytes
-    headers: dict[str, str]
-    cached: bool = False
-    """True when a 304 answer made us reuse the stored body."""
-
-
-def _retry(settings: PollSettings, sleep: Callable[[float], None]):
-    """urllib3's Retry for GETs: connection errors, read errors and 5xx
-    answers are retried ``settings.retries`` times, ``backoff`` seconds
-    before the first retry and doubled for each further one.  A rate-limit
-    answer (403/429) is never retried: the caller reads its headers."""
-    from urllib3.util.retry import Retry
-
-    class _Retry(Retry):
-        def get_backoff_time(self) -> float:
-            # the first retry waits too (urllib3 waits only from the second)
-            return settings.backoff * 2 ** max(0, len(self.history) - 1)
-
-        def sleep(self, response=None) -> None:
-            sleep(self.get_backoff_time())
-
-    return _Retry(total=settings.retries, connect=settings.retries, read=settings.retries,
-                  status=settings.retries, other=0, redirect=5, allowed_methods=frozenset({"GET"}),
-                  status_forcelist=frozenset(range(500, 600)), raise_on_status=False,
-                  respect_retry_after_header=False)
-
-
-class Http:
-    """GET with timeouts, retries with backoff on 5xx and connection errors
-    (urllib3's Retry), and (for the API) ETag-conditional requests against a
-    state file."""
-
-    def __init__(self, settings: PollSettings, token: str | None = None, etags: dict | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.settings = settings
-        import requests  # here, not at the top: `doit` itself starts faster
-        from requests.adapters import HTTPAdapter
-
-        self.session = requests.Session()
-        adapter = HTTPAdapter(max_retries=_retry(settings, sleep))
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = USER_AGENT
-        self.auth = _Auth(token)
-        self.etags = etags if etags is not None else {}
-        self.reused: list[str] = []
-
-    def get(self, url: str, headers: dict[str, str] | None = None, *, conditional: bool = False,
-            auth: bool = True) -> Answer:
-        import requests
-
-        headers = dict(headers or {})
-        stored = self.etags.get(url) if conditional else None
-        if stored:
-            headers["If-None-Match"] = stored["etag"]
-        tries = 1 + max(0, self.settings.retries)
-        after = f"after {tries} attempt{'s' if tries > 1 else ''}"
-        try:
-            r = self.session.get(url, headers=headers, timeout=self.settings.timeout,
-                                 auth=self.auth if auth else _Auth(None), stream=True)
-            body = _read_limited(r)
-        except (requests.ConnectionError, requests.Timeout) as e:
-            raise Unreachable(f"{_safe(url)}: {type(e).__name__} {after}") from None
-        except requests.RequestException as e:
-            raise Unreachable(f"{_safe(url)}: {type(e).__name__}") from None
-        if r.status_code >= 500:
-            raise Unreachable(f"{_safe(url)}: HTTP {r.status_code} {after}")
-        answer = Answer(r.status_code, body, {k.lower(): v for k, v in r.headers.items()})
-        if answer.status == 304 and stored:
-            self.reused.append(url)
-            return Answer(200, base64.b64decode(stored["body"]), answer.headers, cached=True)
-        if answer.status == 200 and conditional and answer.headers.get("etag"):
-            self.etags[url] = {"etag": answer.headers["etag"], "body": base64.b64encode(body).decode()}
-        return answer
-
-
-def _read_limited(r: "requests.Response") -> bytes:
-    chunks, total = [], 0
-    for chunk in r.iter_content(65536):
-        total += len(chunk)
-        if total > MAX_METADATA_BYTES:
-            r.close()
-            raise Unreachable(f"{_safe(r.url)}: answer larger than {MAX_METADATA_BYTES // 2**20} MiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _safe(url: str) -> str:
-    """A URL without any user:password part, for messages."""
-    return re.sub(r"//[^/@]*@", "//", url)
-
-
-# --- GitHub ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Upstream:
-    release: str | None
-    """The latest release's tag, validated; None when there is none."""
-    release_problem: str
-    head: str | None
-    """The branch's head commit, validated."""
-    head_problem: str
-    notes: tuple[str, ...] = ()
-
-
-def _check_api_answer(answer: Answer, url: str, what: str) -> None:
-    h = answer.headers
-    if answer.status in (403, 429):
-        remaining = h.get("x-ratelimit-remaining")
-        retry_after = h.get("retry-after")
-        message = _message(answer.body)
-        if answer.status == 429 or remaining == "0" or retry_after or "rate limit" in message.lower():
-            now = datetime.now(timezone.utc)
-            if retry_after and retry_after.isdigit():
-                retry_at = datetime.fromtimestamp(now.timestamp() + int(retry_after), timezone.utc)
-            elif h.get("x-ratelimit-reset", "").isdigit():
-                retry_at = datetime.fromtimestamp(int(h["x-ratelimit-reset"]), timezone.utc)
-            else:  # GitHub's advice for a secondary limit without headers
-                retry_at = datetime.fromtimestamp(now.timestamp() + 60, timezone.utc)
-            raise RateLimited(retry_at, remaining == "0", h.get("x-ratelimit-limit"))
-    if answer.status == 401:
-        raise UserError(f"GitHub refused the token ({what}: HTTP 401 {_message(answer.body)!r});"
-                        " check the secret behind the poll's token_env")
-    if answer.status == 404:
-        raise NotFound(what)
-    if answer.status != 200:
-        raise Unreachable(f"{what}: unexpected HTTP {answer.status} {_message(answer.body)!r}")
-
-
-def _message(body: bytes) -> str:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return ""
-    msg = data.get("message") if isinstance(data, dict) else None
-    return msg[:200] if isinstance(msg, str) else ""
-
-
-def _shown(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return repr(text[:60]) if len(text) > 60 or not text.isprintable() else repr(text)
-
-
-def latest_release(http: Http, api: str, repository: str) -> tuple[str | None, str]:
-    """(tag, problem): the validated tag of the latest release, or None and
-    why not (no release yet, or a refused answer)."""
-    url = f"{api}/repos/{repository}/releases/latest"
-    answer = http.get(url, {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
-                      conditional=True)
-    try:
-        _check_api_answer(answer, url, f"{repository}: latest release")
-    except NotFound:
-        return None, "upstream has no release yet"
-    try:
-        data = json.loads(answer.body)
-    except ValueError:
-        return None, f"refusing the latest release: the answer is not JSON ({answer.body[:40]!r})"
-    if not isinstance(data, dict) or "tag_name" not in data:
-        return None, "refusing the latest release: the answer has no tag_name"
-    tag = data["tag_name"]
-    if data.get("draft") is True or data.get("prerelease") is True:
-        return None, f"refusing the latest release {_shown(tag)}: marked as draft or prerelease"
-    try:
-        ref = parse_ref(tag) if isinstance(tag, str) else None
-    except RefError:
-        ref = None
-    if ref is None or not ref.is_tag:
-        return None, f"refusing upstream's latest release tag {_shown(tag)}: expected vX.Y.Z or vX.Y.Z-rcN"
-    return ref.text, ""
-
-
-def head_commit(http: Http, api: str, repository: str, branch: str) -> tuple[str | None, str]:
-    url = f"{api}/repos/{repository}/commits/{branch}"
-    answer = http.get(url, {"Accept": "application/vnd.github.sha", "X-GitHub-Api-Version": API_VERSION},
-                      conditional=True)
-    try:
-        _check_api_answer(answer, url, f"{repository}: head of {branch}")
-    except NotFound:
-        raise UserError(f"upstream.branch = {branch!r}: GitHub has no such branch in {repository}") from None
-    text = answer.body.decode("ascii", errors="replace").strip()
-    if text.startswith("{"):  # a proxy that dropped our Accept header
-        try:
-            text = json.loads(text).get("sha", "")
-        except (ValueError, AttributeError):
-            pass
-    if not isinstance(text, str) or not COMMIT.match(text):
-        return None, f"refusing the head of {branch}: {_shown(text)} is not a 40-hex commit id"
-    return text, ""
-
-
-def ask_upstream(http: Http, settings: PollSettings, repository: str, branch: str) -> Upstream:
-    api = settings.api_url.rstrip("/")
-    if not re.match(r"^https?://[^\s]+\Z", api):
-        raise UserError(f"poll.api_url = {settings.api_url!r}: expected an http(s) URL")
-    try:
-        release, release_problem = latest_release(http, api, repository)
-        head, head_problem = head_commit(http, api, repository, branch)
-    except NotFound as e:
-        raise UserError(f"{e}: GitHub answers 404; check upstream.url or poll.repository") from None
-    return Upstream(release, release_problem, head, head_problem)
 
 
 # --- published repositories ------------------------------------------------
@@ -566,45 +289,3 @@ def summary(decision: dict) -> str:
     return "\n".join(lines)
 
 
-# --- the flavour matrix ----------------------------------------------------
-
-
-def flavour_matrix(cfg: Config, selection: str | None = None) -> list[str]:
-    """The flavours a CI build fans out over: all configured ones, or the
-    JSON list given (the poll's *_flavours output), checked against config."""
-    configured = [f.name for f in cfg.flavours]
-    if selection is None or not selection.strip():
-        return configured
-    try:
-        wanted = json.loads(selection)
-    except ValueError:
-        wanted = None
-    if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
-        raise UserError(f"{FLAVOURS_ENV} = {_shown(selection)}: expected a JSON list of flavour names")
-    unknown = [w for w in wanted if w not in configured]
-    if unknown:
-        raise UserError(f"{FLAVOURS_ENV}: unknown flavour {_shown(unknown[0])}; configured: {', '.join(configured)}")
-    if not wanted:
-        raise UserError(f"{FLAVOURS_ENV} is an empty list: nothing to build")
-    return [f for f in configured if f in wanted]
-
-
-def check_ref_fits_channel(cfg: Config, channel: str | None) -> None:
-    """A release workflow given a commit (or the reverse) stops here, before
-    any runner starts a build for the wrong channel."""
-    if not channel:
-        return
-    cfg.channel(channel)
-    ref = cfg.upstream.ref
-    if channel == STABLE and not ref.is_tag:
-        raise UserError(f"ref {ref.text}: the stable channel takes release tags vX.Y.Z[-rcN]; use build-prerelease for commits")
-    if channel == UNSTABLE and not ref.is_commit:
-        raise UserError(f"ref {ref.text}: the unstable channel takes 40-hex commit ids; use build-release for tags")
-
-
-def write_matrix(cfg: Config) -> None:
-    check_ref_fits_channel(cfg, os.environ.get(CHANNEL_ENV))
-    flavours = flavour_matrix(cfg, os.environ.get(FLAVOURS_ENV))
-    text = json.dumps(flavours, separators=(",", ":"))
-    write_outputs({"flavours": text})
-    log(f"==> matrix: {text}")

@@ -59,9 +59,10 @@ package bytes); with another digest the publish stops: raise the release.
 Remote target: one SSH session runs ``lock``; the key's forced command
 (``scripts/repo-shell``) takes ``flock`` on the same file and holds it until
 its standard input closes.  A publish killed in any way closes its SSH
-connection, which releases the lock.  The lock covers every step from fetching the metadata to pruning,
-so two publishes (or the stable and the unstable one) never interleave and
-the second one builds on the first one's metadata.
+connection, which releases the lock.  The lock covers every step from
+fetching the metadata to pruning, so two publishes (or the stable and the
+unstable one) never interleave and the second one builds on the first one's
+metadata.
 
 **CI.**  ``doit publish`` reads only dist/*.rpm and depends on no build task,
 so a CI job that downloads the packages into dist/ publishes them with an

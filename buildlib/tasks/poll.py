@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..ci.poll import poll_upstream, write_matrix
+from ..ci.matrix import write_matrix
+from ..ci.poll import poll_upstream
 from . import context
 from .context import action
 
