@@ -161,6 +161,41 @@ def _build(repo: Path, fingerprint: str) -> DemoRepo:
     return DemoRepo(path=repo, tags=tuple(tags), head=head)
 
 
+# The demo's one git dependency, as mistral.rs takes candle from git: the
+# URL its Cargo.toml names (served offline from vendor/ by source
+# replacement, so nothing is ever fetched from it) and the crate in vendor/.
+GIT_DEPENDENCY_URL = "https://git.example.invalid/demo/demo-tensor.git"
+GIT_DEPENDENCY_CRATE = "demo-tensor"
+_CHECKSUM_FILE = ".cargo-checksum.json"
+
+
+def make_git_dependency(dest: Path) -> str:
+    """Make at dest the git repository the demo's git dependency comes from.
+
+    Its one commit holds the vendored crate's files (less the checksum file),
+    made deterministically, so its id is the rev that Cargo.toml and
+    Cargo.lock name; returns that id. A build that does not use vendor/
+    reaches it with git's url.<dest>.insteadOf=GIT_DEPENDENCY_URL.
+    """
+    crate = EXAMPLE / "vendor" / GIT_DEPENDENCY_CRATE
+    if not crate.is_dir():
+        raise UserError(f"vendored git dependency not found at {crate}")
+    shutil.copytree(crate, dest, ignore=shutil.ignore_patterns(_CHECKSUM_FILE))
+    _git(dest, "init", "--quiet", f"--initial-branch={BRANCH}")
+    return _commit(dest, 0, f"{GIT_DEPENDENCY_CRATE}: first release")
+
+
+def vendor_checksums(crate: Path, package: str | None) -> dict:
+    """The .cargo-checksum.json cargo wants for a vendored crate: each file's
+    SHA-256 and the package checksum Cargo.lock records (None for git)."""
+    files = {
+        path.relative_to(crate).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(crate.rglob("*"))
+        if path.is_file() and path.name != _CHECKSUM_FILE
+    }
+    return {"files": files, "package": package}
+
+
 def set_version(repo: Path, version: str) -> None:
     """Set the workspace version in Cargo.toml and the workspace crates' Cargo.lock entries."""
     toml = repo / "Cargo.toml"
