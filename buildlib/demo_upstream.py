@@ -4,11 +4,20 @@ The pipeline fetches, builds and packages "upstream" by git URL and tag. For
 tests and demos that must run offline, :func:`create_demo_repo` turns the
 small workspace in ``examples/demo-upstream/`` into such a repository:
 
-    v0.9.0 -- v0.9.1 -- v0.9.2-rc1 -- v0.9.2 -- two more commits (master)
+    v0.6.0 -- v0.7.0 -- v0.8.4 -- v0.8.5 -- v0.9.0 -- v0.9.1 -- v0.9.2-rc1
+           -- v0.9.2 -- two more commits (master)
 
 Each release commit sets the workspace version in ``Cargo.toml`` and the
 workspace crates' entries in ``Cargo.lock``, so ``cargo build --locked``
 works at every tag. Like upstream, master keeps the last release's version.
+The server packages follow upstream's renames (:func:`server_packages`):
+``mistralrs-server`` alone up to 0.6.x (its files come from
+``examples/demo-upstream-history/``), beside ``mistralrs-cli`` from 0.7.0,
+gone from 0.8.5.
+
+Third-party crates come from ``vendor/`` (a directory source, as ``cargo
+vendor`` makes); the one git dependency's repository is made too
+(:func:`make_git_dependency`), inside the demo's ``.git`` directory.
 
 The history is deterministic (fixed names, e-mails and dates; the user's git
 configuration is ignored), so the same sources always give the same commit
@@ -33,9 +42,14 @@ from pathlib import Path
 from .run import CommandFailed, UserError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "demo-upstream"
+HISTORY = EXAMPLE.parent / "demo-upstream-history"
 
 # (tag, version) in history order.
 RELEASES: tuple[tuple[str, str], ...] = (
+    ("v0.6.0", "0.6.0"),
+    ("v0.7.0", "0.7.0"),
+    ("v0.8.4", "0.8.4"),
+    ("v0.8.5", "0.8.5"),
     ("v0.9.0", "0.9.0"),
     ("v0.9.1", "0.9.1"),
     ("v0.9.2-rc1", "0.9.2-rc1"),
@@ -46,7 +60,7 @@ BRANCH = "master"
 COMMITS_AFTER_LAST_TAG = 2
 
 # Bump when the recipe below changes, so old repositories are not reused.
-_RECIPE = 1
+_RECIPE = 2
 # Kept inside .git so it is not part of any commit.
 _MARKER = "demo-upstream.json"
 _AUTHOR = ("Demo Upstream", "demo-upstream@example.invalid")
@@ -54,11 +68,33 @@ _AUTHOR = ("Demo Upstream", "demo-upstream@example.invalid")
 _FIRST_DAY = (2025, 3, 1)
 
 
+# Server packages and their binaries, as upstream's Cargo.toml had them.
+SERVER_PACKAGES = {"mistralrs-server": "mistralrs-server", "mistralrs-cli": "mistralrs"}
+
+
+def server_packages(version: str) -> dict[str, str]:
+    """{package: binary} of the demo's server packages at a version:
+    mistralrs-server alone before 0.7.0, both up to 0.8.4, mistralrs-cli
+    alone from 0.8.5 (upstream's history)."""
+    release = tuple(int(x) for x in version.split("-")[0].split("."))
+    packages = {}
+    if release < (0, 8, 5):
+        packages["mistralrs-server"] = SERVER_PACKAGES["mistralrs-server"]
+    if release >= (0, 7, 0):
+        packages["mistralrs-cli"] = SERVER_PACKAGES["mistralrs-cli"]
+    return packages
+
+
 @dataclass(frozen=True)
 class DemoRepo:
     path: Path
     tags: tuple[str, ...]
     head: str  # commit id of master
+
+    @property
+    def git_dependency(self) -> Path:
+        """The repository the git dependency's URL stands for."""
+        return self.path / ".git" / "demo-git-dependency"
 
 
 def create_demo_repo(dest: Path) -> DemoRepo:
@@ -69,7 +105,7 @@ def create_demo_repo(dest: Path) -> DemoRepo:
     else is refused with a UserError, never overwritten.
     """
     dest = Path(dest).absolute()
-    fingerprint = _fingerprint(EXAMPLE)
+    fingerprint = _fingerprint(EXAMPLE) + _fingerprint(HISTORY)
     existing = _reuse(dest, fingerprint)
     if existing is not None:
         return existing
@@ -130,9 +166,16 @@ def _build(repo: Path, fingerprint: str) -> DemoRepo:
     shutil.copytree(EXAMPLE, repo, dirs_exist_ok=True, ignore=_ignore_top_level_target)
     _git(repo, "init", "--quiet", f"--initial-branch={BRANCH}")
 
+    rev = make_git_dependency(repo / ".git" / "demo-git-dependency")
+    locked = f"git+{GIT_DEPENDENCY_URL}?rev={rev}#{rev}"
+    if locked not in (repo / "Cargo.lock").read_text():
+        raise UserError(f"{EXAMPLE.name}/Cargo.lock does not lock {GIT_DEPENDENCY_CRATE} at {rev}, the commit "
+                        f"its vendored files make: update the rev in Cargo.toml, .cargo/config.toml and Cargo.lock")
+
     tags: dict[str, str] = {}
     changelog = repo / "CHANGELOG.md"
     for n, (tag, version) in enumerate(RELEASES):
+        set_members(repo, server_packages(version))
         set_version(repo, version)
         # Release notes, as real releases have; newest first.
         old = changelog.read_text() if changelog.exists() else "# Changelog\n"
@@ -147,12 +190,12 @@ def _build(repo: Path, fingerprint: str) -> DemoRepo:
     readme.write_text(readme.read_text() + "\n`serve` listens on 0.0.0.0:1234 unless told otherwise.\n")
     _commit(repo, len(RELEASES), "README: document serve's defaults")
     lib = repo / "mistralrs-core" / "src" / "lib.rs"
-    anchor = "/// Quote `s` as a JSON string"
+    anchor = "pub use demo_escape::json_string;"
     text = lib.read_text()
     if anchor not in text:
         raise UserError(f"{lib} changed: cannot find {anchor!r} to add the post-release comment")
-    lib.write_text(text.replace(anchor, "// Hand-written JSON: the demo has no external crates.\n" + anchor, 1))
-    head = _commit(repo, len(RELEASES) + 1, "core: say why JSON is hand-written")
+    lib.write_text(text.replace(anchor, "// JSON escaping comes from demo-escape.\n" + anchor, 1))
+    head = _commit(repo, len(RELEASES) + 1, "core: say where JSON escaping comes from")
 
     # Leave a clean checkout and the record that makes the repository reusable.
     _git(repo, "gc", "--quiet")
@@ -194,6 +237,37 @@ def vendor_checksums(crate: Path, package: str | None) -> dict:
         if path.is_file() and path.name != _CHECKSUM_FILE
     }
     return {"files": files, "package": package}
+
+
+def set_members(repo: Path, servers: dict[str, str]) -> None:
+    """Make the workspace hold mistralrs-core and exactly the server packages
+    named: their directories, the members list and their Cargo.lock entries."""
+    sources = {"mistralrs-cli": EXAMPLE / "mistralrs-cli", "mistralrs-server": HISTORY / "mistralrs-server"}
+    lock = repo / "Cargo.lock"
+    blocks = lock.read_text().split("\n[[package]]\n")
+    head, packages = blocks[0], {re.search(r'^name = "([^"]+)"', b, re.M).group(1): b for b in blocks[1:]}
+    for name, source in sources.items():
+        target = repo / name
+        if name in servers and not target.exists():
+            shutil.copytree(source, target)
+        elif name not in servers and target.exists():
+            shutil.rmtree(target)
+        if name in servers:
+            # Both depend on mistralrs-core and build-depend on demo-buildinfo.
+            packages.setdefault(name, f'name = "{name}"\nversion = "0.0.0"\ndependencies = [\n'
+                                      f' "demo-buildinfo",\n "mistralrs-core",\n]\n')
+        else:
+            packages.pop(name, None)
+    if not packages[sorted(packages)[-1]].endswith("\n"):
+        packages[sorted(packages)[-1]] += "\n"
+    lock.write_text("\n[[package]]\n".join([head, *(packages[n].rstrip("\n") + "\n" for n in sorted(packages))]))
+
+    toml = repo / "Cargo.toml"
+    members = ", ".join(f'"{m}"' for m in ["mistralrs-core", *sorted(servers)])
+    text, count = re.subn(r"^members = \[[^\]]*\]$", f"members = [{members}]", toml.read_text(), flags=re.M)
+    if count != 1:
+        raise UserError(f"{toml}: no members line in [workspace]")
+    toml.write_text(text)
 
 
 def set_version(repo: Path, version: str) -> None:
@@ -275,7 +349,7 @@ def _ignore_top_level_target(directory: str, names: list[str]) -> list[str]:
 def _fingerprint(root: Path) -> str:
     """Hash of the example sources (paths, modes, contents) and the recipe."""
     digest = hashlib.sha256(f"recipe {_RECIPE}\n".encode())
-    if not (root / "Cargo.toml").is_file():
+    if not root.is_dir():
         raise UserError(f"demo upstream sources not found at {root}")
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
