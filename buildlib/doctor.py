@@ -54,8 +54,10 @@ def checks(cfg: Config, layout: Layout) -> list[Check]:
         result.append(Check("nvcc", f"CUDA {found} ({path})", "" if ok else
                             f"nvcc is CUDA {found}, build.cuda_version expects {cfg.build.cuda_version}: put the right toolkit first on PATH"))
 
-    cuobjdump = shutil.which("cuobjdump")
-    result.append(Check("cuobjdump", cuobjdump or "absent (verify reads the embedded CUDA images itself)"))
+    from .verify import find_cuobjdump
+
+    cuobjdump = find_cuobjdump()
+    result.append(Check("cuobjdump", cuobjdump or "absent (verify reads the embedded CUDA images itself, unchecked)"))
 
     layout.cache.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(layout.cache).free / 2**30
