@@ -27,14 +27,18 @@ ids. Usage: ``python -m buildlib.demo_upstream DEST``.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +216,7 @@ GIT_DEPENDENCY_CRATE = "demo-tensor"
 _CHECKSUM_FILE = ".cargo-checksum.json"
 
 
-def make_git_dependency(dest: Path) -> str:
+def make_git_dependency(dest: Path, example: Path = EXAMPLE) -> str:
     """Make at dest the git repository the demo's git dependency comes from.
 
     Its one commit holds the vendored crate's files (less the checksum file),
@@ -220,7 +224,7 @@ def make_git_dependency(dest: Path) -> str:
     Cargo.lock name; returns that id. A build that does not use vendor/
     reaches it with git's url.<dest>.insteadOf=GIT_DEPENDENCY_URL.
     """
-    crate = EXAMPLE / "vendor" / GIT_DEPENDENCY_CRATE
+    crate = example / "vendor" / GIT_DEPENDENCY_CRATE
     if not crate.is_dir():
         raise UserError(f"vendored git dependency not found at {crate}")
     shutil.copytree(crate, dest, ignore=shutil.ignore_patterns(_CHECKSUM_FILE))
@@ -228,15 +232,56 @@ def make_git_dependency(dest: Path) -> str:
     return _commit(dest, 0, f"{GIT_DEPENDENCY_CRATE}: first release")
 
 
-def vendor_checksums(crate: Path, package: str | None) -> dict:
+def _crate_files(crate: Path) -> list[Path]:
+    return [p for p in sorted(crate.rglob("*")) if p.is_file() and p.name != _CHECKSUM_FILE]
+
+
+def package_checksum(crate: Path) -> str | None:
+    """What Cargo.lock records for a vendored crate: the SHA-256 of its .crate
+    file, here a reproducible one (gzip'd tar of NAME-VERSION/..., times 0);
+    None for the git dependency, as cargo has none for git sources."""
+    if crate.name == GIT_DEPENDENCY_CRATE:
+        return None
+    version = tomllib.loads((crate / "Cargo.toml").read_text())["package"]["version"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in _crate_files(crate):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(f"{crate.name}-{version}/{path.relative_to(crate).as_posix()}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(gzip.compress(buf.getvalue(), mtime=0)).hexdigest()
+
+
+def vendor_checksums(crate: Path) -> dict:
     """The .cargo-checksum.json cargo wants for a vendored crate: each file's
     SHA-256 and the package checksum Cargo.lock records (None for git)."""
-    files = {
-        path.relative_to(crate).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(crate.rglob("*"))
-        if path.is_file() and path.name != _CHECKSUM_FILE
-    }
-    return {"files": files, "package": package}
+    files = {p.relative_to(crate).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in _crate_files(crate)}
+    return {"files": files, "package": package_checksum(crate)}
+
+
+def refresh_vendor(example: Path = EXAMPLE) -> None:
+    """After editing a vendored crate: rewrite every .cargo-checksum.json, the
+    checksums in Cargo.lock and the git dependency's rev (Cargo.toml files,
+    .cargo/config.toml, Cargo.lock). For maintainers of the demo."""
+    lock = example / "Cargo.lock"
+    text = lock.read_text()
+    for crate in sorted((example / "vendor").iterdir()):
+        record = vendor_checksums(crate)
+        (crate / _CHECKSUM_FILE).write_text(json.dumps(record, separators=(",", ":")))
+        if record["package"]:
+            text, n = re.subn(rf'(\nname = "{re.escape(crate.name)}"\n(?:(?!\n\n).)*?\nchecksum = ")[0-9a-f]+"',
+                              lambda m: f'{m.group(1)}{record["package"]}"', text, flags=re.S)
+            if n != 1:
+                raise UserError(f"{lock}: no checksum entry for {crate.name}")
+    old = re.search(rf"git\+{re.escape(GIT_DEPENDENCY_URL)}\?rev=([0-9a-f]{{40}})#", text)
+    if old is None:
+        raise UserError(f"{lock}: {GIT_DEPENDENCY_CRATE} is not locked from {GIT_DEPENDENCY_URL}")
+    with tempfile.TemporaryDirectory() as tmp:
+        rev = make_git_dependency(Path(tmp) / "repo", example)
+    lock.write_text(text.replace(old.group(1), rev))
+    for path in [example / ".cargo" / "config.toml", *example.glob("*/Cargo.toml")]:
+        path.write_text(path.read_text().replace(old.group(1), rev))
 
 
 def set_members(repo: Path, servers: dict[str, str]) -> None:
@@ -366,9 +411,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m buildlib.demo_upstream",
         description="Make a local git repository shaped like mistral.rs upstream, with release tags.",
     )
-    parser.add_argument("dest", type=Path, help="directory to create (absent or empty)")
+    parser.add_argument("dest", type=Path, nargs="?", help="directory to create (absent or empty)")
+    parser.add_argument("--refresh-vendor", action="store_true",
+                        help=f"after editing {EXAMPLE.name}/vendor/: rewrite its checksums, Cargo.lock's and the git rev")
     args = parser.parse_args(argv)
+    if args.refresh_vendor == (args.dest is not None):
+        parser.error("give either DEST or --refresh-vendor")
     try:
+        if args.refresh_vendor:
+            refresh_vendor()
+            print(f"{EXAMPLE.name}/vendor/ checksums, Cargo.lock and the git dependency's rev rewritten")
+            return 0
         repo = create_demo_repo(args.dest)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

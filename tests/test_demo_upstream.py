@@ -22,7 +22,7 @@ import pytest
 
 from buildlib.demo_upstream import (COMMITS_AFTER_LAST_TAG, EXAMPLE, GIT_DEPENDENCY_CRATE, GIT_DEPENDENCY_URL, RELEASES,
                                     create_demo_repo, server_packages, vendor_checksums)
-from buildlib.verify import cuda_images, cuobjdump_images, embedded_images, find_cuobjdump
+from buildlib.verify import VerifyError, cuda_images, cuobjdump_images, embedded_images, find_cuobjdump
 from buildlib.run import UserError
 
 TAGS = [tag for tag, _ in RELEASES]
@@ -346,9 +346,10 @@ def test_server_packages_follow_upstream_history(demo):
 
 
 def test_vendored_checksums_are_current():
+    """Cargo checks them at every build; python -m buildlib.demo_upstream --refresh-vendor rewrites them."""
     for crate in sorted((EXAMPLE / "vendor").iterdir()):
         recorded = json.loads((crate / ".cargo-checksum.json").read_text())
-        assert recorded == vendor_checksums(crate, recorded["package"]), crate.name
+        assert recorded == vendor_checksums(crate), crate.name
     lock = tomllib.loads((EXAMPLE / "Cargo.lock").read_text())
     sums = {p["name"]: p.get("checksum") for p in lock["package"] if "source" in p}
     for name, checksum in sums.items():
@@ -428,7 +429,7 @@ FLAVOURS = {name: f["compute_cap"] for name, f in tomllib.loads(
 @needs_cargo
 @needs_nvcc
 @pytest.mark.parametrize("flavour", sorted(FLAVOURS))
-def test_both_kinds_of_gpu_code_found_by_cuobjdump_and_the_reader(demo, tmp_path, flavour):
+def test_both_kinds_of_gpu_code_found_by_cuobjdump_and_the_reader(demo, tmp_path, monkeypatch, flavour):
     """The PTX kernel as text in .rodata, the static library's fatbin in
     .nv_fatbin; cuobjdump and the project's reader list the same fatbin."""
     cc = FLAVOURS[flavour]
@@ -451,3 +452,12 @@ def test_both_kinds_of_gpu_code_found_by_cuobjdump_and_the_reader(demo, tmp_path
         selftest = run_bin(binary, "selftest")
         assert selftest.returncode == 2
         assert selftest.stderr.startswith("error: NVIDIA driver library libcuda.so.1 not found: ")
+
+    # A cuobjdump that disagrees with the reader (here: another architecture)
+    # gets the binary refused, naming both findings.
+    bindir = tmp_path / "bin"
+    shim(bindir, "cuobjdump", f'echo "ELF file    1: mistralrs.1.sm_{cc + 1}.cubin"')
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(VerifyError, match=rf"cuobjdump lists elf sm_{cc + 1} in .nv_fatbin but the "
+                                          rf"embedded-image reader finds elf sm_{cc}, ptx sm_{cc}"):
+        cuda_images(binary)

@@ -108,8 +108,12 @@ fn cuda_lib_dirs() -> Vec<PathBuf> {
         .flat_map(|r| [r.join("lib64"), r.join("lib")])
         .collect();
     let nvcc = env::var("NVCC").unwrap_or_else(|_| "nvcc".to_string());
-    if let Ok(out) = Command::new(&nvcc).args(["--dryrun", "-x", "cu", "-c", "-o", "/dev/null", "/dev/null"]).output() {
-        let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    if let Ok(out) = Command::new(&nvcc)
+        .args(["--dryrun", "-x", "cu", "-c", "-o", "/dev/null", "/dev/null"])
+        .output()
+    {
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
         for line in said.lines().filter(|l| l.starts_with("#$ LIBRARIES=")) {
             for word in line.split_whitespace() {
                 if let Some(dir) = word.trim_matches('"').strip_prefix("-L") {
@@ -118,7 +122,10 @@ fn cuda_lib_dirs() -> Vec<PathBuf> {
             }
         }
     }
-    let found: Vec<PathBuf> = dirs.into_iter().filter(|d| d.join("libcudart_static.a").is_file()).collect();
+    let found: Vec<PathBuf> = dirs
+        .into_iter()
+        .filter(|d| d.join("libcudart_static.a").is_file())
+        .collect();
     if found.is_empty() {
         panic!(
             "\n\nlibcudart_static.a (the CUDA runtime the kernels' static library needs) was not found \
@@ -183,14 +190,26 @@ fn nvcc(args: &[String]) {
         cmd.arg("-ccbin").arg(ccbin);
     }
     cmd.args(args);
-    finish(cmd, &nvcc, args, "the `cuda` feature needs the CUDA compiler", "Put nvcc on PATH or set NVCC to its path.");
+    finish(
+        cmd,
+        &nvcc,
+        args,
+        "the `cuda` feature needs the CUDA compiler",
+        "Put nvcc on PATH or set NVCC to its path.",
+    );
 }
 
 /// Run another build tool (the archiver).
 fn tool(program: &str, args: &[String]) {
     let mut cmd = Command::new(program);
     cmd.args(args);
-    finish(cmd, program, args, "building the kernels' static library needs an archiver", "Install binutils or set AR.");
+    finish(
+        cmd,
+        program,
+        args,
+        "building the kernels' static library needs an archiver",
+        "Install binutils or set AR.",
+    );
 }
 
 /// Run cmd; on failure, stop the build with its output.
@@ -198,9 +217,7 @@ fn finish(mut cmd: Command, program: &str, args: &[String], need: &str, hint: &s
     // Capture stdout: a build script's stdout is read by cargo as directives.
     let out = match cmd.output() {
         Ok(out) => out,
-        Err(err) => panic!(
-            "\n\n{need}, but running {program:?} failed: {err}\n{hint}\n\n"
-        ),
+        Err(err) => panic!("\n\n{need}, but running {program:?} failed: {err}\n{hint}\n\n"),
     };
     // Shown by cargo on failure or with -vv.
     eprint!("{}", String::from_utf8_lossy(&out.stdout));

@@ -72,7 +72,9 @@ fn serve(args: &[String]) -> u8 {
                         Err(_) => return usage_error(&format!("invalid port '{value}'")),
                     },
                     _ if kind_seen => model = Some(value.clone()),
-                    _ => return usage_error(&format!("{arg} belongs after the model kind (plain)")),
+                    _ => {
+                        return usage_error(&format!("{arg} belongs after the model kind (plain)"))
+                    }
                 }
             }
             other => return usage_error(&format!("unrecognized argument '{other}'")),

@@ -19,7 +19,12 @@ pub static PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/add_one.ptx"));
 
 extern "C" {
     /// kernels/quant.cu, from the static library build.rs links.
-    fn mistralrs_quant_add_two(host: *mut c_int, n: c_int, err: *mut c_char, err_len: usize) -> c_int;
+    fn mistralrs_quant_add_two(
+        host: *mut c_int,
+        n: c_int,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
 }
 
 type CuResult = c_int;
@@ -318,15 +323,29 @@ fn run_add_two() -> Result<(), Failure> {
     let mut err = [0 as c_char; 512];
     // SAFETY: data holds data.len() ints; err is writable and its length given.
     let code = unsafe {
-        mistralrs_quant_add_two(data.0.as_mut_ptr(), data.0.len() as c_int, err.as_mut_ptr(), err.len())
+        mistralrs_quant_add_two(
+            data.0.as_mut_ptr(),
+            data.0.len() as c_int,
+            err.as_mut_ptr(),
+            err.len(),
+        )
     };
     if code != 0 {
         // SAFETY: the launcher wrote a NUL-terminated message (snprintf).
-        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
         return Err((1, format!("{msg} (the static library)")));
     }
     match data.first_mismatch(&host, 2) {
         None => Ok(()),
-        Some(i) => Err((1, format!("add_two gave {} at {i}, expected {} (the static library)", data.0[i], i + 2))),
+        Some(i) => Err((
+            1,
+            format!(
+                "add_two gave {} at {i}, expected {} (the static library)",
+                data.0[i],
+                i + 2
+            ),
+        )),
     }
 }

@@ -113,8 +113,16 @@ mod tests {
 
     #[test]
     fn info_json_is_one_line() {
-        let info = BuildInfo { name: "n", version: "1", compute_cap: None, features: vec![] };
-        assert!(demo_testkit::json_line_has_keys(&info.to_json(), &["name", "version", "compute_cap", "features", "cuda"]));
+        let info = BuildInfo {
+            name: "n",
+            version: "1",
+            compute_cap: None,
+            features: vec![],
+        };
+        assert!(demo_testkit::json_line_has_keys(
+            &info.to_json(),
+            &["name", "version", "compute_cap", "features", "cuda"]
+        ));
     }
 
     #[test]

@@ -17,7 +17,10 @@ impl Tensor {
 
     /// The first index where `self` is not `other` plus `delta`.
     pub fn first_mismatch(&self, other: &Tensor, delta: i32) -> Option<usize> {
-        self.0.iter().zip(&other.0).position(|(a, b)| *a != b + delta)
+        self.0
+            .iter()
+            .zip(&other.0)
+            .position(|(a, b)| *a != b + delta)
             .or_else(|| (self.0.len() != other.0.len()).then(|| self.0.len().min(other.0.len())))
     }
 }
