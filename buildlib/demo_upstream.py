@@ -27,6 +27,7 @@ ids. Usage: ``python -m buildlib.demo_upstream DEST``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import gzip
 import hashlib
 import io
@@ -68,8 +69,8 @@ _RECIPE = 2
 # Kept inside .git so it is not part of any commit.
 _MARKER = "demo-upstream.json"
 _AUTHOR = ("Demo Upstream", "demo-upstream@example.invalid")
-# One day apart, starting here.
-_FIRST_DAY = (2025, 3, 1)
+# One day apart, starting here (so that master's last commit is on 2025-03-06).
+_FIRST_DAY = datetime.date(2025, 2, 25)
 
 
 # Server packages and their binaries, as upstream's Cargo.toml had them.
@@ -341,8 +342,7 @@ def set_version(repo: Path, version: str) -> None:
 
 def _commit(repo: Path, n: int, message: str) -> str:
     """Commit everything as the n-th commit (its date follows from n); return its id."""
-    year, month, day = _FIRST_DAY
-    date = f"{year:04d}-{month:02d}-{day + n:02d}T12:00:00+00:00"
+    date = f"{_FIRST_DAY + datetime.timedelta(days=n)}T12:00:00+00:00"
     _git(repo, "add", "--all")
     _git(repo, "commit", "--quiet", "--no-verify", "-m", message, date=date)
     return _git(repo, "rev-parse", "HEAD")
