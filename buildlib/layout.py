@@ -121,6 +121,7 @@ DODO = PROJECT / "dodo.py"
 DEFAULT_CONFIG = PROJECT / "config.toml"
 DEMO_DIR = PROJECT / ".demo"
 DEMO_UPSTREAM_SOURCES = PROJECT / "examples" / "demo-upstream"
+DEMO_UPSTREAM_HISTORY = PROJECT / "examples" / "demo-upstream-history"
 
 # On the repository host (a local directory or the SSH target's root)
 PUBLISH_LOCK_NAME = ".publish.lock"

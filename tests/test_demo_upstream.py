@@ -20,11 +20,22 @@ from pathlib import Path
 
 import pytest
 
-from buildlib.demo.upstream import COMMITS_AFTER_LAST_TAG, RELEASES, create_demo_repo
+from buildlib.demo.upstream import (COMMITS_AFTER_LAST_TAG, EXAMPLE, GIT_DEPENDENCY_CRATE, GIT_DEPENDENCY_URL, RELEASES,
+                                    create_demo_repo, server_packages, vendor_checksums)
+from buildlib.pipeline.verify import VerifyError, cuda_images, cuobjdump_images, embedded_images, find_cuobjdump
 from buildlib.run import UserError
 from pipeline import git
 
 TAGS = [tag for tag, _ in RELEASES]
+# The vendored third-party crates: name -> (license, license_file, kind of dependency).
+THIRD_PARTY = {
+    "demo-escape": ("Apache-2.0 OR MIT", None, "normal"),
+    "demo-banner": (None, "LICENSE", "normal"),
+    "demo-tensor": ("MIT OR Apache-2.0", None, "normal"),  # from git
+    "demo-crc": ("BSD-3-Clause", None, "normal"),  # through demo-tensor
+    "demo-buildinfo": ("Zlib", None, "build"),
+    "demo-testkit": ("MPL-2.0", None, "dev"),
+}
 FATBIN_MAGIC = 0xBA55ED50
 FATBIN_PTX, FATBIN_ELF = 1, 2
 
@@ -130,7 +141,7 @@ def test_versions_in_cargo_files(demo, ref, version):
     assert manifest["workspace"]["package"]["version"] == version
     lock = tomllib.loads(git(demo.path, "show", f"{ref}:Cargo.lock"))
     members = {p["name"]: p["version"] for p in lock["package"] if "source" not in p}
-    assert members == {"mistralrs-core": version, "mistralrs-cli": version}
+    assert members == {"mistralrs-core": version, **{name: version for name in server_packages(version)}}
     # No build output or absolute paths of the machine slipped in.
     files = git(demo.path, "ls-tree", "-r", "--name-only", ref).splitlines()
     assert not [f for f in files if f.startswith("target/")]
@@ -188,8 +199,10 @@ def test_lockfile_current_at_every_tag(demo, tmp_path, tag):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    versions = {p["name"]: p["version"] for p in json.loads(proc.stdout)["packages"]}
-    assert versions == {"mistralrs-core": tag[1:], "mistralrs-cli": tag[1:]}
+    packages = json.loads(proc.stdout)["packages"]
+    members = {p["name"]: p["version"] for p in packages if p["source"] is None}
+    assert members == {"mistralrs-core": tag[1:], **{name: tag[1:] for name in server_packages(tag[1:])}}
+    assert {p["name"] for p in packages if p["source"]} == set(THIRD_PARTY)
 
 
 # --- the builds -------------------------------------------------------------
@@ -300,3 +313,146 @@ def test_cpu_build_needs_no_nvcc(demo, tmp_path):
         server.terminate()
         server.wait(timeout=10)
     assert "ignoring unsupported argument '--ignored 1'" in server.stderr.read()
+
+
+# --- upstream's renames, third-party crates, both kinds of GPU code ---------
+
+
+def test_server_packages_follow_upstream_history(demo):
+    """Up to 0.6.x only mistralrs-server; 0.7.0-0.8.4 both; from 0.8.5 only mistralrs-cli."""
+    expected = {
+        "v0.6.0": {"mistralrs-server": "mistralrs-server"},
+        "v0.7.0": {"mistralrs-server": "mistralrs-server", "mistralrs-cli": "mistralrs"},
+        "v0.8.4": {"mistralrs-server": "mistralrs-server", "mistralrs-cli": "mistralrs"},
+        "v0.8.5": {"mistralrs-cli": "mistralrs"},
+        "v0.9.2": {"mistralrs-cli": "mistralrs"},
+        "master": {"mistralrs-cli": "mistralrs"},
+    }
+    for ref, servers in expected.items():
+        members = tomllib.loads(git(demo.path, "show", f"{ref}:Cargo.toml"))["workspace"]["members"]
+        assert sorted(members) == sorted(["mistralrs-core", *servers]), ref
+        for package, binary in servers.items():
+            manifest = tomllib.loads(git(demo.path, "show", f"{ref}:{package}/Cargo.toml"))
+            assert manifest["package"]["name"] == package
+            assert [b["name"] for b in manifest["bin"]] == [binary]
+        files = git(demo.path, "ls-tree", "-r", "--name-only", ref).splitlines()
+        for gone in {"mistralrs-server", "mistralrs-cli"} - set(servers):
+            assert not [f for f in files if f.startswith(f"{gone}/")], (ref, gone)
+
+
+def test_vendored_checksums_are_current():
+    """Cargo checks them at every build; python -m buildlib.demo_upstream --refresh-vendor rewrites them."""
+    for crate in sorted((EXAMPLE / "vendor").iterdir()):
+        recorded = json.loads((crate / ".cargo-checksum.json").read_text())
+        assert recorded == vendor_checksums(crate), crate.name
+    lock = tomllib.loads((EXAMPLE / "Cargo.lock").read_text())
+    sums = {p["name"]: p.get("checksum") for p in lock["package"] if "source" in p}
+    for name, checksum in sums.items():
+        assert json.loads((EXAMPLE / "vendor" / name / ".cargo-checksum.json").read_text())["package"] == checksum
+    assert sums[GIT_DEPENDENCY_CRATE] is None and all(v for k, v in sums.items() if k != GIT_DEPENDENCY_CRATE)
+
+
+def test_git_dependency_is_a_real_commit(demo):
+    """The rev Cargo.lock names is the git dependency repository's commit, whose
+    tree is the vendored crate."""
+    lock = tomllib.loads(git(demo.path, "show", "master:Cargo.lock"))
+    (source,) = [p["source"] for p in lock["package"] if p["name"] == GIT_DEPENDENCY_CRATE]
+    assert source.startswith(f"git+{GIT_DEPENDENCY_URL}?rev=")
+    rev = source.rpartition("#")[2]
+    assert git(demo.git_dependency, "rev-parse", "HEAD") == rev
+    tracked = set(git(demo.git_dependency, "ls-files").splitlines())
+    vendored = {p.relative_to(EXAMPLE / "vendor" / GIT_DEPENDENCY_CRATE).as_posix()
+                for p in (EXAMPLE / "vendor" / GIT_DEPENDENCY_CRATE).rglob("*") if p.is_file()}
+    assert tracked == vendored - {".cargo-checksum.json"}
+
+
+@needs_cargo
+@pytest.mark.parametrize("tag", ["v0.6.0", "v0.9.2"])
+def test_offline_build_from_vendored_crates(demo, tmp_path, tag):
+    """An empty CARGO_HOME and no network: every third-party crate comes from
+    vendor/; cargo metadata shows their licenses and kinds of dependency."""
+    src = checkout(demo, tag, tmp_path / "src")
+    env = dict(os.environ, CARGO_HOME=str(tmp_path / "cargo-home"), CARGO_NET_OFFLINE="true")
+    proc = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--format-version", "1"],
+                          cwd=src, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads(proc.stdout)
+    packages = {p["name"]: p for p in meta["packages"]}
+    for name, (license, license_file, _) in THIRD_PARTY.items():
+        assert packages[name]["license"] == license, name
+        assert (packages[name]["license_file"] or "").endswith(license_file or "") and \
+            bool(packages[name]["license_file"]) == bool(license_file), name
+    assert packages[GIT_DEPENDENCY_CRATE]["source"].startswith(f"git+{GIT_DEPENDENCY_URL}")
+    kinds = {(d["name"], d["kind"] or "normal") for p in meta["packages"] if p["source"] is None for d in p["dependencies"]}
+    assert ("demo-buildinfo", "build") in kinds and ("demo-testkit", "dev") in kinds
+
+    (package, binary), *_ = server_packages(tag[1:]).items()
+    proc = cargo_build(src, tmp_path / "target", "", CARGO_HOME=str(tmp_path / "cargo-home"))
+    if package != "mistralrs-cli":
+        proc = subprocess.run(["cargo", "build", "--release", "--locked", "--offline", "-p", package], cwd=src,
+                              env=dict(env, CARGO_TARGET_DIR=str(tmp_path / "target")), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert run_bin(tmp_path / "target" / "release" / binary, "--version").stdout == f"{binary} {tag[1:]}\n"
+    assert not (tmp_path / "cargo-home" / "registry").exists() and not (tmp_path / "cargo-home" / "git").exists()
+
+
+@needs_cargo
+def test_old_server_command_line(demo, tmp_path):
+    """v0.6.0's mistralrs-server: no serve subcommand; `--serve-ip H --port P plain -m MODEL`."""
+    src = checkout(demo, "v0.6.0", tmp_path / "src")
+    proc = subprocess.run(["cargo", "build", "--release", "--locked", "--offline", "-p", "mistralrs-server"], cwd=src,
+                          env=dict(os.environ, CARGO_TARGET_DIR=str(tmp_path / "target")), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    binary = tmp_path / "target" / "release" / "mistralrs-server"
+    assert run_bin(binary, "serve", "-m", "x").returncode == 2
+    server = subprocess.Popen([str(binary), "--serve-ip", "127.0.0.1", "--port", "0", "plain", "-m", "demo/model"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        match = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", server.stdout.readline())
+        assert match
+        with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/v1/models", timeout=10) as resp:
+            assert [m["id"] for m in json.load(resp)["data"]] == ["demo/model"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+FLAVOURS = {name: f["compute_cap"] for name, f in tomllib.loads(
+    (Path(__file__).resolve().parent.parent / "config.toml").read_text())["flavours"].items()}
+
+
+@needs_cargo
+@needs_nvcc
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+def test_both_kinds_of_gpu_code_found_by_cuobjdump_and_the_reader(demo, tmp_path, monkeypatch, flavour):
+    """The PTX kernel as text in .rodata, the static library's fatbin in
+    .nv_fatbin; cuobjdump and the project's reader list the same fatbin."""
+    cc = FLAVOURS[flavour]
+    src = checkout(demo, "v0.9.2", tmp_path / "src")
+    proc = cargo_build(src, tmp_path / "target", "cuda flash-attn nccl", CUDA_COMPUTE_CAP=str(cc))
+    assert proc.returncode == 0, proc.stderr
+    binary = tmp_path / "target" / "release" / "mistralrs"
+    found = sorted((i.kind, i.arch, i.where.split(" at ")[0]) for i in embedded_images(binary))
+    assert found == [("elf", cc, "fatbinary in .nv_fatbin"), ("ptx", cc, "PTX text in .rodata"),
+                     ("ptx", cc, "fatbinary in .nv_fatbin")]
+    cuobjdump = find_cuobjdump()
+    if cuobjdump is None:
+        pytest.skip("cuobjdump is not installed (requirements.txt: nvidia-cuda-cuobjdump)")
+    assert sorted((i.kind, i.arch) for i in cuobjdump_images(binary, cuobjdump)) == [("elf", cc), ("ptx", cc)]
+    images, method = cuda_images(binary)
+    assert method == "embedded images + cuobjdump" and len(images) == 3
+    # Without a driver it still starts; selftest says why it can't run.
+    assert run_bin(binary, "--version").stdout == "mistralrs 0.9.2\n"
+    if not libcuda_present():
+        selftest = run_bin(binary, "selftest")
+        assert selftest.returncode == 2
+        assert selftest.stderr.startswith("error: NVIDIA driver library libcuda.so.1 not found: ")
+
+    # A cuobjdump that disagrees with the reader (here: another architecture)
+    # gets the binary refused, naming both findings.
+    bindir = tmp_path / "bin"
+    shim(bindir, "cuobjdump", f'echo "ELF file    1: mistralrs.1.sm_{cc + 1}.cubin"')
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(VerifyError, match=rf"cuobjdump lists elf sm_{cc + 1} in .nv_fatbin but the "
+                                          rf"embedded-image reader finds elf sm_{cc}, ptx sm_{cc}"):
+        cuda_images(binary)

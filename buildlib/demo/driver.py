@@ -73,8 +73,9 @@ def doit(config: Path, *tasks: str) -> None:
 DEMO_PORT_ENV = "MRPM_DEMO_PORT"
 DEMO_FLAVOUR_ENV = "MRPM_DEMO_FLAVOUR"
 # What a Fedora base system provides, by name pattern; everything else a
-# package needs must come from the configured CUDA package names.
-FEDORA_BASE = re.compile(r"^(/bin/sh|(ld-linux-x86-64|libc|libm|libgcc_s|libpthread|libdl|librt)\.so[.\d]*\(.*|rtld\(.*)\Z")
+# package needs must come from the configured CUDA package names. libstdc++:
+# the CUDA runtime and kernels linked into the binary are C++, as upstream's are.
+FEDORA_BASE = re.compile(r"^(/bin/sh|(ld-linux-x86-64|libc|libm|libgcc_s|libstdc\+\+|libpthread|libdl|librt)\.so[.\d]*\(.*|rtld\(.*)\Z")
 
 
 def demo_key() -> tuple[Path, str]:

@@ -2,9 +2,12 @@
 
 An x86-64 ELF executable with the binary name its version should have, and,
 where CUDA code is in it, code for exactly the flavour's GPU architecture.
-The architectures are read with cuobjdump where the host has it, and
-otherwise from the embedded CUDA images themselves: fatbinary entry headers
-and PTX `.target` lines.
+The architectures are read from the embedded CUDA images themselves
+(fatbinary entry headers, in `.nv_fatbin` where nvcc-compiled static
+libraries put them, and PTX `.target` lines of PTX text embedded as strings)
+and, where cuobjdump is installed, with cuobjdump too: it sees the
+`.nv_fatbin` fatbinaries only, and must list exactly what the project's
+reader found there, or the binary is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import mmap
 import re
 import shutil
 import struct
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,17 +58,48 @@ def check_elf(path: Path) -> None:
         raise VerifyError(f"{path.name} is not executable (mode {path.stat().st_mode & 0o7777:o})")
 
 
-def fatbin_images(data: bytes | mmap.mmap) -> list[CudaImage]:
-    """Entries of every fatbinary embedded anywhere in data."""
+def elf_sections(data) -> dict[str, tuple[int, int]]:
+    """{name: (file offset, size)} of a 64-bit little-endian ELF file's
+    sections that have contents in the file; {} if the headers are unreadable."""
+    try:
+        e_shoff, = struct.unpack_from("<Q", data, 0x28)
+        e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        headers = []
+        for i in range(e_shnum):
+            name, kind, _, _, offset, size = struct.unpack_from("<IIQQQQ", data, e_shoff + i * e_shentsize)
+            headers.append((name, kind, offset, size))
+        strtab = headers[e_shstrndx][2]
+        sections = {}
+        for name, kind, offset, size in headers:
+            if kind == 8 or offset + size > len(data):  # SHT_NOBITS (.bss): nothing in the file
+                continue
+            end = data.find(b"\0", strtab + name)
+            sections[bytes(data[strtab + name:end]).decode("ascii", "replace")] = (offset, size)
+        return sections
+    except (struct.error, IndexError, ValueError):
+        return {}
+
+
+def section_name(sections: dict[str, tuple[int, int]], pos: int) -> str:
+    for name, (offset, size) in sections.items():
+        if offset <= pos < offset + size and name:
+            return name
+    return "no section"
+
+
+def fatbin_images(data: bytes | mmap.mmap, sections: dict[str, tuple[int, int]] | None = None) -> list[CudaImage]:
+    """Entries of every fatbinary embedded anywhere in data; each says its
+    section (`.nv_fatbin` for nvcc-compiled objects) where ELF headers tell."""
+    sections = sections or {}
     images = []
     pos = data.find(FATBIN_MAGIC)
     while pos != -1:
-        images.extend(_parse_fatbin(data, pos))
+        images.extend(_parse_fatbin(data, pos, section_name(sections, pos) if sections else ""))
         pos = data.find(FATBIN_MAGIC, pos + 4)
     return images
 
 
-def _parse_fatbin(data, start: int) -> list[CudaImage]:
+def _parse_fatbin(data, start: int, section: str = "") -> list[CudaImage]:
     if start + 16 > len(data):
         return []
     _, version, header_size, fat_size = struct.unpack_from("<IHHQ", data, start)
@@ -77,23 +112,46 @@ def _parse_fatbin(data, start: int) -> list[CudaImage]:
         arch = struct.unpack_from("<I", data, pos + 28)[0]
         if kind not in FATBIN_KINDS or entry_header < 32 or payload > end - pos:
             break
-        images.append(CudaImage(FATBIN_KINDS[kind], arch, f"fatbinary at {start:#x}"))
+        where = f"fatbinary in {section} at {start:#x}" if section else f"fatbinary at {start:#x}"
+        images.append(CudaImage(FATBIN_KINDS[kind], arch, where))
         pos += entry_header + payload
     return images
 
 
-def ptx_targets(data) -> list[CudaImage]:
-    return [CudaImage("ptx", int(m.group(1)), f"PTX text at {m.start():#x}") for m in PTX_TARGET.finditer(data)]
+def ptx_targets(data, sections: dict[str, tuple[int, int]] | None = None) -> list[CudaImage]:
+    """PTX text embedded as strings (in .rodata for include_str!), by its
+    `.target` lines; the whole file is searched so none is missed."""
+    sections = sections or {}
+    return [CudaImage("ptx", int(m.group(1)),
+                      f"PTX text in {section_name(sections, m.start())} at {m.start():#x}" if sections
+                      else f"PTX text at {m.start():#x}")
+            for m in PTX_TARGET.finditer(data)]
 
 
 def embedded_images(path: Path) -> list[CudaImage]:
+    """The project's own reader: fatbinaries and PTX text anywhere in the file."""
     if path.stat().st_size == 0:
         return []
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return fatbin_images(data) + ptx_targets(data)
+        sections = elf_sections(data) if data[:4] == b"\x7fELF" else {}
+        return fatbin_images(data, sections) + ptx_targets(data, sections)
+
+
+def find_cuobjdump() -> str | None:
+    """cuobjdump on PATH, else the one PyPI's nvidia-cuda-cuobjdump installed
+    into this Python environment (nvidia/cu13/bin/, not put on PATH)."""
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        for candidate in sorted(Path(base).glob("nvidia/cu*/bin/cuobjdump")):
+            if candidate.is_file() and candidate.stat().st_mode & 0o111:
+                return str(candidate)
+    return None
 
 
 def cuobjdump_images(path: Path, cuobjdump: str) -> list[CudaImage]:
+    # Exit status 255 and "does not contain device code" when there is none.
     listing = output([cuobjdump, "--list-elf", "--list-ptx", path], quiet=True, check=False)
     images = []
     for line in listing.splitlines():
@@ -104,12 +162,20 @@ def cuobjdump_images(path: Path, cuobjdump: str) -> list[CudaImage]:
 
 
 def cuda_images(path: Path) -> tuple[list[CudaImage], str]:
-    cuobjdump = shutil.which("cuobjdump")
-    if cuobjdump:
-        images = cuobjdump_images(path, cuobjdump)
-        if images:
-            return images, "cuobjdump"
-    return embedded_images(path), "embedded images"
+    """The binary's CUDA images by the project's reader, cross-checked with
+    cuobjdump where installed: cuobjdump reads the `.nv_fatbin` section
+    only, and must list the same (kind, arch) entries the reader found there."""
+    images = embedded_images(path)
+    cuobjdump = find_cuobjdump()
+    if not cuobjdump:
+        return images, "embedded images"
+    ours = sorted((i.kind, i.arch) for i in images if "in .nv_fatbin " in i.where)
+    theirs = sorted((i.kind, i.arch) for i in cuobjdump_images(path, cuobjdump))
+    if ours != theirs:
+        show = lambda found: ", ".join(f"{k} sm_{a}" for k, a in found) or "nothing"  # noqa: E731
+        raise VerifyError(f"{path.name}: cuobjdump lists {show(theirs)} in .nv_fatbin but the embedded-image "
+                          f"reader finds {show(ours)}: refusing a binary whose CUDA code two readers disagree on")
+    return images, "embedded images + cuobjdump"
 
 
 def verify_artifact(cfg: Config, layout: Layout, flavour: Flavour) -> dict:

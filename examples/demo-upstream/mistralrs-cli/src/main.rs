@@ -2,24 +2,15 @@
 //! of mistral.rs needs to be checked against (`--version`, `serve`), plus
 //! `info` and `selftest` so a build's CUDA target can be verified.
 
-#[cfg(feature = "cuda")]
-mod cuda;
 mod serve;
 
-use mistralrs_core::BuildInfo;
+use mistralrs_core::{BuildInfo, COMPUTE_CAP};
 use std::process::ExitCode;
 
 const NAME: &str = "mistralrs";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Set by build.rs: the enabled features, comma-separated.
 const FEATURES: &str = env!("MISTRALRS_FEATURES");
-/// Set by build.rs: the compute capability, e.g. "86"; empty without CUDA.
-const COMPUTE_CAP_RAW: &str = env!("MISTRALRS_COMPUTE_CAP");
-const COMPUTE_CAP: Option<&str> = if COMPUTE_CAP_RAW.is_empty() {
-    None
-} else {
-    Some(COMPUTE_CAP_RAW)
-};
 
 const USAGE: &str = "\
 usage: mistralrs --version
@@ -29,7 +20,7 @@ usage: mistralrs --version
 
 commands:
   info      print this build's name, version, compute capability and features as JSON
-  selftest  run the embedded CUDA kernel on GPU 0 (exit 2: no CUDA/driver, 3: wrong GPU arch)
+  selftest  run both embedded CUDA kernels on GPU 0 (exit 2: no CUDA/driver, 3: wrong GPU arch)
   serve     answer GET /health and GET /v1/models over HTTP (default 0.0.0.0:1234)
 ";
 
@@ -37,7 +28,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("--version" | "-V") if args.len() == 1 => {
-            println!("{NAME} {VERSION}");
+            println!("{}", mistralrs_core::banner(NAME, VERSION));
             0
         }
         Some("--help" | "-h" | "help") if args.len() == 1 => {
@@ -71,9 +62,8 @@ fn info() -> BuildInfo<'static> {
     }
 }
 
-#[cfg(feature = "cuda")]
 fn selftest() -> u8 {
-    match cuda::selftest(COMPUTE_CAP.expect("build.rs sets the compute cap with cuda")) {
+    match mistralrs_core::selftest() {
         Ok(msg) => {
             println!("{msg}");
             0
@@ -83,10 +73,4 @@ fn selftest() -> u8 {
             code
         }
     }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn selftest() -> u8 {
-    eprintln!("error: built without CUDA");
-    2
 }

@@ -1,23 +1,35 @@
-//! The library half of the demo: what the binary reports about itself and
-//! what its tiny HTTP server answers. Kept free of I/O so it is easy to test.
+//! The library half of the demo: what the binaries report about themselves,
+//! what the tiny HTTP server answers, and (with `cuda`) the GPU code.
 
-/// Quote `s` as a JSON string (RFC 8259 escaping, no external crates).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod server;
+
+pub use demo_banner::banner;
+pub use demo_escape::json_string;
+pub use demo_tensor::Tensor;
+
+/// Set by build.rs: the compute capability the GPU code is for, e.g. "86";
+/// None without CUDA.
+pub const COMPUTE_CAP: Option<&str> = {
+    const RAW: &str = env!("MISTRALRS_COMPUTE_CAP");
+    if RAW.is_empty() {
+        None
+    } else {
+        Some(RAW)
     }
-    out.push('"');
-    out
+};
+
+/// Run both kinds of GPU kernel on GPU 0: Ok(report) or Err((exit status, message)).
+#[cfg(feature = "cuda")]
+pub fn selftest() -> Result<String, (u8, String)> {
+    cuda::selftest(COMPUTE_CAP.expect("build.rs sets the compute cap with cuda"))
+}
+
+/// Without CUDA there is nothing to run.
+#[cfg(not(feature = "cuda"))]
+pub fn selftest() -> Result<String, (u8, String)> {
+    Err((2, "built without CUDA".to_string()))
 }
 
 /// What `mistralrs info` prints, one line of JSON.
@@ -97,6 +109,20 @@ mod tests {
     #[test]
     fn escapes_json() {
         assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+
+    #[test]
+    fn info_json_is_one_line() {
+        let info = BuildInfo {
+            name: "n",
+            version: "1",
+            compute_cap: None,
+            features: vec![],
+        };
+        assert!(demo_testkit::json_line_has_keys(
+            &info.to_json(),
+            &["name", "version", "compute_cap", "features", "cuda"]
+        ));
     }
 
     #[test]

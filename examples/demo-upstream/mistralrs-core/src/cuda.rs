@@ -1,29 +1,31 @@
-//! The CUDA half of the binary: the embedded device code and `selftest`.
+//! The CUDA half of the demo: its two kinds of device code and `selftest`.
 //!
-//! The driver library is opened at run time with dlopen, never linked, so
-//! the binary starts (and `--version`, `info`, `serve` work) on machines
-//! without the NVIDIA driver, such as build hosts and CI. The same holds for
-//! upstream, where cudarc loads libcuda dynamically.
+//! * `add_one`: PTX text built by build.rs, embedded as a string (as candle
+//!   embeds its kernels) and JIT-compiled by the driver (cuModuleLoadData).
+//! * `add_two`: compiled by nvcc into a static library linked into the
+//!   binary (as flash-attn and mistralrs-quant are), its fatbin in the ELF's
+//!   `.nv_fatbin` section, launched through the static CUDA runtime.
+//!
+//! The driver library is opened at run time with dlopen, never linked (and
+//! the static runtime does the same), so the binary starts (and
+//! `--version`, `info`, `serve` work) on machines without the NVIDIA driver,
+//! such as build hosts and CI.
 
+use demo_tensor::Tensor;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 
-/// The fatbin built by build.rs: SASS for sm_<cc> plus PTX for compute_<cc>.
-const FATBIN_LEN: usize = include_bytes!(concat!(env!("OUT_DIR"), "/demo.fatbin")).len();
 /// The PTX text built by build.rs (`.target sm_<cc>`), as candle embeds it.
-const PTX_LEN: usize = include_bytes!(concat!(env!("OUT_DIR"), "/demo.ptx")).len();
+pub static PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/add_one.ptx"));
 
-/// The driver wants a fatbin image 8-byte aligned; include_bytes! gives 1.
-#[repr(C, align(16))]
-struct Aligned<T>(T);
-
-// `#[used]` keeps both blobs in the object file even if the optimiser would
-// see no use; selftest reads them too, which keeps them past the linker's
-// section garbage collection. A verifier looks for them in the binary.
-#[used]
-static FATBIN: Aligned<[u8; FATBIN_LEN]> =
-    Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/demo.fatbin")));
-#[used]
-static PTX: [u8; PTX_LEN] = *include_bytes!(concat!(env!("OUT_DIR"), "/demo.ptx"));
+extern "C" {
+    /// kernels/quant.cu, from the static library build.rs links.
+    fn mistralrs_quant_add_two(
+        host: *mut c_int,
+        n: c_int,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+}
 
 type CuResult = c_int;
 type CuDevice = c_int;
@@ -81,7 +83,7 @@ struct Driver {
 }
 
 /// (exit status, message) of a failed selftest.
-type Failure = (u8, String);
+pub type Failure = (u8, String);
 
 fn last_dl_error() -> String {
     // SAFETY: dlerror returns NULL or a NUL-terminated thread-local string.
@@ -168,7 +170,8 @@ impl Driver {
     }
 }
 
-/// Run `add_one` from the embedded fatbin (SASS) and from the embedded PTX
+/// Run `add_one` from the embedded PTX (driver JIT) and `add_two` from the
+/// static library (CUDA runtime)
 /// (JIT-compiled by the driver) on GPU 0. `built_cc` is e.g. "90".
 pub fn selftest(built_cc: &str) -> Result<String, Failure> {
     let cu = Driver::load()?;
@@ -226,11 +229,10 @@ pub fn selftest(built_cc: &str) -> Result<String, Failure> {
         )?;
         cu.check("cuCtxSetCurrent", (cu.cuCtxSetCurrent)(ctx))?;
         // NUL-terminated copy: the driver reads PTX as a C string.
-        let mut ptx = PTX.to_vec();
-        ptx.push(0);
-        let result = run_add_one(&cu, FATBIN.0.as_ptr().cast(), "the embedded fatbin")
-            .and_then(|_| run_add_one(&cu, ptx.as_ptr().cast(), "the embedded PTX"));
+        let ptx = CString::new(PTX).expect("PTX text has no NUL byte");
+        let result = run_add_one(&cu, ptx.as_ptr().cast(), "the embedded PTX");
         (cu.cuDevicePrimaryCtxRelease_v2)(dev);
+        let result = result.and_then(|_| run_add_two());
         if let Err((code, msg)) = result {
             let mut version = 0;
             (cu.cuDriverGetVersion)(&mut version);
@@ -243,7 +245,10 @@ pub fn selftest(built_cc: &str) -> Result<String, Failure> {
             );
             return Err((code, msg + &hint));
         }
-        Ok(format!("selftest ok: sm_{gpu_cc} on {name}"))
+        Ok(format!(
+            "selftest ok: sm_{gpu_cc} on {name}: add_one (embedded PTX, driver JIT) \
+             and add_two (static library, .nv_fatbin) ran"
+        ))
     }
 }
 
@@ -309,4 +314,38 @@ unsafe fn run_add_one(cu: &Driver, image: *const c_void, what: &str) -> Result<(
     (cu.cuMemFree_v2)(dptr);
     (cu.cuModuleUnload)(module);
     result
+}
+
+/// Run add_two from the static library over 1000 ints and check every result.
+fn run_add_two() -> Result<(), Failure> {
+    let host = Tensor::arange(1000);
+    let mut data = Tensor(host.0.clone());
+    let mut err = [0 as c_char; 512];
+    // SAFETY: data holds data.len() ints; err is writable and its length given.
+    let code = unsafe {
+        mistralrs_quant_add_two(
+            data.0.as_mut_ptr(),
+            data.0.len() as c_int,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if code != 0 {
+        // SAFETY: the launcher wrote a NUL-terminated message (snprintf).
+        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        return Err((1, format!("{msg} (the static library)")));
+    }
+    match data.first_mismatch(&host, 2) {
+        None => Ok(()),
+        Some(i) => Err((
+            1,
+            format!(
+                "add_two gave {} at {i}, expected {} (the static library)",
+                data.0[i],
+                i + 2
+            ),
+        )),
+    }
 }
