@@ -55,18 +55,20 @@ def run(
     check: bool = True,
     quiet: bool = False,
     timeout: float | None = None,
+    inherit_env: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv; stream its output unless capture is set.
 
     stderr is always kept (and also shown when not capturing) so that a
-    failure can quote its tail.  env, when given, is added to os.environ.
+    failure can quote its tail.  env, when given, is added to os.environ,
+    or replaces it with inherit_env=False.
     """
     args = [os.fspath(a) for a in argv]
     if not quiet:
         log(f"+ {shlex.join(args)}")
     full_env = None
     if env is not None:
-        full_env = dict(os.environ)
+        full_env = dict(os.environ) if inherit_env else {}
         full_env.update(env)
     try:
         proc = subprocess.Popen(
