@@ -83,6 +83,9 @@ class Upstream:
     """The ref to build: $MRPM_REF, else upstream.ref; checked at load."""
     binary_names: tuple[tuple[tuple[int, int, int], str], ...]
     """(first version, binary name) pairs, sorted by version."""
+    timeout: float = 120.0
+    """Seconds a git clone or fetch may go without progress (no answer, or
+    under 1 kB/s over http(s); no answer over ssh) before it is stopped."""
 
     def binary_name(self, version: str) -> str:
         """The binary's name at upstream version X.Y.Z (rc suffix ignored)."""
@@ -605,7 +608,10 @@ def parse(data: dict, source: Path) -> Config:
         package=up.string("package", "mistralrs-cli", pattern=PACKAGE_NAME, form="a cargo package name"),
         ref=_ref(os.environ.get(REF_ENV), ref_in_file),
         binary_names=tuple(sorted(binary_names)),
+        timeout=up.number("timeout", 120),
     )
+    if upstream.timeout < 1:
+        raise ConfigError(f"upstream.timeout = {upstream.timeout:g}: expected 1 second or more")
     up.finish()
 
     b = top.table("build")
