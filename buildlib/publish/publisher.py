@@ -97,7 +97,7 @@ from pathlib import Path, PurePosixPath
 from . import signing
 from ..config import STABLE, UNSTABLE, Channel, Config, Publish, SshTarget, format_duration
 from ..layout import PUBLISH_LOCK_NAME, REPO_FILE_TEMPLATE, Layout
-from ..run import Stopwatch, UserError, atomic_write, log, output, require_tool, run
+from ..run import CommandFailed, Stopwatch, UserError, atomic_write, log, output, require_tool, run
 from ..templates import render
 
 BASEARCH = "x86_64"
@@ -320,6 +320,21 @@ def _bwlimit(what: str | None) -> int | None:
         raise PublishError(f"{BWLIMIT_ENV}={value!r}: expected KiB/s such as 500, or packages:500,metadata:1") from None
 
 
+def _host_key_error(target: "Target", ssh_stderr: str) -> "PublishError | None":
+    """ssh's many-line host key complaint as one line naming publish.host_key."""
+    if target.remote and ("Host key verification failed" in ssh_stderr or "HOST IDENTIFICATION HAS CHANGED" in ssh_stderr
+                          or "No ED25519 host key is known" in ssh_stderr or "host key for" in ssh_stderr):
+        return PublishError(f"{target.host} did not show the host key pinned in publish.host_key: check that line against"
+                            f" the host's key (ssh-keyscan {target.host}) before trusting a new one")
+    return None
+
+
+def _raise_host_key_error(target: "Target", ssh_stderr: str) -> None:
+    error = _host_key_error(target, ssh_stderr)
+    if error:
+        raise error
+
+
 class Target:
     """The repository host: rsync to a local directory or over SSH."""
 
@@ -348,14 +363,15 @@ class Target:
             line = f"{self.host} {publish.host_key}"
         else:
             line = publish.host_key
-            pm = re.fullmatch(r"\[(.+)\]:(\d+)", fields[0])
+            pm = re.fullmatch(r"\[(.+)\]:([0-9]+)", fields[0])
             if pm:
                 port = pm.group(2)
         known_hosts = self.scratch / "known_hosts"
         known_hosts.write_text(line + "\n")
         argv = [require_tool("ssh", "install openssh-client"), "-p", port,
                 "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=30"]
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30",
+                "-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=3"]
         identity = self._identity(publish)
         if identity:
             argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
@@ -390,7 +406,13 @@ class Target:
             argv += [f"--bwlimit={limit}"]
         if stats:
             argv += ["--stats"]
-        proc = run([*argv, *args], capture=capture, check=check)
+        try:
+            proc = run([*argv, *args], capture=capture, check=check)
+        except CommandFailed as e:
+            _raise_host_key_error(self, e.stderr_tail)
+            raise
+        if proc.returncode != 0 and proc.stderr:
+            _raise_host_key_error(self, proc.stderr.decode(errors="replace"))
         if stats and proc.stdout:
             field_name = rb"received" if stats == "fetch" else rb"sent"
             m = re.search(rb"Total bytes " + field_name + rb": ([\d,.]+)", proc.stdout)
@@ -479,6 +501,7 @@ class Target:
                 if not chunk:
                     proc.wait()
                     err = proc.stderr.read().decode(errors="replace").strip()
+                    _raise_host_key_error(self, err)
                     raise PublishError(f"cannot take the publish lock on {self.host} (ssh exit {proc.returncode}): {err[-300:]}")
                 buf += chunk
                 if buf.endswith(b"waiting\n"):
