@@ -54,7 +54,11 @@ that no shell, rsync or ssh reads anything into (no ':', no spaces, no '~')."""
 # independent.
 SPEC_FREE_TEXT = re.compile(r"^[^%\s]([^%]{0,198}[^%\s])?\Z")
 """One line of text, no '%' (rpm's macro character), no leading or trailing
-space; control characters and line breaks are refused for every string."""
+space; control characters and line breaks are refused for every string.
+For text that may land at the start of a %description line (GPU names)."""
+SUMMARY = re.compile(r"^\S(.{0,198}\S)?\Z")
+"""package.summary: one line; a '%' is written '%%' in the Summary tag (the
+only place it goes), so "100%" stays text."""
 URL = re.compile(r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/+,;=@!$&'()*:-]*)?\Z")
 """An http(s) URL without '%', spaces, quotes, '?' or '#': it goes into the
 specs, the .repo file and the site."""
@@ -674,7 +678,7 @@ def parse(data: dict, source: Path) -> Config:
         payload=p.string("payload", pattern=PAYLOAD, form='an rpm payload such as "w19.zstdio" or "w10L27T0.zstdio" (zstd window L at most 27)'),
         license=p.string("license", "MIT", pattern=SPDX_EXPRESSION, form="an SPDX license expression such as \"MIT\" or \"MIT OR Apache-2.0\""),
         url=p.string("url", pattern=URL, form="an http(s) URL without '%', spaces, quotes, '?' or '#'"),
-        summary=p.string("summary", pattern=SPEC_FREE_TEXT, form="one line of at most 200 characters, without '%'"),
+        summary=p.string("summary", pattern=SUMMARY, form="one line of at most 200 characters"),
         packager=p.string("packager", pattern=PACKAGER, form='"Name <email>", without \'%\''),
         requires=p.strings("requires", [], pattern=DEP_NAME, form="a package name or soname"),
         feature_requires=tuple(fr),

@@ -166,9 +166,8 @@ HOSTILE = {
     "channel newline": (_channel("extra\n%post\ntouch /tmp/x"), "channels."),
     "channel dotdot": (_channel("../../../../x"), "channels."),
     # the flavour spec's values
-    "summary macro": (_set("package", "summary", f"Fast {TOUCH}"), "package.summary"),
     "summary newline": (_set("package", "summary", "Fast\nRequires: evil"), "package.summary"),
-    "summary lua": (_set("package", "summary", "Fast %{lua: os.execute('touch /tmp/x')}"), "package.summary"),
+    "summary too long": (_set("package", "summary", "x" * 201), "package.summary"),
     "license macro": (_set("package", "license", f"MIT {TOUCH}"), "package.license"),
     "license newline": (_set("package", "license", "MIT\n%post"), "package.license"),
     "url macro": (_set("package", "url", f"https://example.org/{TOUCH}"), "package.url"),
