@@ -60,3 +60,15 @@ def test_upstream_timeout_is_checked(tmp_path, value):
     data["upstream"]["timeout"] = value
     with pytest.raises(configmod.ConfigError, match="upstream.timeout"):
         configmod.load(write_config(tmp_path, data))
+
+
+@pytest.mark.parametrize("capture", [True, False])
+def test_a_command_past_its_timeout_is_stopped_with_a_one_line_error(capture):
+    from buildlib.run import CommandTimedOut, UserError, run
+
+    code = "import sys, time; print('started', file=sys.stderr, flush=True); time.sleep(60)"
+    with pytest.raises(CommandTimedOut) as e:
+        run([sys.executable, "-c", code], timeout=1, capture=capture)
+    assert isinstance(e.value, UserError) and isinstance(e.value, subprocess.TimeoutExpired)
+    message = str(e.value)
+    assert "within 1 s" in message and "started" in message and "\n" not in message, message
