@@ -448,6 +448,8 @@ class _Table:
     def number(self, name: str, default: float) -> float:
         """Seconds and the like: an int or a float, finite (TOML has nan and inf)."""
         value = self.get(name, (int, float), default, form="a number of seconds")
+        if isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)} = {_show(value)}: expected a number of seconds")
         if not math.isfinite(value):
             raise ConfigError(f"{self.key(name)} = {_show(value)}: expected a finite number of seconds")
         return float(value)

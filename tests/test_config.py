@@ -194,6 +194,7 @@ HOSTILE = {
     "timeout nan": (lambda d: d.setdefault("poll", {}).update(timeout=float("nan")), "poll.timeout = nan"),
     "timeout inf": (lambda d: d.setdefault("poll", {}).update(timeout=float("inf")), "poll.timeout = inf"),
     "backoff inf": (lambda d: d.setdefault("poll", {}).update(backoff=float("inf")), "poll.backoff = inf"),
+    "timeout bool": (lambda d: d.setdefault("poll", {}).update(timeout=True), "poll.timeout = true"),
     "retrigger nan": (lambda d: d.setdefault("poll", {}).update(retrigger_after=float("nan")), "poll.retrigger_after = nan"),
 }
 
