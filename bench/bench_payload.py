@@ -270,20 +270,12 @@ def project_packaging() -> str | None:
 
 def bench_config(text: str, payload: str, top: Path) -> str:
     """The project's config.toml with [package] payload set and [paths] in `top`."""
-    out, section = [], ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("[") and stripped.endswith("]"):
-            section = stripped.strip("[]").strip()
-            if section == "paths":
-                continue
-        if section == "paths":
-            continue
-        if section == "package" and stripped.split("=")[0].strip() == "payload":
-            line = f"payload = {json.dumps(payload)}"
-        out.append(line)
-    out += ["", "[paths]"] + [f"{k} = {json.dumps(str(top / k))}" for k in ("cache", "build", "artifacts", "dist")]
-    return "\n".join(out) + "\n"
+    import tomli_w
+
+    data = tomllib.loads(text)
+    data["package"]["payload"] = payload
+    data["paths"] = {k: str(top / k) for k in ("cache", "build", "artifacts", "dist")}
+    return tomli_w.dumps(data)
 
 
 NOTED_REJECTED: set[str] = set()
@@ -343,8 +335,8 @@ def package_project(payload: str, binary: Path, work: Path) -> Path:
                 "archs": [], "images": 0}
     layout.build_record(name).write_text(json.dumps(record, indent=2) + "\n")
     layout.verify_record(name).write_text(json.dumps(verified, indent=2) + "\n")
-    spec.render_spec(cfg, layout, name)
-    return rpmbuild.build_rpm(cfg, layout, name)
+    spec.render_spec(cfg, layout, flavour)
+    return rpmbuild.build_rpm(cfg, layout, flavour)
 
 
 # --------------------------------------------------------------------------

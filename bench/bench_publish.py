@@ -34,31 +34,24 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "tests"))
 
+import pipeline  # noqa: E402
 from fixtures import fakerpm  # noqa: E402
+from pipeline import project_config  # noqa: E402
 
 from buildlib import config  # noqa: E402
-from buildlib.publish import publisher as repo, signing
+from buildlib.publish import channels, publisher, signing
 from buildlib.layout import Layout  # noqa: E402
 
 
 def write_config(work: Path, target: Path, key: Path, retention: int) -> config.Config:
-    text = (PROJECT / "config.toml").read_text()
-    text = text[: text.index("[publish]")] + f"""
-[publish]
-target = "{target}"
-base_url = "http://127.0.0.1:9/"
-retention = {retention}
-key_file = "{key}"
-metadata_expire = "1h"
-
-[paths]
-cache = "cache"
-build = "build"
-artifacts = "artifacts"
-dist = "dist"
-"""
-    (work / "config.toml").write_text(text)
-    return config.load(work / "config.toml")
+    """The project's config.toml (its tables up to [publish]), publishing to target."""
+    data = project_config()
+    for table in ("poll", "host"):
+        del data[table]
+    data["publish"] = {"target": str(target), "base_url": "http://127.0.0.1:9/", "retention": retention,
+                       "key_file": str(key), "metadata_expire": "1h"}
+    data["paths"] = {"cache": "cache", "build": "build", "artifacts": "artifacts", "dist": "dist"}
+    return config.load(pipeline.write_config(work, data))
 
 
 def createrepo_seconds(argv: list[str]) -> float:
@@ -87,10 +80,10 @@ def main() -> None:
         filler = fakerpm.build_many(layout.dist, args.count, version="0.9.1", size_kib=args.filler_kib)
         print(f"made {len(filler)} packages in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         t0 = time.perf_counter()
-        repo.publish_dist(cfg, layout)
+        publisher.publish_dist(cfg, layout)
         initial = time.perf_counter() - t0
         signed_all = tmp / "signed-all"
-        shutil.copytree(target / repo.channel_dir(cfg, cfg.channel("stable")), signed_all)
+        shutil.copytree(target / channels.channel_dir(cfg, cfg.channel("stable")), signed_all)
 
         incremental, incremental_cr, scratch_cr = [], [], []
         version = 0
@@ -102,7 +95,7 @@ def main() -> None:
             for flavour in ("ampere", "ada", "hopper", "blackwell"):
                 fakerpm.build(layout.dist, flavour, version=f"1.0.{version}")
             t0 = time.perf_counter()
-            report = repo.publish_dist(cfg, layout)
+            report = publisher.publish_dist(cfg, layout)
             incremental.append(time.perf_counter() - t0)
             assert len(report["channels"]["stable"]["added"]) == 4
 
@@ -128,7 +121,7 @@ def main() -> None:
             scratch_cr.append(createrepo_seconds(
                 ["createrepo_c", "--quiet", "--no-database", "--workers", "4", str(full)]))
 
-        again = repo.publish_dist(cfg, layout)
+        again = publisher.publish_dist(cfg, layout)
         scratch_bytes = sum(p.stat().st_size for p in full.glob("*.rpm"))
 
     med = statistics.median

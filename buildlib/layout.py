@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # config imports this module for DEFAULT_CONFIG
-    from .config import Config
+from typing import Any
 
 PROJECT = Path(__file__).resolve().parent.parent
 RPM_DIR = PROJECT / "rpm"
@@ -21,7 +18,9 @@ class Layout:
     dist: Path
 
     @classmethod
-    def of(cls, cfg: Config) -> "Layout":
+    def of(cls, cfg: Any) -> "Layout":
+        """cfg: a :class:`buildlib.config.Config` (config imports this module
+        for DEFAULT_CONFIG, so this one does not import config)."""
         return cls(cache=cfg.paths.cache, build=cfg.paths.build, artifacts=cfg.paths.artifacts, dist=cfg.paths.dist)
 
     # doit's own state; sqlite3 keeps both runs' records when two overlap
@@ -121,6 +120,7 @@ WORKFLOW_DIR = PROJECT / ".gitea" / "workflows"
 DODO = PROJECT / "dodo.py"
 DEFAULT_CONFIG = PROJECT / "config.toml"
 DEMO_DIR = PROJECT / ".demo"
+DEMO_UPSTREAM_SOURCES = PROJECT / "examples" / "demo-upstream"
 
 # On the repository host (a local directory or the SSH target's root)
 PUBLISH_LOCK_NAME = ".publish.lock"

@@ -78,3 +78,36 @@ def ran(results: dict[str, str]) -> set[str]:
     """Tasks (with actions) that ran in a doit run."""
     return {name for name, result in results.items() if result != "up-to-date" and ":" in name or
             name in {"fetch", "publish", "doctor"} and result != "up-to-date"}
+
+
+# --- tools the tests share ---------------------------------------------------
+
+
+def git(repo: Path, *args: str, date: str | None = None) -> str:
+    """git in a test's repository, isolated from the user's configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_AUTHOR_NAME="Test",
+               GIT_AUTHOR_EMAIL="test@example.invalid", GIT_COMMITTER_NAME="Test",
+               GIT_COMMITTER_EMAIL="test@example.invalid")
+    if date:
+        env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+def vercmp(a: str, b: str) -> int:
+    """rpm's own comparison of two versions (or EVRs), via rpm's Lua, as
+    rpmdev-vercmp asks it."""
+    for v in (a, b):
+        assert re.fullmatch(r"[A-Za-z0-9._+~^:-]+", v), v
+    out = subprocess.run(["rpm", "--eval", f'%{{lua: print(rpm.vercmp("{a}", "{b}"))}}'],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    return int(out)
+
+
+def label_compare(a: tuple[str, str, str], b: tuple[str, str, str]) -> int:
+    """The same question to rpm's Python bindings (the venv's rpm shim loads
+    the system's), as dnf itself asks it."""
+    import rpm
+
+    return rpm.labelCompare(a, b)

@@ -20,13 +20,13 @@ from buildlib import layout as paths
 BOOTSTRAP = paths.PROJECT / "scripts" / "bootstrap"
 
 FEDORA_PACKAGES = [
-    "git", "gcc", "rpm", "rpm-build", "rpm-sign", "rpmdevtools", "rpmlint", "createrepo_c", "dnf5", "python3-rpm",
+    "git", "gcc", "rpm", "rpm-build", "rpm-sign", "rpmdevtools", "rpmlint", "createrepo_c", "python3-createrepo_c", "dnf5", "python3-rpm",
     "gnupg2", "binutils", "file", "nginx", "openssh-server", "openssh-clients", "rsync",
     "devscripts-checkbashisms", "systemd", "chromium", "certbot", "python3-certbot-dns-cloudflare", "openssl",
     "policycoreutils-python-utils",
 ]
 DEBIAN_PACKAGES = [
-    "git", "gcc", "rpm", "rpm2cpio", "createrepo-c", "dnf", "python3-rpm", "gnupg", "binutils", "file",
+    "git", "gcc", "rpm", "rpm2cpio", "createrepo-c", "python3-createrepo-c", "dnf", "python3-rpm", "gnupg", "binutils", "file",
     "nginx-light", "openssh-server", "openssh-client", "rsync", "devscripts", "systemd",
     "chromium", "certbot", "python3-certbot-dns-cloudflare", "openssl",
 ]

@@ -14,7 +14,7 @@ import pytest
 from buildlib import config as configmod
 from buildlib.layout import Layout
 from buildlib.pipeline.upstream import Source, fetch
-from pipeline import demo_config, ran, run_doit, write_config
+from pipeline import demo_config, git, ran, run_doit, write_config
 
 
 # This file checks the first stages; tests/test_e2e.py runs the whole default.
@@ -27,10 +27,6 @@ def load(path, ref=None, monkeypatch=None):
     else:
         os.environ.pop("MRPM_REF", None)
     return configmod.load(path)
-
-
-def git(repo, *args):
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.mark.parametrize("ref, rpm_version", [("v0.9.2", "0.9.2"), ("v0.9.2-rc1", "0.9.2~rc1"), ("v0.9.0", "0.9.0")])
@@ -185,10 +181,10 @@ def test_verify_refuses_non_elf_and_swapped_binaries(tmp_path, demo_upstream, sh
 
     cfg = configmod.load(config)
     with pytest.raises(VerifyError, match="not an ELF file"):
-        verify_artifact(cfg, layout, "ampere")
+        verify_artifact(cfg, layout, cfg.flavour("ampere"))
     layout.artifact("ampere").write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     with pytest.raises(VerifyError, match="does not match its build record"):
-        verify_artifact(cfg, layout, "ampere")
+        verify_artifact(cfg, layout, cfg.flavour("ampere"))
 
 
 def test_prebuilt_binary_is_adopted_without_cargo(tmp_path, demo_upstream, shared_cache):

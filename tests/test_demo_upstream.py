@@ -22,6 +22,7 @@ import pytest
 
 from buildlib.demo.upstream import COMMITS_AFTER_LAST_TAG, RELEASES, create_demo_repo
 from buildlib.run import UserError
+from pipeline import git
 
 TAGS = [tag for tag, _ in RELEASES]
 FATBIN_MAGIC = 0xBA55ED50
@@ -31,12 +32,6 @@ needs_cargo = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo no
 needs_nvcc = pytest.mark.skipif(
     shutil.which(os.environ.get("NVCC", "nvcc")) is None, reason="nvcc not on PATH"
 )
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,10 @@ from buildlib.layout import Layout
 from buildlib.refs import rpm_version_of_tag, snapshot_version
 from buildlib.pipeline.rpmbuild import build_rpm, compat_blocks, host_macro_args
 from buildlib.run import UserError
-from buildlib.pipeline.spec import read_build_record, render_spec
+from buildlib.pipeline.records import BuildRecord
+from buildlib.pipeline.spec import render_spec
 
-from pipeline import project_config, write_config
+from pipeline import project_config, vercmp, write_config
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RC_COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
@@ -138,8 +139,8 @@ def pkg_built(tmp_path_factory, pkg_libs):
               older=(("v0.9.2", "2026-11-20", COMMIT), *OLDER))
     rpms = {}
     for flavour in ("ampere", "ada", "hopper"):
-        render_spec(cfg, layout, flavour)
-        rpms[flavour] = build_rpm(cfg, layout, flavour)
+        render_spec(cfg, layout, cfg.flavour(flavour))
+        rpms[flavour] = build_rpm(cfg, layout, cfg.flavour(flavour))
     return cfg, layout, rpms
 
 
@@ -179,13 +180,6 @@ def install_into(root: Path, *rpms: Path) -> None:
 # --- version mapping and ordering -----------------------------------------------
 
 
-def rpm_vercmp(a: str, b: str) -> int:
-    """rpm's own comparison (rpm.vercmp in rpm's Lua), as rpmdev-vercmp does."""
-    out = subprocess.run(["rpm", "--eval", f'%{{lua: print(rpm.vercmp("{a}", "{b}"))}}'],
-                         check=True, capture_output=True, text=True).stdout
-    return int(out.strip())
-
-
 def test_version_mapping_and_order():
     from datetime import date
 
@@ -194,23 +188,23 @@ def test_version_mapping_and_order():
              rpm_version_of_tag("v0.9.3-rc1"), rpm_version_of_tag("v0.9.3")]
     assert chain == ["0.9.2~rc1", "0.9.2", "0.9.2^20261124.3.gabc1234", "0.9.3~rc1", "0.9.3"]
     for lower, higher in zip(chain, chain[1:]):
-        assert rpm_vercmp(lower, higher) == -1, (lower, higher)
-        assert rpm_vercmp(higher, lower) == 1, (lower, higher)
+        assert vercmp(lower, higher) == -1, (lower, higher)
+        assert vercmp(higher, lower) == 1, (lower, higher)
     # Two snapshots of one day: the commit count orders them, whatever the sha.
     day = date(2026, 11, 24)
     earlier = snapshot_version("v0.9.2", day, 9, "f" * 40)
     later = snapshot_version("v0.9.2", day, 10, "0" * 40)
-    assert rpm_vercmp(earlier, later) == -1
+    assert vercmp(earlier, later) == -1
     # A snapshot after an rc sorts before that release.
     after_rc = snapshot_version("v0.9.3-rc1", day, 2, "1" * 40)
-    assert rpm_vercmp("0.9.3~rc1", after_rc) == -1 and rpm_vercmp(after_rc, "0.9.3") == -1
+    assert vercmp("0.9.3~rc1", after_rc) == -1 and vercmp(after_rc, "0.9.3") == -1
 
 
 def test_the_built_rpm_versions_sort_as_rpm_says(pkg_built):
     _, _, rpms = pkg_built
     versions = [rpmq(rpms[f], "--qf", "%{VERSION}") for f in ("ampere", "hopper", "ada")]
     assert versions == ["0.9.2", "0.9.2^20261124.3.gabc1234", "0.9.3~rc1"]
-    assert rpm_vercmp(versions[0], versions[1]) == -1 and rpm_vercmp(versions[1], versions[2]) == -1
+    assert vercmp(versions[0], versions[1]) == -1 and vercmp(versions[1], versions[2]) == -1
     assert rpms["hopper"].name == "mistralrs-hopper-0.9.2^20261124.3.gabc1234-1.fc43.x86_64.rpm"
     log = rpmq(rpms["hopper"], "--changelog").splitlines()
     assert log[0].endswith(" - 0.9.2^20261124.3.gabc1234-1")
@@ -357,7 +351,7 @@ def test_payload_is_the_verified_binary_and_the_unit_is_substituted(pkg_built):
     _, layout, rpms = pkg_built
     members = cpio_members(rpms["ampere"])
     binary = members["/usr/bin/mistralrs"]
-    assert hashlib.sha256(binary).hexdigest() == read_build_record(layout, "ampere").sha256  # not stripped
+    assert hashlib.sha256(binary).hexdigest() == BuildRecord.load(layout, "ampere").sha256  # not stripped
     unit = members["/usr/lib/systemd/system/mistralrs@.service"].decode()
     assert "@BINARY@" not in unit and "@FLAVOUR@" not in unit and not re.search(r"@[A-Z_]+@", unit)
     assert "Description=mistral.rs LLM inference server %i (ampere build)" in unit
@@ -390,7 +384,7 @@ def test_rpm_record(pkg_built):
     assert record["sha256"] == sha256(rpms["ampere"]) and record["size"] == rpms["ampere"].stat().st_size
     assert record["payload"] == cfg.package.payload == "w3T0.zstdio"
     assert (record["payload_compressor"], record["payload_flags"]) == ("zstd", "3T0")
-    assert record["artifact_sha256"] == read_build_record(layout, "ampere").sha256
+    assert record["artifact_sha256"] == BuildRecord.load(layout, "ampere").sha256
     assert not layout.rpm_topdir("ampere").exists()  # a gigabyte of buildroot is not kept
 
 
@@ -403,7 +397,7 @@ def test_installs_into_a_scratch_root_and_systemd_accepts_the_units(pkg_built, t
     install_into(root, rpms["ampere"])
     binary = root / "usr/bin/mistralrs"
     assert binary.is_file() and os.access(binary, os.X_OK)
-    assert sha256(binary) == read_build_record(layout, "ampere").sha256
+    assert sha256(binary) == BuildRecord.load(layout, "ampere").sha256
     units = root / "usr/lib/systemd/system"
     assert (units / "mistralrs@.service").is_file() and (units / "mistralrs-nvidia-devices.service").is_file()
     assert (root / "etc/mistralrs/mistralrs@.conf.example").is_file()
@@ -490,7 +484,7 @@ def test_flavours_conflict_and_swap_in_one_transaction(pkg_built, tmp_path):
     installed = subprocess.run([*as_root(), "rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-qa"],
                                check=True, capture_output=True, text=True).stdout.split()
     assert installed == ["mistralrs-ada-0.9.3~rc1-1.fc43.x86_64"]
-    assert sha256(root / "usr/bin/mistralrs") == read_build_record(layout, "ada").sha256
+    assert sha256(root / "usr/bin/mistralrs") == BuildRecord.load(layout, "ada").sha256
     assert "(ada build)" in (root / "usr/lib/systemd/system/mistralrs@.service").read_text()
 
 
@@ -546,18 +540,18 @@ def release_of(layout: Layout, flavour: str) -> str:
 def test_release_kept_for_an_unchanged_spec_and_raised_for_a_changed_one(tmp_path, pkg_libs, monkeypatch):
     cfg, layout = make_project(tmp_path)
     fabricate(layout, pkg_libs, "ampere", 86)
-    render_spec(cfg, layout, "ampere")
+    render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "1%{?dist}"
-    render_spec(cfg, layout, "ampere")
+    render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "1%{?dist}"
 
     # A changed template: the same version packaged again gets release 2.
     template = tmp_path / "mistralrs.spec.j2"
     template.write_text(paths.SPEC_TEMPLATE.read_text().replace("%description", "# changed\n%description"))
     monkeypatch.setattr(paths, "SPEC_TEMPLATE", template)
-    render_spec(cfg, layout, "ampere")
+    render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "2%{?dist}"
-    build_rpm(cfg, layout, "ampere")
+    build_rpm(cfg, layout, cfg.flavour("ampere"))
     assert (layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm").is_file()
     assert rpmq(layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm", "--changelog").splitlines()[0].endswith(" - 0.9.2-2")
 
@@ -565,18 +559,18 @@ def test_release_kept_for_an_unchanged_spec_and_raised_for_a_changed_one(tmp_pat
     unit = tmp_path / "mistralrs@.service"
     unit.write_text(paths.UNIT_TEMPLATE.read_text().replace("RestartSec=10s", "RestartSec=20s"))
     monkeypatch.setattr(paths, "UNIT_TEMPLATE", unit)
-    render_spec(cfg, layout, "ampere")
+    render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "3%{?dist}"
 
     # Back to the first spec: its release is remembered, not a new one.
     monkeypatch.undo()
-    render_spec(cfg, layout, "ampere")
+    render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "1%{?dist}"
 
     # A new version starts again at 1; the ledger keeps both.
     fabricate(layout, pkg_libs, "ampere", 86, tag="v0.9.3", day="2026-12-01",
               older=(("v0.9.2", "2026-11-20", COMMIT), *OLDER))
-    render_spec(cfg, layout, "ampere")
+    render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "1%{?dist}"
     ledger = json.loads(layout.release_ledger.read_text())
     assert sorted(ledger["ampere"]["0.9.2"].values()) == [1, 2, 3]
@@ -585,10 +579,10 @@ def test_release_kept_for_an_unchanged_spec_and_raised_for_a_changed_one(tmp_pat
     assert "- 0.9.2-3\n" in layout.spec("ampere").read_text()
 
     # CI may impose a release.
-    render_spec(cfg, layout, "ampere", release=7)
+    render_spec(cfg, layout, cfg.flavour("ampere"), release=7)
     assert release_of(layout, "ampere") == "7%{?dist}"
     with pytest.raises(UserError, match="release"):
-        render_spec(cfg, layout, "ampere", release=0)
+        render_spec(cfg, layout, cfg.flavour("ampere"), release=0)
 
 
 # --- refusals ---------------------------------------------------------------------
@@ -598,16 +592,19 @@ def test_release_kept_for_an_unchanged_spec_and_raised_for_a_changed_one(tmp_pat
 def pkg_project(tmp_path, pkg_libs):
     cfg, layout = make_project(tmp_path)
     fabricate(layout, pkg_libs, "ampere", 86)
-    render_spec(cfg, layout, "ampere")
+    render_spec(cfg, layout, cfg.flavour("ampere"))
     return cfg, layout
 
 
 def test_a_swapped_binary_is_refused(pkg_project, pkg_libs):
     cfg, layout = pkg_project
     compile_binary(pkg_libs, layout.artifact("ampere"), "something else")
+    layout.dist.mkdir(parents=True, exist_ok=True)
+    assert not list(layout.dist.iterdir())
     with pytest.raises(UserError, match="changed after it was verified"):
-        build_rpm(cfg, layout, "ampere")
-    assert not list(layout.dist.glob("*.rpm")) if layout.dist.exists() else True
+        build_rpm(cfg, layout, cfg.flavour("ampere"))
+    assert not list(layout.dist.iterdir())  # nothing packaged, not even in part
+    assert not layout.rpm_record("ampere").exists()
 
 
 def test_an_unverified_artifact_is_refused(pkg_project):
@@ -615,20 +612,20 @@ def test_an_unverified_artifact_is_refused(pkg_project):
     record = json.loads(layout.verify_record("ampere").read_text())
     layout.verify_record("ampere").write_text(json.dumps({**record, "ok": False}))
     with pytest.raises(UserError, match="did not pass verification"):
-        build_rpm(cfg, layout, "ampere")
+        build_rpm(cfg, layout, cfg.flavour("ampere"))
     layout.verify_record("ampere").write_text(json.dumps({**record, "sha256": "0" * 64}))
     with pytest.raises(UserError, match="verify the artifact of ampere again"):
-        build_rpm(cfg, layout, "ampere")
+        build_rpm(cfg, layout, cfg.flavour("ampere"))
     layout.verify_record("ampere").unlink()
     with pytest.raises(UserError, match="run the verify task"):
-        build_rpm(cfg, layout, "ampere")
+        build_rpm(cfg, layout, cfg.flavour("ampere"))
 
 
 def test_a_stale_spec_is_refused(pkg_project, pkg_libs):
     cfg, layout = pkg_project
     fabricate(layout, pkg_libs, "ampere", 86, banner="mistralrs 0.9.2 rebuilt")  # re-verified, spec not re-rendered
     with pytest.raises(UserError, match="render the spec of ampere again"):
-        build_rpm(cfg, layout, "ampere")
+        build_rpm(cfg, layout, cfg.flavour("ampere"))
 
 
 def test_rpmbuild_itself_checks_the_sources(pkg_project):
@@ -640,7 +637,7 @@ def test_rpmbuild_itself_checks_the_sources(pkg_project):
     digest = hashlib.sha256(paths.SYSUSERS.read_bytes()).hexdigest()
     spec.write_text(text.replace(f"{digest}  %{{SOURCE3}}", f"{'0' * 64}  %{{SOURCE3}}"))
     with pytest.raises(UserError, match="rpmbuild"):
-        build_rpm(cfg, layout, "ampere")
+        build_rpm(cfg, layout, cfg.flavour("ampere"))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -659,15 +656,15 @@ def test_build_record_is_checked(pkg_project, change, message):
     record = json.loads(layout.build_record("ampere").read_text())
     layout.build_record("ampere").write_text(json.dumps({**record, **change}))
     with pytest.raises(UserError, match=re.escape(message)):
-        render_spec(cfg, layout, "ampere")
+        render_spec(cfg, layout, cfg.flavour("ampere"))
 
 
 def test_free_text_is_escaped_for_rpm(tmp_path, pkg_libs):
     cfg, layout = make_project(tmp_path, summary="LLM server at 100%{?dist} speed")
     fabricate(layout, pkg_libs, "ampere", 86)
-    render_spec(cfg, layout, "ampere")
+    render_spec(cfg, layout, cfg.flavour("ampere"))
     assert "Summary:        LLM server at 100%%{?dist} speed" in layout.spec("ampere").read_text()
-    rpm = build_rpm(cfg, layout, "ampere")
+    rpm = build_rpm(cfg, layout, cfg.flavour("ampere"))
     assert rpmq(rpm, "--qf", "%{SUMMARY}") == "LLM server at 100%{?dist} speed"
 
 

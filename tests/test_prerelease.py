@@ -22,12 +22,12 @@ import pytest
 import requests
 
 import services
-from buildlib.publish import publisher as repo, signing
+from buildlib.publish import repodata, rpms, signing
 from buildlib import config as configmod
 from buildlib.demo.driver import FEDORA_BASE
 from buildlib.layout import Layout
 from buildlib.demo.localrepo import build_standin_repo
-from pipeline import demo_config, ran, run_doit, write_config
+from pipeline import demo_config, git, label_compare, ran, run_doit, vercmp, write_config
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("git", "cargo", "nvcc", "rpmbuild", "rpmsign", "createrepo_c", "rsync",
@@ -42,42 +42,13 @@ NEXT = ("0.9.3~rc1", "0.9.3")
 PACKAGE_TASKS = ("fetch", "build", "verify", "spec", "rpm")
 
 
-def git(repo_dir: Path, *args: str, date: str | None = None) -> str:
-    """git in a test's own clone, isolated from the user's configuration."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_AUTHOR_NAME="Test",
-               GIT_AUTHOR_EMAIL="test@example.invalid", GIT_COMMITTER_NAME="Test",
-               GIT_COMMITTER_EMAIL="test@example.invalid")
-    if date:
-        env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
-    return subprocess.run(["git", "-C", str(repo_dir), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
-
-
-def vercmp(a: str, b: str) -> int:
-    """rpm's own comparison of two versions (or EVRs), via rpm's Lua."""
-    for v in (a, b):
-        assert re.fullmatch(r"[A-Za-z0-9._+~^:-]+", v), v
-    out = subprocess.run(["rpm", "--eval", f'%{{lua: print(rpm.vercmp("{a}", "{b}"))}}'],
-                         check=True, capture_output=True, text=True).stdout.strip()
-    return int(out)
-
-
-def label_compare(a: tuple[str, str, str], b: tuple[str, str, str]) -> int:
-    """The same question to rpm's Python bindings (the venv's rpm shim loads
-    the system's), as dnf itself asks it."""
-    import rpm
-
-    return rpm.labelCompare(a, b)
-
-
 def channel_dir(target: Path, subdir: str = "") -> Path:
     return target / "fedora" / "43" / "x86_64" / subdir
 
 
 def published(target: Path, subdir: str = "") -> dict[str, str]:
     """href -> EVR of what a channel's signed metadata lists."""
-    md = repo.read_metadata(channel_dir(target, subdir) / "repodata")
+    md = repodata.read_metadata(channel_dir(target, subdir) / "repodata")
     return {href: p.evr for href, p in md.packages.items()}
 
 
@@ -196,7 +167,7 @@ def test_snapshots_publish_to_unstable_in_commit_order_and_a_release_to_stable(t
         # commit order is version order
         assert vercmp(v1, v2) == -1 and vercmp(v2, v1) == 1
         assert vercmp(LAST_RELEASE, v2) == -1 and vercmp(v2, NEXT[0]) == -1
-        assert repo.newest_first([f"0:{v1}-1.fc43", f"0:{v2}-1.fc43"])[0] == f"0:{v2}-1.fc43"
+        assert rpms.newest_first([f"0:{v1}-1.fc43", f"0:{v2}-1.fc43"])[0] == f"0:{v2}-1.fc43"
 
         # --- a release into the same repository: stable only ----------------
         build_and_publish(config, "v0.9.2")

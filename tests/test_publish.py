@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from html.parser import HTMLParser
@@ -23,10 +24,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import services  # noqa: E402
+import pipeline  # noqa: E402
 from fixtures import fakerpm  # noqa: E402
+from pipeline import project_config  # noqa: E402
 
 from buildlib import config  # noqa: E402
-from buildlib.publish import publisher as repo, signing
+from buildlib.publish import channels, publisher, repodata, rpms, signing, transport
 from buildlib.layout import PUBLISH_LOCK_NAME, REPO_SHELL, Layout  # noqa: E402
 from buildlib.run import UserError  # noqa: E402
 
@@ -61,38 +64,24 @@ def base_repo(tmp_path_factory):
 
 def write_config(work: Path, target: str, base_url: str, keys, retention: int = 3, host_key: str = "",
                  ssh_key: str = "") -> config.Config:
-    """A config.toml like the project's, publishing to target."""
-    text = (ROOT / "config.toml").read_text()
-    text = text[: text.index("[publish]")]
-    text += f"""
-[publish]
-target = "{target}"
-host_key = "{host_key}"
-ssh_key = "{ssh_key}"
-base_url = "{base_url}"
-retention = {retention}
-key_file = "{keys['main'][0]}"
-passphrase_file = "{keys['passphrase']}"
-metadata_expire = "1h"
-
-[paths]
-cache = "cache"
-build = "build"
-artifacts = "artifacts"
-dist = "dist"
-"""
+    """A config.toml like the project's (its tables up to [publish]), publishing to target."""
+    data = project_config()
+    for table in ("poll", "host"):
+        del data[table]
+    data["publish"] = {"target": target, "host_key": host_key, "ssh_key": ssh_key, "base_url": base_url,
+                       "retention": retention, "key_file": str(keys["main"][0]),
+                       "passphrase_file": str(keys["passphrase"]), "metadata_expire": "1h"}
+    data["paths"] = {"cache": "cache", "build": "build", "artifacts": "artifacts", "dist": "dist"}
     (work / "dist").mkdir(parents=True, exist_ok=True)
-    path = work / "config.toml"
-    path.write_text(text)
-    return config.load(path)
+    return config.load(pipeline.write_config(work, data))
 
 
 def publish(cfg, channel=None):
-    return repo.publish_dist(cfg, Layout.of(cfg), channel)
+    return publisher.publish_dist(cfg, Layout.of(cfg), channel)
 
 
 def install_and_run(tmp: Path, cfg, base_repo: Path, *specs: str, extra: tuple[str, ...] = ()) -> str:
-    root = services.make_dnf_root(tmp, repo.render_repo_file(cfg), base_repo)
+    root = services.make_dnf_root(tmp, channels.render_repo_file(cfg), base_repo)
     root.dnf(*extra, "install", *specs, check=True)
     return root.run_installed()
 
@@ -102,7 +91,7 @@ def stable_dir(target: Path) -> Path:
 
 
 def published(target: Path, subdir: str = "") -> list[str]:
-    md = repo.read_metadata(stable_dir(target) / subdir / "repodata")
+    md = repodata.read_metadata(stable_dir(target) / subdir / "repodata")
     return sorted(md.packages)
 
 
@@ -163,7 +152,10 @@ def test_our_checks_refuse_bad_signatures(tmp_path, keys):
     pub = dataclasses.make_dataclass("P", ["key_file", "key_env", "passphrase_file", "passphrase_env"])
     with signing.signing_key(pub(str(keys["other"][0]), "", "", "")) as key:
         signing.sign_rpms(key, [other])
-    with signing.signing_key(pub(str(main_key), "", str(keys["passphrase"]), "")) as key:
+    # a short parent: signing_key puts its private GNUPGHOME there (long paths fall back to /tmp)
+    gnupg_parent = Path(tempfile.mkdtemp(prefix="mrpm-g"))
+    with signing.signing_key(pub(str(main_key), "", str(keys["passphrase"]), ""), gnupg_parent) as key:
+        assert len(list(gnupg_parent.iterdir())) == 1  # the key lives in a home of its own there
         public = key.public_key
         signing.sign_rpms(key, [good])
         signing.verify_rpms(public, main_fpr, [good])
@@ -194,10 +186,11 @@ def test_our_checks_refuse_bad_signatures(tmp_path, keys):
     wrong = tmp_path / "wrong"
     wrong.write_text("battery staple\n")
     with pytest.raises(UserError, match="passphrase"):
-        with signing.signing_key(pub(str(main_key), "", str(wrong), "")):
+        with signing.signing_key(pub(str(main_key), "", str(wrong), ""), gnupg_parent):
             pass
-    # the private GNUPGHOMEs are gone
-    assert not list((tmp_path / "gnupg").glob("*")) if (tmp_path / "gnupg").exists() else True
+    # the private GNUPGHOMEs are gone, after a good and after a failed import
+    assert gnupg_parent.is_dir() and not list(gnupg_parent.iterdir())
+    gnupg_parent.rmdir()
 
 
 # --- a local directory, served by nginx, installed by dnf ---------------------
@@ -228,7 +221,7 @@ def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
         assert "flavour=hopper" in install_and_run(tmp_path / "dnf2", cfg, base_repo, "mistralrs-hopper",
                                                    extra=("--enablerepo=mistralrs-unstable",))
         # the unstable channel is off unless asked for
-        root = services.make_dnf_root(tmp_path / "dnf3", repo.render_repo_file(cfg), base_repo)
+        root = services.make_dnf_root(tmp_path / "dnf3", channels.render_repo_file(cfg), base_repo)
         assert root.dnf("install", "mistralrs-hopper").returncode != 0
 
         # the index page at the root lists what each channel holds
@@ -287,7 +280,7 @@ def test_dnf_refuses_bad_signatures(tmp_path, keys, base_repo):
                 signing.sign_repomd(key, channel / "repodata")
 
         def refused(name: str) -> str:
-            root = services.make_dnf_root(tmp_path / name, repo.render_repo_file(cfg), base_repo)
+            root = services.make_dnf_root(tmp_path / name, channels.render_repo_file(cfg), base_repo)
             proc = root.dnf("install", "mistralrs-ampere")
             assert proc.returncode != 0, f"{name}: dnf installed from a bad repository"
             assert not (root.root / "usr/bin/mistralrs").exists()
@@ -332,33 +325,33 @@ def test_dnf_refuses_bad_signatures(tmp_path, keys, base_repo):
 
 def test_channels_by_name_then_version():
     both = ["stable", "unstable"]
-    assert repo.channels_for("mistralrs-ampere", "0.9.2", both) == ["stable"]
-    assert repo.channels_for("mistralrs-ampere", "0.10.0~rc1", both) == ["stable"]
-    assert repo.channels_for("mistralrs-ampere", SNAPSHOT, both) == ["unstable"]
+    assert channels.channels_for("mistralrs-ampere", "0.9.2", both) == ["stable"]
+    assert channels.channels_for("mistralrs-ampere", "0.10.0~rc1", both) == ["stable"]
+    assert channels.channels_for("mistralrs-ampere", SNAPSHOT, both) == ["unstable"]
     # the release package is in every channel, whatever its version
-    assert repo.channels_for("mistralrs-release", "1", both) == both
-    assert repo.channels_for("mistralrs-release", "2^x", both) == both
+    assert channels.channels_for("mistralrs-release", "1", both) == both
+    assert channels.channels_for("mistralrs-release", "2^x", both) == both
 
 
 def test_only_our_noarch_package_is_accepted(tmp_path):
     # mrpm-test-base is noarch, and not ours
     other = fakerpm.build_base(tmp_path / "noarch")
     with pytest.raises(UserError, match="noarch, but the repository is x86_64-only"):
-        repo.read_rpms([other])
-    assert [r.arch for r in repo.read_rpms([fakerpm.build(tmp_path / "x86")])] == ["x86_64"]
+        rpms.read_rpms([other])
+    assert [r.arch for r in rpms.read_rpms([fakerpm.build(tmp_path / "x86")])] == ["x86_64"]
 
 
 def test_repo_file_gpgkey(tmp_path, keys):
     cfg = write_config(tmp_path, str(tmp_path / "srv"), "https://repo.example.org/mistralrs-rpm/", keys)
-    text = repo.render_repo_file(cfg)
+    text = channels.render_repo_file(cfg)
     sections = re.findall(r"(?m)^\[(.+)\]$", text)
-    assert sections == [repo.repo_id("stable"), repo.repo_id("unstable")] == ["mistralrs", "mistralrs-unstable"]
+    assert sections == [channels.repo_id("stable"), channels.repo_id("unstable")] == ["mistralrs", "mistralrs-unstable"]
     assert text.count("gpgkey=https://repo.example.org/mistralrs-rpm/RPM-GPG-KEY-mistralrs\n") == 2
-    packaged = repo.render_repo_file(cfg, gpgkey="file:///etc/pki/rpm-gpg/RPM-GPG-KEY-mistralrs")
+    packaged = channels.render_repo_file(cfg, gpgkey="file:///etc/pki/rpm-gpg/RPM-GPG-KEY-mistralrs")
     assert packaged.count("gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-mistralrs\n") == 2
     assert packaged.replace("file:///etc/pki/rpm-gpg/", "https://repo.example.org/mistralrs-rpm/") == text
     with pytest.raises(UserError, match="gpgkey"):
-        repo.render_repo_file(cfg, gpgkey="file:///x\nenabled=0")
+        channels.render_repo_file(cfg, gpgkey="file:///x\nenabled=0")
 
 
 def test_same_nvr_with_other_content_is_refused(tmp_path, keys):
@@ -384,7 +377,7 @@ def test_retention_keeps_n_and_downgrade_works(tmp_path, keys, base_repo):
         assert names == ["mistralrs-ampere-0.9.1-1.fc43.x86_64.rpm", "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
         on_disk = sorted(p.name for p in stable_dir(target).glob("*.rpm"))
         assert on_disk == names  # pruned files are deleted, after the swap
-        root = services.make_dnf_root(tmp_path / "dnf", repo.render_repo_file(cfg), base_repo)
+        root = services.make_dnf_root(tmp_path / "dnf", channels.render_repo_file(cfg), base_repo)
         root.dnf("install", "mistralrs-ampere", check=True)
         assert "version=0.9.2-1" in root.run_installed()
         root.dnf("downgrade", "mistralrs-ampere", check=True)
@@ -454,8 +447,8 @@ def test_remote_publish_over_ssh(tmp_path, keys, base_repo, remote):
 def start_publish(cfg, env_extra: dict | None = None) -> subprocess.Popen:
     code = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from buildlib import config\nfrom buildlib.publish import publisher as repo\nfrom buildlib.layout import Layout\n"
-        "cfg = config.load(); repo.publish_dist(cfg, Layout.of(cfg))\n" % str(ROOT)
+        "from buildlib import config\nfrom buildlib.publish import channels, publisher, repodata, rpms, transport\nfrom buildlib.layout import Layout\n"
+        "cfg = config.load(); publisher.publish_dist(cfg, Layout.of(cfg))\n" % str(ROOT)
     )
     env = dict(os.environ, MRPM_CONFIG=str(cfg.source), **(env_extra or {}))
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
@@ -483,7 +476,7 @@ def test_killed_publish_leaves_a_working_repository(tmp_path, keys, base_repo, r
         fakerpm.build(cfg.paths.dist, "ampere", version="0.9.1")
         publish(cfg)
         fakerpm.build(cfg.paths.dist, "ampere", version="0.9.2", size_kib=1024)
-        proc = start_publish(cfg, {repo.BWLIMIT_ENV: limit})
+        proc = start_publish(cfg, {transport.BWLIMIT_ENV: limit})
         wait_for_line(proc, step)
         time.sleep(1.5)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -514,7 +507,7 @@ def test_two_publishes_at_once_both_land(tmp_path, keys, remote):
     fakerpm.build(one.paths.dist, "ampere", size_kib=256)
     fakerpm.build(two.paths.dist, "ada", size_kib=256)
     fakerpm.build(two.paths.dist, "hopper", version=SNAPSHOT)
-    procs = [start_publish(c, {repo.BWLIMIT_ENV: "packages:200"}) for c in (one, two)]
+    procs = [start_publish(c, {transport.BWLIMIT_ENV: "packages:200"}) for c in (one, two)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert any("waiting for the publish lock" in o for o in outputs), outputs

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from buildlib import config
-from buildlib.publish import publisher as repo, signing
+from buildlib.publish import channels, publisher, repodata, signing
 from buildlib.host import gpgkey, release_package
 from buildlib.layout import Layout
 from fixtures import fakerpm
@@ -225,19 +225,19 @@ def test_release_package_installs_and_its_repo_file_alone_installs_a_flavour(tmp
         # what `doit release-package` does: the package lands in dist/, where `doit publish` takes it from
         release_rpm = release_package.build_release_package(cfg, layout, host)
         assert release_rpm.parent == layout.dist
-        report = repo.publish_dist(cfg, layout)
+        report = publisher.publish_dist(cfg, layout)
 
         # in every channel's metadata, the flavour package in stable only
         assert report["channels"]["stable"]["added"] == sorted([release_rpm.name,
                                                                 "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"])
         assert report["channels"]["unstable"]["added"] == [release_rpm.name]
         for channel in cfg.channels:
-            md = repo.read_metadata(target / repo.channel_dir(cfg, channel) / "repodata")
+            md = repodata.read_metadata(target / channels.channel_dir(cfg, channel) / "repodata")
             assert release_rpm.name in md.packages, channel.name
             assert md.packages[release_rpm.name].name == "mistralrs-release"
         # built again from the same content, it is already published: nothing is signed or uploaded again
         release_package.build_release_package(cfg, layout, host)
-        again = repo.publish_dist(cfg, layout)
+        again = publisher.publish_dist(cfg, layout)
         assert [again["channels"][c]["skipped"] for c in ("stable", "unstable")] == [
             sorted([release_rpm.name, "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]), [release_rpm.name]]
         assert again["bytes_sent"].get("packages", 0) == 0

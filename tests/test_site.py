@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from buildlib import config
-from buildlib.publish import publisher as repo, site
+from buildlib.publish import channels, site
 from buildlib.run import UserError
 from pipeline import project_config
 from test_setup import needs_nginx, needs_openssl, sample_tree, serve_site, spki_hash
@@ -117,16 +117,16 @@ def test_index_before_anything_is_published(tmp_path):
 
 
 def test_index_commands_match_the_repo_file(tmp_path):
-    """The page and mistralrs.repo name the channels and the key alike (repo.repo_id, one gpgkey URL)."""
+    """The page and mistralrs.repo name the channels and the key alike (channels.repo_id, one gpgkey URL)."""
     cfg = site_config(tmp_path)
     index, _ = site.render_index(cfg, tmp_path, PUBLISHED, FINGERPRINT)
     page = index.read_text()
     doc = parse(page)
-    repo_file = repo.render_repo_file(cfg)
+    repo_file = channels.render_repo_file(cfg)
     sections = re.findall(r"(?m)^\[(.+)\]$", repo_file)
-    assert sections == [repo.repo_id(c.name) for c in cfg.channels]
+    assert sections == [channels.repo_id(c.name) for c in cfg.channels]
     enabled = {p.split("--enablerepo=")[1].split()[0] for p in doc.pre if "--enablerepo=" in p}
-    assert enabled == set(sections) - {repo.repo_id("stable")}
+    assert enabled == set(sections) - {channels.repo_id("stable")}
     key_url = f"{cfg.publish.base_url}/RPM-GPG-KEY-mistralrs"
     assert f'href="{key_url}"' in page and f"gpgkey={key_url}\n" in repo_file
 

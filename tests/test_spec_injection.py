@@ -127,8 +127,8 @@ def test_macros_in_flavour_spec_values_do_not_run(request, project, where):
     value = {"summary": f"Fast {payload}", "packager": f"Eve {payload} <eve@example.org>",
              "gpus": ("RTX 3090", *(f"GPU{p}" for p in payloads(marker)))}[where]
     hostile = flavour_cfg(cfg, **{where: value})
-    render_spec(hostile, layout, "ampere")
-    rpm = build_rpm(hostile, layout, "ampere")
+    render_spec(hostile, layout, hostile.flavour("ampere"))
+    rpm = build_rpm(hostile, layout, hostile.flavour("ampere"))
     assert not marker.exists(), f"{payload} ran during rpmbuild"
     assert "touch" not in scripts(rpm)
     text = rpm_query(rpm, "%{SUMMARY}\\n%{DESCRIPTION}\\n") + subprocess.run(
@@ -144,7 +144,8 @@ def test_line_breaks_in_flavour_spec_values_are_refused(tmp_path, project, where
     value = {"summary": f"Fast{attack}", "packager": f"Eve <eve@example.org>{attack}", "gpus": ("RTX 3090", f"H100{attack}"),
              "license": f"MIT{attack}", "url": f"https://example.org/{attack}"}[where]
     with pytest.raises(UserError):
-        render_spec(flavour_cfg(cfg, **{where: value}), layout, "ampere")
+        hostile = flavour_cfg(cfg, **{where: value})
+        render_spec(hostile, layout, hostile.flavour("ampere"))
     assert not layout.spec("ampere").exists()
 
 

@@ -23,7 +23,7 @@ import requests
 import tomli_w
 
 import services
-from buildlib.publish import publisher as repo, signing
+from buildlib.publish import repodata, signing
 from buildlib.config import load
 from buildlib.demo.driver import FEDORA_BASE
 from buildlib.demo.localrepo import build_standin_repo
@@ -104,9 +104,9 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         assert not re.search(r"^\.  (fetch|build|verify|spec|rpm)", sign.log, re.M), sign.log
 
         # stable holds the release, signed; unstable nothing
-        stable = repo.read_metadata(channel_dir(target) / "repodata")
+        stable = repodata.read_metadata(channel_dir(target) / "repodata")
         assert sorted(stable.packages) == release
-        assert repo.read_metadata(channel_dir(target, "unstable") / "repodata").packages == {}
+        assert repodata.read_metadata(channel_dir(target, "unstable") / "repodata").packages == {}
         public = (target / signing.KEY_FILE_NAME).read_text()
         signing.verify_repomd(public, fingerprint, channel_dir(target) / "repodata")
         signing.verify_rpms(public, fingerprint, [channel_dir(target) / name for name in release])

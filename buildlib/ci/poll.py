@@ -24,15 +24,12 @@ GitHub rejects, a repository or branch that does not exist).
 from __future__ import annotations
 
 import base64
-import bz2
-import gzip
 import hashlib
 import json
-import lzma
 import os
 import re
+import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import STABLE, UNSTABLE, Config, Poll
 from ..layout import Layout
+from ..publish import repodata
+from ..publish.channels import channel_dir
 from ..refs import COMMIT, RefError, parse_ref, rpm_version_of_tag
 from ..run import UserError, atomic_write, log
 
@@ -61,7 +60,6 @@ GITHUB_URL = re.compile(
 REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}\Z")
 API_VERSION = "2022-11-28"
 USER_AGENT = "mistralrs-rpm-poll"
-NS = {"repo": "http://linux.duke.edu/metadata/repo", "common": "http://linux.duke.edu/metadata/common"}
 MAX_METADATA_BYTES = 256 * 1024 * 1024
 """Refuse to decompress more primary metadata than this (a hostile server)."""
 
@@ -150,21 +148,45 @@ class Answer:
     """True when a 304 answer made us reuse the stored body."""
 
 
+def _retry(settings: PollSettings, sleep: Callable[[float], None]):
+    """urllib3's Retry for GETs: connection errors, read errors and 5xx
+    answers are retried ``settings.retries`` times, ``backoff`` seconds
+    before the first retry and doubled for each further one.  A rate-limit
+    answer (403/429) is never retried: the caller reads its headers."""
+    from urllib3.util.retry import Retry
+
+    class _Retry(Retry):
+        def get_backoff_time(self) -> float:
+            # the first retry waits too (urllib3 waits only from the second)
+            return settings.backoff * 2 ** max(0, len(self.history) - 1)
+
+        def sleep(self, response=None) -> None:
+            sleep(self.get_backoff_time())
+
+    return _Retry(total=settings.retries, connect=settings.retries, read=settings.retries,
+                  status=settings.retries, other=0, redirect=5, allowed_methods=frozenset({"GET"}),
+                  status_forcelist=frozenset(range(500, 600)), raise_on_status=False,
+                  respect_retry_after_header=False)
+
+
 class Http:
-    """GET with timeouts, retries with backoff on 5xx and connection errors,
-    and (for the API) ETag-conditional requests against a state file."""
+    """GET with timeouts, retries with backoff on 5xx and connection errors
+    (urllib3's Retry), and (for the API) ETag-conditional requests against a
+    state file."""
 
     def __init__(self, settings: PollSettings, token: str | None = None, etags: dict | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         import requests  # here, not at the top: `doit` itself starts faster
+        from requests.adapters import HTTPAdapter
 
         self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=_retry(settings, sleep))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
         self.auth = _Auth(token)
         self.etags = etags if etags is not None else {}
-        self.sleep = sleep
-        self.attempts = 0
         self.reused: list[str] = []
 
     def get(self, url: str, headers: dict[str, str] | None = None, *, conditional: bool = False,
@@ -175,32 +197,25 @@ class Http:
         stored = self.etags.get(url) if conditional else None
         if stored:
             headers["If-None-Match"] = stored["etag"]
-        last = ""
         tries = 1 + max(0, self.settings.retries)
-        for attempt in range(tries):
-            if attempt:
-                self.sleep(self.settings.backoff * 2 ** (attempt - 1))
-            self.attempts += 1
-            try:
-                r = self.session.get(url, headers=headers, timeout=self.settings.timeout,
-                                     auth=self.auth if auth else _Auth(None), stream=True)
-                body = _read_limited(r)
-            except (requests.ConnectionError, requests.Timeout) as e:
-                last = type(e).__name__
-                continue
-            except requests.RequestException as e:
-                raise Unreachable(f"{_safe(url)}: {type(e).__name__}") from None
-            if r.status_code >= 500:
-                last = f"HTTP {r.status_code}"
-                continue
-            answer = Answer(r.status_code, body, {k.lower(): v for k, v in r.headers.items()})
-            if answer.status == 304 and stored:
-                self.reused.append(url)
-                return Answer(200, base64.b64decode(stored["body"]), answer.headers, cached=True)
-            if answer.status == 200 and conditional and answer.headers.get("etag"):
-                self.etags[url] = {"etag": answer.headers["etag"], "body": base64.b64encode(body).decode()}
-            return answer
-        raise Unreachable(f"{_safe(url)}: {last} after {tries} attempt{'s' if tries > 1 else ''}")
+        after = f"after {tries} attempt{'s' if tries > 1 else ''}"
+        try:
+            r = self.session.get(url, headers=headers, timeout=self.settings.timeout,
+                                 auth=self.auth if auth else _Auth(None), stream=True)
+            body = _read_limited(r)
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise Unreachable(f"{_safe(url)}: {type(e).__name__} {after}") from None
+        except requests.RequestException as e:
+            raise Unreachable(f"{_safe(url)}: {type(e).__name__}") from None
+        if r.status_code >= 500:
+            raise Unreachable(f"{_safe(url)}: HTTP {r.status_code} {after}")
+        answer = Answer(r.status_code, body, {k.lower(): v for k, v in r.headers.items()})
+        if answer.status == 304 and stored:
+            self.reused.append(url)
+            return Answer(200, base64.b64decode(stored["body"]), answer.headers, cached=True)
+        if answer.status == 200 and conditional and answer.headers.get("etag"):
+            self.etags[url] = {"etag": answer.headers["etag"], "body": base64.b64encode(body).decode()}
+        return answer
 
 
 def _read_limited(r: "requests.Response") -> bytes:
@@ -344,107 +359,39 @@ class Repository:
 
 
 def channel_url(cfg: Config, channel: str) -> str:
-    from ..publish.publisher import channel_dir
-
     return f"{cfg.publish.base_url.rstrip('/')}/{channel_dir(cfg, cfg.channel(channel))}/"
 
 
 def read_repository(http: Http, url: str) -> Repository:
-    """The packages of a published rpm-md repository, over HTTP(S)."""
+    """The packages of a published rpm-md repository, over HTTP(S), read
+    with the publish's own metadata reader (:mod:`buildlib.publish.repodata`)."""
     try:
         answer = http.get(url + "repodata/repomd.xml", auth=False)
         if answer.status == 404:
             return Repository(url, "missing")
         if answer.status != 200:
             return Repository(url, "unreachable", problem=f"repomd.xml: HTTP {answer.status}")
-        href, checksum_type, checksum = _primary_location(answer.body)
-        primary = http.get(url + href, auth=False)
-        if primary.status != 200:
-            return Repository(url, "unreachable", problem=f"{href}: HTTP {primary.status}")
-        if checksum_type in hashlib.algorithms_available and checksum:
-            got = hashlib.new(checksum_type, primary.body).hexdigest()
-            if got != checksum:
-                return Repository(url, "unreachable",
-                                  problem=f"{href}: checksum differs from repomd.xml (a half-updated mirror?)")
-        versions = _primary_versions(_decompress(href, primary.body))
+        with tempfile.TemporaryDirectory(prefix="mrpm-poll-") as tmp:
+            repomd = Path(tmp) / "repomd.xml"
+            repomd.write_bytes(answer.body)
+            primary_at = repodata.primary_location(repomd)
+            href = primary_at.href
+            primary = http.get(url + href, auth=False)
+            if primary.status != 200:
+                return Repository(url, "unreachable", problem=f"{href}: HTTP {primary.status}")
+            if primary_at.checksum_type in hashlib.algorithms_available and primary_at.checksum:
+                got = hashlib.new(primary_at.checksum_type, primary.body).hexdigest()
+                if got != primary_at.checksum:
+                    return Repository(url, "unreachable",
+                                      problem=f"{href}: checksum differs from repomd.xml (a half-updated mirror?)")
+            primary_file = Path(tmp) / href.rsplit("/", 1)[-1]
+            primary_file.write_bytes(primary.body)
+            versions = repodata.versions_of(repodata.read_primary(primary_file))
     except Unreachable as e:
         return Repository(url, "unreachable", problem=str(e))
-    except MetadataError as e:
+    except repodata.MetadataError as e:
         return Repository(url, "unreachable", problem=str(e))
-    return Repository(url, "published", {k: frozenset(v) for k, v in versions.items()})
-
-
-class MetadataError(Exception):
-    pass
-
-
-def _primary_location(repomd: bytes) -> tuple[str, str, str]:
-    try:
-        root = ET.fromstring(repomd)
-    except ET.ParseError as e:
-        raise MetadataError(f"repomd.xml is not XML: {e}") from None
-    for data in root.findall("repo:data", NS):
-        if data.get("type") == "primary":
-            loc = data.find("repo:location", NS)
-            href = loc.get("href", "") if loc is not None else ""
-            if not re.match(r"^repodata/[A-Za-z0-9._-]+\Z", href):
-                raise MetadataError(f"repomd.xml: refusing primary location {href!r}")
-            checksum = data.find("repo:checksum", NS)
-            kind = checksum.get("type", "") if checksum is not None else ""
-            return href, kind, (checksum.text or "").strip() if checksum is not None else ""
-    raise MetadataError("repomd.xml has no primary metadata")
-
-
-def _decompress(name: str, data: bytes) -> bytes:
-    try:
-        if name.endswith(".gz"):
-            with gzip.GzipFile(fileobj=_Bytes(data)) as f:
-                return _bounded(f)
-        if name.endswith(".xz"):
-            with lzma.LZMAFile(_Bytes(data)) as f:
-                return _bounded(f)
-        if name.endswith(".bz2"):
-            with bz2.BZ2File(_Bytes(data)) as f:
-                return _bounded(f)
-        if name.endswith(".zst"):
-            try:
-                import zstandard
-            except ImportError:
-                raise MetadataError(f"{name}: zstd metadata needs the zstandard module") from None
-            with zstandard.ZstdDecompressor().stream_reader(_Bytes(data)) as f:
-                return _bounded(f)
-        if name.endswith(".xml"):
-            return data
-    except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
-        raise MetadataError(f"{name}: cannot decompress: {e}") from None
-    raise MetadataError(f"{name}: unknown compression")
-
-
-def _Bytes(data: bytes):
-    import io
-
-    return io.BytesIO(data)
-
-
-def _bounded(f) -> bytes:
-    out = f.read(MAX_METADATA_BYTES + 1)
-    if len(out) > MAX_METADATA_BYTES:
-        raise MetadataError(f"primary metadata larger than {MAX_METADATA_BYTES // 2**20} MiB")
-    return out
-
-
-def _primary_versions(xml: bytes) -> dict[str, set[str]]:
-    versions: dict[str, set[str]] = {}
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as e:
-        raise MetadataError(f"primary metadata is not XML: {e}") from None
-    for pkg in root.findall("common:package", NS):
-        name = pkg.findtext("common:name", "", NS)
-        v = pkg.find("common:version", NS)
-        if name and v is not None and v.get("ver"):
-            versions.setdefault(name, set()).add(v.get("ver"))
-    return versions
+    return Repository(url, "published", versions)
 
 
 # --- the decision ----------------------------------------------------------

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 import tomllib
@@ -24,10 +23,11 @@ import tomli_w
 
 from ..publish import signing
 from ..config import CONFIG_ENV, REF_ENV, Config, load
+from ..pipeline.records import BuildRecord, RpmRecord
 from .upstream import create_demo_repo
 from ..layout import DEFAULT_CONFIG, DEMO_DIR, DODO, PROJECT, Layout
 from .localrepo import build_standin_repo, make_dnf_root, serve
-from ..run import UserError, log, output
+from ..run import UserError, log, output, run
 
 DEMO = DEMO_DIR
 DEMO_REF = "v0.9.2"
@@ -63,9 +63,9 @@ def write_config(dest: Path, upstream: Path, overrides: dict[str, dict]) -> Path
 
 
 def doit(config: Path, *tasks: str) -> None:
-    env = dict(os.environ, **{CONFIG_ENV: str(config)})
-    env.pop(REF_ENV, None)
-    proc = subprocess.run([sys.executable, "-m", "doit", "-f", str(DODO), *tasks], env=env, cwd=PROJECT)
+    # the demo's config names the ref: an empty MRPM_REF is no override
+    proc = run([sys.executable, "-m", "doit", "-f", str(DODO), *tasks], env={CONFIG_ENV: str(config), REF_ENV: ""},
+               cwd=PROJECT, check=False, quiet=True)
     if proc.returncode != 0:
         raise UserError(f"`doit {' '.join(tasks)}` failed (exit {proc.returncode}); see the output above")
 
@@ -104,7 +104,7 @@ def install_with_dnf(cfg: Config, flavour: str) -> dict:
     repo_file.raise_for_status()
     root = make_dnf_root(scratch, repo_file.text, standin)
     root.dnf("install", f"mistralrs-{flavour}", check=True, timeout=300)
-    binary = root.root / "usr" / "bin" / cfg.upstream.binary_name(json.loads(layout.build_record(flavour).read_text())["version"])
+    binary = root.root / "usr" / "bin" / cfg.upstream.binary_name(BuildRecord.load(layout, flavour).version)
     reported = json.loads(output([binary, "info"], quiet=True))
     log(f"installed mistralrs-{flavour} into {root.root}: {binary.name} info -> {json.dumps(reported)}")
     if reported.get("compute_cap") != str(cfg.flavour(flavour).compute_cap):
@@ -125,8 +125,8 @@ def summary(config: Path, timings: Timings, url: str) -> str:
     published = cfg.publish.target.path
     rows = [("flavour", "package", "size", "signed by key", "sm")]
     for f in cfg.flavours:
-        record = json.loads(layout.rpm_record(f.name).read_text())
-        name = Path(record["path"]).name
+        record = RpmRecord.load(layout, f)
+        name = record.file
         found = sorted(published.rglob(name))
         rows.append((f.name, name, f"{found[0].stat().st_size / 2**20:.2f} MiB" if found else "-",
                      signature_of(found[0]) if found else "not published", f"sm_{f.compute_cap}"))

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..rpmtools import rpmbuild
 from ..run import UserError, require_tool, run
 
 NGINX_CONF = """\
@@ -105,8 +106,7 @@ def build_standin_repo(dest: Path, provides: list[str], name: str = "mrpm-standi
     top = dest / "rpmbuild"
     spec = dest / f"{name}.spec"
     spec.write_text(STANDIN_SPEC.format(name=name, provides="\n".join(f"Provides: {p}" for p in provides)))
-    run([require_tool("rpmbuild", "install rpm"), "-bb", "--quiet", "--define", f"_topdir {top}",
-         "--define", f"_dbpath {top}/rpmdb", spec], capture=True)
+    rpmbuild(spec, top)
     repo = dest / "repo"
     repo.mkdir(exist_ok=True)
     for rpm in (top / "RPMS" / "noarch").glob("*.rpm"):
@@ -136,7 +136,11 @@ class DnfRoot:
         return dict(os.environ, HOME=str(self.root.parent / "home"))
 
     def dnf(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env())
+        """dnf in this root; its output as text."""
+        ran = run(self.argv(*args), env={"HOME": str(self.root.parent / "home")}, capture=True, check=False,
+                  quiet=True, timeout=timeout)
+        proc = subprocess.CompletedProcess(ran.args, ran.returncode, ran.stdout.decode(errors="replace"),
+                                           ran.stderr.decode(errors="replace"))
         if check and proc.returncode != 0:
             raise UserError(f"dnf {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
         return proc

@@ -30,9 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..layout import DEMO_UPSTREAM_SOURCES
 from ..run import CommandFailed, UserError
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "demo-upstream"
+EXAMPLE = DEMO_UPSTREAM_SOURCES
 
 # (tag, version) in history order.
 RELEASES: tuple[tuple[str, str], ...] = (

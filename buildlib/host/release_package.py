@@ -7,7 +7,7 @@ public key under ``/etc/pki/rpm-gpg/``, and ``/usr/bin/mistralrs-flavour``
 with the configured flavours written into it.
 
 ``doit release-package`` builds it into dist/, and ``doit publish`` takes
-it from there to every channel (``repo.channels_for``), so that it is in
+it from there to every channel (:func:`buildlib.publish.channels.channels_for`), so that it is in
 whichever channel a user enables.
 
 The package is built reproducibly: its build time, file times and build
@@ -25,10 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from ..publish import publisher as repo, signing
 from ..config import Config
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, Layout
-from ..run import Stopwatch, UserError, require_tool, run
+from ..rpmtools import rpmbuild
+from ..run import Stopwatch, UserError
+from ..publish import signing
+from ..publish import channels
 from ..templates import render
 from .gpgkey import PUBLIC_NAME
 from ..config import Host
@@ -50,7 +52,7 @@ def render_flavour_script(cfg: Config) -> str:
 
 def render_repo_file(cfg: Config) -> str:
     """publishing's .repo file, its gpgkey= lines naming the packaged key."""
-    return repo.render_repo_file(cfg, gpgkey=f"file://{KEY_INSTALL_PATH}")
+    return channels.render_repo_file(cfg, gpgkey=f"file://{KEY_INSTALL_PATH}")
 
 
 def public_key(host: Host) -> tuple[str, str, int]:
@@ -114,19 +116,15 @@ def build_release_package(cfg: Config, layout: Layout, host: Host) -> Path:
     (sources / "mistralrs-flavour").write_text(render_flavour_script(cfg))
     spec = top / "mistralrs-release.spec"
     spec.write_text(render_spec(cfg, host, fingerprint, created))
-    run([
-        require_tool("rpmbuild", "install rpm (rpmbuild)"), "-bb", "--quiet",
-        "--define", f"_topdir {top}",
-        "--define", f"_sourcedir {sources}",
-        "--define", f"_dbpath {top / 'rpmdb'}",
-        "--define", f"dist {cfg.package.dist}",
-        "--define", f"_binary_payload {PAYLOAD}",
-        "--define", "_buildhost mistralrs-rpm",
-        "--define", "use_source_date_epoch_as_buildtime 1",
-        "--define", "clamp_mtime_to_source_date_epoch 1",
-        "--define", "_build_id_links none",
-        spec,
-    ], env={"SOURCE_DATE_EPOCH": str(created), "TZ": "UTC"}, capture=True)
+    rpmbuild(spec, top, defines={
+        "_sourcedir": str(sources),
+        "dist": cfg.package.dist,
+        "_binary_payload": PAYLOAD,
+        "_buildhost": "mistralrs-rpm",
+        "use_source_date_epoch_as_buildtime": "1",
+        "clamp_mtime_to_source_date_epoch": "1",
+        "_build_id_links": "none",
+    }, env={"SOURCE_DATE_EPOCH": str(created), "TZ": "UTC"})
     built = top / "RPMS" / "noarch" / layout.release_rpm(host.release_package_version, cfg.package.dist).name
     if not built.exists():
         raise ReleasePackageError(f"rpmbuild did not produce {built.name} in {built.parent}")

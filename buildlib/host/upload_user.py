@@ -22,7 +22,6 @@ from .files import ensure_file, report
 from ..config import Host
 
 REPO_SHELL_SOURCE = REPO_SHELL
-LOCK_NAME = PUBLISH_LOCK_NAME
 
 
 def authorized_keys_line(host: Host) -> str:
@@ -85,7 +84,7 @@ def setup_upload_user(host: Host, home: Path | None = None) -> list[str]:
         changes.append("repository directory")
     report(host.repo_root, "repository directory" in changes, f"repository directory, owned by {host.upload_user}")
     # never replaced (a publish may hold a lock on it right now): created, or its owner fixed
-    lock = host.repo_root / LOCK_NAME
+    lock = host.repo_root / PUBLISH_LOCK_NAME
     fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         st = os.fstat(fd)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -11,7 +10,8 @@ from pathlib import Path
 
 from ..config import Config, Flavour
 from ..layout import Layout
-from ..run import Stopwatch, UserError, atomic_write, output, run, sha256_of
+from ..run import Stopwatch, UserError, output, run, sha256_of
+from .records import UNKNOWN, BuildRecord, ChangelogEntry
 from .upstream import Source, ensure_tree
 
 
@@ -70,12 +70,12 @@ def tool_versions() -> dict[str, str]:
             versions[name] = "absent"
             continue
         text = output(argv, quiet=True, check=False)
-        versions[name] = text.splitlines()[-1] if text else "unknown"
+        versions[name] = text.splitlines()[-1] if text else UNKNOWN
     return versions
 
 
-def build_flavour(cfg: Config, layout: Layout, name: str) -> dict:
-    flavour = cfg.flavour(name)
+def build_flavour(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
+    name = flavour.name
     source = Source.load(layout.source_record)
     watch = Stopwatch(f"build {name}")
     tree = ensure_tree(layout, source.commit)
@@ -94,39 +94,40 @@ def build_flavour(cfg: Config, layout: Layout, name: str) -> dict:
     shutil.copy2(built, tmp)
     os.chmod(tmp, 0o755)
     digest = sha256_of(tmp)
-    record = {
-        "source": "cargo",
-        "ref": source.ref,
-        "commit": source.commit,
-        "version": source.version,
-        "rpm_version": source.rpm_version,
-        "flavour": name,
-        "compute_cap": flavour.compute_cap,
-        "features": list(flavour.features(cfg.build)),
-        "binary_name": binary_name,
+    record = BuildRecord(
+        source="cargo",
+        ref=source.ref,
+        commit=source.commit,
+        version=source.version,
+        rpm_version=source.rpm_version,
+        flavour=flavour.name,
+        compute_cap=flavour.compute_cap,
+        features=flavour.features(cfg.build),
+        binary_name=binary_name,
         **tool_versions(),
-        "rustflags": cfg.build.rustflags,
-        "sha256": digest,
-        "size": tmp.stat().st_size,
-        "duration_s": round(watch.seconds, 1),
-        "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "changelog": list(source.changelog),
-    }
+        rustflags=cfg.build.rustflags,
+        sha256=digest,
+        size=tmp.stat().st_size,
+        duration_s=round(watch.seconds, 1),
+        built_at=datetime.now(timezone.utc),
+        changelog=tuple(ChangelogEntry.from_json(f"{layout.source_record}: changelog[{i}]", e)
+                        for i, e in enumerate(source.changelog)),
+    )
     # The binary first, then its record: a record never describes a binary
     # that is not in place.
     os.replace(tmp, artifact)
-    atomic_write(layout.build_record(name), json.dumps(record, indent=2) + "\n")
-    watch.done(f"{artifact.name} {record['size'] / 2**20:.1f} MiB, sm_{flavour.compute_cap}, "
-               f"features {','.join(record['features']) or '-'}")
+    record.write(layout)
+    watch.done(f"{artifact.name} {record.size / 2**20:.1f} MiB, sm_{flavour.compute_cap}, "
+               f"features {','.join(record.features) or '-'}")
     return {}
 
 
-def adopt_prebuilt(cfg: Config, layout: Layout, name: str, version: str) -> dict:
+def adopt_prebuilt(cfg: Config, layout: Layout, flavour: Flavour, version: str) -> dict:
     """The manual path: a binary built elsewhere, dropped at
     artifacts/mistralrs-<flavour>, packaged without any cargo build."""
     from ..refs import parse_ref, rpm_version_of_tag, tag_version
 
-    flavour = cfg.flavour(name)
+    name = flavour.name
     ref = parse_ref(version if version.startswith("v") else f"v{version}")
     if not ref.is_tag:
         raise UserError(f"prebuilt version {version!r}: expected X.Y.Z or X.Y.Z-rcN")
@@ -134,25 +135,23 @@ def adopt_prebuilt(cfg: Config, layout: Layout, name: str, version: str) -> dict
     if not artifact.is_file():
         raise UserError(f"{artifact} is missing: put the binary built elsewhere there first")
     watch = Stopwatch(f"adopt {name}")
-    record = {
-        "source": "prebuilt",
-        "ref": ref.text,
-        "commit": None,
-        "version": tag_version(ref.text),
-        "rpm_version": rpm_version_of_tag(ref.text),
-        "flavour": name,
-        "compute_cap": flavour.compute_cap,
-        "features": list(flavour.features(cfg.build)),
-        "binary_name": cfg.upstream.binary_name(tag_version(ref.text)),
-        "rustc": "unknown", "cargo": "unknown", "nvcc": "unknown",
-        "rustflags": "unknown",
-        "sha256": sha256_of(artifact),
-        "size": artifact.stat().st_size,
-        "duration_s": 0.0,
-        "built_at": datetime.fromtimestamp(artifact.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "changelog": [{"tag": ref.text, "commit": None, "rpm_version": rpm_version_of_tag(ref.text),
-                       "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}],
-    }
-    atomic_write(layout.build_record(name), json.dumps(record, indent=2) + "\n")
-    watch.done(f"{artifact.name} adopted as version {record['rpm_version']}")
+    version = tag_version(ref.text)
+    BuildRecord(
+        source="prebuilt",
+        ref=ref.text,
+        commit=None,
+        version=version,
+        rpm_version=rpm_version_of_tag(ref.text),
+        flavour=name,
+        compute_cap=flavour.compute_cap,
+        features=flavour.features(cfg.build),
+        binary_name=cfg.upstream.binary_name(version),
+        rustc=UNKNOWN, cargo=UNKNOWN, nvcc=UNKNOWN, rustflags=UNKNOWN,
+        sha256=sha256_of(artifact),
+        size=artifact.stat().st_size,
+        duration_s=0.0,
+        built_at=datetime.fromtimestamp(artifact.stat().st_mtime, timezone.utc),
+        changelog=(ChangelogEntry(rpm_version_of_tag(ref.text), ref.text, datetime.now(timezone.utc).date(), None),),
+    ).write(layout)
+    watch.done(f"{artifact.name} adopted as version {rpm_version_of_tag(ref.text)}")
     return {}

@@ -12,7 +12,6 @@ the missing definitions are taken from rpm/compat.macros; on Fedora none are.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import shutil
@@ -20,34 +19,33 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import layout as paths
-from ..config import Config
+from ..config import Config, Flavour
 from ..layout import Layout
-from ..run import Stopwatch, UserError, atomic_write, output, run, sha256_of
-from .spec import SHA256, read_json, read_build_record, spec_sources
+from ..run import Stopwatch, UserError, output, run, sha256_of
+from ..rpmtools import rpmbuild
+from .records import BuildRecord, RpmRecord, VerifyRecord
+from .spec import spec_sources
 
 MACRO_DEFINITION = re.compile(r"^%([A-Za-z_][A-Za-z0-9_]*)(\(\S*\))?[ \t]")
 FILE_ATTRIBUTE_PATH = re.compile(r"^__([a-z0-9_]+)_path$")
 
 
-def check_artifact(layout: Layout, flavour: str) -> str:
+def check_artifact(layout: Layout, flavour: Flavour) -> str:
     """The artifact's SHA-256, once the build record, the verify record and
     the file on disk agree on it; a UserError otherwise."""
-    record = read_build_record(layout, flavour)
-    verify_path = layout.verify_record(flavour)
-    verified = read_json(verify_path, "verify record", hint=f"run the verify task for {flavour} first")
-    if verified.get("ok") is not True:
-        raise UserError(f"{verify_path}: the artifact of {flavour} did not pass verification; it is not packaged")
-    verified_sha = verified.get("sha256")
-    if not isinstance(verified_sha, str) or not SHA256.match(verified_sha):
-        raise UserError(f"{verify_path}: field 'sha256' = {verified_sha!r}: expected 64 lower-case hex digits")
-    if verified_sha != record.sha256:
+    record = BuildRecord.load(layout, flavour)
+    verified = VerifyRecord.load(layout, flavour)
+    verify_path = layout.verify_record(flavour.name)
+    if not verified.ok:
+        raise UserError(f"{verify_path}: the artifact of {flavour.name} did not pass verification; it is not packaged")
+    if verified.sha256 != record.sha256:
         raise UserError(
-            f"{verify_path} verified {verified_sha[:12]}, but the build record names {record.sha256[:12]}:"
-            f" verify the artifact of {flavour} again"
+            f"{verify_path} verified {verified.sha256[:12]}, but the build record names {record.sha256[:12]}:"
+            f" verify the artifact of {flavour.name} again"
         )
-    artifact = layout.artifact(flavour)
+    artifact = layout.artifact(flavour.name)
     if not artifact.is_file():
-        raise UserError(f"no artifact at {artifact}: build or drop in the binary of {flavour}")
+        raise UserError(f"no artifact at {artifact}: build or drop in the binary of {flavour.name}")
     on_disk = sha256_of(artifact)
     if on_disk != record.sha256:
         raise UserError(
@@ -57,19 +55,18 @@ def check_artifact(layout: Layout, flavour: str) -> str:
     return on_disk
 
 
-def build_rpm(cfg: Config, layout: Layout, flavour: str) -> Path:
+def build_rpm(cfg: Config, layout: Layout, flavour: Flavour) -> Path:
     """Build the flavour's RPM into layout.dist; return its path."""
-    clock = Stopwatch(f"rpm {flavour}")
-    cfg.flavour(flavour)
+    clock = Stopwatch(f"rpm {flavour.name}")
     artifact_sha = check_artifact(layout, flavour)
-    spec = layout.spec(flavour)
+    spec = layout.spec(flavour.name)
     if not spec.is_file():
-        raise UserError(f"no spec at {spec}: run the spec task for {flavour} first")
+        raise UserError(f"no spec at {spec}: run the spec task for {flavour.name} first")
     m = re.search(r"^%global artifact_sha256 ([0-9a-f]{64})$", spec.read_text(), re.MULTILINE)
     if not m or m.group(1) != artifact_sha:
-        raise UserError(f"{spec} was rendered for another artifact: render the spec of {flavour} again")
+        raise UserError(f"{spec} was rendered for another artifact: render the spec of {flavour.name} again")
 
-    topdir = layout.rpm_topdir(flavour)
+    topdir = layout.rpm_topdir(flavour.name)
     if topdir.exists():
         shutil.rmtree(topdir)
     sources = topdir / "SOURCES"
@@ -79,11 +76,9 @@ def build_rpm(cfg: Config, layout: Layout, flavour: str) -> Path:
         _place(path, sources / path.name)
 
     macro_args, foreign = host_macro_args(cfg, topdir)
-    run(["rpmbuild", "-bb", "--quiet", *macro_args, *(["--nodeps"] if foreign else []), str(spec)])
-
-    built = sorted((topdir / "RPMS").glob("*/*.rpm"))
-    if len(built) != 1:
-        raise UserError(f"rpmbuild left {len(built)} packages in {topdir / 'RPMS'}, expected exactly one")
+    # On a Fedora-like host, rpmbuild checks BuildRequires against the system's database.
+    built = rpmbuild(spec, topdir, options=[*macro_args, *(["--nodeps"] if foreign else [])], own_db=False,
+                     capture=False, expect=1)
     fields = output([
         "rpm", "-qp", *(["--define", f"_dbpath {topdir / 'rpmdb'}"] if foreign else []),
         "--qf", "%{NAME}\\n%{VERSION}\\n%{RELEASE}\\n%{ARCH}\\n%{PAYLOADCOMPRESSOR}\\n%{PAYLOADFLAGS}\\n",
@@ -95,25 +90,12 @@ def build_rpm(cfg: Config, layout: Layout, flavour: str) -> Path:
     shutil.rmtree(topdir)
 
     size = target.stat().st_size
-    record = {
-        "flavour": flavour,
-        "path": str(target),
-        "file": target.name,
-        "nevra": f"{name}-{version}-{release}.{arch}",
-        "name": name,
-        "version": version,
-        "release": release,
-        "arch": arch,
-        "sha256": sha256_of(target),
-        "size": size,
-        "payload": cfg.package.payload,
-        "payload_compressor": compressor,
-        "payload_flags": flags,
-        "artifact_sha256": artifact_sha,
-        "duration_s": round(clock.seconds, 2),
-        "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    atomic_write(layout.rpm_record(flavour), json.dumps(record, indent=2) + "\n")
+    RpmRecord(
+        flavour=flavour.name, path=target, name=name, version=version, release=release, arch=arch,
+        sha256=sha256_of(target), size=size, payload=cfg.package.payload,
+        payload_compressor=compressor, payload_flags=flags, artifact_sha256=artifact_sha,
+        duration_s=round(clock.seconds, 2), built_at=datetime.now(timezone.utc),
+    ).write(layout)
     clock.done(f"{target.name}, {size / 2**20:.1f} MiB, payload {cfg.package.payload}")
     return target
 
@@ -160,7 +142,7 @@ def host_macro_args(cfg: Config, topdir: Path) -> tuple[list[str], bool]:
     directory's), and the caller should not check BuildRequires (--nodeps).
     Returns (options, whether the host is such a foreign one).
     """
-    args = ["--define", f"_topdir {topdir}", "--define", f"_tmppath {topdir / 'tmp'}"]
+    args = ["--define", f"_tmppath {topdir / 'tmp'}"]
     blocks = compat_blocks(paths.COMPAT_MACROS.read_text())
     probes = ["%{?dist}", "%{_fileattrsdir}"]
     for name, text in blocks.items():

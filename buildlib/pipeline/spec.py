@@ -23,30 +23,26 @@ import re
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 from .. import layout as paths
-from ..config import FEATURE_NAME, FLAVOUR_NAME, PACKAGE_NAME, SPDX_EXPRESSION, URL, Config
+from ..config import SPDX_EXPRESSION, URL, Config, Flavour
 from ..layout import Layout
-from ..refs import COMMIT, TAG, check_rpm_version
 from ..run import Stopwatch, UserError, atomic_write, sha256_of
 from ..templates import SpecLines, render
+from .records import SHA256, BuildRecord, ChangelogEntry, read_json
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-UPSTREAM_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\Z")
-ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def spec_sources(layout: Layout, flavour: str) -> tuple[Path, ...]:
+def spec_sources(layout: Layout, flavour: Flavour) -> tuple[Path, ...]:
     """Source0..SourceN of the spec, in the template's order."""
     return (
-        layout.artifact(flavour),
+        layout.artifact(flavour.name),
         paths.UNIT_TEMPLATE,
         paths.UNIT_EXAMPLE,
         paths.SYSUSERS,
@@ -55,132 +51,29 @@ def spec_sources(layout: Layout, flavour: str) -> tuple[Path, ...]:
     )
 
 
-# --- the build record --------------------------------------------------------
+def spec_settings(cfg: Config, flavour: Flavour) -> dict:
+    """Every setting of config.toml that reaches a flavour's spec: the spec
+    task's up-to-date check and the rendering both take them from here."""
+    pkg = cfg.package
+    return {
+        "payload": pkg.payload,
+        "license": pkg.license,
+        "url": pkg.url,
+        "summary": pkg.summary,
+        "packager": pkg.packager,
+        "requires": list(pkg.requires),
+        "feature_requires": {feature: list(deps) for feature, deps in pkg.feature_requires},
+        "flavours": [f.name for f in cfg.flavours],
+        "gpus": list(flavour.gpus),
+        "compute_cap": flavour.compute_cap,
+        "binary_names": [[".".join(map(str, first)), name] for first, name in cfg.upstream.binary_names],
+    }
 
 
-@dataclass(frozen=True)
-class ChangelogEntry:
-    rpm_version: str
-    tag: str | None
-    day: date
-    commit: str | None
-
-
-@dataclass(frozen=True)
-class BuildRecord:
-    flavour: str
-    source: str
-    ref: str | None
-    commit: str | None
-    version: str
-    rpm_version: str
-    compute_cap: int
-    features: tuple[str, ...]
-    binary_name: str
-    sha256: str
-    size: int
-    built_at: datetime
-    changelog: tuple[ChangelogEntry, ...]
-
-
-def read_build_record(layout: Layout, flavour: str) -> BuildRecord:
-    """The build record of a flavour, every field checked."""
-    path = layout.build_record(flavour)
-    data = read_json(path, "build record", hint="build or drop in the artifact first")
-
-    def field(name: str, kind: type | tuple[type, ...], *, optional: bool = False):
-        if name not in data:
-            raise UserError(f"{path}: field {name!r} is missing")
-        value = data[name]
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise UserError(f"{path}: field {name!r} = {value!r} has the wrong type")
-        return value
-
-    def matching(name: str, pattern: re.Pattern, form: str, *, optional: bool = False):
-        value = field(name, str, optional=optional)
-        if value is not None and not pattern.match(value):
-            raise UserError(f"{path}: field {name!r} = {value!r}: expected {form}")
-        return value
-
-    record_flavour = matching("flavour", FLAVOUR_NAME, "a flavour name")
-    if record_flavour != flavour:
-        raise UserError(f"{path}: written for flavour {record_flavour!r}, not {flavour!r}")
-    version = matching("version", UPSTREAM_VERSION, "an upstream version X.Y.Z or X.Y.Z-rcN")
-    rpm_version = check_rpm_version(field("rpm_version", str))
-    base = rpm_version.split("^", 1)[0]
-    if base != version.replace("-rc", "~rc"):
-        raise UserError(f"{path}: rpm_version {rpm_version!r} does not belong to upstream version {version!r}")
-    ref = field("ref", str, optional=True)
-    if ref is not None and not (TAG.match(ref) or COMMIT.match(ref)):
-        raise UserError(f"{path}: field 'ref' = {ref!r}: expected a release tag or a 40-hex commit id")
-    commit = matching("commit", COMMIT, "a 40-hex commit id", optional=True)
-    features = field("features", list)
-    for feature in features:
-        if not isinstance(feature, str) or not FEATURE_NAME.match(feature):
-            raise UserError(f"{path}: feature {feature!r} is not a cargo feature name")
-    size = field("size", int)
-    if size <= 0:
-        raise UserError(f"{path}: field 'size' = {size}: expected a positive number of bytes")
-    built_at_text = field("built_at", str)
-    try:
-        built_at = datetime.fromisoformat(built_at_text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"{path}: field 'built_at' = {built_at_text!r}: expected an ISO 8601 time") from None
-    entries = field("changelog", list)
-    changelog = tuple(_changelog_entry(path, i, e) for i, e in enumerate(entries))
-    return BuildRecord(
-        flavour=record_flavour,
-        source=matching("source", re.compile(r"^(cargo|prebuilt)$"), '"cargo" or "prebuilt"'),
-        ref=ref,
-        commit=commit,
-        version=version,
-        rpm_version=rpm_version,
-        compute_cap=field("compute_cap", int),
-        features=tuple(features),
-        binary_name=matching("binary_name", PACKAGE_NAME, "a program name such as \"mistralrs\""),
-        sha256=matching("sha256", SHA256, "64 lower-case hex digits"),
-        size=size,
-        built_at=built_at,
-        changelog=changelog,
-    )
-
-
-def _changelog_entry(path: Path, index: int, entry: object) -> ChangelogEntry:
-    where = f"{path}: changelog[{index}]"
-    if not isinstance(entry, dict):
-        raise UserError(f"{where}: expected an object")
-    try:
-        rpm_version = check_rpm_version(entry.get("rpm_version"))
-    except UserError as e:
-        raise UserError(f"{where}: {e}") from None
-    tag = entry.get("tag")
-    if tag is not None and not (isinstance(tag, str) and TAG.match(tag)):
-        raise UserError(f"{where}: tag {tag!r} is not a release tag")
-    commit = entry.get("commit")
-    if commit is not None and not (isinstance(commit, str) and COMMIT.match(commit)):
-        raise UserError(f"{where}: commit {commit!r} is not a 40-hex commit id")
-    day_text = entry.get("date")
-    try:
-        if not isinstance(day_text, str) or not ISO_DATE.match(day_text):
-            raise ValueError
-        day = date.fromisoformat(day_text)
-    except ValueError:
-        raise UserError(f"{where}: date {day_text!r} is not YYYY-MM-DD") from None
-    return ChangelogEntry(rpm_version=rpm_version, tag=tag, day=day, commit=commit)
-
-
-def read_json(path: Path, what: str, *, hint: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"no {what} at {path}: {hint}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: {what} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: {what} is not a JSON object")
-    return data
+def _requires(settings: dict, features: tuple[str, ...]) -> list[str]:
+    """package.requires, then feature_requires of the features built, once each."""
+    extra = [dep for feature, deps in settings["feature_requires"].items() if feature in features for dep in deps]
+    return list(dict.fromkeys(settings["requires"] + extra))
 
 
 # --- checked text --------------------------------------------------------------
@@ -219,28 +112,17 @@ def _describe_change(entry: ChangelogEntry) -> str:
 # --- rendering ------------------------------------------------------------------
 
 
-def spec_text(cfg: Config, layout: Layout, record: BuildRecord, release: str, known_releases: dict[str, int]) -> str:
+def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord, release: str,
+              known_releases: dict[str, int]) -> str:
     """The rendered spec, with `release` (a number or the placeholder) as Release."""
-    flavour = cfg.flavour(record.flavour)
-    if record.compute_cap != flavour.compute_cap:
-        raise UserError(
-            f"{layout.build_record(flavour.name)}: built for compute capability {record.compute_cap},"
-            f" but config.toml says flavours.{flavour.name}.compute_cap = {flavour.compute_cap}: rebuild the flavour"
-        )
-    expected_binary = cfg.upstream.binary_name(record.version)
-    if record.binary_name != expected_binary:
-        raise UserError(
-            f"{layout.build_record(flavour.name)}: binary_name {record.binary_name!r}, but config.toml's"
-            f" upstream.binary_names gives {expected_binary!r} for version {record.version}"
-        )
-    pkg = cfg.package
-    packager = rpm_text(pkg.packager, "package.packager")
+    record.check_fits(cfg, layout, flavour)
+    settings = spec_settings(cfg, flavour)
+    packager = rpm_text(settings["packager"], "package.packager")
     name = f"mistralrs-{flavour.name}"
 
     changelog = list(record.changelog)
     if not changelog or changelog[0].rpm_version != record.rpm_version:
-        changelog.insert(0, ChangelogEntry(record.rpm_version, record.ref if record.ref and TAG.match(record.ref) else None,
-                                           record.built_at.date(), record.commit))
+        changelog.insert(0, ChangelogEntry(record.rpm_version, record.tag, record.built_at.date(), record.commit))
     # rpm refuses a %changelog that is not newest first.  Tag dates come from
     # git and need not follow version order (a backport tagged late, time
     # zones): an older entry dated after the one above it is left out.
@@ -256,33 +138,33 @@ def spec_text(cfg: Config, layout: Layout, record: BuildRecord, release: str, kn
             "lines": [rpm_text(_describe_change(entry), "changelog line")],
         })
 
-    source_digests = [record.sha256] + [sha256_of(p) for p in spec_sources(layout, flavour.name)[1:]]
+    source_digests = [record.sha256] + [sha256_of(p) for p in spec_sources(layout, flavour)[1:]]
     values = {
         "flavour": flavour.name,
         "name": name,
         "version": record.rpm_version,
         "release": release,
-        "summary": rpm_text(pkg.summary, "package.summary"),
-        "license": _checked(pkg.license, SPDX_EXPRESSION, "package.license", "an SPDX license expression such as MIT"),
-        "url": _checked(pkg.url, URL, "package.url", "an http(s) URL"),
-        "payload": pkg.payload,
+        "summary": rpm_text(settings["summary"], "package.summary"),
+        "license": _checked(settings["license"], SPDX_EXPRESSION, "package.license", "an SPDX license expression such as MIT"),
+        "url": _checked(settings["url"], URL, "package.url", "an http(s) URL"),
+        "payload": settings["payload"],
         "artifact_name": layout.artifact(flavour.name).name,
         "artifact_sha256": record.sha256,
         "binary_name": record.binary_name,
-        "requires": list(pkg.requires_for(record.features)),
-        "conflicts": [f"mistralrs-{other.name}" for other in cfg.flavours if other.name != flavour.name],
-        "description": _description(flavour.gpus, flavour.compute_cap, record),
+        "requires": _requires(settings, record.features),
+        "conflicts": [f"mistralrs-{other}" for other in settings["flavours"] if other != flavour.name],
+        "description": _description(tuple(settings["gpus"]), settings["compute_cap"], record),
         "source_digests": source_digests,
         "changelog": entries,
     }
     text = render(paths.SPEC_TEMPLATE, spec=True, **values)
-    _check_sources(text, spec_sources(layout, flavour.name))
+    _check_sources(text, spec_sources(layout, flavour))
     return text
 
 
 def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -> SpecLines:
-    if record.ref and TAG.match(record.ref):
-        origin = f"upstream release {record.ref}"
+    if record.tag:
+        origin = f"upstream release {record.tag}"
     else:
         origin = f"upstream version {record.version} (snapshot)"
     commit = f", commit {record.commit}" if record.commit else " (commit not recorded)"
@@ -311,19 +193,16 @@ def _check_sources(text: str, sources: tuple[Path, ...]) -> None:
             raise UserError(f"{paths.SPEC_TEMPLATE}: Source{index} names {found}, expected {path.name}")
 
 
-def render_spec(cfg: Config, layout: Layout, flavour: str, release: int | None = None) -> Path:
+def render_spec(cfg: Config, layout: Layout, flavour: Flavour, release: int | None = None) -> Path:
     """Write layout.spec(flavour) for the flavour's build record; return its path."""
-    clock = Stopwatch(f"spec {flavour}")
-    if not FLAVOUR_NAME.match(flavour):
-        raise UserError(f"refusing flavour name {flavour!r}")
-    cfg.flavour(flavour)
+    clock = Stopwatch(f"spec {flavour.name}")
     if release is not None and (isinstance(release, bool) or not isinstance(release, int) or release < 1):
         raise UserError(f"release {release!r}: expected a whole number of 1 or more")
-    record = read_build_record(layout, flavour)
+    record = BuildRecord.load(layout, flavour)
     with _ledger(layout) as ledger:
-        versions = ledger.setdefault(flavour, {})
+        versions = ledger.setdefault(flavour.name, {})
         known = {v: max(digests.values()) for v, digests in versions.items() if digests}
-        unnumbered = spec_text(cfg, layout, record, RELEASE_PLACEHOLDER, known)
+        unnumbered = spec_text(cfg, layout, flavour, record, RELEASE_PLACEHOLDER, known)
         digest = hashlib.sha256(unnumbered.encode()).hexdigest()
         digests = versions.setdefault(record.rpm_version, {})
         if release is not None:
@@ -335,9 +214,9 @@ def render_spec(cfg: Config, layout: Layout, flavour: str, release: int | None =
             why = "new version" if chosen == 1 else "spec changed"
         digests[digest] = chosen
     text = unnumbered.replace(RELEASE_PLACEHOLDER, str(chosen))
-    target = layout.spec(flavour)
+    target = layout.spec(flavour.name)
     atomic_write(target, text)
-    clock.done(f"mistralrs-{flavour}-{record.rpm_version}-{chosen} ({why})")
+    clock.done(f"mistralrs-{flavour.name}-{record.rpm_version}-{chosen} ({why})")
     return target
 
 

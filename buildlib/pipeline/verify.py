@@ -9,7 +9,6 @@ and PTX `.target` lines.
 
 from __future__ import annotations
 
-import json
 import mmap
 import re
 import shutil
@@ -17,14 +16,15 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, Flavour
 from ..layout import Layout
-from ..run import Stopwatch, UserError, atomic_write, output, sha256_of
+from ..run import Stopwatch, UserError, output, sha256_of
+from .records import BuildRecord, VerifyRecord
 
 FATBIN_MAGIC = struct.pack("<I", 0xBA55ED50)
 FATBIN_KINDS = {1: "ptx", 2: "elf"}
 PTX_TARGET = re.compile(rb"\.target\s+sm_(\d{2,3})[af]?\b")
-CUOBJDUMP_ARCH = re.compile(r"\bsm_(\d{2,3})[af]?\b")
+CUOBJDUMP_ARCH = re.compile(r"\bsm_([0-9]{2,3})[af]?\b")
 
 
 class VerifyError(UserError):
@@ -112,34 +112,25 @@ def cuda_images(path: Path) -> tuple[list[CudaImage], str]:
     return embedded_images(path), "embedded images"
 
 
-def verify_artifact(cfg: Config, layout: Layout, name: str) -> dict:
-    flavour = cfg.flavour(name)
+def verify_artifact(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
+    name = flavour.name
     watch = Stopwatch(f"verify {name}")
     artifact = layout.artifact(name)
-    try:
-        record = json.loads(layout.build_record(name).read_text())
-    except (FileNotFoundError, ValueError) as e:
-        raise VerifyError(f"{layout.build_record(name).name} unreadable ({e}): build {name} first")
+    record = BuildRecord.load(layout, flavour)
     layout.verify_record(name).unlink(missing_ok=True)
     if not artifact.is_file():
         raise VerifyError(f"{artifact} is missing")
     check_elf(artifact)
-
-    expected_name = cfg.upstream.binary_name(record["version"])
-    if record.get("binary_name") != expected_name:
-        raise VerifyError(f"{artifact.name}: binary {record.get('binary_name')!r} but version {record['version']} "
-                          f"should ship {expected_name!r} (upstream.binary_names)")
-    if record.get("compute_cap") != flavour.compute_cap:
-        raise VerifyError(f"{artifact.name}: recorded for sm_{record.get('compute_cap')}, flavour {name} is sm_{flavour.compute_cap}")
+    record.check_fits(cfg, layout, flavour)
 
     digest = sha256_of(artifact)
-    if digest != record["sha256"]:
+    if digest != record.sha256:
         raise VerifyError(f"{artifact.name} does not match its build record (sha256 {digest[:12]} != "
-                          f"{record['sha256'][:12]}): rebuild it or adopt it again")
+                          f"{record.sha256[:12]}): rebuild it or adopt it again")
 
     images, method = cuda_images(artifact)
     archs = sorted({i.arch for i in images})
-    wants_cuda = "cuda" in record.get("features", [])
+    wants_cuda = "cuda" in record.features
     if wants_cuda and not images:
         raise VerifyError(f"{artifact.name}: built with CUDA features but no CUDA code found ({method})")
     wrong = [i for i in images if i.arch != flavour.compute_cap]
@@ -149,9 +140,8 @@ def verify_artifact(cfg: Config, layout: Layout, name: str) -> dict:
             f"{artifact.name}: contains {first.kind} code for sm_{first.arch} ({first.where}); flavour {name} "
             f"must contain only sm_{flavour.compute_cap} — refusing to package a binary built for the wrong GPU"
         )
-    result = {"sha256": digest, "ok": True, "binary_name": expected_name, "method": method,
-              "archs": archs, "images": len(images)}
-    atomic_write(layout.verify_record(name), json.dumps(result, indent=2) + "\n")
+    VerifyRecord(sha256=digest, ok=True, binary_name=record.binary_name, method=method,
+                 archs=tuple(archs), images=len(images)).write(layout, flavour)
     shown = ", ".join(f"sm_{a}" for a in archs) or "no CUDA code"
     watch.done(f"{artifact.name} ok: x86-64 ELF, {shown} ({len(images)} images, {method})")
     return {}

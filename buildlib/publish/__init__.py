@@ -1,3 +1,6 @@
-"""Publishing to the dnf repository host: :mod:`.publisher` (channels,
-metadata, the transport and the whole publish), :mod:`.signing` and
-:mod:`.site` (the index page)."""
+"""Publishing to the dnf repository host: :mod:`.channels` (which channel a
+package goes to, the users' .repo file), :mod:`.rpms` (dist/'s packages,
+rpm's version order), :mod:`.repodata` (reading repository metadata, also
+for the poll), :mod:`.transport` (the host: local directory or SSH),
+:mod:`.signing`, :mod:`.site` (the index page) and :mod:`.publisher` (the
+publish itself)."""

@@ -24,7 +24,9 @@ from pathlib import Path
 from . import signing
 from ..config import STABLE, Config
 from ..layout import SITE_INDEX_TEMPLATE, SITE_STYLESHEET
-from .publisher import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, newest_first, read_metadata, repo_id
+from .channels import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, repo_id
+from .repodata import read_metadata
+from .rpms import newest_first
 from ..run import UserError, atomic_write
 from ..templates import render
 

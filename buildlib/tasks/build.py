@@ -44,7 +44,7 @@ def task_build():
             yield {
                 "name": flavour.name,
                 "doc": f"adopt the prebuilt artifacts/mistralrs-{flavour.name} as version {prebuilt}",
-                "actions": [action(adopt_prebuilt, cfg, layout, flavour.name, prebuilt)],
+                "actions": [action(adopt_prebuilt, cfg, layout, flavour, prebuilt)],
                 "file_dep": [layout.artifact(flavour.name)],
                 "targets": [layout.build_record(flavour.name)],
                 "uptodate": [config_changed({"prebuilt": prebuilt})],
@@ -54,7 +54,7 @@ def task_build():
         yield {
             "name": flavour.name,
             "doc": f"cargo build for {flavour.name} (sm_{flavour.compute_cap})",
-            "actions": [action(build_flavour, cfg, layout, flavour.name)],
+            "actions": [action(build_flavour, cfg, layout, flavour)],
             # The small source record, never the big binary: a no-op run must
             # not hash artifacts.  A missing artifact is a missing target.
             "file_dep": [layout.source_record],
@@ -71,7 +71,7 @@ def task_verify():
         yield {
             "name": flavour.name,
             "doc": f"check artifacts/mistralrs-{flavour.name} holds sm_{flavour.compute_cap} code only",
-            "actions": [action(verify_artifact, cfg, layout, flavour.name)],
+            "actions": [action(verify_artifact, cfg, layout, flavour)],
             "file_dep": [layout.build_record(flavour.name)],
             "targets": [layout.verify_record(flavour.name)],
             "uptodate": [config_changed({"compute_cap": flavour.compute_cap,

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 from doit.tools import config_changed
 
 from .. import layout as paths
-from ..config import Config, Flavour
+from ..config import Flavour
 from ..layout import Layout
+from ..pipeline.records import RpmRecord
 from ..pipeline.rpmbuild import build_rpm
-from ..pipeline.spec import render_spec, spec_sources
+from ..pipeline.spec import render_spec, spec_settings, spec_sources
+from ..run import UserError
 from . import context
 from .context import action
-
-
-def spec_settings(cfg: Config, flavour: Flavour) -> dict:
-    """Every setting of config.toml that reaches a flavour's spec."""
-    pkg = cfg.package
-    return {
-        "payload": pkg.payload,
-        "license": pkg.license,
-        "url": pkg.url,
-        "summary": pkg.summary,
-        "packager": pkg.packager,
-        "requires": list(pkg.requires),
-        "feature_requires": {feature: list(deps) for feature, deps in pkg.feature_requires},
-        "flavours": [f.name for f in cfg.flavours],
-        "gpus": list(flavour.gpus),
-        "compute_cap": flavour.compute_cap,
-        "binary_names": [[".".join(map(str, first)), name] for first, name in cfg.upstream.binary_names],
-    }
 
 
 def task_spec():
@@ -40,11 +22,11 @@ def task_spec():
         yield {
             "name": flavour.name,
             "doc": f"render mistralrs-{flavour.name}.spec (Release raised when the spec changed)",
-            "actions": [action(render_spec, cfg, layout, flavour.name)],
+            "actions": [action(render_spec, cfg, layout, flavour)],
             # The spec names the digest of every file it packages.  The binary
             # itself is covered by the small build record, never hashed here.
             "file_dep": [layout.build_record(flavour.name), layout.verify_record(flavour.name),
-                         paths.SPEC_TEMPLATE, *spec_sources(layout, flavour.name)[1:]],
+                         paths.SPEC_TEMPLATE, *spec_sources(layout, flavour)[1:]],
             "targets": [layout.spec(flavour.name)],
             "uptodate": [config_changed(spec_settings(cfg, flavour))],
             "verbosity": 2,
@@ -58,25 +40,24 @@ def task_rpm():
         yield {
             "name": flavour.name,
             "doc": f"rpmbuild mistralrs-{flavour.name} into {layout.dist.name}/",
-            "actions": [action(build_rpm, cfg, layout, flavour.name)],
+            "actions": [action(build_rpm, cfg, layout, flavour)],
             "file_dep": [layout.build_record(flavour.name), layout.verify_record(flavour.name),
-                         layout.spec(flavour.name), *spec_sources(layout, flavour.name)[1:],
+                         layout.spec(flavour.name), *spec_sources(layout, flavour)[1:],
                          paths.COMPAT_MACROS],
             "targets": [layout.rpm_record(flavour.name)],
             "uptodate": [config_changed({"dist": cfg.package.dist, "payload": cfg.package.payload}),
-                         _rpm_in_place(layout, flavour.name)],
+                         _rpm_in_place(layout, flavour)],
             "verbosity": 2,
         }
 
 
-def _rpm_in_place(layout: Layout, flavour: str):
+def _rpm_in_place(layout: Layout, flavour: Flavour):
     """Up to date only while the RPM its record names is still in dist/."""
 
     def check(task, values) -> bool:
         try:
-            name = json.loads(layout.rpm_record(flavour).read_text())["file"]
-            return "/" not in name and (layout.dist / name).is_file()
-        except (OSError, ValueError, KeyError, TypeError):
+            return (layout.dist / RpmRecord.load(layout, flavour).file).is_file()
+        except UserError:
             return False
 
     return check

@@ -1,8 +1,8 @@
-"""Task creator for the publish stage: thin; the work is repo.publish_dist."""
+"""Task creator for the publish stage: thin; the work is publisher.publish_dist."""
 
 from __future__ import annotations
 
-from ..publish import publisher as repo
+from ..publish import publisher
 from .context import action, current
 
 
@@ -11,7 +11,7 @@ def task_publish():
     cfg, layout = current()
 
     def publish(channel):
-        return action(repo.publish_dist, cfg, layout, channel or None)[0]()
+        return action(publisher.publish_dist, cfg, layout, channel or None)[0]()
 
     # No file_dep and no task_dep on the build: publishing is an act on what
     # dist/ holds now (CI hands the packages over into an empty doit state),

@@ -16,8 +16,7 @@ from doit.tools import config_changed
 
 from ..host import firewall, gpgkey, nginx, release_package, selinux, tls, upload_user
 from ..host.dns import setup_dns
-from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE
-from ..publish.publisher import REPO_TEMPLATE
+from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, REPO_FILE_TEMPLATE
 from . import context
 from .context import action
 
@@ -61,7 +60,7 @@ def task_release_package():
     return {
         "basename": "release-package",
         "actions": [action(release_package.build_release_package, cfg, layout, host)],
-        "file_dep": [RELEASE_SPEC_TEMPLATE, FLAVOUR_SCRIPT_TEMPLATE, REPO_TEMPLATE] + ([key] if key.exists() else []),
+        "file_dep": [RELEASE_SPEC_TEMPLATE, FLAVOUR_SCRIPT_TEMPLATE, REPO_FILE_TEMPLATE] + ([key] if key.exists() else []),
         "targets": [layout.release_rpm(host.release_package_version, cfg.package.dist)],
         "uptodate": [config_changed(release_package.release_inputs(cfg, host))],
         "verbosity": 2,

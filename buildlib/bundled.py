@@ -1,0 +1,561 @@
+"""What the binary bundles: the crates it links, their licenses, and the
+non-crate code declared in config.
+
+The graph is the one Fedora's cargo2rpm reads for licenses: ``cargo tree
+-p PACKAGE --edges=no-build,no-dev,no-proc-macro`` with the configured
+features, for the one target we build (x86_64 Linux).  Build-only and
+dev-only dependencies and proc-macro crates (with whatever only they pull
+in) are left out; so are crates that only another workspace member's
+features would pull in (cargo metadata alone resolves features for the
+whole workspace at once).  ``cargo metadata`` then gives each crate's
+license, license file, directory and source, and Cargo.lock the checksums.
+Everything else is derived from that one typed :class:`Bundle`:
+
+* the ``License:`` tag, one SPDX expression (every crate's expression is
+  parsed and validated with license-expression; an unknown or non-SPDX
+  license is refused in one line naming the crate);
+* ``LICENSE.dependencies`` (cargo2rpm's ``%{cargo_license}`` lines,
+  ``MIT OR Apache-2.0: serde v1.0.228``, sorted and unique);
+* ``cargo-vendor.txt`` (cargo2rpm's ``%cargo_vendor_manifest`` lines,
+  ``name vX.Y.Z`` or ``name vX.Y.Z (url?query#commit8)`` for git ones,
+  workspace members left out).  cargo2rpm lists every vendored crate there
+  (build, dev and proc-macro ones too, all features, all targets); ours
+  lists what the binary links, the same set as the provides;
+* ``Provides: bundled(crate(NAME)) = VERSION`` lines, with the version
+  written exactly as Fedora's generator writes it from cargo-vendor.txt, so
+  that on a Fedora build host the two sets are the same provides;
+* the license files the crates ship, to install as ``%license``.
+
+Non-crate code (CUTLASS, flash-attention kernels, ...) is declared in config
+(``[[bundled]]``) and appears in the License tag, LICENSE.dependencies and
+the provides (``bundled(NAME) = VERSION``), but not in cargo-vendor.txt:
+Fedora's generator would turn each line there into a ``bundled(crate(...))``
+provide, which would be false for them.
+
+A crate whose Cargo.toml names only a license file (no ``license``) has no
+machine-readable license: a person reads the file and declares it in config
+(``[[crate_license]]`` with the crate's name, exact version and SPDX
+expression); without that the crate is refused.  The version is part of the
+declaration so that an update of the crate asks again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, _show, _Table
+from .run import UserError, atomic_write, output
+
+TARGET = "x86_64-unknown-linux-gnu"
+CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
+
+CRATE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
+# semver: X.Y.Z[-pre][+build]
+SEMVER = re.compile(
+    r"^(?P<core>(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*))"
+    r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+    r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?\Z"
+)
+# What a bundled(NAME) = VERSION provide may hold (rpm's EVR characters).
+COMPONENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
+RPM_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^]{0,99}\Z")
+COMMIT = re.compile(r"^([0-9a-f]{40})?\Z")  # or empty: not pinned to a commit
+URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?\Z")
+# A git source as cargo writes it: git+URL[?query]#commit
+GIT_SOURCE = re.compile(
+    r"^git\+(?P<url>https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?)"
+    r"(?P<query>\?(branch|tag|rev)=[A-Za-z0-9._/+-]+)?#(?P<commit>[0-9a-f]{40})\Z"
+)
+LICENSE_FILE_NAME = re.compile(r"^(licen[cs]e|copying|copyright|notice|unlicense)", re.IGNORECASE)
+SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
+
+
+# --- config ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundledComponent:
+    """Code compiled into the binary that no Cargo.lock lists."""
+
+    name: str
+    version: str
+    license: str
+    url: str
+    commit: str = ""
+
+
+@dataclass(frozen=True)
+class CrateLicense:
+    """A license a person read in a crate that declares only a license file."""
+
+    name: str
+    version: str
+    license: str
+
+
+@dataclass(frozen=True)
+class BundledConfig:
+    components: tuple[BundledComponent, ...] = ()
+    crate_licenses: tuple[CrateLicense, ...] = ()
+
+    def crate_license(self, name: str, version: str) -> CrateLicense | None:
+        for entry in self.crate_licenses:
+            if entry.name == name and entry.version == version:
+                return entry
+        return None
+
+
+def parse_config(data: Mapping[str, Any]) -> BundledConfig:
+    """The ``[[bundled]]`` and ``[[crate_license]]`` arrays of config.toml."""
+    components = []
+    for i, raw in enumerate(_array(data, "bundled")):
+        t = _Table(raw, f"bundled[{i}]")
+        comp = BundledComponent(
+            name=t.string("name", pattern=COMPONENT_NAME, form='a component name such as "cutlass"'),
+            version=t.string("version", pattern=RPM_VERSION, form='an rpm version such as "3.9.2" or "0^20250101git1a2b3c4"'),
+            license=t.string("license", form="an SPDX license expression"),
+            url=t.string("url", pattern=URL, form="an https:// URL of the component's source"),
+            commit=t.string("commit", "", pattern=COMMIT, form="a full 40-hex commit id"),
+        )
+        t.finish()
+        _spdx_or_config_error(comp.license, t.key("license"))
+        components.append(comp)
+    names = [c.name for c in components]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"bundled: {_show(name)} is declared twice; keep one entry per component")
+
+    crate_licenses = []
+    for i, raw in enumerate(_array(data, "crate_license")):
+        t = _Table(raw, f"crate_license[{i}]")
+        entry = CrateLicense(
+            name=t.string("name", pattern=CRATE_NAME, form="a crate name"),
+            version=t.string("version", pattern=SEMVER, form='the crate\'s exact version such as "0.1.0"'),
+            license=t.string("license", form="an SPDX license expression"),
+        )
+        t.finish()
+        _spdx_or_config_error(entry.license, t.key("license"))
+        if any((e.name, e.version) == (entry.name, entry.version) for e in crate_licenses):
+            raise ConfigError(f"crate_license: {entry.name} {entry.version} is declared twice; keep one entry")
+        crate_licenses.append(entry)
+    return BundledConfig(components=tuple(components), crate_licenses=tuple(crate_licenses))
+
+
+def _array(data: Mapping[str, Any], key: str) -> list:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} = {_show(value)}: expected an array of tables ([[{key}]])")
+    return value
+
+
+def _spdx_or_config_error(text: str, key: str) -> None:
+    problem = spdx_problem(text)
+    if problem:
+        raise ConfigError(f"{key} = {_show(text)}: {problem}")
+
+
+# --- SPDX --------------------------------------------------------------------
+
+
+@functools.cache
+def _licensing():
+    from license_expression import get_spdx_licensing
+
+    return get_spdx_licensing()
+
+
+@functools.lru_cache(maxsize=4096)  # most crates share a handful of expressions
+def spdx_problem(text: str) -> str:
+    """Why text is not a valid SPDX expression of known licenses, or ''."""
+    try:
+        info = _licensing().validate(text, strict=True)
+    except Exception as exc:  # license-expression raises from inside validate on some syntax errors
+        return f"not an SPDX expression ({exc})"
+    if info.invalid_symbols and any(e.startswith("Unknown license key") for e in info.errors):
+        return f"unknown license {', '.join(map(str, info.invalid_symbols))} (not on the SPDX license list)"
+    if info.errors:
+        return f"not an SPDX expression ({info.errors[0]})"
+    return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize(text: str) -> str:
+    """A valid SPDX expression, rendered with the license list's spelling."""
+    return str(_licensing().validate(text, strict=True).normalized_expression)
+
+
+def cargo_legacy(text: str) -> str:
+    """Cargo once allowed "MIT/Apache-2.0"; cargo2rpm reads "/" as OR."""
+    return text.replace(" / ", "/").replace("/", " OR ")
+
+
+def _canonical(expr) -> str:
+    """A rendering that ignores operand order, for telling equal terms apart."""
+    operator = _operator(expr)
+    if not operator:
+        return expr.render()
+    parts = sorted(_canonical(a) for a in expr.args)
+    return "(" + f" {operator} ".join(parts) + ")"
+
+
+def combine(expressions: Iterable[str]) -> str:
+    """One SPDX expression that is the AND of all given ones.
+
+    Terms are split at top-level AND, deduplicated regardless of operand order
+    ("MIT OR Apache-2.0" equals "Apache-2.0 OR MIT"; the first seen in sorted
+    order is kept as written) and sorted.  OR choices are kept: no term is
+    dropped because another implies it.
+    """
+    licensing = _licensing()
+    terms: dict[str, str] = {}
+    for text in sorted(set(expressions)):
+        parsed = licensing.parse(text, strict=True)
+        parts = parsed.args if _operator(parsed) == "AND" else (parsed,)
+        for part in parts:
+            rendered = part.render()
+            if _operator(part) == "OR":
+                rendered = f"({rendered})"
+            terms.setdefault(_canonical(part), rendered)
+    if not terms:
+        raise UserError("no licenses to combine: the dependency graph is empty")
+    order = sorted(terms, key=lambda k: (k.replace("(", "").replace(")", "").casefold(), k))
+    combined = " AND ".join(terms[key] for key in order)
+    problem = spdx_problem(combined)
+    if problem:  # cannot happen for valid parts; a guard against a library change
+        raise UserError(f"combined license {combined!r}: {problem}")
+    return combined
+
+
+def _operator(expr) -> str:
+    """"AND" or "OR" for a compound expression, "" for a license (with or
+    without an exception)."""
+    from license_expression import LicenseWithExceptionSymbol
+
+    if isinstance(expr, LicenseWithExceptionSymbol) or not getattr(expr, "args", None):
+        return ""
+    return expr.operator.strip()
+
+
+# --- the graph ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Crate:
+    name: str
+    version: str
+    source: str  # "" for path packages (workspace members and path deps)
+    license: str  # validated, normalized SPDX expression
+    declared_license: str  # as the crate wrote it ("" for license-file-only)
+    license_from_config: bool
+    checksum: str  # sha256 from Cargo.lock for registry crates, else ""
+    directory: Path
+    license_files: tuple[Path, ...]
+    workspace_member: bool
+
+    @property
+    def is_local(self) -> bool:
+        return not self.source
+
+    @property
+    def git(self) -> re.Match | None:
+        return GIT_SOURCE.match(self.source)
+
+    @property
+    def git_url(self) -> str:
+        m = self.git
+        return m.group("url") if m else ""
+
+    @property
+    def git_commit(self) -> str:
+        m = self.git
+        return m.group("commit") if m else ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}" + (f"+git{self.git_commit}" if self.git else "")
+
+    def display(self) -> str:
+        """``name vX.Y.Z`` or, for git, ``name vX.Y.Z (url?query#commit8)``:
+        cargo tree's ``{p}``, which cargo2rpm writes."""
+        m = self.git
+        if m:
+            return f"{self.name} v{self.version} ({m.group('url')}{m.group('query') or ''}#{m.group('commit')[:8]})"
+        return f"{self.name} v{self.version}"
+
+    def rpm_version(self) -> str:
+        """The provide's version, as cargo2rpm's parse-vendor-manifest writes
+        it: pre-release after "~" with "-" as "_", build metadata dropped,
+        git ones "+git<commit8>"."""
+        m = SEMVER.match(self.version)
+        assert m is not None  # checked when the crate was read
+        version = m.group("core")
+        if m.group("pre"):
+            version += "~" + m.group("pre").replace("-", "_")
+        if self.git:
+            version += f"+git{self.git_commit[:8]}"
+        return version
+
+    def license_dir(self) -> str:
+        """Directory name of this crate's license texts in the package."""
+        suffix = f"+git{self.git_commit[:8]}" if self.git else ""
+        return f"{self.name}-{self.version}{suffix}"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    package: str
+    crates: tuple[Crate, ...]  # sorted by (name, version, source), the packaged crate included
+    components: tuple[BundledComponent, ...]  # sorted by name
+    edges: tuple[tuple[str, tuple[str, ...]], ...]  # crate key -> linked dependency keys, sorted
+    license: str
+
+    @property
+    def root(self) -> Crate:
+        return next(c for c in self.crates if c.name == self.package and c.workspace_member)
+
+    @property
+    def vendored(self) -> tuple[Crate, ...]:
+        """Crates that come from outside the upstream tree."""
+        return tuple(c for c in self.crates if not c.is_local)
+
+    def license_dependencies(self) -> str:
+        """LICENSE.dependencies: ``EXPR: name vX.Y.Z`` per linked crate
+        (workspace members too) and per declared component, sorted, unique."""
+        lines = {f"{c.declared_license and cargo_legacy(c.declared_license) or c.license}: {c.display()}" for c in self.crates}
+        for comp in self.components:
+            lines.add(f"{comp.license}: {_component_display(comp)}")
+        return "".join(f"{line}\n" for line in sorted(lines))
+
+    def vendor_manifest(self) -> str:
+        """cargo-vendor.txt: the linked crates from outside the tree."""
+        return "".join(f"{line}\n" for line in sorted({c.display() for c in self.vendored}))
+
+    def provides(self) -> tuple[str, ...]:
+        crates = {f"bundled(crate({c.name})) = {c.rpm_version()}" for c in self.vendored}
+        comps = {f"bundled({c.name}) = {c.version}" for c in self.components}
+        return tuple(sorted(crates)) + tuple(sorted(comps))
+
+    def license_texts(self) -> tuple[tuple[Path, str], ...]:
+        """(file in a crate's directory, path under the package's license
+        directory) for every license file a linked crate ships."""
+        out = []
+        for crate in self.crates:
+            for path in crate.license_files:
+                out.append((path, f"crates/{crate.license_dir()}/{path.name}"))
+        return tuple(out)
+
+
+def _component_display(comp: BundledComponent) -> str:
+    return f"{comp.name} v{comp.version} ({comp.url}" + (f"#{comp.commit})" if comp.commit else ")")
+
+
+def cargo_metadata(workspace: Path, package: str, features: Iterable[str], *, target: str = TARGET) -> dict:
+    """``cargo metadata`` for the packaged crate's features, offline and locked."""
+    argv = [
+        "cargo", "metadata", "--locked", "--offline", "--format-version", "1",
+        "--filter-platform", target,
+    ]
+    features = sorted(set(features))
+    if features:
+        argv += ["--features", ",".join(f if "/" in f else f"{package}/{f}" for f in features)]
+    text = output(argv, cwd=workspace, quiet=True)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"cargo metadata in {workspace} did not print JSON ({exc})") from None
+
+
+def read_lock(workspace: Path) -> dict[tuple[str, str, str], str]:
+    """(name, version, source) -> checksum, from the workspace's Cargo.lock."""
+    path = workspace / "Cargo.lock"
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    sums = {}
+    for pkg in data.get("package", []):
+        if "checksum" in pkg:
+            sums[(pkg["name"], pkg["version"], pkg.get("source", ""))] = pkg["checksum"]
+    return sums
+
+
+def cargo_tree(workspace: Path, package: str, features: Iterable[str], *, target: str = TARGET) -> list[str]:
+    """The linked graph of ``package`` as cargo tree prints it: cargo2rpm's
+    edges (no build, dev or proc-macro dependencies), the package's own
+    features only, one target; every line "DEPTH{p}"."""
+    argv = [
+        "cargo", "tree", "--locked", "--offline", "-p", package,
+        "--edges", "no-build,no-dev,no-proc-macro", "--target", target,
+        "--prefix", "depth", "--format", "{p}",
+    ]
+    features = sorted(set(features))
+    if features:
+        argv += ["--features", ",".join(features)]
+    return output(argv, cwd=workspace, quiet=True).splitlines()
+
+
+TREE_LINE = re.compile(r"^(?P<depth>[0-9]+)(?P<pkg>\S+ v\S+( \(.*\))?)\Z")
+
+
+def resolve(metadata: dict, tree: list[str], checksums: Mapping[tuple[str, str, str], str], package: str, config: BundledConfig) -> Bundle:
+    """The Bundle of ``package``: its linked graph from cargo tree's lines,
+    each crate's data from cargo metadata.
+
+    cargo metadata alone cannot give the graph: it resolves features for the
+    whole workspace at once, so a crate that only another member's features
+    pull in (upstream's mistralrs-pyo3 turns on mistralrs-core's optional
+    pyo3) would look linked.  cargo tree -p resolves the package alone, as
+    ``cargo build -p`` does."""
+    check_member(metadata, package)
+    packages = {p["id"]: p for p in metadata["packages"]}
+    members = set(metadata["workspace_members"])
+    by_display = {_tree_display(p): pid for pid, p in packages.items()}
+
+    linked: dict[str, set[str]] = {}
+    stack: list[str] = []  # the path from the root to the line being read
+    for line in tree:
+        if not line.strip():
+            continue
+        repeat = line.endswith(" (*)")  # printed before; its dependencies are not repeated
+        m = TREE_LINE.match(line[: -len(" (*)")] if repeat else line)
+        if not m:
+            raise UserError(f"cannot read cargo tree's line {line!r}")
+        depth, shown = int(m.group("depth")), m.group("pkg")
+        pid = by_display.get(shown)
+        if pid is None:
+            raise UserError(f"cargo tree shows {shown!r}, which cargo metadata does not list")
+        if depth > len(stack) or (depth == 0 and linked):
+            raise UserError(f"cargo tree's output is not one tree (at line {line!r})")
+        del stack[depth:]
+        linked.setdefault(pid, set())
+        if stack:
+            linked[stack[-1]].add(pid)
+        stack.append(pid)
+    if not linked:
+        raise UserError(f"cargo tree printed nothing for package {package!r}")
+
+    crates = {pid: _crate(packages[pid], pid in members, checksums, config) for pid in linked}
+    edges = tuple(sorted((crates[pid].key, tuple(sorted({crates[d].key for d in deps}))) for pid, deps in linked.items()))
+    ordered = tuple(sorted(crates.values(), key=lambda c: (c.name, _version_key(c.version), c.source)))
+    components = tuple(sorted(config.components, key=lambda c: c.name))
+    license = combine([c.license for c in ordered] + [normalize(c.license) for c in components])
+    return Bundle(package=package, crates=ordered, components=components, edges=edges, license=license)
+
+
+def check_member(metadata: dict, package: str) -> None:
+    packages = {p["id"]: p for p in metadata["packages"]}
+    names = sorted(packages[pid]["name"] for pid in metadata["workspace_members"])
+    if package not in names:
+        raise UserError(f"package {package!r} is not a member of the workspace (members: {', '.join(names)})")
+
+
+def _tree_display(pkg: dict) -> str:
+    """How cargo tree's {p} shows a package of cargo metadata."""
+    source = pkg.get("source") or ""
+    base = f"{pkg['name']} v{pkg['version']}"
+    if not source:
+        return f"{base} ({Path(pkg['manifest_path']).parent})"
+    m = GIT_SOURCE.match(source)
+    if m:
+        return f"{base} ({m.group('url')}{m.group('query') or ''}#{m.group('commit')[:8]})"
+    return base if source == CRATES_IO else f"{base} ({source})"
+
+
+def _version_key(version: str) -> tuple:
+    m = SEMVER.match(version)
+    core = tuple(int(p) for p in m.group("core").split(".")) if m else (0, 0, 0)
+    return core, version
+
+
+def _crate(pkg: dict, member: bool, checksums, config: BundledConfig) -> Crate:
+    name, version, source = pkg["name"], pkg["version"], pkg.get("source") or ""
+    what = f"crate {name} v{version}"
+    if not CRATE_NAME.match(name) or not SEMVER.match(version):
+        raise UserError(f"{what}: name or version has characters a spec cannot hold")
+    if source and not (source == CRATES_IO or GIT_SOURCE.match(source)):
+        raise UserError(f"{what}: source {source!r} is neither crates.io nor a git repository pinned to a commit")
+    directory = Path(pkg["manifest_path"]).parent
+    declared = pkg.get("license") or ""
+    override = config.crate_license(name, version)
+    if override is not None:
+        license = normalize(override.license)
+    elif declared:
+        problem = spdx_problem(cargo_legacy(declared))
+        if problem:
+            raise UserError(
+                f"{what} declares license {declared!r}: {problem}; read its license and declare it in config.toml: "
+                f'[[crate_license]] name = "{name}", version = "{version}", license = "<SPDX expression>"'
+            )
+        license = normalize(cargo_legacy(declared))
+    else:
+        where = f" ({pkg['license_file']})" if pkg.get("license_file") else ""
+        raise UserError(
+            f"{what} declares no SPDX license, only a license file{where}; read it and declare it in config.toml: "
+            f'[[crate_license]] name = "{name}", version = "{version}", license = "<SPDX expression>"'
+        )
+    return Crate(
+        name=name,
+        version=version,
+        source=source,
+        license=license,
+        declared_license=declared if override is None else "",
+        license_from_config=override is not None,
+        checksum=checksums.get((name, version, source), "") if source == CRATES_IO else "",
+        directory=directory,
+        license_files=_license_files(directory, pkg.get("license_file")),
+        workspace_member=member,
+    )
+
+
+def _license_files(directory: Path, license_file: str | None) -> tuple[Path, ...]:
+    found = set()
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        entries = []
+    for path in entries:
+        if LICENSE_FILE_NAME.match(path.name) and SAFE_FILE_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            found.add(path)
+    if license_file:
+        path = directory / license_file
+        if SAFE_FILE_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            found.add(path)
+    names = [p.name for p in found]
+    # Two files of one name (LICENSE and sub/LICENSE): keep the crate-root one.
+    return tuple(sorted((p for p in found if names.count(p.name) == 1 or p.parent == directory), key=lambda p: p.name))
+
+
+def collect(workspace: Path, package: str, features: Iterable[str], config: BundledConfig, *, target: str = TARGET) -> Bundle:
+    """The Bundle of ``package`` in the upstream tree at ``workspace``."""
+    metadata = cargo_metadata(workspace, package, features, target=target)
+    check_member(metadata, package)
+    tree = cargo_tree(workspace, package, features, target=target)
+    return resolve(metadata, tree, read_lock(workspace), package, config)
+
+
+@dataclass(frozen=True)
+class LicenseFiles:
+    """What :func:`write_license_files` wrote, relative to its directory."""
+
+    license_dependencies: str = "LICENSE.dependencies"
+    vendor_manifest: str = "cargo-vendor.txt"
+    texts: tuple[str, ...] = field(default_factory=tuple)
+
+
+def write_license_files(bundle: Bundle, dest: Path) -> LicenseFiles:
+    """LICENSE.dependencies, cargo-vendor.txt and crates/<crate>/<file> under dest."""
+    files = LicenseFiles()
+    atomic_write(dest / files.license_dependencies, bundle.license_dependencies())
+    atomic_write(dest / files.vendor_manifest, bundle.vendor_manifest())
+    texts = []
+    for src, rel in bundle.license_texts():
+        atomic_write(dest / rel, src.read_bytes())
+        texts.append(rel)
+    return LicenseFiles(texts=tuple(texts))

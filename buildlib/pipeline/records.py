@@ -1,0 +1,356 @@
+"""What one stage hands the next, one frozen dataclass per record, each
+written and read here only.
+
+- :class:`BuildRecord` (``artifacts/mistralrs-<flavour>.json``): the build
+  (or the adoption of a prebuilt binary) describes the artifact.
+- :class:`VerifyRecord` (``artifacts/mistralrs-<flavour>.verified.json``):
+  verify's verdict on that artifact.
+- :class:`RpmRecord` (``build/rpm/mistralrs-<flavour>.json``): the package
+  rpmbuild put into dist/.
+
+Loading checks every field (a record is a file anyone can edit);
+:meth:`BuildRecord.check_fits` is the one check that a record still fits the
+configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import FEATURE_NAME, FLAVOUR_NAME, PACKAGE_NAME, Config, Flavour
+from ..layout import Layout
+from ..refs import COMMIT, TAG, check_rpm_version
+from ..run import UserError, atomic_write
+
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+UPSTREAM_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\Z")
+ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+UNKNOWN = "unknown"
+
+
+def utc_stamp(when: datetime | None = None) -> str:
+    """2026-11-25T17:00:00Z: how every record writes a time."""
+    return (when or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_json(path: Path, what: str, *, hint: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"no {what} at {path}: {hint}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: {what} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: {what} is not a JSON object")
+    return data
+
+
+def _write(path: Path, data: dict) -> None:
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
+
+
+def _name(flavour: Flavour | str) -> str:
+    return flavour if isinstance(flavour, str) else flavour.name
+
+
+class _PerFlavour:
+    """A record that names its flavour, kept where ``Layout.<_where>`` says."""
+
+    _where: ClassVar[str]
+    flavour: str
+
+    def to_json(self) -> dict:
+        raise NotImplementedError
+
+    def write(self, layout: Layout) -> Path:
+        path = getattr(layout, self._where)(self.flavour)
+        _write(path, self.to_json())
+        return path
+
+
+class _Fields:
+    """Typed access to one record's JSON object; errors name file and field."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path, self.data = path, data
+
+    def get(self, name: str, kind: type | tuple[type, ...], *, optional: bool = False, default: Any = None) -> Any:
+        if name not in self.data:
+            if default is not None:
+                return default
+            raise UserError(f"{self.path}: field {name!r} is missing")
+        value = self.data[name]
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise UserError(f"{self.path}: field {name!r} = {value!r} has the wrong type")
+        return value
+
+    def time(self, name: str) -> datetime:
+        text = self.get(name, str)
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise UserError(f"{self.path}: field {name!r} = {text!r}: expected an ISO 8601 time") from None
+
+    def matching(self, name: str, pattern: re.Pattern, form: str, *, optional: bool = False) -> Any:
+        value = self.get(name, str, optional=optional)
+        if value is not None and not pattern.match(value):
+            raise UserError(f"{self.path}: field {name!r} = {value!r}: expected {form}")
+        return value
+
+
+# --- build -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangelogEntry:
+    rpm_version: str
+    tag: str | None
+    day: date
+    commit: str | None
+
+    def to_json(self) -> dict:
+        return {"rpm_version": self.rpm_version, "tag": self.tag, "date": self.day.isoformat(), "commit": self.commit}
+
+    @classmethod
+    def from_json(cls, where: str, entry: object) -> "ChangelogEntry":
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: expected an object")
+        try:
+            rpm_version = check_rpm_version(entry.get("rpm_version"))
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        tag = entry.get("tag")
+        if tag is not None and not (isinstance(tag, str) and TAG.match(tag)):
+            raise UserError(f"{where}: tag {tag!r} is not a release tag")
+        commit = entry.get("commit")
+        if commit is not None and not (isinstance(commit, str) and COMMIT.match(commit)):
+            raise UserError(f"{where}: commit {commit!r} is not a 40-hex commit id")
+        day_text = entry.get("date")
+        try:
+            if not isinstance(day_text, str) or not ISO_DATE.match(day_text):
+                raise ValueError
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            raise UserError(f"{where}: date {day_text!r} is not YYYY-MM-DD") from None
+        return cls(rpm_version=rpm_version, tag=tag, day=day, commit=commit)
+
+
+@dataclass(frozen=True)
+class BuildRecord(_PerFlavour):
+    """The artifact of one flavour: where it came from and its digest."""
+
+    _where = "build_record"
+
+    source: str
+    """"cargo" (built here) or "prebuilt" (dropped in and adopted)."""
+    ref: str | None
+    commit: str | None
+    version: str
+    rpm_version: str
+    flavour: str
+    compute_cap: int
+    features: tuple[str, ...]
+    binary_name: str
+    rustc: str
+    cargo: str
+    nvcc: str
+    rustflags: str
+    sha256: str
+    size: int
+    duration_s: float
+    built_at: datetime
+    changelog: tuple[ChangelogEntry, ...]
+
+    @property
+    def tag(self) -> str | None:
+        """The release tag built, or None for a snapshot."""
+        return self.ref if self.ref and TAG.match(self.ref) else None
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source, "ref": self.ref, "commit": self.commit, "version": self.version,
+            "rpm_version": self.rpm_version, "flavour": self.flavour, "compute_cap": self.compute_cap,
+            "features": list(self.features), "binary_name": self.binary_name,
+            "rustc": self.rustc, "cargo": self.cargo, "nvcc": self.nvcc, "rustflags": self.rustflags,
+            "sha256": self.sha256, "size": self.size, "duration_s": self.duration_s,
+            "built_at": utc_stamp(self.built_at), "changelog": [e.to_json() for e in self.changelog],
+        }
+
+    @classmethod
+    def load(cls, layout: Layout, flavour: Flavour | str) -> "BuildRecord":
+        """The build record of a flavour, every field checked."""
+        name = _name(flavour)
+        path = layout.build_record(name)
+        f = _Fields(path, read_json(path, "build record", hint="build or drop in the artifact first"))
+        record_flavour = f.matching("flavour", FLAVOUR_NAME, "a flavour name")
+        if record_flavour != name:
+            raise UserError(f"{path}: written for flavour {record_flavour!r}, not {name!r}")
+        version = f.matching("version", UPSTREAM_VERSION, "an upstream version X.Y.Z or X.Y.Z-rcN")
+        rpm_version = check_rpm_version(f.get("rpm_version", str))
+        base = rpm_version.split("^", 1)[0]
+        if base != version.replace("-rc", "~rc"):
+            raise UserError(f"{path}: rpm_version {rpm_version!r} does not belong to upstream version {version!r}")
+        ref = f.get("ref", str, optional=True)
+        if ref is not None and not (TAG.match(ref) or COMMIT.match(ref)):
+            raise UserError(f"{path}: field 'ref' = {ref!r}: expected a release tag or a 40-hex commit id")
+        commit = f.matching("commit", COMMIT, "a 40-hex commit id", optional=True)
+        features = f.get("features", list)
+        for feature in features:
+            if not isinstance(feature, str) or not FEATURE_NAME.match(feature):
+                raise UserError(f"{path}: feature {feature!r} is not a cargo feature name")
+        size = f.get("size", int)
+        if size <= 0:
+            raise UserError(f"{path}: field 'size' = {size}: expected a positive number of bytes")
+        built_at = f.time("built_at")
+        entries = f.get("changelog", list)
+        return cls(
+            source=f.matching("source", re.compile(r"^(cargo|prebuilt)$"), '"cargo" or "prebuilt"'),
+            ref=ref,
+            commit=commit,
+            version=version,
+            rpm_version=rpm_version,
+            flavour=record_flavour,
+            compute_cap=f.get("compute_cap", int),
+            features=tuple(features),
+            binary_name=f.matching("binary_name", PACKAGE_NAME, "a program name such as \"mistralrs\""),
+            # provenance only: shown, never acted on
+            rustc=f.get("rustc", str, default=UNKNOWN),
+            cargo=f.get("cargo", str, default=UNKNOWN),
+            nvcc=f.get("nvcc", str, default=UNKNOWN),
+            rustflags=f.get("rustflags", str, default=UNKNOWN),
+            sha256=f.matching("sha256", SHA256, "64 lower-case hex digits"),
+            size=size,
+            duration_s=float(f.get("duration_s", (int, float), default=0.0)),
+            built_at=built_at,
+            changelog=tuple(ChangelogEntry.from_json(f"{path}: changelog[{i}]", e) for i, e in enumerate(entries)),
+        )
+
+    def check_fits(self, cfg: Config, layout: Layout, flavour: Flavour) -> None:
+        """The one check that this record still fits config.toml: the
+        flavour's compute capability and the binary name of the version."""
+        path = layout.build_record(flavour.name)
+        if self.compute_cap != flavour.compute_cap:
+            raise UserError(
+                f"{path}: built for compute capability {self.compute_cap},"
+                f" but config.toml says flavours.{flavour.name}.compute_cap = {flavour.compute_cap}: rebuild the flavour"
+            )
+        expected_binary = cfg.upstream.binary_name(self.version)
+        if self.binary_name != expected_binary:
+            raise UserError(
+                f"{path}: binary_name {self.binary_name!r}, but config.toml's"
+                f" upstream.binary_names gives {expected_binary!r} for version {self.version}"
+            )
+
+
+# --- verify ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyRecord:
+    """Verify's verdict: the artifact with this digest passed."""
+
+    sha256: str
+    ok: bool
+    binary_name: str = UNKNOWN
+    method: str = UNKNOWN
+    """How the CUDA code was found (cuobjdump or the embedded images)."""
+    archs: tuple[int, ...] = ()
+    images: int = 0
+
+    def to_json(self) -> dict:
+        return {"sha256": self.sha256, "ok": self.ok, "binary_name": self.binary_name, "method": self.method,
+                "archs": list(self.archs), "images": self.images}
+
+    def write(self, layout: Layout, flavour: Flavour) -> Path:
+        path = layout.verify_record(flavour.name)
+        _write(path, self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, layout: Layout, flavour: Flavour) -> "VerifyRecord":
+        path = layout.verify_record(flavour.name)
+        f = _Fields(path, read_json(path, "verify record", hint=f"run the verify task for {flavour.name} first"))
+        archs = f.get("archs", list, default=[])
+        return cls(
+            sha256=f.matching("sha256", SHA256, "64 lower-case hex digits"),
+            ok=f.get("ok", bool),
+            binary_name=f.get("binary_name", str, default=UNKNOWN),
+            method=f.get("method", str, default=UNKNOWN),
+            archs=tuple(a for a in archs if isinstance(a, int)),
+            images=f.get("images", int, default=0),
+        )
+
+
+# --- rpm -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RpmRecord(_PerFlavour):
+    """The package rpmbuild put into dist/."""
+
+    _where = "rpm_record"
+
+    flavour: str
+    path: Path
+    name: str
+    version: str
+    release: str
+    arch: str
+    sha256: str
+    size: int
+    payload: str
+    payload_compressor: str
+    payload_flags: str
+    artifact_sha256: str
+    duration_s: float
+    built_at: datetime
+
+    @property
+    def file(self) -> str:
+        return self.path.name
+
+    @property
+    def nevra(self) -> str:
+        return f"{self.name}-{self.version}-{self.release}.{self.arch}"
+
+    def to_json(self) -> dict:
+        return {
+            "flavour": self.flavour, "path": str(self.path), "file": self.file, "nevra": self.nevra,
+            "name": self.name, "version": self.version, "release": self.release, "arch": self.arch,
+            "sha256": self.sha256, "size": self.size, "payload": self.payload,
+            "payload_compressor": self.payload_compressor, "payload_flags": self.payload_flags,
+            "artifact_sha256": self.artifact_sha256, "duration_s": self.duration_s,
+            "built_at": utc_stamp(self.built_at),
+        }
+
+    @classmethod
+    def load(cls, layout: Layout, flavour: Flavour | str) -> "RpmRecord":
+        name = _name(flavour)
+        path = layout.rpm_record(name)
+        f = _Fields(path, read_json(path, "rpm record", hint=f"run the rpm task for {name} first"))
+        file = f.get("file", str)
+        rpm_path = Path(f.get("path", str))
+        if "/" in file or rpm_path.name != file:
+            raise UserError(f"{path}: field 'file' = {file!r} is not the name of field 'path'")
+        built_at = f.time("built_at")
+        return cls(
+            flavour=f.matching("flavour", FLAVOUR_NAME, "a flavour name"),
+            path=rpm_path,
+            name=f.get("name", str), version=f.get("version", str), release=f.get("release", str),
+            arch=f.get("arch", str),
+            sha256=f.matching("sha256", SHA256, "64 lower-case hex digits"),
+            size=f.get("size", int),
+            payload=f.get("payload", str),
+            payload_compressor=f.get("payload_compressor", str),
+            payload_flags=f.get("payload_flags", str),
+            artifact_sha256=f.matching("artifact_sha256", SHA256, "64 lower-case hex digits"),
+            duration_s=float(f.get("duration_s", (int, float))),
+            built_at=built_at,
+        )

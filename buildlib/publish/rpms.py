@@ -1,0 +1,82 @@
+"""The packages in dist/: what rpm says they are, and rpm's version order."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..run import run
+from .channels import BASEARCH, NOARCH, PublishError, channels_for
+
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^-]*$")
+EVR = re.compile(r"^(?P<epoch>[0-9]+):(?P<version>[A-Za-z0-9._+~^]+)-(?P<release>[A-Za-z0-9._+~^]+)\Z")
+
+
+@dataclass(frozen=True)
+class LocalRpm:
+    path: Path
+    name: str
+    epoch: str
+    version: str
+    release: str
+    arch: str
+    header_sha256: str
+
+    @property
+    def evr(self) -> str:
+        return f"{self.epoch}:{self.version}-{self.release}"
+
+    def channels(self, configured: Sequence[str]) -> list[str]:
+        return channels_for(self.name, self.version, configured)
+
+
+def read_rpms(paths: Sequence[Path]) -> list[LocalRpm]:
+    """Name, EVR and main-header digest of each package (one rpm call)."""
+    if not paths:
+        return []
+    qf = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SHA256HEADER}\\n"
+    proc = run(["rpm", "-qp", "--nosignature", "--nodigest", "--qf", qf, *paths], capture=True, check=False, quiet=True)
+    lines = proc.stdout.decode().splitlines()
+    if proc.returncode != 0 or len(lines) != len(paths):
+        raise PublishError(f"rpm could not read the packages in {paths[0].parent}: "
+                           f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
+    rpms = []
+    for path, line in zip(paths, lines):
+        name, epoch, version, release, arch, digest = line.split("\t")
+        if not FILE_NAME.match(path.name):
+            raise PublishError(f"{path.name}: unexpected characters in a package file name")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise PublishError(f"{path.name}: has no SHA-256 header digest; rebuild it with rpm 4.14 or newer")
+        if arch == "noarch" and name not in NOARCH:
+            raise PublishError(f"{path.name}: noarch, but the repository is {BASEARCH}-only; the only noarch "
+                               f"package it takes is ours ({', '.join(sorted(NOARCH))})")
+        if arch not in (BASEARCH, "noarch"):
+            raise PublishError(f"{path.name}: architecture {arch}, but the repository is {BASEARCH}-only")
+        rpms.append(LocalRpm(path, name, epoch, version, release, arch, digest))
+    return rpms
+
+
+def compare_evr(a: str, b: str) -> int:
+    """rpm's own order of two EVR strings ("E:V-R"): <0, 0 or >0."""
+    import rpm  # Debian's python3-rpm (through the rpm shim in .venv); imported on first use
+
+    def label(evr: str) -> tuple[str, str, str]:
+        m = EVR.match(evr)
+        if not m:
+            raise PublishError(f"unexpected version {evr!r}")
+        return m.group("epoch"), m.group("version"), m.group("release")
+
+    return rpm.labelCompare(label(a), label(b))
+
+
+def newest_first(evrs: Sequence[str]) -> list[str]:
+    """EVR strings ("E:V-R") newest first, in rpm's own order."""
+    if len(evrs) < 2:
+        return list(evrs)
+    for evr in evrs:
+        if not EVR.match(evr):
+            raise PublishError(f"unexpected version {evr!r}")
+    return sorted(evrs, key=functools.cmp_to_key(compare_evr), reverse=True)

@@ -1,0 +1,31 @@
+"""The repository as a directory on this machine (tests, the demo, a
+publish run on the host itself): rsync without a remote shell, and
+``fcntl.flock`` on the lock file."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..config import LocalTarget
+from ..layout import PUBLISH_LOCK_NAME
+from ..run import log
+from .transport import RsyncTransport
+
+
+class LocalTransport(RsyncTransport):
+    def __init__(self, target: LocalTarget, scratch: Path):
+        super().__init__(scratch, str(target.path))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.root) / PUBLISH_LOCK_NAME, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"waiting for the publish lock on {self.root}")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            yield

@@ -1,0 +1,297 @@
+"""Licenses and bundled provides, computed from a real ``cargo metadata`` of a
+small vendored workspace (tests/fixtures/bundled-ws):
+
+    demo-app 0.3.0 (MIT, the packaged crate; feature "extra")
+    ├── demo-helper 0.3.0 (Apache-2.0, workspace member)
+    │   ├── bsd-thing, dual-lic
+    ├── dual-lic 1.2.0 (MIT OR Apache-2.0)
+    ├── slashy 0.4.1 ("MIT/Apache-2.0", cargo's legacy form)
+    ├── bsd-thing 2.0.0 (BSD-3-Clause; optional feat-only, EPL-2.0, feature "more")
+    ├── licfile-only 0.1.0 (license-file only)
+    ├── prerel 1.0.0-beta.2 (Apache-2.0)
+    ├── gitdep 0.9.0 (Apache-2.0 WITH LLVM-exception, git)
+    ├── opt-extra 1.0.0 (ISC, only with feature "extra")
+    ├── derive-pm 1.0.0 (MPL-2.0, proc-macro) -> pm-support (0BSD), bsd-thing
+    ├── win-only 0.1.0 (GPL-3.0-only, cfg(windows))
+    ├── [build] builddep 0.5.0 (Zlib)
+    └── [dev] devdep 3.0.0 (Unlicense)
+    demo-unused 0.3.0 (GPL-2.0-only, workspace member nobody depends on;
+                       turns on bsd-thing's feature "more")
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from buildlib import bundled
+from buildlib.config import ConfigError
+from buildlib.run import UserError
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bundled-ws"
+GIT = "https://example.invalid/gitdep.git?rev=5e1f0c2a9b7d4e3f8a6c1b2d3e4f5a6b7c8d9e0f#5e1f0c2a"
+EXCLUDED = (
+    "derive-pm", "pm-support", "builddep", "devdep", "win-only", "demo-unused", "feat-only",
+    "MPL-2.0", "0BSD", "Zlib", "Unlicense", "GPL", "EPL",
+)
+
+CONFIG = {
+    "crate_license": [{"name": "licfile-only", "version": "0.1.0", "license": "BSL-1.0"}],
+    "bundled": [
+        {"name": "cutlass", "version": "3.9.2", "license": "BSD-3-Clause", "url": "https://github.com/NVIDIA/cutlass", "commit": "ad7b2f5e84fcfa124cb02b91d5bd26d238c0459e"},
+        {"name": "flash-kernels", "version": "0^20250101git1a2b3c4", "license": "BSD-3-Clause AND Apache-2.0", "url": "https://example.org/flash-kernels"},
+    ],
+}
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A copy of the fixture at a path of its own, with an empty CARGO_HOME:
+    nothing may come from this machine's cargo cache or the network."""
+    ws = tmp_path / "some checkout" / "ws"
+    shutil.copytree(FIXTURE, ws)
+    monkeypatch.setenv("CARGO_HOME", str(tmp_path / "cargo-home"))
+    return ws
+
+
+def collect(ws, features=("extra",), config=CONFIG):
+    return bundled.collect(ws, "demo-app", features, bundled.parse_config(config))
+
+
+def test_license_tag_is_the_hand_derived_expression(workspace):
+    bundle = collect(workspace)
+    # Linked: MIT (demo-app), Apache-2.0 (demo-helper, prerel), MIT OR
+    # Apache-2.0 (dual-lic, slashy), BSD-3-Clause (bsd-thing, cutlass),
+    # BSL-1.0 (licfile-only, from config), Apache-2.0 WITH LLVM-exception
+    # (gitdep), ISC (opt-extra), BSD-3-Clause AND Apache-2.0 (flash-kernels).
+    assert bundle.license == (
+        "Apache-2.0 AND (MIT OR Apache-2.0) AND Apache-2.0 WITH LLVM-exception"
+        " AND BSD-3-Clause AND BSL-1.0 AND ISC AND MIT"
+    )
+    assert bundled.spdx_problem(bundle.license) == ""
+
+
+def test_features_decide_what_is_linked(workspace):
+    without = collect(workspace, features=())
+    assert "ISC" not in without.license
+    assert "opt-extra" not in without.vendor_manifest()
+    assert "opt-extra v1.0.0\n" in collect(workspace).vendor_manifest()
+
+
+def test_license_dependencies_in_cargo2rpm_format(workspace):
+    assert collect(workspace).license_dependencies() == (
+        f"Apache-2.0 WITH LLVM-exception: gitdep v0.9.0 ({GIT})\n"
+        "Apache-2.0: demo-helper v0.3.0\n"
+        "Apache-2.0: prerel v1.0.0-beta.2\n"
+        "BSD-3-Clause AND Apache-2.0: flash-kernels v0^20250101git1a2b3c4 (https://example.org/flash-kernels)\n"
+        "BSD-3-Clause: bsd-thing v2.0.0\n"
+        "BSD-3-Clause: cutlass v3.9.2 (https://github.com/NVIDIA/cutlass#ad7b2f5e84fcfa124cb02b91d5bd26d238c0459e)\n"
+        "BSL-1.0: licfile-only v0.1.0\n"
+        "ISC: opt-extra v1.0.0\n"
+        "MIT OR Apache-2.0: dual-lic v1.2.0\n"
+        "MIT OR Apache-2.0: slashy v0.4.1\n"
+        "MIT: demo-app v0.3.0\n"
+    )
+
+
+def test_vendor_manifest_and_provides(workspace):
+    bundle = collect(workspace)
+    assert bundle.vendor_manifest() == (
+        "bsd-thing v2.0.0\n"
+        "dual-lic v1.2.0\n"
+        f"gitdep v0.9.0 ({GIT})\n"
+        "licfile-only v0.1.0\n"
+        "opt-extra v1.0.0\n"
+        "prerel v1.0.0-beta.2\n"
+        "slashy v0.4.1\n"
+    )
+    # Versions as Fedora's generator writes them from cargo-vendor.txt:
+    # pre-release after "~", git ones "+git<commit8>".
+    assert bundle.provides() == (
+        "bundled(crate(bsd-thing)) = 2.0.0",
+        "bundled(crate(dual-lic)) = 1.2.0",
+        "bundled(crate(gitdep)) = 0.9.0+git5e1f0c2a",
+        "bundled(crate(licfile-only)) = 0.1.0",
+        "bundled(crate(opt-extra)) = 1.0.0",
+        "bundled(crate(prerel)) = 1.0.0~beta.2",
+        "bundled(crate(slashy)) = 0.4.1",
+        "bundled(cutlass) = 3.9.2",
+        "bundled(flash-kernels) = 0^20250101git1a2b3c4",
+    )
+
+
+def test_excluded_edges_leave_no_trace(workspace):
+    bundle = collect(workspace)
+    text = "\n".join([bundle.license, bundle.license_dependencies(), bundle.vendor_manifest(), *bundle.provides()])
+    for name in EXCLUDED:
+        assert name not in text
+    assert {c.name for c in bundle.crates} == {
+        "demo-app", "demo-helper", "bsd-thing", "dual-lic", "slashy", "licfile-only", "prerel", "gitdep", "opt-extra",
+    }
+
+
+def test_features_of_other_members_do_not_count(workspace):
+    # cargo metadata resolves the whole workspace: demo-unused's feature
+    # "more" makes bsd-thing depend on feat-only there ...
+    metadata = bundled.cargo_metadata(workspace, "demo-app", ["extra"])
+    node = next(n for n in metadata["resolve"]["nodes"] if "#bsd-thing@" in n["id"])
+    assert [d["name"] for d in node["deps"]] == ["feat_only"]
+    # ... but cargo build -p demo-app does not link it.
+    bundle = collect(workspace)
+    assert "feat-only" not in bundle.vendor_manifest() and "EPL" not in bundle.license
+    assert dict(bundle.edges)["bsd-thing@2.0.0"] == ()
+
+
+def _cargo_tree(ws, fmt):
+    """cargo2rpm's own query (cargo tree --edges=no-build,no-dev,no-proc-macro),
+    for this target instead of all targets."""
+    argv = ["cargo", "tree", "--offline", "--locked", "-p", "demo-app", "--features", "extra",
+            "--edges=no-build,no-dev,no-proc-macro", "--target", bundled.TARGET, "--prefix=none", "--format", fmt]
+    out = subprocess.run(argv, cwd=ws, check=True, capture_output=True, text=True).stdout
+    return {line for line in out.splitlines() if line and not line.endswith(" (*)")}
+
+
+def test_agrees_with_cargo_tree_as_cargo2rpm_runs_it(workspace):
+    bundle = collect(workspace, config={"crate_license": CONFIG["crate_license"]})
+    # The packages: everything cargo tree shows, path packages shown without their path.
+    tree = {re.sub(r" \(/[^)]*\)$", "", line) for line in _cargo_tree(workspace, "{p}")}
+    assert tree == {c.display() for c in bundle.crates}
+    # The license lines, with cargo2rpm's rewriting of "/" to " OR " (which
+    # cargo2rpm also applies to a git URL in the line; we don't); cargo tree
+    # has no license for the license-file-only crate, which config declares.
+    expected = set()
+    for line in _cargo_tree(workspace, "{l}: {p}"):
+        license, pkg = re.sub(r" \(/[^)]*\)$", "", line).split(": ", 1)
+        license = license.replace(" / ", "/").replace("/", " OR ") or ("BSL-1.0" if pkg == "licfile-only v0.1.0" else "")
+        expected.add(f"{license}: {pkg}")
+    assert set(bundle.license_dependencies().splitlines()) == expected
+
+
+def test_license_file_only_crate_needs_a_declared_license(workspace):
+    with pytest.raises(UserError) as err:
+        collect(workspace, config={})
+    message = str(err.value)
+    assert "\n" not in message
+    assert "crate licfile-only v0.1.0 declares no SPDX license, only a license file (LICENSE.txt)" in message
+    assert '[[crate_license]] name = "licfile-only", version = "0.1.0"' in message
+
+
+def test_declared_license_is_for_one_version_only(workspace):
+    stale = {"crate_license": [{"name": "licfile-only", "version": "0.0.9", "license": "BSL-1.0"}]}
+    with pytest.raises(UserError, match="crate licfile-only v0.1.0 declares no SPDX license"):
+        collect(workspace, config=stale)
+
+
+@pytest.mark.parametrize(
+    "license, problem",
+    [
+        ("MIT/Foo-Custom", "unknown license Foo-Custom"),
+        ("MIT OR", "not an SPDX expression"),
+        ("Apache-2.0 WITH MIT", "not an SPDX expression"),
+    ],
+)
+def test_non_spdx_license_is_refused_naming_the_crate(workspace, license, problem):
+    manifest = workspace / "vendor" / "slashy" / "Cargo.toml"
+    manifest.write_text(manifest.read_text().replace('license = "MIT/Apache-2.0"', f'license = "{license}"'))
+    with pytest.raises(UserError) as err:
+        collect(workspace)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"crate slashy v0.4.1 declares license {license!r}: {problem}")
+    assert '[[crate_license]] name = "slashy", version = "0.4.1"' in message
+
+
+def test_declared_license_overrides_a_wrong_one(workspace):
+    manifest = workspace / "vendor" / "slashy" / "Cargo.toml"
+    manifest.write_text(manifest.read_text().replace('license = "MIT/Apache-2.0"', 'license = "MIT/Foo-Custom"'))
+    config = {"crate_license": CONFIG["crate_license"] + [{"name": "slashy", "version": "0.4.1", "license": "MIT"}]}
+    bundle = collect(workspace, config=config)
+    assert "MIT: slashy v0.4.1\n" in bundle.license_dependencies()
+    assert next(c for c in bundle.crates if c.name == "slashy").license_from_config
+
+
+def test_unknown_package_is_refused(workspace):
+    with pytest.raises(UserError, match=r"package 'nope' is not a member of the workspace \(members: demo-app, demo-helper, demo-unused\)"):
+        bundled.collect(workspace, "nope", (), bundled.parse_config(CONFIG))
+
+
+def test_lock_file_is_required_as_is(workspace):
+    lock = workspace / "Cargo.lock"
+    lock.write_text(lock.read_text().replace('name = "prerel"\nversion = "1.0.0-beta.2"', 'name = "prerel"\nversion = "1.0.0-beta.1"'))
+    with pytest.raises(UserError, match="cargo metadata --locked --offline"):
+        collect(workspace)
+
+
+def test_license_texts_are_the_crates_own_files(workspace, tmp_path):
+    bundle = collect(workspace)
+    written = bundled.write_license_files(bundle, tmp_path / "out")
+    assert set(written.texts) == {
+        "crates/bsd-thing-2.0.0/LICENSE",
+        "crates/demo-app-0.3.0/LICENSE",
+        "crates/dual-lic-1.2.0/LICENSE-APACHE",
+        "crates/dual-lic-1.2.0/LICENSE-MIT",
+        "crates/gitdep-0.9.0+git5e1f0c2a/LICENSE",
+        "crates/licfile-only-0.1.0/LICENSE.txt",
+        "crates/opt-extra-1.0.0/LICENSE",
+        "crates/prerel-1.0.0-beta.2/NOTICE",
+        "crates/slashy-0.4.1/LICENSE-MIT",
+    }
+    out = tmp_path / "out"
+    assert (out / "crates/licfile-only-0.1.0/LICENSE.txt").read_text() == "licfile-only: Boost Software License text\n"
+    assert (out / "LICENSE.dependencies").read_text() == bundle.license_dependencies()
+    assert (out / "cargo-vendor.txt").read_text() == bundle.vendor_manifest()
+    # nothing of the excluded crates (builddep ships COPYING, pm-support LICENSE)
+    assert not any("builddep" in t or "pm-support" in t for t in written.texts)
+
+
+def test_results_do_not_depend_on_the_checkout_path(workspace, tmp_path, monkeypatch):
+    other = tmp_path / "elsewhere"
+    shutil.copytree(workspace, other)
+    a, b = collect(workspace), collect(other)
+    assert (a.license, a.license_dependencies(), a.vendor_manifest(), a.provides()) == (
+        b.license, b.license_dependencies(), b.vendor_manifest(), b.provides())
+    assert str(tmp_path) not in a.license_dependencies() + a.vendor_manifest()
+
+
+def test_combine_keeps_choices_and_drops_only_duplicates():
+    assert bundled.combine(["MIT", "MIT OR Apache-2.0"]) == "(MIT OR Apache-2.0) AND MIT"
+    assert bundled.combine(["MIT OR Apache-2.0", "Apache-2.0 OR MIT", "mit"]) == "(Apache-2.0 OR MIT) AND MIT"
+    assert bundled.combine(["MIT AND Zlib", "Zlib"]) == "MIT AND Zlib"
+    assert bundled.combine(["GPL-2.0-only WITH Classpath-exception-2.0", "GPL-2.0-only"]) == (
+        "GPL-2.0-only AND GPL-2.0-only WITH Classpath-exception-2.0")
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"name": "cutlass", "version": "3.9.2", "license": "BSD-3-Clause", "url": "https://x.org/c", "commit": "abc"},
+         'bundled[0].commit = "abc": expected a full 40-hex commit id'),
+        ({"name": "cutlass", "version": "3.9.2", "license": "BSD-3", "url": "https://x.org/c"},
+         'bundled[0].license = "BSD-3": unknown license BSD-3'),
+        ({"name": "cutlass", "version": "3.9 2", "license": "MIT", "url": "https://x.org/c"},
+         'bundled[0].version = "3.9 2": expected an rpm version'),
+        ({"name": "cutlass", "version": "3.9.2", "license": "MIT", "url": "https://x.org/c; rm -rf /"},
+         "bundled[0].url"),
+        ({"name": "cutlass", "version": "3.9.2", "license": "MIT", "url": "https://x.org/c", "licence": "MIT"},
+         "unknown key bundled[0].licence; did you mean 'license'?"),
+    ],
+)
+def test_bundled_config_errors_name_the_key(entry, message):
+    with pytest.raises(ConfigError) as err:
+        bundled.parse_config({"bundled": [entry]})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_crate_license_config_errors():
+    with pytest.raises(ConfigError, match=r'crate_license\[0\].version = "0.1": expected the crate\'s exact version'):
+        bundled.parse_config({"crate_license": [{"name": "x", "version": "0.1", "license": "MIT"}]})
+    with pytest.raises(ConfigError, match="crate_license: x 0.1.0 is declared twice"):
+        entry = {"name": "x", "version": "0.1.0", "license": "MIT"}
+        bundled.parse_config({"crate_license": [entry, entry]})
+    with pytest.raises(ConfigError, match=r"bundled = \"cutlass\": expected an array of tables"):
+        bundled.parse_config({"bundled": "cutlass"})
