@@ -33,6 +33,21 @@ class CommandFailed(UserError):
         super().__init__(f"{shlex.join(self.argv)} failed with exit code {returncode}{tail}")
 
 
+class CommandTimedOut(UserError, subprocess.TimeoutExpired):
+    """A command ran past its timeout and was killed."""
+
+    def __init__(self, argv: Sequence[str], timeout: float, stderr_tail: str):
+        subprocess.TimeoutExpired.__init__(self, list(argv), timeout)
+        self.argv = list(argv)
+        self.stderr_tail = stderr_tail
+        self.message = f"{shlex.join(self.argv)} gave no result within {timeout:g} s and was stopped" + (
+            f": {stderr_tail}" if stderr_tail else "")
+        UserError.__init__(self, self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -82,7 +97,10 @@ def run(
         )
     except FileNotFoundError:
         raise UserError(f"required tool {args[0]!r} not found on PATH") from None
-    stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
+    try:
+        stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise CommandTimedOut(args, timeout or 0, _tail(e.stderr)) from None
     result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise CommandFailed(args, proc.returncode, _tail(stderr))
@@ -93,9 +111,9 @@ def _communicate(proc, input, *, echo_stderr, timeout):
     if not echo_stderr:
         try:
             return proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as e:
             proc.kill()
-            proc.communicate()
+            _, e.stderr = proc.communicate()
             raise
     # Show stderr live (cargo's progress lives there) and keep a copy.
     import threading
@@ -121,9 +139,11 @@ def _communicate(proc, input, *, echo_stderr, timeout):
         proc.stdin.close()
     try:
         proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
         proc.kill()
         proc.wait()
+        t.join(5)
+        e.stderr = b"".join(chunks)
         raise
     t.join()
     return None, b"".join(chunks)

@@ -268,6 +268,9 @@ GARBAGE_RELEASES = {
     "not-a-version": release_object("1.0"),
     "main": release_object("main"),
     "leading-zero": release_object("v01.0.0"),
+    # \d matches these; int() reads them as 10 and 10
+    "fullwidth-digit": release_object("v1\uff10.0.0"),
+    "arabic-indic-digit": release_object("v1.0.1\u0660"),
     "number": dict(release_object("v1.0.0"), tag_name=100),
     "draft": release_object("v1.0.0", draft=True),
     "no-tag": {"message": "hello"},

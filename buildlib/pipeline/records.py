@@ -28,8 +28,8 @@ from ..refs import COMMIT, TAG, check_rpm_version
 from ..run import UserError, atomic_write
 
 SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
-UPSTREAM_VERSION = re.compile(r"^\d+\.\d+\.\d+(-rc\d+)?\Z")
-ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
+UPSTREAM_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\Z")
+ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 UNKNOWN = "unknown"
 
 

@@ -1,8 +1,10 @@
 """Render one flavour's spec from rpm/mistralrs.spec.j2 and its build record.
 
 Nothing from outside (the build record, config.toml's free text) reaches the
-spec unchecked: names, versions and digests must match their patterns, free
-text is one line of printable characters with ``%`` escaped.
+spec unchecked: names, versions and digests must match their patterns (the
+configuration's values were checked when it loaded), free text is one line of
+printable characters, and the renderer (templates.render with spec=True)
+escapes ``%`` in every value it writes into the spec.
 
 The Release is decided here.  It is 1 for a new (flavour, version) and goes
 up by one whenever that version is packaged again from a different spec; a
@@ -25,15 +27,13 @@ from datetime import date
 from pathlib import Path
 
 from .. import layout as paths
-from ..config import Config, Flavour
+from ..config import SPDX_EXPRESSION, URL, Config, Flavour
 from ..layout import Layout
 from ..run import Stopwatch, UserError, atomic_write, sha256_of
-from ..templates import render
+from ..templates import SpecLines, render
 from .records import SHA256, BuildRecord, ChangelogEntry, read_json
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
-SPDX_EXPRESSION = re.compile(r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*$")
-URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]+$")
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -80,10 +80,10 @@ def _requires(settings: dict, features: tuple[str, ...]) -> list[str]:
 
 
 def rpm_text(value: str, what: str) -> str:
-    """One line of free text for a spec: printable, with % escaped."""
+    """One line of free text for a spec: printable (the renderer escapes %)."""
     if not isinstance(value, str) or not value.strip() or not value.isprintable():
         raise UserError(f"{what} {value!r}: expected one line of printable text")
-    return value.replace("%", "%%")
+    return value
 
 
 def _checked(value: str, pattern: re.Pattern, what: str, form: str) -> str:
@@ -157,12 +157,12 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
         "source_digests": source_digests,
         "changelog": entries,
     }
-    text = render(paths.SPEC_TEMPLATE, **values)
+    text = render(paths.SPEC_TEMPLATE, spec=True, **values)
     _check_sources(text, spec_sources(layout, flavour))
     return text
 
 
-def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -> str:
+def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -> SpecLines:
     if record.tag:
         origin = f"upstream release {record.tag}"
     else:
@@ -178,8 +178,10 @@ def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -
         " /etc/mistralrs/<instance>.conf (see /etc/mistralrs/mistralrs@.conf.example). The server has no"
         " authentication; the example listens on 127.0.0.1 only.",
     ]
-    wrapped = [textwrap.fill(rpm_text(p, "description text"), width=79, break_on_hyphens=False) for p in paragraphs]
-    return "\n\n".join(wrapped)
+    lines: list[str] = []
+    for p in paragraphs:
+        lines += ([""] if lines else []) + textwrap.wrap(rpm_text(p, "description text"), width=79, break_on_hyphens=False)
+    return SpecLines(lines)
 
 
 def _check_sources(text: str, sources: tuple[Path, ...]) -> None:
