@@ -43,6 +43,15 @@ class Layout:
     def target_dir(self, flavour: str) -> Path:
         return self.cache / "target" / flavour
 
+    def cargo_messages(self, flavour: str) -> Path:
+        """cargo's JSON messages of the flavour's last build."""
+        return self.build / "cargo" / f"{flavour}.jsonl"
+
+    def units_manifest(self, flavour: str) -> Path:
+        """Which compiled units each version's build used (kept with the
+        target dir it describes; read by clean-cache)."""
+        return self.target_dir(flavour) / "mrpm-units.json"
+
     @property
     def cudaforge_home(self) -> Path:
         return self.cache / "cudaforge"

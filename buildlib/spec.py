@@ -241,13 +241,11 @@ def spec_text(cfg: Config, layout: Layout, record: BuildRecord, release: str, kn
     if not changelog or changelog[0].rpm_version != record.rpm_version:
         changelog.insert(0, ChangelogEntry(record.rpm_version, record.ref if record.ref and TAG.match(record.ref) else None,
                                            record.built_at.date(), record.commit))
-    # rpm refuses a %changelog that is not newest first.  Tag dates come from
-    # git and need not follow version order (a backport tagged late, time
-    # zones): an older entry dated after the one above it is left out.
-    ordered = [changelog[0]]
-    for entry in changelog[1:]:
-        if entry.day <= ordered[-1].day:
-            ordered.append(entry)
+    # Version order, only versions packaged before (the release ledger's),
+    # dates clamped so that rpm accepts the order (history.changelog_order).
+    from .history import changelog_order
+
+    ordered = changelog_order(changelog, known_releases)
     entries = []
     for i, entry in enumerate(ordered):
         entry_release = release if i == 0 else str(known_releases.get(entry.rpm_version, 1))

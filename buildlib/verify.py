@@ -128,7 +128,11 @@ def verify_artifact(cfg: Config, layout: Layout, name: str) -> dict:
     expected_name = cfg.upstream.binary_name(record["version"])
     if record.get("binary_name") != expected_name:
         raise VerifyError(f"{artifact.name}: binary {record.get('binary_name')!r} but version {record['version']} "
-                          f"should ship {expected_name!r} (upstream.binary_names)")
+                          f"should ship {expected_name!r} (upstream.programs)")
+    if record.get("source") == "cargo":
+        from .history import check_build_provenance
+
+        check_build_provenance(cfg, layout, record)
     if record.get("compute_cap") != flavour.compute_cap:
         raise VerifyError(f"{artifact.name}: recorded for sm_{record.get('compute_cap')}, flavour {name} is sm_{flavour.compute_cap}")
 

@@ -29,7 +29,7 @@ def spec_settings(cfg: Config, flavour: Flavour) -> dict:
         "flavours": [f.name for f in cfg.flavours],
         "gpus": list(flavour.gpus),
         "compute_cap": flavour.compute_cap,
-        "binary_names": [[".".join(map(str, first)), name] for first, name in cfg.upstream.binary_names],
+        "programs": [[".".join(map(str, p.first)), p.package, p.binary] for p in cfg.upstream.programs],
     }
 
 
