@@ -140,6 +140,7 @@ def fetch(cfg: Config, layout: Layout) -> Source:
         check_on_branch(cfg, layout.mirror, commit)
     note_moved_tag(layout, ref.text, commit)
     source = describe(cfg, layout, ref, commit)
+    cfg.upstream.program(source.version)  # a version no row covers is refused before any build
     ensure_tree(layout, commit)
     atomic_write(layout.source_record, json.dumps(asdict(source), indent=2) + "\n")
     watch.done(f"{ref.text} is {commit[:12]}, version {source.rpm_version}")
