@@ -159,7 +159,8 @@ def test_snapshot_base_is_the_highest_release_in_history_despite_same_second_and
     up.tag("v0.6.0", first, annotated_at="2026-09-01T00:00:00+00:00")
     up.tag("not-a-release")
     head = up.commit("0.9.2", date="2026-03-02T08:00:00+00:00", note="after the release")
-    cfg, layout = load(tiny_config(tmp_path, up), monkeypatch, head)
+    every_version = {"0.0.0": {"package": "mistralrs-cli", "binary": "mistralrs"}}
+    cfg, layout = load(tiny_config(tmp_path, up, every_version), monkeypatch, head)
     source = fetch(cfg, layout)
     assert source.is_snapshot and source.version == "0.9.2"
     assert source.rpm_version == f"0.9.2^20260302.1.g{head[:7]}", source.rpm_version
