@@ -231,7 +231,7 @@ def spec_text(cfg: Config, layout: Layout, record: BuildRecord, release: str, kn
     if record.binary_name != expected_binary:
         raise UserError(
             f"{layout.build_record(flavour.name)}: binary_name {record.binary_name!r}, but config.toml's"
-            f" upstream.binary_names gives {expected_binary!r} for version {record.version}"
+            f" upstream.programs gives {expected_binary!r} for version {record.version}"
         )
     pkg = cfg.package
     packager = rpm_text(pkg.packager, "package.packager")
