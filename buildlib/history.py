@@ -233,10 +233,30 @@ def note_moved_tag(layout: Layout, ref: str, commit: str) -> None:
 # --- %changelog -----------------------------------------------------------------
 
 
+def packaged_versions(cfg: Config, entries: Sequence, ledger_versions: Iterable[str]) -> set[str]:
+    """The versions a %changelog may list besides the one packaged now:
+    every final release from the first row of upstream.programs on (the
+    poll builds each release; this holds on a CI runner whose build
+    directory, and so its ledger, starts empty), and any other version
+    (a release candidate) only where this flavour's release ledger shows it
+    was packaged.  Releases older than the first row were never packaged."""
+    versions = set(ledger_versions)
+    for entry in entries:
+        m = TAG.match(entry.tag or "")
+        if not m or m.group("rc"):
+            continue
+        try:
+            cfg.upstream.program(m.group("base"))
+        except UserError:
+            continue
+        versions.add(entry.rpm_version)
+    return versions
+
+
 def changelog_order(entries: Sequence, packaged: Iterable[str]) -> list:
     """The %changelog entries: entries[0] (the version being packaged) first,
-    then only versions already packaged for this flavour (the release
-    ledger's), highest version first.  Dates never rise going down (rpm
+    then only the versions in `packaged` (packaged_versions), highest
+    version first.  Dates never rise going down (rpm
     refuses that): an older version tagged later shows the date of the entry
     above it."""
     if not entries:

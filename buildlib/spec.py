@@ -241,11 +241,11 @@ def spec_text(cfg: Config, layout: Layout, record: BuildRecord, release: str, kn
     if not changelog or changelog[0].rpm_version != record.rpm_version:
         changelog.insert(0, ChangelogEntry(record.rpm_version, record.ref if record.ref and TAG.match(record.ref) else None,
                                            record.built_at.date(), record.commit))
-    # Version order, only versions packaged before (the release ledger's),
+    # Version order, only versions packaged (history.packaged_versions),
     # dates clamped so that rpm accepts the order (history.changelog_order).
-    from .history import changelog_order
+    from .history import changelog_order, packaged_versions
 
-    ordered = changelog_order(changelog, known_releases)
+    ordered = changelog_order(changelog, packaged_versions(cfg, changelog, known_releases))
     entries = []
     for i, entry in enumerate(ordered):
         entry_release = release if i == 0 else str(known_releases.get(entry.rpm_version, 1))

@@ -265,29 +265,32 @@ def test_changelog_is_in_version_order_and_lists_only_packaged_versions(tmp_path
         ChangelogEntry("0.9.1", "v0.9.1", same_day, "b" * 40),
         ChangelogEntry("0.9.2", "v0.9.2", same_day, "c" * 40),
         ChangelogEntry("0.9.2~rc1", "v0.9.2-rc1", same_day, "d" * 40),
+        ChangelogEntry("0.9.1~rc2", "v0.9.1-rc2", date(2026, 2, 20), "0" * 40),
         # a late tag: an old version tagged after the newest
         ChangelogEntry("0.8.9", "v0.8.9", date(2026, 4, 1), "e" * 40),
-        ChangelogEntry("0.8.0", "v0.8.0", date(2026, 1, 1), "f" * 40),
+        # before the first row of upstream.programs (0.7.0): never packaged
+        ChangelogEntry("0.6.3", "v0.6.3", date(2026, 1, 1), "f" * 40),
     )
     record = BuildRecord(flavour="ampere", source="cargo", ref="v0.9.3", commit="a" * 40, version="0.9.3",
                          rpm_version="0.9.3", compute_cap=86, features=(), binary_name="mistralrs",
                          sha256="0" * 64, size=4, built_at=datetime(2026, 3, 6, tzinfo=timezone.utc),
                          changelog=entries)
-    # packaged before for this flavour (the release ledger): not 0.9.2~rc1, not 0.8.0
-    known = {"0.9.1": 1, "0.9.2": 2, "0.8.9": 1}
+    # the release ledger: 0.9.2 packaged twice, the rc 0.9.1~rc2 once; the rc
+    # 0.9.2~rc1 never (release candidates are listed only when packaged)
+    known = {"0.9.2": 2, "0.9.1~rc2": 1}
+    expected = ["0.9.3-1", "0.9.2-2", "0.9.1-1", "0.9.1~rc2-1", "0.8.9-1"]
     text = spec_text(cfg, layout, record, "1", known)
     headers = re.findall(r"^\* (.+) - (\S+)$", text.split("%changelog", 1)[1], re.M)
-    assert [v for _, v in headers] == ["0.9.3-1", "0.9.2-2", "0.9.1-1", "0.8.9-1"]
+    assert [v for _, v in headers] == expected
     assert [d[:15] for d, _ in headers] == ["Thu Mar 05 2026", "Sun Mar 01 2026", "Sun Mar 01 2026",
-                                           "Sun Mar 01 2026"]  # the late tag's date clamped
+                                           "Fri Feb 20 2026", "Fri Feb 20 2026"]  # the late tag's date clamped
     spec = tmp_path / "x.spec"
     spec.write_text(text)
     # rpm's own spec parser accepts the order (it refuses dates that rise going down)
     parsed = subprocess.run(["rpmspec", "-q", "--srpm", "--qf", "[%{CHANGELOGNAME}\n]", str(spec)],
                             capture_output=True, text=True)
     assert parsed.returncode == 0, parsed.stderr
-    assert [line.rsplit(" - ", 1)[1] for line in parsed.stdout.splitlines()] == \
-        ["0.9.3-1", "0.9.2-2", "0.9.1-1", "0.8.9-1"]
+    assert [line.rsplit(" - ", 1)[1] for line in parsed.stdout.splitlines()] == expected
 
 
 @pytest.mark.parametrize("a, b", [
