@@ -152,8 +152,8 @@ def check_on_branch(cfg: Config, mirror: Path, commit: str) -> None:
     fetched = run([GIT, f"--git-dir={mirror}", "fetch", "--quiet", "origin", f"+{ref}:{ref}"],
                   capture=True, check=False)
     if fetched.returncode != 0:
-        raise UserError(f"branch {branch} (upstream.branch) not found in {cfg.upstream.url}: "
-                        f"{fetched.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
+        why = (fetched.stderr.decode(errors="replace").strip().splitlines() or ["git fetch failed"])[-1]
+        raise UserError(f"cannot fetch branch {branch} (upstream.branch) from {cfg.upstream.url}: {why}")
     reachable = run([GIT, f"--git-dir={mirror}", "merge-base", "--is-ancestor", commit, ref],
                     capture=True, check=False, quiet=True)
     if reachable.returncode == 1:

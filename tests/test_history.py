@@ -191,6 +191,10 @@ def test_a_commit_off_the_branch_is_refused(tmp_path, monkeypatch):
     # the branch's own commit is fine; the branch is a setting
     cfg, layout = load(cfg.source, monkeypatch, on_master)
     assert fetch(cfg, layout).commit == on_master
+    no_branch = configmod.load(tiny_config(tmp_path, up, upstream__branch="release/next"))
+    with pytest.raises(configmod.UserError, match=r"^cannot fetch branch release/next \(upstream.branch\) from .*"
+                                                 r"couldn't find remote ref refs/heads/release/next"):
+        fetch(no_branch, layout)
     side_cfg = configmod.load(tiny_config(tmp_path, up, upstream__branch="side"))
     monkeypatch.setenv("MRPM_REF", side)
     assert fetch(configmod.load(side_cfg.source), layout).commit == side
