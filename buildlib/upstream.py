@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import Config
 from .layout import Layout
-from .refs import COMMIT, TAG, Ref, RefError, parse_ref, rpm_version_of_tag, snapshot_version, tag_version
+from .refs import COMMIT, Ref, RefError, parse_ref, rpm_version_of_tag, snapshot_version, tag_version
 from .run import Stopwatch, UserError, atomic_write, output, run
 
 GIT = "git"
