@@ -169,7 +169,8 @@ class BuildRecord(_PerFlavour):
     """The cargo package built (upstream.programs' row for the version)."""
     binary_name: str
     package_id: str | None
-    """cargo's own words about the binary of this run (None when adopted):"""
+    """From here to cargo_fresh: what cargo's messages said about the binary
+    of this run (None for an adopted binary)."""
     cargo_version: str | None
     cargo_executable: str | None
     cargo_fresh: bool | None
@@ -284,7 +285,10 @@ class BuildRecord(_PerFlavour):
         path = layout.build_record(flavour.name)
         if self.package_id is None or not self.cargo_executable:
             raise UserError(f"{path}: no cargo package id or executable recorded; rebuild the flavour")
-        package, version = package_name_version(self.package_id)
+        try:
+            package, version = package_name_version(self.package_id)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
         program = cfg.upstream.program(self.version)
         if package != program.package:
             raise UserError(f"{path}: built from package {package}, but version {self.version} is built from"
