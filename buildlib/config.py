@@ -79,30 +79,54 @@ class ConfigError(UserError):
 
 
 @dataclass(frozen=True)
+class Program:
+    """What upstream's server is called from one upstream version on."""
+
+    first: tuple[int, int, int]
+    package: str
+    """The cargo package that builds it (`cargo build -p <package>`)."""
+    binary: str
+    """The bin target's name: the installed program, the unit's ExecStart."""
+
+
+@dataclass(frozen=True)
 class Upstream:
     url: str
     branch: str
-    package: str
     ref: Ref
     """The ref to build: $MRPM_REF, else upstream.ref; checked at load."""
-    binary_names: tuple[tuple[tuple[int, int, int], str], ...]
-    """(first version, binary name) pairs, sorted by version."""
+    programs: tuple[Program, ...]
+    """Sorted by first version; a version below the first row is refused."""
     timeout: float = 120.0
     """Seconds a git clone or fetch may go without progress (no answer, or
     under 1 kB/s over http(s); no answer over ssh) before it is stopped."""
 
-    def binary_name(self, version: str) -> str:
-        """The binary's name at upstream version X.Y.Z (rc suffix ignored)."""
-        base = tuple(int(p) for p in re.match(r"^([0-9]+)\.([0-9]+)\.([0-9]+)", version).groups())
-        name = None
-        for first, candidate in self.binary_names:
-            if base >= first:
-                name = candidate
-        if name is None:
+    def program(self, version: str) -> Program:
+        """Package and binary at upstream version X.Y.Z (an rc suffix ignored)."""
+        m = re.match(r"^([0-9]+)\.([0-9]+)\.([0-9]+)", version)
+        if not m:
+            raise ConfigError(f"upstream version {version!r}: expected X.Y.Z or X.Y.Z-rcN")
+        base = tuple(int(p) for p in m.groups())
+        chosen = None
+        for program in self.programs:
+            if base >= program.first:
+                chosen = program
+        if chosen is None:
+            first = ".".join(map(str, self.programs[0].first))
             raise ConfigError(
-                f"upstream.binary_names: no entry covers version {version}; add one such as \"0.0.0\" = \"mistralrs-server\""
+                f"upstream version {version} is older than {first}, the first row of upstream.programs:"
+                f" before 0.7.0 upstream's server is mistralrs-server, whose command line has no `serve`"
+                f" subcommand for the unit; such versions are not packaged"
             )
-        return name
+        return chosen
+
+    def binary_name(self, version: str) -> str:
+        return self.program(version).binary
+
+    @property
+    def package(self) -> str:
+        """The newest row's package (for messages that name no version)."""
+        return self.programs[-1].package
 
 
 @dataclass(frozen=True)
@@ -590,20 +614,33 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
     return host
 
 
+def _programs(table: "_Table") -> tuple[Program, ...]:
+    """[upstream.programs]: "X.Y.Z" = { package = "...", binary = "..." }."""
+    programs = []
+    for first in table.data:
+        table.known.append(first)
+        row = table.table(first)
+        programs.append(Program(
+            first=_version_tuple(first, f"{table.key(first)} (key)"),
+            package=row.string("package", pattern=PACKAGE_NAME, form='a cargo package name such as "mistralrs-cli"'),
+            binary=row.string("binary", pattern=PACKAGE_NAME, form='a binary name such as "mistralrs"'),
+        ))
+        row.finish()
+    if not programs:
+        raise ConfigError('upstream.programs is empty; expected rows such as'
+                          ' "0.7.0" = { package = "mistralrs-cli", binary = "mistralrs" }')
+    return tuple(sorted(programs, key=lambda p: p.first))
+
+
 def parse(data: dict, source: Path) -> Config:
     top = _Table(data, "")
     base = source.parent
 
     up = top.table("upstream")
-    names_table = up.table("binary_names")
-    binary_names = []
-    for first, name in names_table.data.items():
-        names_table.known.append(first)
-        if not isinstance(name, str) or not PACKAGE_NAME.match(name):
-            raise ConfigError(f"{names_table.key(first)} = {_show(name)}: expected a binary name such as \"mistralrs\"")
-        binary_names.append((_version_tuple(first, f"{names_table.key(first)} (key)"), name))
-    if not binary_names:
-        raise ConfigError('upstream.binary_names is empty; expected entries such as "0.8.5" = "mistralrs"')
+    if "package" in up.data or "binary_names" in up.data:
+        raise ConfigError("upstream.package and upstream.binary_names are replaced by [upstream.programs]:"
+                          ' rows such as "0.7.0" = { package = "mistralrs-cli", binary = "mistralrs" }')
+    programs = _programs(up.table("programs"))
     ref_in_file = up.string("ref", "", form="a release tag (vX.Y.Z) or a 40-hex commit id")
     upstream_url = up.string("url", pattern=UPSTREAM_URL, form="a git URL (https://, ssh://, git://, file://, user@host:path) or a local path")
     if "::" in upstream_url:
@@ -611,9 +648,8 @@ def parse(data: dict, source: Path) -> Config:
     upstream = Upstream(
         url=upstream_url,
         branch=up.string("branch", "master", pattern=BRANCH_NAME, form="a branch name such as \"master\""),
-        package=up.string("package", "mistralrs-cli", pattern=PACKAGE_NAME, form="a cargo package name"),
         ref=_ref(os.environ.get(REF_ENV), ref_in_file),
-        binary_names=tuple(sorted(binary_names)),
+        programs=programs,
         timeout=up.number("timeout", 120),
     )
     if upstream.timeout < 1:

@@ -33,16 +33,33 @@ class Layout:
     def mirror(self) -> Path:
         return self.cache / "upstream.git"
 
+    @property
+    def source_trees(self) -> Path:
+        return self.cache / "src"
+
     def source_tree(self, commit: str) -> Path:
-        return self.cache / "src" / commit
+        return self.source_trees / commit
 
     @property
     def source_record(self) -> Path:
         return self.build / "source.json"
 
     # build
+    @property
+    def target_dirs(self) -> Path:
+        return self.cache / "target"
+
     def target_dir(self, flavour: str) -> Path:
-        return self.cache / "target" / flavour
+        return self.target_dirs / flavour
+
+    def cargo_messages(self, flavour: str) -> Path:
+        """cargo's JSON messages of the flavour's last build."""
+        return self.build / "cargo" / f"{flavour}.jsonl"
+
+    def units_manifest(self, flavour: str) -> Path:
+        """Which compiled units each version's build used (kept with the
+        target dir it describes; read by clean-cache)."""
+        return self.target_dir(flavour) / "mrpm-units.json"
 
     @property
     def cudaforge_home(self) -> Path:

@@ -25,8 +25,10 @@ class UserError(Exception):
 
 
 class CommandFailed(UserError):
-    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str):
+    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str, stderr: bytes = b""):
         self.argv = list(argv)
+        self.stderr = stderr
+        """All of the command's stderr, for callers that pick their own line."""
         self.returncode = returncode
         self.stderr_tail = stderr_tail
         tail = f": {stderr_tail}" if stderr_tail else ""
@@ -71,12 +73,15 @@ def run(
     quiet: bool = False,
     timeout: float | None = None,
     inherit_env: bool = True,
+    stdout_file: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv; stream its output unless capture is set.
 
     stderr is always kept (and also shown when not capturing) so that a
     failure can quote its tail.  env, when given, is added to os.environ,
     or replaces it with inherit_env=False.
+    stdout_file, when given, receives stdout (a tool's machine-readable
+    output, e.g. cargo's JSON messages) while stderr is still shown live.
     """
     args = [os.fspath(a) for a in argv]
     if not quiet:
@@ -85,6 +90,7 @@ def run(
     if env is not None:
         full_env = dict(os.environ) if inherit_env else {}
         full_env.update(env)
+    out_file = open(stdout_file, "wb") if stdout_file is not None else None
     try:
         proc = subprocess.Popen(
             args,
@@ -92,18 +98,21 @@ def run(
             env=full_env,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             # A tool's chatter goes to stderr: stdout belongs to doit's reporter.
-            stdout=subprocess.PIPE if capture else 2,
+            stdout=subprocess.PIPE if capture else out_file if out_file is not None else 2,
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
         raise UserError(f"required tool {args[0]!r} not found on PATH") from None
+    finally:
+        if out_file is not None:
+            out_file.close()  # the child holds its own copy
     try:
         stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise CommandTimedOut(args, timeout or 0, _tail(e.stderr)) from None
     result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
-        raise CommandFailed(args, proc.returncode, _tail(stderr))
+        raise CommandFailed(args, proc.returncode, _tail(stderr), stderr or b"")
     return result
 
 

@@ -21,13 +21,17 @@ def load_with(tmp_path, mutate):
 
 def test_project_config_loads():
     cfg = configmod.load(CONFIG)
-    assert [f.name for f in cfg.flavours] == ["ampere", "ada", "blackwell", "hopper"]
-    assert [f.compute_cap for f in cfg.flavours] == [86, 89, 120, 90]
-    assert cfg.upstream.branch == "master" and cfg.upstream.package == "mistralrs-cli"
-    assert cfg.upstream.binary_name("0.6.3") == "mistralrs-server"
-    assert cfg.upstream.binary_name("0.8.4") == "mistralrs-server"
-    assert cfg.upstream.binary_name("0.8.5") == "mistralrs"
-    assert cfg.upstream.binary_name("0.9.2-rc1") == "mistralrs"
+    assert [f.name for f in cfg.flavours] == ["ampere", "ada", "blackwell", "hopper", "ampere-dc", "blackwell-dc"]
+    assert [f.compute_cap for f in cfg.flavours] == [86, 89, 120, 90, 80, 100]
+    assert "A100" in cfg.flavour("ampere-dc").gpus and "B200" in cfg.flavour("blackwell-dc").gpus
+    assert cfg.upstream.branch == "master"
+    # upstream's history: mistralrs-cli builds `mistralrs` from 0.7.0 on (0.7.0-0.8.4 included)
+    for version in ("0.7.0", "0.8.4-rc13", "0.8.4", "0.8.5", "0.9.2-rc1"):
+        program = cfg.upstream.program(version)
+        assert (program.package, program.binary) == ("mistralrs-cli", "mistralrs"), version
+    # up to 0.6.x only mistralrs-server, without `serve`: refused in one line
+    with pytest.raises(configmod.ConfigError, match=r"0\.6\.3 is older than 0\.7\.0.*mistralrs-server.*not packaged"):
+        cfg.upstream.program("0.6.3")
     assert cfg.build.rustflags == "-C target-cpu=generic"
     assert {c.name for c in cfg.channels} == {"stable", "unstable"}
 
@@ -47,7 +51,11 @@ def test_project_config_loads():
     (lambda d: d["build"].update(features=["cuda; rm -rf /"]), "is not a cargo feature name"),
     (lambda d: d["flavours"].update({"Bad Name": {"compute_cap": 86, "gpus": []}}), "flavours.Bad Name: a flavour name"),
     (lambda d: d["flavours"]["ada"].update(compute_cap=86), "already used by flavour 'ampere'"),
-    (lambda d: d["upstream"]["binary_names"].update({"0.9": "x"}), "is not a version of the form X.Y.Z"),
+    (lambda d: d["upstream"]["programs"].update({"0.9": {"package": "p", "binary": "b"}}),
+     "is not a version of the form X.Y.Z"),
+    (lambda d: d["upstream"]["programs"]["0.7.0"].update(binary="a b"), 'upstream.programs.0.7.0.binary = "a b"'),
+    (lambda d: d["upstream"]["programs"]["0.7.0"].pop("package"), "upstream.programs.0.7.0.package is missing"),
+    (lambda d: d["upstream"].update(binary_names={"0.0.0": "x"}), "replaced by [upstream.programs]"),
     (lambda d: d["channels"].pop("unstable"), "channels.unstable is missing"),
     (lambda d: d["package"].update(payload="zstd19"), 'package.payload = "zstd19": expected an rpm payload'),
     (lambda d: d["publish"].update(retention=0), "publish.retention = 0: expected 1 or more"),

@@ -31,6 +31,7 @@ from ..config import SPDX_EXPRESSION, URL, Config, Flavour
 from ..layout import Layout
 from ..run import Stopwatch, UserError, atomic_write, sha256_of
 from ..templates import SpecLines, render
+from .history import changelog_order, packaged_versions
 from .records import SHA256, BuildRecord, ChangelogEntry, read_json
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
@@ -66,7 +67,7 @@ def spec_settings(cfg: Config, flavour: Flavour) -> dict:
         "flavours": [f.name for f in cfg.flavours],
         "gpus": list(flavour.gpus),
         "compute_cap": flavour.compute_cap,
-        "binary_names": [[".".join(map(str, first)), name] for first, name in cfg.upstream.binary_names],
+        "programs": [[".".join(map(str, p.first)), p.package, p.binary] for p in cfg.upstream.programs],
     }
 
 
@@ -123,13 +124,9 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
     changelog = list(record.changelog)
     if not changelog or changelog[0].rpm_version != record.rpm_version:
         changelog.insert(0, ChangelogEntry(record.rpm_version, record.tag, record.built_at.date(), record.commit))
-    # rpm refuses a %changelog that is not newest first.  Tag dates come from
-    # git and need not follow version order (a backport tagged late, time
-    # zones): an older entry dated after the one above it is left out.
-    ordered = [changelog[0]]
-    for entry in changelog[1:]:
-        if entry.day <= ordered[-1].day:
-            ordered.append(entry)
+    # Version order, only versions packaged (history.packaged_versions),
+    # dates clamped so that rpm accepts the order (history.changelog_order).
+    ordered = changelog_order(changelog, packaged_versions(cfg, changelog, known_releases))
     entries = []
     for i, entry in enumerate(ordered):
         entry_release = release if i == 0 else str(known_releases.get(entry.rpm_version, 1))

@@ -13,6 +13,7 @@ from ..config import Config
 from ..layout import Layout
 from ..refs import COMMIT, TAG, Ref, RefError, rpm_version_of_tag, snapshot_version, tag_version
 from ..run import Stopwatch, UserError, atomic_write, output, run
+from .history import check_on_branch, note_moved_tag, release_tags
 
 GIT = "git"
 CHANGELOG_ENTRIES = 10
@@ -82,7 +83,8 @@ def update_mirror(cfg: Config, layout: Layout) -> None:
     current = _git(layout, "config", "--get", "remote.origin.url", check=False)
     if current != url:
         run([GIT, f"--git-dir={layout.mirror}", "remote", "set-url", "origin", "--", url])
-    run([GIT, f"--git-dir={layout.mirror}", "fetch", "--prune", "--tags", "origin"], **_network(cfg))
+    # --force: a tag moved upstream replaces the mirror's (history.tag_unchanged noticed it)
+    run([GIT, f"--git-dir={layout.mirror}", "fetch", "--prune", "--tags", "--force", "origin"], **_network(cfg))
 
 
 def resolve_commit(layout: Layout, ref: Ref) -> str | None:
@@ -94,19 +96,9 @@ def resolve_commit(layout: Layout, ref: Ref) -> str | None:
 
 
 def _release_tags(layout: Layout, commit: str) -> list[tuple[str, str, str]]:
-    """(tag, commit, date) of the tags that match the release pattern and are
-    ancestors of commit, newest first.  Tags that do not match are ignored."""
-    lines = _git(layout, "for-each-ref", "--merged", commit, "--sort=-creatordate",
-                 "--format=%(refname:strip=2) %(*objectname)%(objectname) %(creatordate:short)",
-                 "refs/tags/", quiet=True).splitlines()
-    tags = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 3 or not TAG.match(parts[0]):
-            continue
-        tag, objects, day = parts
-        tags.append((tag, objects[:40], day))
-    return tags
+    """(tag, commit, date) of the release tags in commit's history, highest
+    version first (history.release_tags)."""
+    return [(t.tag, t.commit, t.date) for t in release_tags(layout.mirror, commit)]
 
 
 def describe(cfg: Config, layout: Layout, ref: Ref, commit: str) -> Source:
@@ -157,7 +149,11 @@ def fetch(cfg: Config, layout: Layout) -> Source:
     if commit is None:
         kind = "tag" if ref.is_tag else "commit"
         raise RefError(f"{kind} {ref.text} does not exist in {cfg.upstream.url}")
+    if ref.is_commit:
+        check_on_branch(cfg, layout.mirror, commit)
+    note_moved_tag(layout, ref, commit)
     source = describe(cfg, layout, ref, commit)
+    cfg.upstream.program(source.version)  # a version no row covers is refused before any build
     ensure_tree(layout, commit)
     atomic_write(layout.source_record, json.dumps(asdict(source), indent=2) + "\n")
     watch.done(f"{ref.text} is {commit[:12]}, version {source.rpm_version}")

@@ -188,6 +188,7 @@ def verify_artifact(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
         raise VerifyError(f"{artifact} is missing")
     check_elf(artifact)
     record.check_fits(cfg, layout, flavour)
+    record.check_provenance(cfg, layout, flavour)
 
     digest = sha256_of(artifact)
     if digest != record.sha256:
