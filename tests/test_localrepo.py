@@ -12,7 +12,7 @@ import pytest
 
 import services
 from buildlib import layout
-from buildlib.demo import localrepo
+from buildlib.demo import driver, localrepo
 from buildlib.publish import channels, signing
 from buildlib.run import UserError
 from fixtures import fakerpm
@@ -81,3 +81,25 @@ def test_demo_dir_is_the_callers_choice(tmp_path, monkeypatch):
         with pytest.raises(UserError, match=layout.DEMO_DIR_ENV) as error:
             layout.demo_dir()
         assert "\n" not in str(error.value).replace("\\n", "")
+
+
+@pytest.mark.skipif(shutil.which("rpmbuild") is None, reason="rpm-build is not installed")
+def test_demo_starts_a_repository_published_for_another_port_afresh(tmp_path):
+    """mistralrs-release names the repository's address, and publishing never
+    overwrites a package: after a demo on another MRPM_DEMO_PORT, the demo's
+    repository is published again from scratch instead of failing."""
+    from buildlib.rpmtools import rpmbuild
+
+    spec = tmp_path / "release.spec"
+    spec.write_text("Name: mistralrs-release\nVersion: 1\nRelease: 1\nSummary: s\nLicense: MIT\n"
+                    "URL: http://127.0.0.1:8043\nBuildArch: noarch\n%description\nd\n%files\n")
+    rpmbuild(spec, tmp_path / "rpmbuild")
+    repo = tmp_path / "repo"
+    (repo / "fedora/43/x86_64").mkdir(parents=True)
+    for rpm in (tmp_path / "rpmbuild/RPMS/noarch").glob("*.rpm"):
+        shutil.copy(rpm, repo / "fedora/43/x86_64" / rpm.name)
+    driver.forget_other_address(repo, "http://127.0.0.1:8043")
+    assert [p.name for p in repo.rglob("*.rpm")] == ["mistralrs-release-1-1.noarch.rpm"]
+    driver.forget_other_address(repo, "http://127.0.0.1:9000")
+    assert not repo.exists()
+    driver.forget_other_address(repo, "http://127.0.0.1:9000")  # nothing there: nothing to do

@@ -96,6 +96,8 @@ def demo_key(keys: Path) -> tuple[Path, str]:
         public.unlink(missing_ok=True)
         fingerprint_file.write_text(fingerprint + "\n")
     fingerprint = fingerprint_file.read_text().strip()
+    if not re.fullmatch(r"[0-9A-F]{40}", fingerprint):
+        raise UserError(f"{fingerprint_file} does not hold a key's fingerprint: remove {keys} for a new demo key")
     if not public.exists():
         with signing.private_gnupghome() as home:
             gpg = signing.python_gnupg(home)
@@ -254,6 +256,18 @@ def summary(config: Path, timings: Timings, url: str, door: FrontDoor) -> str:
             + f"\n\ntime per stage:\n{stages}")
 
 
+def forget_other_address(repo: Path, url: str) -> None:
+    """A repository the demo published for another address (an earlier run
+    with another MRPM_DEMO_PORT) holds a mistralrs-release pointing there,
+    and publishing never overwrites a package: start that repository afresh."""
+    for rpm in sorted(repo.rglob("mistralrs-release-*.rpm")):
+        published_for = output(["rpm", "-qp", "--nosignature", "--qf", "%{URL}", rpm], quiet=True)
+        if published_for != url:
+            log(f"{repo} was published for {published_for}; publishing it afresh for {url}")
+            shutil.rmtree(repo)
+            return
+
+
 def main() -> int:
     try:
         demo = demo_dir()
@@ -265,6 +279,7 @@ def main() -> int:
         upstream = timings.stage("demo upstream", create_demo_repo, demo / "upstream")
         key_file, fingerprint = timings.stage("demo key", demo_key, demo / "keys")
         url = f"http://127.0.0.1:{port}"
+        forget_other_address(demo / "repo", url)
         config = write_config(demo / "config.toml", upstream.path, {
             "publish": {"target": str(demo / "repo"), "base_url": url, "key_file": str(key_file),
                         "host_key": "", "ssh_key": ""},
