@@ -133,7 +133,8 @@ def test_demo_command_walks_the_front_door_and_leaves_other_demos_alone(tmp_path
         assert f"\n  sudo dnf install {release_url}\n  sudo dnf install \"mistralrs-$(mistralrs-flavour)\"\n" in out
         # the front door, one GPU of each flavour: what nvidia-smi said, what mistralrs-flavour
         # chose, what dnf installed through the release package's .repo, what the binary reports
-        assert f"dnf install {release_url}\n    -> mistralrs-release, signed by EdDSA/SHA256" in out
+        fingerprint = re.search(r"\(signing key ([0-9A-F]{40})\)", out)[1]
+        assert f"dnf install {release_url}\n    -> mistralrs-release, signed by EdDSA/SHA256 {fingerprint[-16:].lower()}\n" in out
         assert "dnf installed through /etc/yum.repos.d/mistralrs.repo" in out
         for cap, flavour in FRONT_DOOR:
             row = rf"^ +{re.escape(cap)} +{flavour} +mistralrs-{flavour}-0\.9\.2-1\.fc43 +sm_{cap.replace('.', '')}$"
