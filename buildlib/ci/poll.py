@@ -19,20 +19,31 @@ with ``build_*=false``: the next scheduled poll, 15 minutes later, asks
 again, and a red cron run every 15 minutes would only teach people to ignore
 it.  The poll fails only for what a person must fix (configuration, a token
 GitHub rejects, a repository or branch that does not exist).
+
+Every answer is bounded before it is believed: each attempt has
+``poll.timeout`` seconds in all (connect, headers and the whole body, not
+per read, so a server trickling a byte a second is cut off too), a body is
+read as a stream and dropped past :data:`MAX_ANSWER_BYTES` (API, repomd.xml)
+or :data:`MAX_METADATA_BYTES` (primary metadata), JSON nested deeper than
+:data:`MAX_JSON_DEPTH` is refused, and a retry hint is believed up to
+:data:`MAX_RETRY_WAIT`.  The state file keeps ETags and the checked values
+taken from the answers (a tag, a commit id), never the answers themselves.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +73,16 @@ API_VERSION = "2022-11-28"
 USER_AGENT = "mistralrs-rpm-poll"
 MAX_METADATA_BYTES = 256 * 1024 * 1024
 """Refuse to decompress more primary metadata than this (a hostile server)."""
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+"""The most an API answer or a repomd.xml may weigh (GitHub's latest
+release, notes and a few hundred assets included, is well below 1 MiB)."""
+MAX_JSON_DEPTH = 32
+"""GitHub's answers nest 4 deep; Python's json recurses once per level."""
+MAX_RETRY_WAIT = 6 * 3600
+"""Seconds of a retry hint (Retry-After, X-RateLimit-Reset) believed: GitHub's
+limits last an hour; more is a broken or hostile answer, or a clock off by hours."""
+MAX_STORED_CHARS = 200
+"""The longest ETag or value the state file keeps."""
 
 
 # --- settings --------------------------------------------------------------
@@ -101,13 +122,13 @@ def github_repository(cfg: Config, settings: PollSettings) -> str:
 
 
 class RateLimited(Exception):
-    def __init__(self, retry_at: datetime, exhausted: bool, limit: str | None):
+    def __init__(self, retry_at: datetime, exhausted: bool, limit: str | None, clamped: str = ""):
         self.retry_at = retry_at
         wait = max(0, int((retry_at - datetime.now(timezone.utc)).total_seconds()))
         what = f"rate limit reached (0 of {limit} requests left)" if exhausted and limit else "rate limit reached"
         super().__init__(
             f"GitHub API {what}: retry after {retry_at:%Y-%m-%d %H:%M:%S} UTC"
-            f" (in {wait // 60} min {wait % 60} s); nothing triggered"
+            f" (in {wait // 60} min {wait % 60} s{clamped}); nothing triggered"
             + ("; a token in the poll's token_env raises the limit" if exhausted and limit == "60" else "")
         )
 
@@ -144,24 +165,120 @@ class Answer:
     status: int
     body: bytes
     headers: dict[str, str]
-    cached: bool = False
-    """True when a 304 answer made us reuse the stored body."""
+    remembered: str | None = None
+    """The checked value stored with the ETag, when a 304 confirmed it."""
 
 
-def _retry(settings: PollSettings, sleep: Callable[[float], None]):
+class _Deadline:
+    """A wall-clock limit on one attempt: connect, TLS, headers and the whole
+    body.  Socket timeouts count per read, so a server sending a byte a
+    second never trips them; when this one passes, the sockets the attempt
+    uses are shut down, which ends any read blocked on them, and ``expired``
+    tells the failure that follows what it was.
+
+    The sockets are watched through duplicates of their descriptors, so a
+    socket urllib3 has already closed is never confused with a later one
+    that got its number."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._watched: list[socket.socket] = []
+
+    def start(self) -> None:
+        """A new attempt: the clock starts again."""
+        self.stop()
+        with self._lock:
+            self.expired = False
+            self._timer = threading.Timer(self.seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        try:
+            dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except (OSError, ValueError):  # closed meanwhile: nothing to cut
+            return
+        with self._lock:
+            self._watched.append(dup)
+            if self.expired:
+                _cut(dup)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._watched:
+                _cut(sock)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._timer:
+                self._timer.cancel()
+                self._timer = None
+            for sock in self._watched:
+                sock.close()
+            self._watched.clear()
+
+
+def _cut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _watched_pools(manager, deadline: _Deadline) -> None:
+    """Make the connections of a urllib3 pool manager (plain, proxy or SOCKS)
+    report their sockets to the deadline: when a new connection has its
+    socket (before any TLS handshake) and when a kept-alive one starts a
+    request."""
+    def watched(base):
+        class Watched(base):
+            def _new_conn(self):
+                sock = super()._new_conn()
+                deadline.watch(sock)
+                return sock
+
+            def request(self, *args, **kwargs):
+                deadline.watch(self.sock)
+                return super().request(*args, **kwargs)
+
+        Watched.__name__ = f"Watched{base.__name__}"
+        return Watched
+
+    manager.pool_classes_by_scheme = {
+        scheme: type(f"Watched{pool.__name__}", (pool,), {"ConnectionCls": watched(pool.ConnectionCls)})
+        for scheme, pool in manager.pool_classes_by_scheme.items()
+    }
+
+
+def _retry(settings: PollSettings, sleep: Callable[[float], None], deadline: _Deadline):
     """urllib3's Retry for GETs: connection errors, read errors and 5xx
     answers are retried ``settings.retries`` times, ``backoff`` seconds
-    before the first retry and doubled for each further one.  A rate-limit
-    answer (403/429) is never retried: the caller reads its headers."""
+    before the first retry and doubled for each further one (at most
+    ``BACKOFF_MAX``).  A rate-limit answer (403/429) is never retried: the
+    caller reads its headers.  Nor is an attempt that ran out of time: a
+    server that slow stays slow, and retrying would multiply the wait."""
+    from urllib3.exceptions import MaxRetryError
     from urllib3.util.retry import Retry
 
     class _Retry(Retry):
         def get_backoff_time(self) -> float:
             # the first retry waits too (urllib3 waits only from the second)
-            return settings.backoff * 2 ** max(0, len(self.history) - 1)
+            return min(self.DEFAULT_BACKOFF_MAX, settings.backoff * 2 ** max(0, len(self.history) - 1))
+
+        def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+            if deadline.expired:
+                raise MaxRetryError(_pool, url, error)
+            return super().increment(method, url, response, error, _pool, _stacktrace)
 
         def sleep(self, response=None) -> None:
             sleep(self.get_backoff_time())
+            deadline.start()
 
     return _Retry(total=settings.retries, connect=settings.retries, read=settings.retries,
                   status=settings.retries, other=0, redirect=5, allowed_methods=frozenset({"GET"}),
@@ -170,9 +287,10 @@ def _retry(settings: PollSettings, sleep: Callable[[float], None]):
 
 
 class Http:
-    """GET with timeouts, retries with backoff on 5xx and connection errors
-    (urllib3's Retry), and (for the API) ETag-conditional requests against a
-    state file."""
+    """GET with a total time limit per attempt, a size limit per answer,
+    retries with backoff on 5xx and connection errors (urllib3's Retry),
+    and (for the API) ETag-conditional requests whose checked results are
+    kept in the state file."""
 
     def __init__(self, settings: PollSettings, token: str | None = None, etags: dict | None = None,
                  sleep: Callable[[float], None] = time.sleep):
@@ -180,8 +298,22 @@ class Http:
         import requests  # here, not at the top: `doit` itself starts faster
         from requests.adapters import HTTPAdapter
 
+        self.deadline = deadline = _Deadline(settings.timeout)
+
+        class Adapter(HTTPAdapter):
+            def init_poolmanager(self, *args, **kwargs):
+                super().init_poolmanager(*args, **kwargs)
+                _watched_pools(self.poolmanager, deadline)
+
+            def proxy_manager_for(self, proxy, **kwargs):
+                fresh = proxy not in self.proxy_manager
+                manager = super().proxy_manager_for(proxy, **kwargs)
+                if fresh:
+                    _watched_pools(manager, deadline)
+                return manager
+
         self.session = requests.Session()
-        adapter = HTTPAdapter(max_retries=_retry(settings, sleep))
+        adapter = Adapter(max_retries=_retry(settings, sleep, deadline))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
@@ -189,42 +321,83 @@ class Http:
         self.etags = etags if etags is not None else {}
         self.reused: list[str] = []
 
-    def get(self, url: str, headers: dict[str, str] | None = None, *, conditional: bool = False,
-            auth: bool = True) -> Answer:
+    def close(self) -> None:
+        self.deadline.stop()
+        self.session.close()
+
+    def get(self, url: str, headers: dict[str, str] | None = None, *,
+            conditional: Callable[[str], bool] | None = None, auth: bool = True,
+            limit: int = MAX_ANSWER_BYTES) -> Answer:
+        """GET url.  With ``conditional`` (the check a stored value must
+        pass), a stored ETag is sent and a 304 returns the stored value as
+        ``remembered``; :meth:`remember` stores one after a 200."""
         import requests
+        import urllib3
 
         headers = dict(headers or {})
         stored = self.etags.get(url) if conditional else None
+        if stored and not conditional(stored["value"]):
+            stored = None
         if stored:
             headers["If-None-Match"] = stored["etag"]
         tries = 1 + max(0, self.settings.retries)
         after = f"after {tries} attempt{'s' if tries > 1 else ''}"
+        # Socket timeouts a little longer than the deadline: the deadline
+        # decides, they are a second line should a socket escape it.
+        socket_timeout = self.settings.timeout + 1
+        r = None
+        self.deadline.start()
         try:
-            r = self.session.get(url, headers=headers, timeout=self.settings.timeout,
+            r = self.session.get(url, headers=headers, timeout=(socket_timeout, socket_timeout),
                                  auth=self.auth if auth else _Auth(None), stream=True)
-            body = _read_limited(r)
-        except (requests.ConnectionError, requests.Timeout) as e:
-            raise Unreachable(f"{_safe(url)}: {type(e).__name__} {after}") from None
-        except requests.RequestException as e:
+            body = _read_limited(r, limit)
+            if self.deadline.expired:  # a close-delimited body cut short looks complete
+                raise Unreachable(self._too_slow(url))
+        except (requests.RequestException, urllib3.exceptions.HTTPError, HTTPException, OSError) as e:
+            if self.deadline.expired:
+                raise Unreachable(self._too_slow(url)) from None
+            if isinstance(e, (requests.ConnectionError, requests.Timeout)):
+                raise Unreachable(f"{_safe(url)}: {type(e).__name__} {after}") from None
             raise Unreachable(f"{_safe(url)}: {type(e).__name__}") from None
+        finally:
+            self.deadline.stop()
+            if r is not None:
+                r.close()
         if r.status_code >= 500:
             raise Unreachable(f"{_safe(url)}: HTTP {r.status_code} {after}")
         answer = Answer(r.status_code, body, {k.lower(): v for k, v in r.headers.items()})
         if answer.status == 304 and stored:
             self.reused.append(url)
-            return Answer(200, base64.b64decode(stored["body"]), answer.headers, cached=True)
-        if answer.status == 200 and conditional and answer.headers.get("etag"):
-            self.etags[url] = {"etag": answer.headers["etag"], "body": base64.b64encode(body).decode()}
+            return Answer(304, b"", answer.headers, remembered=stored["value"])
         return answer
 
+    def remember(self, url: str, answer: Answer, value: str) -> None:
+        """Keep answer's ETag with the checked value taken from it."""
+        etag = answer.headers.get("etag", "")
+        if _storable(etag) and _storable(value):
+            self.etags[url] = {"etag": etag, "value": value}
 
-def _read_limited(r: "requests.Response") -> bytes:
+    def _too_slow(self, url: str) -> str:
+        return (f"{_safe(url)}: no complete answer within {self.settings.timeout:g} s (poll.timeout);"
+                " not asked again in this poll")
+
+
+def _storable(text: str) -> bool:
+    return isinstance(text, str) and 0 < len(text) <= MAX_STORED_CHARS and text.isascii() and text.isprintable()
+
+
+def _read_limited(r: "requests.Response", limit: int) -> bytes:
+    """The body, read as a stream and dropped once it passes limit bytes
+    (after decompression: a small gzip can inflate to anything)."""
+    too_large = f"{_safe(r.url)}: answer larger than {limit // 2**20} MiB; stopped reading"
+    declared = r.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
+        raise Unreachable(too_large)
     chunks, total = [], 0
     for chunk in r.iter_content(65536):
         total += len(chunk)
-        if total > MAX_METADATA_BYTES:
-            r.close()
-            raise Unreachable(f"{_safe(r.url)}: answer larger than {MAX_METADATA_BYTES // 2**20} MiB")
+        if total > limit:
+            raise Unreachable(too_large)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -248,6 +421,29 @@ class Upstream:
     notes: tuple[str, ...] = ()
 
 
+def _retry_at(headers: dict[str, str], now: datetime) -> tuple[datetime, str]:
+    """When GitHub says to ask again, at most MAX_RETRY_WAIT from now, and a
+    note when a hint was cut to that.  Only ASCII digits count (str.isdigit()
+    also takes "²", which int() refuses); a hint in another form (an HTTP
+    date) is passed over."""
+    for name, relative in (("retry-after", True), ("x-ratelimit-reset", False)):
+        value = headers.get(name, "")
+        if value.isascii() and value.isdigit():
+            if len(value) > 20:  # past any clock; int() refuses 4300 digits and more
+                wait = MAX_RETRY_WAIT + 1
+            else:
+                wait = int(value) if relative else int(value) - int(now.timestamp())
+            hint = f"{'Retry-After' if relative else 'X-RateLimit-Reset'}: {value}"
+            break
+    else:  # GitHub's advice for a secondary limit without headers
+        wait, hint = 60, ""
+    if wait <= MAX_RETRY_WAIT:
+        return now + timedelta(seconds=max(0, wait)), ""
+    shown = hint if len(hint) <= 48 else f"{hint[:40]}... ({len(hint)} characters)"
+    return (now + timedelta(seconds=MAX_RETRY_WAIT),
+            f"; GitHub's {shown!r} is clamped to {MAX_RETRY_WAIT // 3600} h")
+
+
 def _check_api_answer(answer: Answer, url: str, what: str) -> None:
     h = answer.headers
     if answer.status in (403, 429):
@@ -255,14 +451,10 @@ def _check_api_answer(answer: Answer, url: str, what: str) -> None:
         retry_after = h.get("retry-after")
         message = _message(answer.body)
         if answer.status == 429 or remaining == "0" or retry_after or "rate limit" in message.lower():
-            now = datetime.now(timezone.utc)
-            if retry_after and retry_after.isdigit():
-                retry_at = datetime.fromtimestamp(now.timestamp() + int(retry_after), timezone.utc)
-            elif h.get("x-ratelimit-reset", "").isdigit():
-                retry_at = datetime.fromtimestamp(int(h["x-ratelimit-reset"]), timezone.utc)
-            else:  # GitHub's advice for a secondary limit without headers
-                retry_at = datetime.fromtimestamp(now.timestamp() + 60, timezone.utc)
-            raise RateLimited(retry_at, remaining == "0", h.get("x-ratelimit-limit"))
+            retry_at, clamped = _retry_at(h, datetime.now(timezone.utc))
+            limit = h.get("x-ratelimit-limit")
+            limit = limit if limit and limit.isascii() and limit.isdigit() and len(limit) < 10 else None
+            raise RateLimited(retry_at, remaining == "0", limit, clamped)
     if answer.status == 401:
         raise UserError(f"GitHub refused the token ({what}: HTTP 401 {_message(answer.body)!r});"
                         " check the secret behind the poll's token_env")
@@ -272,9 +464,26 @@ def _check_api_answer(answer: Answer, url: str, what: str) -> None:
         raise Unreachable(f"{what}: unexpected HTTP {answer.status} {_message(answer.body)!r}")
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_JSON_NESTING = re.compile(r"[\[\]{}]")
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON from the network: UTF-8 (as RFC 8259 requires between systems),
+    nested at most MAX_JSON_DEPTH deep, counted before the parser (which
+    recurses once per level) sees it; else ValueError."""
+    text = body.decode("utf-8")
+    depth = 0
+    for bracket in _JSON_NESTING.findall(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
+
+
 def _message(body: bytes) -> str:
     try:
-        data = json.loads(body)
+        data = parse_json(body)
     except ValueError:
         return ""
     msg = data.get("message") if isinstance(data, dict) else None
@@ -291,15 +500,18 @@ def latest_release(http: Http, api: str, repository: str) -> tuple[str | None, s
     why not (no release yet, or a refused answer)."""
     url = f"{api}/repos/{repository}/releases/latest"
     answer = http.get(url, {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
-                      conditional=True)
+                      conditional=_release_tag)
+    if answer.remembered:
+        return answer.remembered, ""
     try:
         _check_api_answer(answer, url, f"{repository}: latest release")
     except NotFound:
         return None, "upstream has no release yet"
     try:
-        data = json.loads(answer.body)
-    except ValueError:
-        return None, f"refusing the latest release: the answer is not JSON ({answer.body[:40]!r})"
+        data = parse_json(answer.body)
+    except ValueError as e:
+        why = str(e) if "nested" in str(e) else f"{answer.body[:40]!r}"
+        return None, f"refusing the latest release: the answer is not JSON ({why})"
     if not isinstance(data, dict) or "tag_name" not in data:
         return None, "refusing the latest release: the answer has no tag_name"
     tag = data["tag_name"]
@@ -311,13 +523,28 @@ def latest_release(http: Http, api: str, repository: str) -> tuple[str | None, s
         ref = None
     if ref is None or not ref.is_tag:
         return None, f"refusing upstream's latest release tag {_shown(tag)}: expected vX.Y.Z or vX.Y.Z-rcN"
+    http.remember(url, answer, ref.text)
     return ref.text, ""
+
+
+def _release_tag(value: str) -> bool:
+    """A stored release tag is checked again when read back."""
+    try:
+        return parse_ref(value).is_tag
+    except RefError:
+        return False
+
+
+def _commit(value: str) -> bool:
+    return bool(COMMIT.match(value))
 
 
 def head_commit(http: Http, api: str, repository: str, branch: str) -> tuple[str | None, str]:
     url = f"{api}/repos/{repository}/commits/{branch}"
     answer = http.get(url, {"Accept": "application/vnd.github.sha", "X-GitHub-Api-Version": API_VERSION},
-                      conditional=True)
+                      conditional=_commit)
+    if answer.remembered:
+        return answer.remembered, ""
     try:
         _check_api_answer(answer, url, f"{repository}: head of {branch}")
     except NotFound:
@@ -325,11 +552,15 @@ def head_commit(http: Http, api: str, repository: str, branch: str) -> tuple[str
     text = answer.body.decode("ascii", errors="replace").strip()
     if text.startswith("{"):  # a proxy that dropped our Accept header
         try:
-            text = json.loads(text).get("sha", "")
-        except (ValueError, AttributeError):
+            text = parse_json(answer.body).get("sha", "")
+        except ValueError as e:
+            if "nested" in str(e):
+                return None, f"refusing the head of {branch}: the answer is {e}"
+        except AttributeError:
             pass
     if not isinstance(text, str) or not COMMIT.match(text):
         return None, f"refusing the head of {branch}: {_shown(text)} is not a 40-hex commit id"
+    http.remember(url, answer, text)
     return text, ""
 
 
@@ -376,7 +607,7 @@ def read_repository(http: Http, url: str) -> Repository:
             repomd.write_bytes(answer.body)
             primary_at = repodata.primary_location(repomd)
             href = primary_at.href
-            primary = http.get(url + href, auth=False)
+            primary = http.get(url + href, auth=False, limit=MAX_METADATA_BYTES)
             if primary.status != 200:
                 return Repository(url, "unreachable", problem=f"{href}: HTTP {primary.status}")
             if primary_at.checksum_type in hashlib.algorithms_available and primary_at.checksum:
@@ -464,6 +695,8 @@ def poll_upstream(cfg: Config, layout: Layout, settings: PollSettings | None = N
         decision = decide(cfg, upstream, stable, unstable)
         hold_back_repeats(decision, started, settings.retrigger_after)
     finally:
+        http.close()
+        # ETags with the checked values taken from the answers, never the answers
         atomic_write(state_file(layout), json.dumps({"etags": etags, "started": started}, indent=1, sort_keys=True) + "\n")
     decision.update({
         "upstream": repository,
@@ -478,17 +711,22 @@ def poll_upstream(cfg: Config, layout: Layout, settings: PollSettings | None = N
 
 
 def _load_state(path: Path) -> tuple[dict, dict]:
-    """(ETags by URL, builds started by key); a damaged file starts afresh."""
+    """(ETag and checked value by URL, builds started by key); a damaged file
+    starts afresh, and an entry of another shape (an older poll kept whole
+    answers) is dropped.  Each value is checked again where it is used."""
     try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}, {}
     if not isinstance(data, dict):
         return {}, {}
     etags, started = data.get("etags"), data.get("started")
-    etags = {k: v for k, v in etags.items() if isinstance(v, dict) and isinstance(v.get("etag"), str)
-             and isinstance(v.get("body"), str)} if isinstance(etags, dict) else {}
-    started = {k: v for k, v in started.items() if isinstance(v, (int, float))} if isinstance(started, dict) else {}
+    etags = {k: {"etag": v["etag"], "value": v["value"]} for k, v in etags.items()
+             if isinstance(v, dict) and _storable(v.get("etag")) and _storable(v.get("value"))
+             } if isinstance(etags, dict) else {}
+    now = time.time()
+    started = {k: v for k, v in started.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and 0 <= v <= now + 86400} if isinstance(started, dict) else {}
     return etags, started
 
 
