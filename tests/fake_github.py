@@ -24,6 +24,7 @@ import functools
 import hashlib
 import http.server
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -176,7 +177,8 @@ class FakeGitHub:
         return True
 
     # -- server ------------------------------------------------------------
-    def start(self) -> "FakeGitHub":
+    def start(self, tls: "ssl.SSLContext | None" = None) -> "FakeGitHub":
+        """Serve on 127.0.0.1, over TLS with a server context."""
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -188,7 +190,10 @@ class FakeGitHub:
                         self.send_header(k, v)
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    try:
+                        self.wfile.write(reply.body)
+                    except OSError:  # the client hung up (it stops reading past its size limit)
+                        pass
                     return
                 self.close_connection = True
                 length = "Connection: close" if reply.endless else f"Content-Length: {len(reply.body)}"
@@ -209,13 +214,16 @@ class FakeGitHub:
                 pass
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https" if tls else "http"
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
         self._stopping.set()

@@ -560,13 +560,35 @@ def test_huge_retry_hints_are_clamped(tmp_path, github, published, env, capfd, n
     assert len(line) < 400
 
 
-@pytest.mark.parametrize("phase", ["body", "head"])
-def test_trickling_answer_ends_within_the_timeout(tmp_path, github, published, env, capfd, phase):
+@pytest.fixture
+def github_tls(tmp_path, env):
+    """The fake API over TLS, with a self-signed certificate made by openssl
+    and trusted through REQUESTS_CA_BUNDLE."""
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    env.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    fake = FakeGitHub().start(tls=context)
+    fake.release = release_object(f"v{RELEASE}")
+    fake.head = HEAD
+    yield fake
+    fake.stop()
+
+
+@pytest.mark.parametrize("phase", ["body", "head", "tls-body"])
+def test_trickling_answer_ends_within_the_timeout(tmp_path, request, published, env, capfd, phase):
     """A server sending a byte a second never trips a per-read timeout; the
-    deadline covers connect, headers and the whole body.  A bound, not a
-    speed claim: 3x the timeout leaves the slowest machine plenty."""
+    deadline covers connect, TLS, headers and the whole body.  A bound, not
+    a speed claim: 3x the timeout leaves the slowest machine plenty."""
     import time
 
+    github = request.getfixturevalue("github_tls" if phase.startswith("tls") else "github")
+    assert github.url.startswith("https://" if phase.startswith("tls") else "http://")
     everything_published(published)
     body = json.dumps(release_object(f"v{RELEASE}")).encode() + b" " * 10_000
     github.queue(github.release_path, Reply(200, body, {"Content-Type": "application/json"}, trickle=1.0,

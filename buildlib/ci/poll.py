@@ -185,6 +185,7 @@ class _Deadline:
         self.expired = False
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._attempt = 0
         self._watched: list[socket.socket] = []
 
     def start(self) -> None:
@@ -192,7 +193,9 @@ class _Deadline:
         self.stop()
         with self._lock:
             self.expired = False
-            self._timer = threading.Timer(self.seconds, self._expire)
+            self._attempt += 1
+            # the attempt's number: a timer that fires as it is cancelled leaves the next attempt alone
+            self._timer = threading.Timer(self.seconds, self._expire, args=(self._attempt,))
             self._timer.daemon = True
             self._timer.start()
 
@@ -208,8 +211,10 @@ class _Deadline:
             if self.expired:
                 _cut(dup)
 
-    def _expire(self) -> None:
+    def _expire(self, attempt: int) -> None:
         with self._lock:
+            if attempt != self._attempt:
+                return
             self.expired = True
             for sock in self._watched:
                 _cut(sock)
