@@ -667,3 +667,17 @@ def test_poll_seconds_must_be_finite_and_sane(tmp_path, key, value):
     data["poll"] = {key: value}
     with pytest.raises(configmod.ConfigError, match=f"poll.{key}"):
         configmod.load(write_config(tmp_path, data))
+
+
+@pytest.mark.parametrize("repomd", [b"hello", b"\xff\xfe<\x00r\x00"])
+def test_garbage_repomd_decides_nothing_in_one_line(tmp_path, github, published, env, capfd, repomd):
+    everything_published(published)
+    (published.root / "mistralrs-rpm" / CHANNEL_DIR["stable"] / "repodata" / "repomd.xml").write_bytes(repomd)
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["repository_state"] == "unreachable" and not d["release"]["build"]
+    assert "\n" not in d["release"]["reason"], d["release"]["reason"]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    # (createrepo_c itself may print a CRITICAL line of its own before)
+    (stable,) = [line for line in err.splitlines() if line.startswith("    stable ")]
+    assert "nothing decided: repository unreachable" in stable and "repomd.xml" in stable, err

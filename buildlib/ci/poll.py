@@ -625,8 +625,8 @@ def read_repository(http: Http, url: str) -> Repository:
             versions = repodata.versions_of(repodata.read_primary(primary_file))
     except Unreachable as e:
         return Repository(url, "unreachable", problem=str(e))
-    except repodata.MetadataError as e:
-        return Repository(url, "unreachable", problem=str(e))
+    except repodata.MetadataError as e:  # createrepo_c's parse errors end in a line break
+        return Repository(url, "unreachable", problem=" ".join(str(e).split()))
     return Repository(url, "published", versions)
 
 
