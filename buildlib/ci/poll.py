@@ -396,7 +396,7 @@ def _read_limited(r: "requests.Response", limit: int) -> bytes:
     (after decompression: a small gzip can inflate to anything)."""
     too_large = f"{_safe(r.url)}: answer larger than {limit // 2**20} MiB; stopped reading"
     declared = r.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise Unreachable(too_large)
     chunks, total = [], 0
     for chunk in r.iter_content(65536):
