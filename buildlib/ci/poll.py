@@ -469,6 +469,10 @@ def _check_api_answer(answer: Answer, url: str, what: str) -> None:
         raise Unreachable(f"{what}: unexpected HTTP {answer.status} {_message(answer.body)!r}")
 
 
+class TooDeep(ValueError):
+    pass
+
+
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _JSON_NESTING = re.compile(r"[\[\]{}]")
 
@@ -476,13 +480,13 @@ _JSON_NESTING = re.compile(r"[\[\]{}]")
 def parse_json(body: bytes) -> Any:
     """JSON from the network: UTF-8 (as RFC 8259 requires between systems),
     nested at most MAX_JSON_DEPTH deep, counted before the parser (which
-    recurses once per level) sees it; else ValueError."""
+    recurses once per level) sees it; else ValueError (TooDeep)."""
     text = body.decode("utf-8")
     depth = 0
     for bracket in _JSON_NESTING.findall(_JSON_STRING.sub('""', text)):
         depth += 1 if bracket in "[{" else -1
         if depth > MAX_JSON_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            raise TooDeep(f"nested deeper than {MAX_JSON_DEPTH} levels")
     return json.loads(text)
 
 
@@ -514,9 +518,10 @@ def latest_release(http: Http, api: str, repository: str) -> tuple[str | None, s
         return None, "upstream has no release yet"
     try:
         data = parse_json(answer.body)
-    except ValueError as e:
-        why = str(e) if "nested" in str(e) else f"{answer.body[:40]!r}"
-        return None, f"refusing the latest release: the answer is not JSON ({why})"
+    except TooDeep as e:
+        return None, f"refusing the latest release: the answer is {e}"
+    except ValueError:
+        return None, f"refusing the latest release: the answer is not JSON ({answer.body[:40]!r})"
     if not isinstance(data, dict) or "tag_name" not in data:
         return None, "refusing the latest release: the answer has no tag_name"
     tag = data["tag_name"]
@@ -558,10 +563,9 @@ def head_commit(http: Http, api: str, repository: str, branch: str) -> tuple[str
     if text.startswith("{"):  # a proxy that dropped our Accept header
         try:
             text = parse_json(answer.body).get("sha", "")
-        except ValueError as e:
-            if "nested" in str(e):
-                return None, f"refusing the head of {branch}: the answer is {e}"
-        except AttributeError:
+        except TooDeep as e:
+            return None, f"refusing the head of {branch}: the answer is {e}"
+        except (ValueError, AttributeError):
             pass
     if not isinstance(text, str) or not COMMIT.match(text):
         return None, f"refusing the head of {branch}: {_shown(text)} is not a 40-hex commit id"
