@@ -239,8 +239,10 @@ def _cut(sock: socket.socket) -> None:
 def _watched_pools(manager, deadline: _Deadline) -> None:
     """Make the connections of a urllib3 pool manager (plain, proxy or SOCKS)
     report their sockets to the deadline: when a new connection has its
-    socket (before any TLS handshake) and when a kept-alive one starts a
-    request."""
+    socket (``_new_conn``, urllib3's hook for making it, in 1.x and 2.x;
+    before any TLS handshake) and when a kept-alive one starts a request.
+    ``pool_classes_by_scheme`` and ``ConnectionCls`` are the documented
+    ways to give a pool manager other classes."""
     def watched(base):
         class Watched(base):
             def _new_conn(self):
