@@ -294,6 +294,19 @@ class Poll:
     again while its packages are still missing: a build that fails must not
     take the GPU runners every 15 minutes."""
 
+    LIMITS = {"timeout": (0.0, 600.0), "backoff": (0.0, 120.0), "retrigger_after": (0.0, 366 * 86400.0),
+              "retries": (0, 10)}
+    """Closed ranges, except that timeout must be above 0.  TOML has nan and
+    inf: both fail a range check (nan compares false to everything)."""
+
+    def __post_init__(self) -> None:
+        for key, (low, high) in self.LIMITS.items():
+            value = getattr(self, key)
+            if not (low <= value <= high) or (key == "timeout" and value <= 0):
+                what = "an integer" if key == "retries" else "seconds"
+                bounds = f"above {low:.0f}" if key == "timeout" else f"from {low:.0f}"
+                raise ConfigError(f"poll.{key} = {_show(value)}: expected {what} {bounds} up to {high:.0f}")
+
 
 DOCTOR_CHECKS = ("cudnn", "nccl", "cutlass", "memory", "compiler")
 """The checks doctor.skip may leave out."""

@@ -28,6 +28,12 @@ class MetadataError(UserError):
     pass
 
 
+def _one_line(e: Exception) -> str:
+    """createrepo_c's message in one line: its parse errors carry libxml2's
+    line break inside, as in ``(Document is empty\\n)``."""
+    return " ".join(str(e).split())
+
+
 def _cr():
     # Imported on first use: a no-op doit run never reads metadata.
     try:
@@ -80,7 +86,7 @@ def primary_location(repomd: Path) -> Location:
     try:
         records = cr.Repomd(str(repomd)).records
     except cr.CreaterepoCError as e:
-        raise MetadataError(f"repomd.xml: {str(e).strip()}") from None
+        raise MetadataError(f"repomd.xml: {_one_line(e)}") from None
     for record in records:
         if record.type == "primary":
             href = record.location_href or ""
@@ -116,7 +122,7 @@ def read_primary(path: Path) -> dict[str, Published]:
         try:
             cr.xml_parse_primary(str(source), pkgcb=take, do_files=False, warningcb=None)
         except cr.CreaterepoCError as e:
-            raise MetadataError(f"{path.name}: {str(e).strip()}") from None
+            raise MetadataError(f"{path.name}: {_one_line(e)}") from None
     if too_many:
         raise MetadataError(f"{path.name}: more than {MAX_PACKAGES} packages; refusing to read on")
     return packages
