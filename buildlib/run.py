@@ -80,11 +80,27 @@ def run(
         )
     except FileNotFoundError:
         raise UserError(f"required tool {args[0]!r} not found on PATH") from None
-    stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
+    try:
+        stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
+    except BaseException:
+        # a signal turned into an exception (buildlib.publish.cleanup) or a
+        # timeout: the child (an rsync, say) does not outlive the call
+        _stop(proc)
+        raise
     result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise CommandFailed(args, proc.returncode, _tail(stderr))
     return result
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _communicate(proc, input, *, echo_stderr, timeout):
