@@ -135,8 +135,6 @@ class Anchor:
     public_key: str
     upload: bool = False
     """The host's key file is to be written (first publish, or the key replaced on purpose)."""
-    previous: tuple[str, str] | None = None
-    """(fingerprint, armored key) of the key being replaced."""
 
 
 def repository_key(cfg: Config, target: Transport, key: signing.SigningKey) -> Anchor:
@@ -167,7 +165,7 @@ def repository_key(cfg: Config, target: Transport, key: signing.SigningKey) -> A
         return Anchor(theirs, armored)
     if pinned:  # == mine: the key is being replaced on purpose
         log(f"publish: replacing the repository's key {theirs} with {mine} (publish.key_fingerprint pins it)")
-        return Anchor(mine, key.public_key, upload=True, previous=(theirs, armored))
+        return Anchor(mine, key.public_key, upload=True)
     raise signing.SigningError(
         f"publish: the signing key {mine} is not the repository's key {theirs} ({signing.KEY_FILE_NAME} on the host);"
         " nothing was uploaded (to replace the repository's key on purpose, pin the new one in publish.key_fingerprint)")
@@ -239,28 +237,23 @@ def check_published(target: Transport, rel: PurePosixPath, old: Metadata, listin
 
 
 def _check_untrusted(target: Transport, rel: PurePosixPath, old: Metadata, listing: dict[str, Entry],
-                     anchor: Anchor, stage: Path, tag: str) -> tuple[dict[str, LocalRpm], dict[str, str], list[Path]]:
+                     anchor: Anchor, stage: Path, tag: str) -> tuple[dict[str, LocalRpm], dict[str, str]]:
     """Metadata not signed by the repository's key says nothing: fetch the
     packages it lists and check each against the key.  Returns the good ones
-    (href -> package, their files in stage), the bad ones (href -> why) and,
-    while the key is being replaced, the fetched packages signed by the
-    previous key (to be signed anew)."""
+    (href -> package, their files in stage) and the bad ones (href -> why).
+    A package signed by another key is never signed over (not even by the
+    key being replaced: the host's key file is not trusted for that)."""
     names = sorted(h for h in old.packages if FILE_NAME.match(h) and h in listing and not listing[h].is_dir)
     damaged = {h: "is missing" for h in old.packages if FILE_NAME.match(h) and h not in names}
     log(f"{tag}: checking the {len(names)} published package(s) against the repository's key")
     target.fetch_files(rel, names, stage)
     files = [stage / n for n in names if (stage / n).is_file()]
-    problems = signing.check_rpms(anchor.public_key, anchor.fingerprint, files)
-    resign = []
-    if anchor.previous:
-        earlier = signing.check_rpms(anchor.previous[1], anchor.previous[0], [f for f, why in problems.items() if why])
-        resign = [f for f, why in earlier.items() if not why]
-    for f, why in problems.items():
-        if why and f not in resign:
-            damaged[f.name] = f"is {why}"
+    for f, why in signing.check_rpms(anchor.public_key, anchor.fingerprint, files).items():
+        if why:
+            damaged[f.name] = f"fails the check against the repository's key ({why})"
             f.unlink()
     good = {r.path.name: r for r in read_rpms([f for f in files if f.exists()])}
-    return good, damaged, resign
+    return good, damaged
 
 
 def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing.SigningKey, anchor: Anchor,
@@ -287,13 +280,12 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
             log(f"{tag}: the published metadata's signature is not good ({e}); rebuilding it from the packages")
 
     # what stays published as it is: href -> (name\tevr, header digest)
-    resign: list[Path] = []
     if trusted:
         report.damaged = check_published(target, rel, old, listing, target.scratch / channel.name)
         base = {h: (f"{p.name}\t{p.evr}", old.index.get(p.pkgid)) for h, p in old.packages.items()
                 if h not in report.damaged}
     else:
-        good, report.damaged, resign = _check_untrusted(target, rel, old, listing, anchor, stage, tag)
+        good, report.damaged = _check_untrusted(target, rel, old, listing, anchor, stage, tag)
         base = {h: (f"{r.name}\t{r.evr}", r.header_sha256) for h, r in good.items()}
     by_file = {r.path.name: r for r in rpms}
     for href, why in sorted(report.damaged.items()):
@@ -325,7 +317,6 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     candidates.update({r.path.name: f"{r.name}\t{r.evr}" for r in new})
     kept, pruned = _select_kept(candidates, cfg.publish.retention)
     new = [r for r in new if r.path.name in kept]  # a package older than N retained ones is not worth adding
-    resign = [f for f in resign if f.name in kept]
     report.kept, report.pruned = kept, [h for h in pruned if h in base]
     stray = sorted(n for n, e in listing.items() if not e.is_dir and n.endswith(".rpm") and n not in kept
                    and n not in {r.path.name for r in new})
@@ -339,7 +330,7 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     # sign copies in staging; dist/ keeps the unsigned originals
     for rpm in new:
         shutil.copyfile(rpm.path, stage / rpm.path.name)
-    staged = [stage / r.path.name for r in new] + resign
+    staged = [stage / r.path.name for r in new]
     signing.sign_rpms(key, staged)
     signing.verify_rpms(anchor.public_key, anchor.fingerprint, staged)
 
