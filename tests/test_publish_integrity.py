@@ -396,3 +396,17 @@ def test_flipped_byte_is_found_and_healed(tmp_path, keys, base_repo, request, wh
         report = publish(cfg)["channels"]["stable"]
         assert report["damaged"] == {OLD: "is missing"} and report["healed"] == [OLD]
         assert "flavour=ampere" in install_and_run(tmp_path / "dnf2", cfg, base_repo, "mistralrs-ampere")
+
+
+def test_key_fingerprint_setting(tmp_path, keys):
+    cfg = write_config(tmp_path / "a", str(tmp_path / "srv"), "http://127.0.0.1:9/", keys)
+    assert cfg.publish.key_fingerprint == ""
+    text = Path(cfg.source).read_text().replace("[publish]\n", '[publish]\nkey_fingerprint = "%s"\n')
+    spaced = " ".join(keys["main"][1][i:i + 4].lower() for i in range(0, 40, 4))
+    Path(cfg.source).write_text(text % spaced)
+    from buildlib import config
+
+    assert config.load(cfg.source).publish.key_fingerprint == keys["main"][1].upper()
+    Path(cfg.source).write_text(text % "0xDEADBEEF")
+    with pytest.raises(UserError, match="publish.key_fingerprint.*40 hex digits"):
+        config.load(cfg.source)

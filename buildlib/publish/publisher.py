@@ -26,7 +26,18 @@ channel's directory, out of the stable metadata.  Old metadata files stay
 for ``publish.metadata_expire`` (``--retain-old-md-by-age``) for clients that
 fetched the previous ``repomd.xml`` a moment before the swap.
 
-**Sequence**, all under one lock held on the host: fetch the metadata;
+**The repository's key** (:func:`repository_key`): under the lock and
+before anything is uploaded, the host's ``RPM-GPG-KEY-mistralrs`` (or the
+key ``publish.key_fingerprint`` pins) is compared with the signing key, and
+another key is refused; every signature check below is made against that
+anchor, and a package in dist/ already signed by another key is refused.
+
+**Sequence**, all under one lock held on the host: fetch the metadata and
+check its signature; check the published packages against it
+(:func:`check_published`: size, SHA-256 where cheap; missing or damaged ones
+are published again from dist/ or dropped); metadata the key did not sign
+is not believed (:func:`_check_untrusted`: the packages are fetched and each
+checked against the key, the metadata made afresh);
 refuse a name-version-release that is already published with other content;
 sign copies of the new packages in staging (never dist/'s files) and check
 every signature; build, sign and check the metadata; (1) upload the new
@@ -62,6 +73,8 @@ its standard input closes.  A publish killed in any way closes its SSH
 connection, which releases the lock.  The lock covers every step from fetching the metadata to pruning,
 so two publishes (or the stable and the unstable one) never interleave and
 the second one builds on the first one's metadata.
+
+**Cancelled or killed**: :mod:`.cleanup`.
 
 **CI.**  ``doit publish`` reads only dist/*.rpm and depends on no build task,
 so a CI job that downloads the packages into dist/ publishes them with an
