@@ -268,6 +268,10 @@ class Publish:
     passphrase_env: str
     metadata_expire: int
     """Seconds dnf keeps metadata (and the host keeps the previous files)."""
+    key_fingerprint: str = ""
+    """The repository's key pinned (40 upper-case hex digits), or "": the
+    key on the host (RPM-GPG-KEY-mistralrs) decides.  Pinning another key
+    than the host's is how the key is replaced on purpose."""
 
     @property
     def is_remote(self) -> bool:
@@ -753,6 +757,8 @@ def parse(data: dict, source: Path) -> Config:
         passphrase_file=pub.string("passphrase_file", ""),
         passphrase_env=pub.string("passphrase_env", "MRPM_SIGNING_PASSPHRASE", pattern=ENV_NAME, form="an environment variable name"),
         metadata_expire=parse_duration(pub.string("metadata_expire", "1h", pattern=DURATION, form='a duration such as "1h"')),
+        key_fingerprint=pub.string("key_fingerprint", "", pattern=re.compile(r"^([0-9A-Fa-f]{4} ?){10}\Z|^\Z"),
+                                   form="the key's whole fingerprint (40 hex digits) or \"\"").replace(" ", "").upper(),
     )
     if publish.retention < 1:
         raise ConfigError(f"publish.retention = {publish.retention}: expected 1 or more")

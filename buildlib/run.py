@@ -109,11 +109,27 @@ def run(
     try:
         stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
     except subprocess.TimeoutExpired as e:
+        _stop(proc)
         raise CommandTimedOut(args, timeout or 0, _tail(e.stderr)) from None
+    except BaseException:
+        # a signal turned into an exception (buildlib.publish.cleanup): the
+        # child (an rsync, say) does not outlive the call
+        _stop(proc)
+        raise
     result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise CommandFailed(args, proc.returncode, _tail(stderr), stderr or b"")
     return result
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _communicate(proc, input, *, echo_stderr, timeout):

@@ -55,6 +55,13 @@ class Published:
     href: str
     """The file's location below the channel directory."""
     pkgid: str
+    """The package file's checksum (of ``checksum_type``)."""
+    checksum_type: str = "sha256"
+    size: int = -1
+    """The package file's size in bytes."""
+    mtime: int = -1
+    """The package file's modification time when the metadata was made
+    (rsync keeps it on the host)."""
 
     @property
     def evr(self) -> str:
@@ -98,6 +105,16 @@ def primary_location(repomd: Path) -> Location:
     raise MetadataError("repomd.xml has no primary metadata")
 
 
+def referenced_files(repomd: Path) -> set[str]:
+    """The file names in repodata/ that repomd.xml lists."""
+    cr = _cr()
+    try:
+        records = cr.Repomd(str(repomd)).records
+    except cr.CreaterepoCError as e:
+        raise MetadataError(f"repomd.xml: {str(e).strip()}") from None
+    return {(r.location_href or "").rsplit("/", 1)[-1] for r in records}
+
+
 def read_primary(path: Path) -> dict[str, Published]:
     """The packages of a primary metadata file (plain or compressed), by href."""
     cr = _cr()
@@ -110,7 +127,8 @@ def read_primary(path: Path) -> dict[str, Published]:
             too_many = True
             return False
         packages[pkg.location_href] = Published(pkg.name, pkg.epoch or "0", pkg.version, pkg.release,
-                                                pkg.location_href, pkg.pkgId)
+                                                pkg.location_href, pkg.pkgId, (pkg.checksum_type or "").lower(),
+                                                int(pkg.size_package or -1), int(pkg.time_file or -1))
         return True
 
     with tempfile.TemporaryDirectory(prefix="mrpm-primary-") as tmp:
