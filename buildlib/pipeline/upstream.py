@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -13,7 +12,7 @@ from ..config import Config
 from ..layout import Layout
 from ..refs import COMMIT, TAG, Ref, RefError, rpm_version_of_tag, snapshot_version, tag_version
 from ..run import Stopwatch, UserError, atomic_write, output, run
-from .history import check_on_branch, note_moved_tag, release_tags
+from .history import check_on_branch, network, note_moved_tag, release_tags
 
 GIT = "git"
 CHANGELOG_ENTRIES = 10
@@ -55,21 +54,6 @@ def _check_url(url: str) -> str:
     return url
 
 
-GIT_TOTAL_TIMEOUT = 4 * 3600
-"""A clone or fetch that still makes progress is stopped only after this."""
-
-
-def _network(cfg: Config) -> dict:
-    """git's network settings: a stalled http(s) transfer or ssh connection
-    ends after upstream.timeout seconds, a whole clone or fetch after
-    GIT_TOTAL_TIMEOUT, and git never waits for a password."""
-    stall = max(1, int(cfg.upstream.timeout))
-    ssh = f"ssh -o BatchMode=yes -o ConnectTimeout={stall} -o ServerAliveInterval={max(1, stall // 3)} -o ServerAliveCountMax=3"
-    return {"timeout": GIT_TOTAL_TIMEOUT, "env": {"GIT_TERMINAL_PROMPT": "0", "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
-                                                  "GIT_HTTP_LOW_SPEED_TIME": str(stall),
-                                                  "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND") or ssh}}
-
-
 def update_mirror(cfg: Config, layout: Layout) -> None:
     """Create the bare mirror once; afterwards only `git fetch` it."""
     url = _check_url(cfg.upstream.url)
@@ -77,14 +61,14 @@ def update_mirror(cfg: Config, layout: Layout) -> None:
         tmp = layout.mirror.with_name(layout.mirror.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        run([GIT, "clone", "--mirror", "--", url, tmp], **_network(cfg))
+        run([GIT, "clone", "--mirror", "--", url, tmp], **network(cfg))
         tmp.rename(layout.mirror)
         return
     current = _git(layout, "config", "--get", "remote.origin.url", check=False)
     if current != url:
         run([GIT, f"--git-dir={layout.mirror}", "remote", "set-url", "origin", "--", url])
     # --force: a tag moved upstream replaces the mirror's (history.tag_unchanged noticed it)
-    run([GIT, f"--git-dir={layout.mirror}", "fetch", "--prune", "--tags", "--force", "origin"], **_network(cfg))
+    run([GIT, f"--git-dir={layout.mirror}", "fetch", "--prune", "--tags", "--force", "origin"], **network(cfg))
 
 
 def resolve_commit(layout: Layout, ref: Ref) -> str | None:
