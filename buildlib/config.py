@@ -47,6 +47,11 @@ SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]{0,31})@(?P<host>[A-Za-z0-9]
 LOCAL_TARGET = re.compile(r"^/[A-Za-z0-9._/+-]*\Z")
 """publish.target's path, local or on the host: absolute, in a character set
 that no shell, rsync or ssh reads anything into (no ':', no spaces, no '~')."""
+PLAIN_PATH = LOCAL_TARGET
+"""Every directory or file the configuration names ([paths], MRPM_CACHE,
+host.*_dir and the like), once resolved: these reach rpmbuild's --define
+(where '%(...)' runs a command), rsync (where ':' makes a host), nginx's
+configuration (where ';' ends a directive) and spec and shell lines."""
 
 # --- values that reach a spec (both specs: the flavours' and mistralrs-release)
 # Checked here when the configuration loads; templates.render(spec=True) also
@@ -520,6 +525,15 @@ def _one_line(value: str, key: str) -> None:
         raise ConfigError(f"{key} = {_show(value)}: contains a line break or control character; expected one line of text")
 
 
+def _plain_path(key: str, value: Any, resolved: Path) -> Path:
+    """resolved (value made absolute), if it passes PLAIN_PATH."""
+    if not PLAIN_PATH.match(str(resolved)):
+        where = "" if str(resolved) == value else f", that is {_show(str(resolved))},"
+        raise ConfigError(f"{key} = {_show(value)}{where} has characters that rpm, a shell, rsync or nginx would read;"
+                          f" expected a path of letters, digits and . _ + - / (move it, or name another directory)")
+    return resolved
+
+
 def _compute_cap(t: _Table) -> int:
     key = t.key("compute_cap")
     t.known.append("compute_cap")
@@ -568,7 +582,8 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
     packager_email = re.search(r"<([^>]+)>", packager).group(1)
 
     def path(name: str, default: str) -> Path:
-        return (base / Path(h.string(name, default)).expanduser()).resolve()
+        return _plain_path(h.key(name), h.data.get(name, default),
+                           (base / Path(h.string(name, default)).expanduser()).resolve())
 
     ipv4 = h.string("ipv4", "")
     ipv6 = h.string("ipv6", "")
@@ -784,13 +799,20 @@ def parse(data: dict, source: Path) -> Config:
     host = parse_host(top.table("host", {}), publish, base, package.packager)
 
     pa = top.table("paths", {})
-    cache = pa.string("cache", ".cache")
+    cache_key, cache = "paths.cache", pa.string("cache", ".cache")
+    if os.environ.get(CACHE_ENV):
+        cache_key, cache = CACHE_ENV, os.environ[CACHE_ENV]
+        _one_line(cache, CACHE_ENV)
+
+    def plain(key: str, value: str) -> Path:
+        return _plain_path(key, value, (base / value).resolve())
+
     paths = Paths(
         root=base,
-        cache=(base / (os.environ.get(CACHE_ENV) or cache)).resolve(),
-        build=(base / pa.string("build", "build")).resolve(),
-        artifacts=(base / pa.string("artifacts", "artifacts")).resolve(),
-        dist=(base / pa.string("dist", "dist")).resolve(),
+        cache=plain(cache_key, cache),
+        build=plain("paths.build", pa.string("build", "build")),
+        artifacts=plain("paths.artifacts", pa.string("artifacts", "artifacts")),
+        dist=plain("paths.dist", pa.string("dist", "dist")),
     )
     pa.finish()
     top.finish()

@@ -288,3 +288,40 @@ def test_non_ascii_digits_in_mrpm_ref_are_refused(tmp_path, monkeypatch, ref):
     with pytest.raises(configmod.ConfigError, match="MRPM_REF: refusing ref") as e:
         load_with(tmp_path, lambda d: None)
     assert str(e.value).isascii()
+
+
+# Every path the configuration names reaches rpmbuild's --define (where
+# '%(...)' runs a command: `rpmbuild --define "_topdir /x/b%(touch f)"`
+# touches f), rsync (':' makes a host of it), nginx's site (';' ends a
+# directive) or an authorized_keys line: refused when the config loads.
+@pytest.mark.parametrize("section, key", [
+    ("paths", "build"), ("paths", "cache"), ("paths", "artifacts"), ("paths", "dist"),
+    ("host", "key_dir"), ("host", "letsencrypt_dir"), ("host", "nginx_site"), ("host", "nginx_conf"),
+    ("host", "repo_shell"),
+])
+@pytest.mark.parametrize("value", ["b%(touch PWNED)", "with space", "x;include /etc/shadow", "host:dir", "$(id)"])
+def test_a_path_with_characters_rpm_rsync_nginx_or_a_shell_read_is_refused(tmp_path, section, key, value):
+    def mutate(d):
+        d.setdefault(section, {})[key] = value
+    with pytest.raises(configmod.ConfigError) as e:
+        load_with(tmp_path, mutate)
+    message = str(e.value)
+    assert f"{section}.{key} = " in message and "letters, digits and . _ + - /" in message, message
+    assert "\n" not in message
+
+
+def test_mrpm_cache_is_held_to_the_same_rule(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRPM_CACHE", str(tmp_path / "cache%(touch PWNED)"))
+    with pytest.raises(configmod.ConfigError, match=r"MRPM_CACHE = .*letters, digits and \. _ \+ - /"):
+        load_with(tmp_path, lambda d: None)
+    monkeypatch.setenv("MRPM_CACHE", str(tmp_path / "runner-cache"))
+    assert load_with(tmp_path, lambda d: None).paths.cache == tmp_path / "runner-cache"
+
+
+def test_a_checkout_under_an_odd_directory_is_named_in_the_error(tmp_path):
+    odd = tmp_path / "my project"
+    odd.mkdir()
+    with pytest.raises(configmod.ConfigError) as e:
+        load_with(odd, lambda d: None)
+    # the first path key read (host.key_dir, relative: "keys") names it
+    assert 'host.key_dir = "keys", that is "' in str(e.value) and "/my proj" in str(e.value), str(e.value)
