@@ -339,6 +339,9 @@ class Paths:
 
 DOMAIN = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+URL_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*/?\Z")
+"""publish.base_url's path: nginx reads ';', '$', quotes and braces in a
+location or a return, so none of them (nor '.' or '..' segments)."""
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?\Z")
 EXPIRE = re.compile(r"^(0|[0-9]+[dwmy]?|[0-9]{4}-[0-9]{2}-[0-9]{2})\Z")
@@ -573,6 +576,9 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
     domain = url.hostname or ""
     if not DOMAIN.match(domain):
         raise ConfigError(f"publish.base_url = \"{publish.base_url}\": the host set-up needs a domain name there")
+    if not URL_PATH.match(url.path) or any(part in (".", "..") for part in url.path.split("/")):
+        raise ConfigError(f"publish.base_url = {_show(publish.base_url)}: its path goes into nginx's site as a location;"
+                          f" expected \"\" or segments of letters, digits and . _ ~ - such as /mistralrs-rpm")
     if isinstance(publish.target, SshTarget):
         repo_root = Path(publish.target.path)
         upload_user = publish.target.user

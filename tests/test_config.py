@@ -325,3 +325,19 @@ def test_a_checkout_under_an_odd_directory_is_named_in_the_error(tmp_path):
         load_with(odd, lambda d: None)
     # the first path key read (host.key_dir, relative: "keys") names it
     assert 'host.key_dir = "keys", that is "' in str(e.value) and "/my proj" in str(e.value), str(e.value)
+
+
+# publish.base_url's path becomes nginx `location` and `return` lines of the
+# host's site (setup:nginx): ';' ends a directive there, '$' expands a
+# variable, quotes and '..' change what is matched.
+@pytest.mark.parametrize("path", ["/a;b", "/r$host", "/a/../etc", "/'x'", "/a(b)", "/a,b", "/a@b", "/.", "/a:b"])
+def test_base_url_path_is_held_to_what_nginx_takes_literally(tmp_path, path):
+    with pytest.raises(configmod.ConfigError, match=r"publish\.base_url = .*nginx's site as a location"):
+        load_with(tmp_path, lambda d: d["publish"].update(base_url=f"https://repo.example.org{path}"))
+
+
+@pytest.mark.parametrize("path, url_path", [("", ""), ("/", ""), ("/mistralrs-rpm", "/mistralrs-rpm"),
+                                            ("/a/b_c.d~e/", "/a/b_c.d~e")])
+def test_plain_base_url_paths_load(tmp_path, path, url_path):
+    cfg = load_with(tmp_path, lambda d: d["publish"].update(base_url=f"https://repo.example.org{path}"))
+    assert cfg.host.url_path == url_path
