@@ -338,7 +338,11 @@ class Paths:
 # --- the repository host ([host]) -------------------------------------------
 
 DOMAIN = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+EMAIL = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,63}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+\Z")
+"""host.email (certbot's --email) and host.key_email (gpg's Name-Email):
+plain ASCII addresses, never starting with '-' (an option to certbot)."""
+OPTIONAL_EMAIL = re.compile(r"^(|" + EMAIL.pattern[1:-2] + r")\Z")
 URL_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*/?\Z")
 """publish.base_url's path: nginx reads ';', '$', quotes and braces in a
 location or a return, so none of them (nor '.' or '..' segments)."""
@@ -611,7 +615,7 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
         http_port=h.get("http_port", int, 80, form="a port number"),
         repo_root=repo_root,
         upload_user=upload_user,
-        email=h.string("email", "", pattern=re.compile(r"^(|[^@\s]+@[^@\s]+\.[^@\s]+)\Z"), form="an e-mail address"),
+        email=h.string("email", "", pattern=OPTIONAL_EMAIL, form="an e-mail address"),
         cloudflare_zone=h.string("cloudflare_zone", "", pattern=re.compile(r"^(|" + DOMAIN.pattern[1:-2] + r")\Z"),
                                  form="a DNS zone such as \"example.org\""),
         cloudflare_token_file=h.string("cloudflare_token_file", ""),
@@ -623,7 +627,7 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
                             form="one SSH public key line such as \"ssh-ed25519 AAAA... ci\""),
         key_name=h.string("key_name", "mistralrs-rpm repository", pattern=re.compile(r"^[^<>()\n]{5,}\Z"),
                           form="a name of 5 or more characters without <>()"),
-        key_email=h.string("key_email", "", pattern=re.compile(r"^(|[^@\s]+@[^@\s]+\.[^@\s]+)\Z"), form="an e-mail address") or packager_email,
+        key_email=h.string("key_email", "", pattern=OPTIONAL_EMAIL, form="an e-mail address") or packager_email,
         key_type=h.string("key_type", "ed25519", pattern=re.compile(r"^(ed25519|rsa4096)\Z"), form='"ed25519" or "rsa4096"'),
         key_expire=h.string("key_expire", "0", pattern=EXPIRE, form='"0" (never), a period such as "2y", or a date YYYY-MM-DD'),
         key_passphrase_file=h.string("key_passphrase_file", "") or publish.passphrase_file,

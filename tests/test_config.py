@@ -341,3 +341,15 @@ def test_base_url_path_is_held_to_what_nginx_takes_literally(tmp_path, path):
 def test_plain_base_url_paths_load(tmp_path, path, url_path):
     cfg = load_with(tmp_path, lambda d: d["publish"].update(base_url=f"https://repo.example.org{path}"))
     assert cfg.host.url_path == url_path
+
+
+# host.email goes to certbot as --email's value, host.key_email into gpg's
+# key parameters: an address starting with '-' (an option to certbot) or
+# holding shell or gpg syntax is refused when the config loads.
+@pytest.mark.parametrize("key", ["email", "key_email"])
+@pytest.mark.parametrize("value", ["--server=https://evil.example@x.y", "-x@y.z", "$(id)@x.y", "a@b.c;", "a b@c.d"])
+def test_host_email_addresses_are_plain(tmp_path, key, value):
+    with pytest.raises(configmod.ConfigError, match=rf"host\.{key} = .*expected an e-mail address"):
+        load_with(tmp_path, lambda d: d.setdefault("host", {}).update({key: value}))
+    cfg = load_with(tmp_path, lambda d: d.setdefault("host", {}).update({key: "ops+repo@mail.example.org"}))
+    assert getattr(cfg.host, key) == "ops+repo@mail.example.org"
