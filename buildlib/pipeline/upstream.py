@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..layout import Layout
-from ..refs import COMMIT, TAG, Ref, RefError, rpm_version_of_tag, snapshot_version, tag_version
+from ..refs import COMMIT, RPM_VERSION, TAG, Ref, RefError, rpm_version_of_tag, snapshot_version, tag_version
 from ..run import Stopwatch, UserError, atomic_write, output, run
 from .history import check_on_branch, network, note_moved_tag, release_tags
 
@@ -37,11 +37,31 @@ class Source:
         try:
             data = json.loads(path.read_text())
             data["changelog"] = tuple(data["changelog"])
-            return cls(**data)
+            source = cls(**data)
+            source.check()
+            return source
         except FileNotFoundError:
             raise UserError(f"{path} is missing: run `doit fetch` first") from None
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
             raise UserError(f"{path} is not a source record ({e}); delete it and run `doit fetch`") from None
+
+    def check(self) -> None:
+        """ValueError unless every field that reaches git, a path, cargo or
+        a spec has the form fetch writes: the commit names the source tree's
+        directory (cache/src/<commit>, which ensure_tree may delete), the
+        versions go into cargo's -p choice and the RPM's Version."""
+        if not (isinstance(self.commit, str) and COMMIT.match(self.commit)):
+            raise ValueError(f"commit {str(self.commit)[:60]!r} is not a 40-hex commit id")
+        if not isinstance(self.ref, str) or not (TAG.match(self.ref) or COMMIT.match(self.ref)):
+            raise ValueError(f"ref {str(self.ref)[:60]!r} is not a release tag or a commit id")
+        if not isinstance(self.version, str) or not TAG.match(f"v{self.version}"):
+            raise ValueError(f"version {str(self.version)[:60]!r} is not X.Y.Z or X.Y.Z-rcN")
+        if not isinstance(self.rpm_version, str) or not RPM_VERSION.match(self.rpm_version):
+            raise ValueError(f"rpm_version {str(self.rpm_version)[:60]!r} is not an RPM version")
+        if not isinstance(self.is_snapshot, bool) or self.is_snapshot != (self.ref == self.commit):
+            raise ValueError("is_snapshot does not agree with ref and commit")
+        if not self.is_snapshot and (self.version, self.rpm_version) != (tag_version(self.ref), rpm_version_of_tag(self.ref)):
+            raise ValueError(f"version {self.version!r} / rpm_version {self.rpm_version!r} are not tag {self.ref}'s")
 
 
 def _git(layout: Layout, *args: str, **kwargs) -> str:
