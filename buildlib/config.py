@@ -53,6 +53,10 @@ host.*_dir and the like), once resolved: these reach rpmbuild's --define
 (where '%(...)' runs a command), rsync (where ':' makes a host), nginx's
 configuration (where ';' ends a directive) and spec and shell lines."""
 
+SSH_KEY_FILE = re.compile(r"^((~/)?[A-Za-z0-9._/+][A-Za-z0-9._/+-]*)?\Z")
+"""publish.ssh_key: it reaches ssh's -i inside rsync's -e command, which
+rsync splits into words itself."""
+
 # --- values that reach a spec (both specs: the flavours' and mistralrs-release)
 # Checked here when the configuration loads; templates.render(spec=True) also
 # escapes '%' in every value it puts into a spec, so the two layers are
@@ -768,7 +772,8 @@ def parse(data: dict, source: Path) -> Config:
         target=parse_target(pub.string("target", form=TARGET_FORM)),
         host_key=pub.string("host_key", "", pattern=re.compile(r"^(|" + HOST_KEY.pattern[1:-2] + r")\Z"),
                             form='one known_hosts line such as "repo.example.org ssh-ed25519 AAAA..." (no marker, no wildcard)'),
-        ssh_key=pub.string("ssh_key", ""),
+        ssh_key=pub.string("ssh_key", "", pattern=SSH_KEY_FILE,
+                           form="a key file path of letters, digits and . _ + - / (~/ for the home directory), or \"\""),
         ssh_key_env=pub.string("ssh_key_env", "MRPM_SSH_KEY", pattern=re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)?\Z"),
                                form="an environment variable name"),
         base_url=pub.string("base_url", pattern=URL, form="an http(s) URL without '%', spaces, quotes, '?' or '#'"),

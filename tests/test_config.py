@@ -353,3 +353,13 @@ def test_host_email_addresses_are_plain(tmp_path, key, value):
         load_with(tmp_path, lambda d: d.setdefault("host", {}).update({key: value}))
     cfg = load_with(tmp_path, lambda d: d.setdefault("host", {}).update({key: "ops+repo@mail.example.org"}))
     assert getattr(cfg.host, key) == "ops+repo@mail.example.org"
+
+
+@pytest.mark.parametrize("value", ["key file", "k'ey", "$(id)", "-oProxyCommand=x", "-i", "a;b"])
+def test_ssh_key_path_is_plain(tmp_path, value):
+    """publish.ssh_key reaches `ssh -i` inside rsync's -e command line,
+    which rsync splits into words by its own rules."""
+    with pytest.raises(configmod.ConfigError, match=r"publish\.ssh_key = .*a key file path"):
+        load_with(tmp_path, lambda d: d["publish"].update(ssh_key=value))
+    for good in ("~/.ssh/id_ed25519", "/etc/mistralrs-rpm/upload_key", "keys/ci"):
+        assert load_with(tmp_path, lambda d: d["publish"].update(ssh_key=good)).publish.ssh_key == good
