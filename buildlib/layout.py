@@ -57,7 +57,20 @@ class Layout:
     def verify_record(self, flavour: str) -> Path:
         return self.artifacts / f"mistralrs-{flavour}.verified.json"
 
+    # licenses: what the binary bundles (pipeline/licenses.py)
+    def bundle_record(self, flavour: str) -> Path:
+        return self.build / "licenses" / f"mistralrs-{flavour}.json"
+
+    def license_archive(self, flavour: str) -> Path:
+        """LICENSE.dependencies, cargo-vendor.txt and the crates' license
+        texts, one tar file (one Source of the spec)."""
+        return self.build / "licenses" / flavour / LICENSE_ARCHIVE_NAME
+
     # package
+    def sbom(self, flavour: str) -> Path:
+        """The CycloneDX SBOM the spec task writes beside the spec."""
+        return self.build / "spec" / flavour / SBOM_NAME
+
     def spec(self, flavour: str) -> Path:
         return self.build / "spec" / flavour / f"mistralrs-{flavour}.spec"
 
@@ -121,6 +134,17 @@ DODO = PROJECT / "dodo.py"
 DEFAULT_CONFIG = PROJECT / "config.toml"
 DEMO_DIR = PROJECT / ".demo"
 DEMO_UPSTREAM_SOURCES = PROJECT / "examples" / "demo-upstream"
+
+LICENSE_ARCHIVE_NAME = "mistralrs-licenses.tar"
+SBOM_NAME = "sbom.cdx.json"
+SBOM_SUFFIX = ".cdx.json"
+
+
+def sbom_beside(rpm_file: str) -> str:
+    """The SBOM's file name beside an RPM in dist/ and in a channel:
+    name-version-release.arch.rpm -> name-version-release.arch.cdx.json."""
+    return rpm_file.removesuffix(".rpm") + SBOM_SUFFIX
+
 
 # On the repository host (a local directory or the SSH target's root)
 PUBLISH_LOCK_NAME = ".publish.lock"

@@ -10,6 +10,14 @@ ledger (layout.release_ledger) remembers which spec digest got which release,
 so rendering an unchanged spec again keeps its release.  The digest covers
 the spec with the release left out, and the spec names the SHA-256 of every
 file it packages, so a changed binary, unit or example file is a changed spec.
+One of those files, the SBOM, names the release itself: the digest is taken
+over the spec rendered with a placeholder release, which names the digest of
+the SBOM made with that placeholder (so every other change to the SBOM, a
+toolchain's version say, is a changed spec); the numbered spec and its SBOM
+are then made again.
+
+License and the bundled() provides come from the licenses stage's record
+(:class:`.records.BundleRecord`), never from config.toml's free text.
 """
 
 from __future__ import annotations
@@ -28,11 +36,12 @@ from .. import layout as paths
 from ..config import Config, Flavour
 from ..layout import Layout
 from ..run import Stopwatch, UserError, atomic_write, sha256_of
+from ..spdx import spdx_problem
 from ..templates import render
-from .records import SHA256, BuildRecord, ChangelogEntry, read_json
+from .records import SHA256, BuildRecord, BundleRecord, ChangelogEntry, read_json
+from .sbom import package_sbom
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
-SPDX_EXPRESSION = re.compile(r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*$")
 URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]+$")
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -40,7 +49,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 def spec_sources(layout: Layout, flavour: Flavour) -> tuple[Path, ...]:
-    """Source0..SourceN of the spec, in the template's order."""
+    """Source0..SourceN of the spec, in the template's order.  The first is
+    the binary, the last the SBOM (which the spec task writes itself)."""
     return (
         layout.artifact(flavour.name),
         paths.UNIT_TEMPLATE,
@@ -48,7 +58,15 @@ def spec_sources(layout: Layout, flavour: Flavour) -> tuple[Path, ...]:
         paths.SYSUSERS,
         paths.NVIDIA_DEVICES_UNIT,
         paths.LICENSE_TEXT,
+        layout.license_archive(flavour.name),
+        layout.sbom(flavour.name),
     )
+
+
+def spec_inputs(layout: Layout, flavour: Flavour) -> tuple[Path, ...]:
+    """The sources the spec task reads (and hashes): all but the binary,
+    covered by its record, and the SBOM, which the task writes."""
+    return spec_sources(layout, flavour)[1:-1]
 
 
 def spec_settings(cfg: Config, flavour: Flavour) -> dict:
@@ -57,8 +75,8 @@ def spec_settings(cfg: Config, flavour: Flavour) -> dict:
     pkg = cfg.package
     return {
         "payload": pkg.payload,
-        "license": pkg.license,
         "url": pkg.url,
+        "dist": pkg.dist,
         "summary": pkg.summary,
         "packager": pkg.packager,
         "requires": list(pkg.requires),
@@ -116,6 +134,8 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
               known_releases: dict[str, int]) -> str:
     """The rendered spec, with `release` (a number or the placeholder) as Release."""
     record.check_fits(cfg, layout, flavour)
+    bundle = BundleRecord.load(layout, flavour)
+    bundle.check_fits(layout, record)
     settings = spec_settings(cfg, flavour)
     packager = rpm_text(settings["packager"], "package.packager")
     name = f"mistralrs-{flavour.name}"
@@ -138,14 +158,21 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
             "lines": [rpm_text(_describe_change(entry), "changelog line")],
         })
 
-    source_digests = [record.sha256] + [sha256_of(p) for p in spec_sources(layout, flavour)[1:]]
+    inputs = spec_inputs(layout, flavour)
+    if sha256_of(layout.license_archive(flavour.name)) != bundle.license_archive_sha256:
+        raise UserError(f"{layout.license_archive(flavour.name)} is not the one its bundle record names:"
+                        f" run the licenses task for {flavour.name} again")
+    sbom = hashlib.sha256(package_sbom(cfg, flavour, record, bundle, release).encode()).hexdigest()
+    source_digests = [record.sha256] + [sha256_of(p) for p in inputs] + [sbom]
     values = {
         "flavour": flavour.name,
         "name": name,
         "version": record.rpm_version,
         "release": release,
         "summary": rpm_text(settings["summary"], "package.summary"),
-        "license": _checked(settings["license"], SPDX_EXPRESSION, "package.license", "an SPDX license expression such as MIT"),
+        "license": _license(bundle.license),
+        "bundled_provides": list(bundle.bundle.provides()),
+        "license_texts": bool(bundle.bundle.license_texts()),
         "url": _checked(settings["url"], URL, "package.url", "an http(s) URL"),
         "payload": settings["payload"],
         "artifact_name": layout.artifact(flavour.name).name,
@@ -160,6 +187,14 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
     text = render(paths.SPEC_TEMPLATE, **values)
     _check_sources(text, spec_sources(layout, flavour))
     return text
+
+
+def _license(expression: str) -> str:
+    """The License tag: the bundle's SPDX expression, checked once more."""
+    problem = spdx_problem(expression)
+    if problem or not expression.isprintable():
+        raise UserError(f"License {expression!r}: {problem or 'not one line'}")
+    return expression
 
 
 def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -> str:
@@ -211,7 +246,10 @@ def render_spec(cfg: Config, layout: Layout, flavour: Flavour, release: int | No
             chosen = max(digests.values(), default=0) + 1
             why = "new version" if chosen == 1 else "spec changed"
         digests[digest] = chosen
-    text = unnumbered.replace(RELEASE_PLACEHOLDER, str(chosen))
+    # The SBOM names the release, so the numbered spec (its digest) is made again.
+    text = spec_text(cfg, layout, flavour, record, str(chosen), known)
+    atomic_write(layout.sbom(flavour.name),
+                 package_sbom(cfg, flavour, record, BundleRecord.load(layout, flavour), str(chosen)))
     target = layout.spec(flavour.name)
     atomic_write(target, text)
     clock.done(f"mistralrs-{flavour.name}-{record.rpm_version}-{chosen} ({why})")

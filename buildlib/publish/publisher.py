@@ -30,11 +30,13 @@ fetched the previous ``repomd.xml`` a moment before the swap.
 refuse a name-version-release that is already published with other content;
 sign copies of the new packages in staging (never dist/'s files) and check
 every signature; build, sign and check the metadata; (1) upload the new
-packages, no deletions; (2) upload the new metadata files (hashed names, no
+packages and each one's SBOM (``<name>-<version>-<release>.<arch>.cdx.json``
+from beside it in dist/; only ``mistralrs-release`` has none), no deletions; (2) upload the new metadata files (hashed names, no
 deletions); (3) swap in ``repomd.xml``, ``repomd.xml.asc`` and our package
 index (``mrpm-index.json``, below) in one ``rsync --delay-updates``, which
-renames them into place together at the end; (4) delete pruned packages and
-expired metadata files; once every
+renames them into place together at the end; (4) delete pruned packages
+(with their SBOMs: an SBOM stays as long as its package) and expired
+metadata files; once every
 channel is done, (5) render the index page (:func:`buildlib.site.render_index`:
 what each channel holds now, from this publish's metadata or, for a channel
 it did not touch, from that channel's fetched ``repodata/``; the key's
@@ -79,10 +81,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from ..config import Channel, Config, LocalTarget, Publish, SshTarget
-from ..layout import Layout
+from ..layout import SBOM_SUFFIX, Layout, sbom_beside
 from ..run import Stopwatch, atomic_write, log, require_tool, run
 from . import signing, site
-from .channels import REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
+from .channels import RELEASE_PACKAGE, REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
 from .repodata import INDEX_NAME, read_metadata
 from .rpms import LocalRpm, newest_first, read_rpms
 from .transport import Transport
@@ -187,10 +189,13 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     report.kept, report.pruned = kept, [h for h in pruned if h in old.packages]
     stray = sorted(n for n, is_dir in listing.items() if not is_dir and n.endswith(".rpm") and n not in kept
                    and n not in {r.path.name for r in new})
+    # An SBOM stays exactly as long as its package.
+    orphans = sorted(n for n, is_dir in listing.items() if not is_dir and n.endswith(SBOM_SUFFIX)
+                     and n.removesuffix(SBOM_SUFFIX) + ".rpm" not in kept)
 
     if not new and not report.pruned and signature_ok:
         log(f"{tag}: up to date ({len(report.skipped)} already published)")
-        target.delete(rel, stray)
+        target.delete(rel, stray + orphans)
         report.pruned += stray
         return report
 
@@ -198,6 +203,15 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     for rpm in new:
         shutil.copyfile(rpm.path, stage / rpm.path.name)
     staged = [stage / r.path.name for r in new]
+    sboms = []
+    for rpm in new:
+        sbom = rpm.path.with_name(sbom_beside(rpm.path.name))
+        if sbom.is_file():
+            shutil.copyfile(sbom, stage / sbom.name)
+            sboms.append(sbom.name)
+        elif rpm.name != RELEASE_PACKAGE:
+            raise PublishError(f"{rpm.path.name}: its SBOM {sbom.name} is not beside it in {rpm.path.parent};"
+                               " package it again, or copy the SBOM there with the package")
     signing.sign_rpms(key, staged)
     signing.verify_rpms(key.public_key, key.fingerprint, staged)
 
@@ -224,12 +238,13 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     hashed = [n for n in md_files if n not in SWAP_FILES and n not in remote_md_files]
     log(f"{tag}: uploading {len(staged)} package(s)")
     target.upload(stage, [p.name for p in staged], rel, what="packages")
+    target.upload(stage, sboms, rel, what="sboms")
     log(f"{tag}: uploading {len(hashed)} metadata file(s)")
     target.upload(repodata, hashed, rel / "repodata", what="metadata")
     log(f"{tag}: swapping in repomd.xml")
     target.upload(repodata, list(SWAP_FILES), rel / "repodata", what="swap", delay_updates=True, checksum=True)
     log(f"{tag}: pruning")
-    target.delete(rel, sorted(set(report.pruned) | set(stray)))
+    target.delete(rel, sorted(set(report.pruned) | set(stray) | set(orphans)))
     target.delete(rel / "repodata", sorted(remote_md_files - set(md_files)))
     report.pruned = sorted(set(report.pruned) | set(stray))
     report.added = [p.name for p in staged]

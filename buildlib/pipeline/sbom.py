@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .bundled import Bundle, BundledComponent, Crate
-from .run import UserError, atomic_write
+from ..config import BundledComponent, Config, Flavour
+from .bundled import Bundle, Crate
+from .records import BuildRecord, BundleRecord
+from ..run import UserError, atomic_write
 
 PROPERTY_PREFIX = "mistralrs-rpm"
 SERIAL_NAMESPACE = uuid.UUID("6f0c1d52-3a41-5b7e-9b8e-2c1f6d0e4a90")
@@ -88,6 +90,7 @@ def make(bundle: Bundle, subject: Subject) -> str:
         **{f"toolchain:{name}": version for name, version in subject.toolchain.items()},
         **subject.extra_properties,
     }
+    props = {k: v for k, v in props.items() if v}  # a snapshot has no tag
     root = Component(
         type=ComponentType.APPLICATION,
         name=subject.rpm_name,
@@ -214,4 +217,32 @@ def write(path: Path, bundle: Bundle, subject: Subject) -> str:
     text = make(bundle, subject)
     validate(text)
     atomic_write(path, text)
+    return text
+
+
+def package_sbom(cfg: Config, flavour: Flavour, build: BuildRecord, bundle: BundleRecord, release: str) -> str:
+    """The validated SBOM of mistralrs-<flavour> at Release ``release``, from
+    the build record (tag, commit, flavour, compute capability, features,
+    toolchain, the binary's SHA-256) and the bundle record.  The upstream URL
+    is package.url (public; upstream.url may be a local path or carry
+    credentials)."""
+    subject = Subject(
+        rpm_name=f"mistralrs-{flavour.name}",
+        rpm_version=build.rpm_version,
+        rpm_release=f"{release}{cfg.package.dist}",
+        arch="x86_64",
+        upstream_url=cfg.package.url,
+        upstream_tag=build.tag or "",
+        upstream_commit=bundle.commit,
+        flavour=flavour.name,
+        compute_cap=build.compute_cap,
+        features=tuple(build.features),
+        toolchain={"rustc": build.rustc, "cargo": build.cargo, "nvcc": build.nvcc},
+        binary_path=f"/usr/bin/{build.binary_name}",
+        binary_sha256=build.sha256,
+        source_date_epoch=bundle.source_date_epoch,
+        extra_properties={"build:source": build.source, "build:rustflags": build.rustflags},
+    )
+    text = make(bundle.bundle, subject)
+    validate(text)
     return text
