@@ -52,21 +52,29 @@ def collect_licenses(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
     if not (tree / "Cargo.toml").is_file():
         tree = ensure_tree(layout, source.commit)
     bundle = bundled.collect(tree, cfg.upstream.package, build.features, cfg.bundled)
-
     epoch = int(datetime.fromisoformat(source.commit_date).timestamp())
-    archive = layout.license_archive(flavour.name)
-    files = archive.parent / "files"
-    shutil.rmtree(files, ignore_errors=True)
-    bundled.write_license_files(bundle, files)
-    atomic_write(archive, tar_bytes(files, epoch))
-    shutil.rmtree(files)
-    BundleRecord(
-        flavour=flavour.name, commit=source.commit, version=source.version, source_date_epoch=epoch,
-        features=tuple(build.features), license_archive_sha256=sha256_of(archive), bundle=bundle,
-    ).write(layout)
+    write_bundle(layout, flavour.name, bundle, commit=source.commit, version=source.version,
+                 source_date_epoch=epoch, features=tuple(build.features))
     watch.done(f"{len(bundle.vendored)} crates from outside the tree, {len(bundle.components)} declared components;"
                f" License: {bundle.license}")
     return {}
+
+
+def write_bundle(layout: Layout, flavour: str, bundle: bundled.Bundle, *, commit: str, version: str,
+                 source_date_epoch: int, features: tuple[str, ...]) -> BundleRecord:
+    """The license archive, then the record that names its digest."""
+    archive = layout.license_archive(flavour)
+    files = archive.parent / "files"
+    shutil.rmtree(files, ignore_errors=True)
+    bundled.write_license_files(bundle, files)
+    atomic_write(archive, tar_bytes(files, source_date_epoch))
+    shutil.rmtree(files)
+    record = BundleRecord(
+        flavour=flavour, commit=commit, version=version, source_date_epoch=source_date_epoch,
+        features=features, license_archive_sha256=sha256_of(archive), bundle=bundle,
+    )
+    record.write(layout)
+    return record
 
 
 def tar_bytes(directory: Path, mtime: int) -> bytes:
