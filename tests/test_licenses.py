@@ -1,0 +1,232 @@
+"""The licenses stage and what it puts into the package, with real cargo,
+rpmbuild and rpmlint: on the demo upstream through doit (as users run it),
+and the stage's own checks on the small vendored workspace of test_bundled.
+
+What the demo bundles is written out here by hand; when the demo upstream
+gains third-party crates, DEMO_VENDORED, DEMO_LICENSE_DEPENDENCIES and
+DEMO_LICENSE change with it (the tests compare whole sets, so a crate
+nobody listed fails them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from buildlib import config as configmod
+from buildlib.demo.driver import DEMO_BUNDLED
+from buildlib.layout import Layout, sbom_beside
+from buildlib.pipeline import sbom
+from buildlib.pipeline.licenses import collect_licenses, tar_bytes
+from buildlib.pipeline.records import BundleRecord
+from buildlib.run import UserError
+from pipeline import demo_config, ran, run_doit, write_config
+from test_bundled import CONFIG as FIXTURE_CONFIG, FIXTURE
+from test_package import FEDORA_PROFILE, cpio_members, rpmlint, rpmq
+
+# --- what the demo bundles, derived by hand -------------------------------------------
+
+DEMO_VERSION = "0.9.2"
+# The workspace members (license.workspace = "MIT"): in LICENSE.dependencies
+# and the SBOM, not in cargo-vendor.txt or the provides (they are upstream's own).
+DEMO_MEMBERS = {"mistralrs-cli": "MIT", "mistralrs-core": "MIT"}
+# name -> (version, SPDX license) of the third-party crates the binary links.
+DEMO_VENDORED: dict[str, tuple[str, str]] = {}
+# members MIT; DEMO_BUNDLED: demo-kernel-lib BSD-3-Clause, demo-quant-kernels Apache-2.0
+DEMO_LICENSE = "Apache-2.0 AND BSD-3-Clause AND MIT"
+DEMO_LICENSE_DEPENDENCIES = (
+    "Apache-2.0: demo-quant-kernels v0 (https://example.invalid/demo-quant-kernels)\n"
+    "BSD-3-Clause: demo-kernel-lib v1.2.0^20260105git0123abc"
+    " (https://example.invalid/demo-kernel-lib#0123abc4567890abcdef0123456789abcdef0123)\n"
+    "MIT: mistralrs-cli v0.9.2\n"
+    "MIT: mistralrs-core v0.9.2\n"
+)
+
+
+def demo_rpm(directory: Path, flavour: str = "ampere") -> Path:
+    (rpm,) = (directory / "dist").glob(f"mistralrs-{flavour}-*.rpm")
+    return rpm
+
+
+@pytest.fixture(scope="module")
+def demo_built(tmp_path_factory, demo_upstream, shared_cache):
+    """The demo's ampere RPM, built through doit (`doit rpm:ampere` pulls in
+    fetch, build, verify, licenses and spec)."""
+    work = tmp_path_factory.mktemp("licenses-demo")
+    config = write_config(work, demo_config(work, demo_upstream.path, shared_cache, flavours=("ampere",)))
+    rc, results, err = run_doit(config, "rpm:ampere")
+    assert rc == 0, err
+    assert {"licenses:ampere", "spec:ampere", "rpm:ampere"} <= ran(results)
+    return work, config
+
+
+def test_demo_license_tag_is_the_hand_derived_expression(demo_built):
+    work, _ = demo_built
+    assert rpmq(demo_rpm(work), "--qf", "%{LICENSE}") == DEMO_LICENSE
+
+
+def test_every_demo_crate_is_provided_listed_and_in_the_sbom(demo_built):
+    work, _ = demo_built
+    rpm = demo_rpm(work)
+    provides = sorted(p for p in rpmq(rpm, "--provides").splitlines() if p.startswith("bundled("))
+    components = {c["name"]: c for c in DEMO_BUNDLED}
+    assert provides == sorted(
+        [f"bundled(crate({name})) = {version}" for name, (version, _) in DEMO_VENDORED.items()]
+        + [f"bundled({c['name']}) = {c['version']}" for c in DEMO_BUNDLED])
+
+    members = cpio_members(rpm)
+    licenses = "/usr/share/licenses/mistralrs-ampere"
+    vendor = members[f"{licenses}/cargo-vendor.txt"].decode()
+    assert vendor.splitlines() == sorted(f"{n} v{v}" for n, (v, _) in DEMO_VENDORED.items())
+    assert members[f"{licenses}/LICENSE.dependencies"].decode() == DEMO_LICENSE_DEPENDENCIES
+    dependencies = members[f"{licenses}/LICENSE.dependencies"].decode()
+    for name, (version, license) in DEMO_VENDORED.items():
+        assert f"{license}: {name} v{version}\n" in dependencies
+
+    doc = json.loads(members["/usr/share/mistralrs/sbom.cdx.json"])
+    in_sbom = {c["name"]: c for c in doc["components"]}
+    assert set(in_sbom) == {"/usr/bin/mistralrs", *DEMO_MEMBERS, *DEMO_VENDORED, *components}
+    for name, (version, _) in DEMO_VENDORED.items():
+        assert in_sbom[name]["version"] == version and in_sbom[name]["purl"].startswith(f"pkg:cargo/{name}@{version}")
+    for name in DEMO_MEMBERS:
+        assert in_sbom[name]["version"] == DEMO_VERSION
+    assert doc["metadata"]["component"]["licenses"] == [{"expression": DEMO_LICENSE}]
+
+
+def test_demo_sbom_validates_names_the_build_and_lies_beside_the_rpm(demo_built):
+    work, _ = demo_built
+    rpm = demo_rpm(work)
+    text = cpio_members(rpm)["/usr/share/mistralrs/sbom.cdx.json"].decode()
+    sbom.validate(text)  # the CycloneDX 1.6 JSON schema, strict
+    assert (rpm.with_name(sbom_beside(rpm.name))).read_text() == text
+    build = json.loads((work / "artifacts" / "mistralrs-ampere.json").read_text())
+    props = {p["name"]: p["value"] for p in json.loads(text)["metadata"]["component"]["properties"]}
+    assert props["mistralrs-rpm:upstream:tag"] == "v0.9.2" and props["mistralrs-rpm:upstream:commit"] == build["commit"]
+    assert props["mistralrs-rpm:binary:sha256"] == build["sha256"]
+    assert props["mistralrs-rpm:cuda:compute_cap"] == "86"
+    assert props["mistralrs-rpm:toolchain:rustc"] == build["rustc"] and props["mistralrs-rpm:toolchain:nvcc"] == build["nvcc"]
+    assert str(work) not in text  # no path of this machine
+
+
+def test_demo_sbom_is_identical_across_two_runs(demo_built, tmp_path, demo_upstream, shared_cache):
+    work, _ = demo_built
+    other = tmp_path / "second-checkout"
+    config = write_config(other, demo_config(other, demo_upstream.path, shared_cache, flavours=("ampere",)))
+    rc, _, err = run_doit(config, "rpm:ampere")
+    assert rc == 0, err
+    first, second = demo_rpm(work), demo_rpm(other)
+    assert first.name == second.name
+    assert second.with_name(sbom_beside(second.name)).read_bytes() == first.with_name(sbom_beside(first.name)).read_bytes()
+
+
+def test_rpmlint_fedora_accepts_the_demo_license(demo_built, tmp_path):
+    work, _ = demo_built
+    if not (FEDORA_PROFILE / "fedora.toml").is_file():
+        pytest.fail(f"no Fedora rpmlint profile at {FEDORA_PROFILE}: run scripts/bootstrap")
+    from buildlib import layout as paths
+
+    merged = tmp_path / "rpmlint"
+    merged.mkdir()
+    for config in [*FEDORA_PROFILE.glob("*.toml"), paths.RPMLINT_LICENSES, paths.RPMLINT_FILTERS]:
+        shutil.copy(config, merged / f"zz-{config.name}")
+    result = rpmlint([demo_rpm(work)], merged)
+    assert "licenses.toml" in result.stdout  # the license list was loaded
+    assert "invalid-license" not in result.stdout and "no-license" not in result.stdout, result.stdout
+
+
+def test_bundled_config_change_redoes_licenses_and_package_not_the_build(demo_built):
+    work, config = demo_built
+    rc, results, err = run_doit(config, "rpm:ampere")
+    assert rc == 0 and ran(results) == set(), (results, err)
+    data = demo_config(work, Path(configmod.load(config).upstream.url), configmod.load(config).paths.cache,
+                       flavours=("ampere",))
+    data["bundled"] = [*DEMO_BUNDLED, {"name": "demo-extra", "version": "3", "license": "ISC",
+                                       "url": "https://example.invalid/demo-extra"}]
+    write_config(work, data)
+    rc, results, err = run_doit(config, "rpm:ampere")
+    assert rc == 0, err
+    assert ran(results) == {"licenses:ampere", "spec:ampere", "rpm:ampere"}, results
+    rpms = sorted((work / "dist").glob("*.rpm"))
+    newest = max(rpms, key=lambda p: p.stat().st_mtime)
+    assert rpmq(newest, "--qf", "%{LICENSE}") == "Apache-2.0 AND BSD-3-Clause AND ISC AND MIT"
+    assert "bundled(demo-extra) = 3" in rpmq(newest, "--provides")
+    assert newest.name == "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm"  # a changed spec: release raised
+
+
+# --- the stage on the fixture workspace -------------------------------------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fixture_project(root: Path, features=("extra",), commit=COMMIT) -> tuple:
+    """A project whose upstream package is the fixture's demo-app, with a
+    source record and a build record as fetch and build write them, the
+    source tree a copy of the fixture."""
+    data = demo_config(root, root / "no-upstream", root / "cache", flavours=("ampere",))
+    data["upstream"]["package"] = "demo-app"
+    data["bundled"] = FIXTURE_CONFIG["bundled"]
+    data["crate_license"] = FIXTURE_CONFIG["crate_license"]
+    cfg = configmod.load(write_config(root, data))
+    layout = Layout.of(cfg)
+    shutil.copytree(FIXTURE, layout.source_tree(COMMIT))
+    source = {"ref": "v0.3.0", "commit": COMMIT, "version": "0.3.0", "rpm_version": "0.3.0", "is_snapshot": False,
+              "commit_date": "2026-01-01T00:00:00+00:00", "changelog": [], "tree": str(layout.source_tree(COMMIT))}
+    layout.source_record.parent.mkdir(parents=True, exist_ok=True)
+    layout.source_record.write_text(json.dumps(source))
+    build = {"source": "cargo", "ref": "v0.3.0", "commit": commit, "version": "0.3.0", "rpm_version": "0.3.0",
+             "flavour": "ampere", "compute_cap": 86, "features": list(features), "binary_name": "mistralrs",
+             "sha256": "0" * 64, "size": 1, "built_at": "2026-01-02T00:00:00Z", "changelog": []}
+    layout.artifacts.mkdir(parents=True, exist_ok=True)
+    layout.build_record("ampere").write_text(json.dumps(build))
+    return cfg, layout
+
+
+def test_stage_writes_the_record_and_the_license_archive(tmp_path):
+    cfg, layout = fixture_project(tmp_path)
+    collect_licenses(cfg, layout, cfg.flavour("ampere"))
+    record = BundleRecord.load(layout, "ampere")
+    assert record.commit == COMMIT and record.features == ("extra",)
+    assert record.source_date_epoch == 1767225600
+    assert record.license == ("Apache-2.0 AND (MIT OR Apache-2.0) AND Apache-2.0 WITH LLVM-exception"
+                              " AND BSD-3-Clause AND BSL-1.0 AND ISC AND MIT")
+    with tarfile.open(layout.license_archive("ampere")) as tar:
+        names = tar.getnames()
+        assert tar.extractfile("cargo-vendor.txt").read().decode() == record.bundle.vendor_manifest()
+        assert {m.mtime for m in tar.getmembers()} == {1767225600}
+        assert {(m.uid, m.gid) for m in tar.getmembers()} == {(0, 0)}
+    assert "LICENSE.dependencies" in names and "crates/licfile-only-0.1.0/LICENSE.txt" in names
+    # the same inputs give the same archive, whatever the files' own times
+    first = layout.license_archive("ampere").read_bytes()
+    for path in layout.source_tree(COMMIT).rglob("*"):
+        path.touch()
+    collect_licenses(cfg, layout, cfg.flavour("ampere"))
+    assert layout.license_archive("ampere").read_bytes() == first
+
+
+def test_stage_reads_the_features_that_were_built(tmp_path):
+    cfg, layout = fixture_project(tmp_path, features=())
+    collect_licenses(cfg, layout, cfg.flavour("ampere"))
+    assert "opt-extra" not in BundleRecord.load(layout, "ampere").bundle.vendor_manifest()
+
+
+def test_stage_refuses_a_source_the_binary_was_not_built_from(tmp_path):
+    cfg, layout = fixture_project(tmp_path, commit="89abcdef0123456789abcdef0123456789abcdef")
+    with pytest.raises(UserError, match=r"but ampere's binary was built from 89abcdef0123: fetch that ref"):
+        collect_licenses(cfg, layout, cfg.flavour("ampere"))
+    assert not layout.bundle_record("ampere").exists()
+
+
+def test_license_archive_does_not_depend_on_times_or_order(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, names in ((a, ["x/LICENSE", "LICENSE.dependencies"]), (b, ["LICENSE.dependencies", "x/LICENSE"])):
+        for name in names:
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
+            (d / name).write_text(name)
+    subprocess.run(["touch", "-d", "2001-01-01", str(b / "x" / "LICENSE")], check=True)
+    assert tar_bytes(a, 1767225600) == tar_bytes(b, 1767225600)
+    assert tar_bytes(a, 1767225600) != tar_bytes(a, 1767225601)
