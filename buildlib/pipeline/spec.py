@@ -40,6 +40,7 @@ from ..spdx import spdx_problem
 from ..templates import render
 from .records import SHA256, BuildRecord, BundleRecord, ChangelogEntry, read_json
 from .sbom import package_sbom
+from .sbom import validate as validate_sbom
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
 URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]+$")
@@ -248,8 +249,9 @@ def render_spec(cfg: Config, layout: Layout, flavour: Flavour, release: int | No
         digests[digest] = chosen
     # The SBOM names the release, so the numbered spec (its digest) is made again.
     text = spec_text(cfg, layout, flavour, record, str(chosen), known)
-    atomic_write(layout.sbom(flavour.name),
-                 package_sbom(cfg, flavour, record, BundleRecord.load(layout, flavour), str(chosen)))
+    sbom_text = package_sbom(cfg, flavour, record, BundleRecord.load(layout, flavour), str(chosen))
+    validate_sbom(sbom_text)
+    atomic_write(layout.sbom(flavour.name), sbom_text)
     target = layout.spec(flavour.name)
     atomic_write(target, text)
     clock.done(f"mistralrs-{flavour.name}-{record.rpm_version}-{chosen} ({why})")
