@@ -122,8 +122,8 @@ def make(bundle: Bundle, subject: Subject) -> str:
         bom.metadata.timestamp = None
     # The graph: the package holds the binary; the binary is the packaged
     # crate plus the declared components; each crate links its dependencies.
-    # Set in one go: Bom.register_dependency searches the list on every call
-    # (quadratic: half a minute for upstream's 800 crates).
+    # Set in one go: Bom.register_dependency searches the list on every call,
+    # quadratic in the number of crates (bench/bench_sbom.py).
     graph = {root: [binary], binary: [crates[bundle.root.key], *others]}
     graph.update((crates[key], [crates[d] for d in deps]) for key, deps in bundle.edges)
     for other in others:
