@@ -221,6 +221,23 @@ def test_stage_refuses_a_source_the_binary_was_not_built_from(tmp_path):
     assert not layout.bundle_record("ampere").exists()
 
 
+def test_prebuilt_binary_takes_its_licenses_from_the_source_of_its_version(tmp_path):
+    cfg, layout = fixture_project(tmp_path, commit=None)
+    build = json.loads(layout.build_record("ampere").read_text())
+    layout.build_record("ampere").write_text(json.dumps({**build, "source": "prebuilt"}))
+    source = layout.source_record.read_text()
+    layout.source_record.unlink()
+    with pytest.raises(UserError, match=r"prebuilt ampere binary come from upstream's source of version 0\.3\.0:"
+                                        r" fetch it first \(MRPM_REF=v0\.3\.0 doit fetch"):
+        collect_licenses(cfg, layout, cfg.flavour("ampere"))
+    layout.source_record.write_text(source)  # the tag fetched: same version, its commit
+    collect_licenses(cfg, layout, cfg.flavour("ampere"))
+    assert BundleRecord.load(layout, "ampere").commit == COMMIT
+    layout.source_record.write_text(source.replace('"version": "0.3.0"', '"version": "0.3.1"'))
+    with pytest.raises(UserError, match="but ampere's binary was built from v0.3.0"):
+        collect_licenses(cfg, layout, cfg.flavour("ampere"))
+
+
 def test_license_archive_does_not_depend_on_times_or_order(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for d, names in ((a, ["x/LICENSE", "LICENSE.dependencies"]), (b, ["LICENSE.dependencies", "x/LICENSE"])):

@@ -40,6 +40,11 @@ def collect_licenses(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
     """Compute the flavour's bundle, write its record and license archive."""
     watch = Stopwatch(f"licenses {flavour.name}")
     build = BuildRecord.load(layout, flavour)
+    if build.source == "prebuilt" and not layout.source_record.exists():
+        raise UserError(
+            f"the licenses of the prebuilt {flavour.name} binary come from upstream's source of version {build.version}:"
+            f" fetch it first (MRPM_REF={build.ref} doit fetch, without MRPM_PREBUILT_VERSION)"
+        )
     source = Source.load(layout.source_record)
     same = source.commit == build.commit if build.commit else source.version == build.version
     if not same:
