@@ -349,10 +349,11 @@ def write_standin_bundle(cfg, layout, flavour: str, version: str, features: list
     from buildlib.pipeline.licenses import write_bundle
     from buildlib.spdx import combine
 
-    root = Crate(name=cfg.upstream.package, version=version, source="", license="MIT", declared_license="MIT",
+    package = cfg.upstream.program(version).package
+    root = Crate(name=package, version=version, source="", license="MIT", declared_license="MIT",
                  license_from_config=False, checksum="", directory=Path("."), license_files=(), workspace_member=True)
     components = cfg.bundled.components
-    bundle = Bundle(package=cfg.upstream.package, crates=(root,), components=components, edges=((root.key, ()),),
+    bundle = Bundle(package=package, crates=(root,), components=components, edges=((root.key, ()),),
                     license=combine(["MIT", *(c.license for c in components)]))
     write_bundle(layout, flavour, bundle, commit="0" * 40, version=version, source_date_epoch=1735689600,
                  features=tuple(features))
