@@ -7,6 +7,7 @@ config.toml), MRPM_REF overrides the ref to build.
 
 from buildlib.tasks import context
 from buildlib.tasks.build import task_build, task_doctor, task_fetch, task_verify  # noqa: F401
+from buildlib.tasks.licenses import task_licenses  # noqa: F401
 from buildlib.tasks.package import task_rpm, task_spec  # noqa: F401
 from buildlib.tasks.publish import task_publish  # noqa: F401
 from buildlib.tasks.poll import task_matrix, task_poll  # noqa: F401
@@ -16,6 +17,6 @@ from buildlib.tasks.workflows import task_workflows  # noqa: F401
 
 DOIT_CONFIG = {
     # `doit` alone builds every flavour's RPM; publish, poll and setup are asked for by name
-    "default_tasks": ["fetch", "build", "verify", "spec", "rpm"],
+    "default_tasks": ["fetch", "build", "verify", "licenses", "spec", "rpm"],
     **context.doit_config(),
 }

@@ -336,8 +336,27 @@ def package_project(payload: str, binary: Path, work: Path) -> Path:
                 "archs": [], "images": 0}
     layout.build_record(name).write_text(json.dumps(record, indent=2) + "\n")
     layout.verify_record(name).write_text(json.dumps(verified, indent=2) + "\n")
+    write_standin_bundle(cfg, layout, name, version, record["features"])
     spec.render_spec(cfg, layout, flavour)
     return rpmbuild.build_rpm(cfg, layout, flavour)
+
+
+def write_standin_bundle(cfg, layout, flavour: str, version: str, features: list[str]) -> None:
+    """The licenses stage's record for a binary without its source: the
+    packaged crate alone (MIT) and config's [[bundled]] components.  The
+    payload is what is measured here, not the license data."""
+    from buildlib.pipeline.bundled import Bundle, Crate
+    from buildlib.pipeline.licenses import write_bundle
+    from buildlib.spdx import combine
+
+    package = cfg.upstream.program(version).package
+    root = Crate(name=package, version=version, source="", license="MIT", declared_license="MIT",
+                 license_from_config=False, checksum="", directory=Path("."), license_files=(), workspace_member=True)
+    components = cfg.bundled.components
+    bundle = Bundle(package=package, crates=(root,), components=components, edges=((root.key, ()),),
+                    license=combine(["MIT", *(c.license for c in components)]))
+    write_bundle(layout, flavour, bundle, commit="0" * 40, version=version, source_date_epoch=1735689600,
+                 features=tuple(features))
 
 
 # --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from .layout import DEFAULT_CONFIG
 from .refs import Ref, RefError, parse_ref
 from .run import UserError
+from .spdx import spdx_problem
 
 CONFIG_ENV = "MRPM_CONFIG"
 REF_ENV = "MRPM_REF"
@@ -71,7 +72,6 @@ only place it goes), so "100%" stays text."""
 URL = re.compile(r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/+,;=@!$&'()*:-]*)?\Z")
 """An http(s) URL without '%', spaces, quotes, '?' or '#': it goes into the
 specs, the .repo file and the site."""
-SPDX_EXPRESSION = re.compile(r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*\Z")
 PACKAGER = re.compile(r"^[^<>%\s]([^<>%]{0,98}[^<>%\s])? <[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+>\Z")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 HOST_KEY = re.compile(
@@ -81,6 +81,19 @@ HOST_KEY = re.compile(
 """One known_hosts line (or just "type key"): no marker such as
 @cert-authority, no wildcard host pattern, no second line."""
 UPSTREAM_URL = re.compile(r"^((https?|ssh|git|file)://[^\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+|[A-Za-z0-9._/~+][^\s]*)\Z")
+# [[bundled]] and [[crate_license]]: what a Provides line and a crate's
+# identity may hold (rpm's EVR characters, cargo's names, semver).
+COMPONENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
+COMPONENT_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^]{0,99}\Z")
+COMPONENT_COMMIT = re.compile(r"^([0-9a-f]{40})?\Z")  # or empty: not pinned to a commit
+COMPONENT_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?\Z")
+CRATE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
+# semver: X.Y.Z[-pre][+build]
+SEMVER = re.compile(
+    r"^(?P<core>(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*))"
+    r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+    r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?\Z"
+)
 
 
 class ConfigError(UserError):
@@ -248,7 +261,6 @@ def format_duration(seconds: int) -> str:
 @dataclass(frozen=True)
 class Package:
     payload: str
-    license: str
     url: str
     summary: str
     packager: str
@@ -430,6 +442,41 @@ class Host:
         return token
 
 
+# --- what the binary bundles ([[bundled]], [[crate_license]]) -----------------
+
+
+@dataclass(frozen=True)
+class BundledComponent:
+    """Code compiled into the binary that no Cargo.lock lists."""
+
+    name: str
+    version: str
+    license: str
+    url: str
+    commit: str = ""
+
+
+@dataclass(frozen=True)
+class CrateLicense:
+    """A license a person read in a crate that declares only a license file."""
+
+    name: str
+    version: str
+    license: str
+
+
+@dataclass(frozen=True)
+class BundledConfig:
+    components: tuple[BundledComponent, ...] = ()
+    crate_licenses: tuple[CrateLicense, ...] = ()
+
+    def crate_license(self, name: str, version: str) -> CrateLicense | None:
+        for entry in self.crate_licenses:
+            if entry.name == name and entry.version == version:
+                return entry
+        return None
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path
@@ -443,6 +490,7 @@ class Config:
     poll: Poll
     host: Host
     doctor: Doctor
+    bundled: BundledConfig = BundledConfig()
 
     def flavour(self, name: str) -> Flavour:
         for f in self.flavours:
@@ -678,6 +726,56 @@ def _programs(table: "_Table") -> tuple[Program, ...]:
     return tuple(sorted(programs, key=lambda p: p.first))
 
 
+def parse_bundled(data: dict) -> BundledConfig:
+    """The ``[[bundled]]`` and ``[[crate_license]]`` arrays of config.toml
+    (data: the whole file; other keys are not read here)."""
+    components = []
+    for i, raw in enumerate(_array(data, "bundled")):
+        t = _Table(raw, f"bundled[{i}]")
+        comp = BundledComponent(
+            name=t.string("name", pattern=COMPONENT_NAME, form='a component name such as "cutlass"'),
+            version=t.string("version", pattern=COMPONENT_VERSION, form='an rpm version such as "3.9.2" or "0^20250101git1a2b3c4"'),
+            license=t.string("license", form="an SPDX license expression"),
+            url=t.string("url", pattern=COMPONENT_URL, form="an https:// URL of the component's source"),
+            commit=t.string("commit", "", pattern=COMPONENT_COMMIT, form="a full 40-hex commit id"),
+        )
+        t.finish()
+        _spdx_or_config_error(comp.license, t.key("license"))
+        components.append(comp)
+    names = [c.name for c in components]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"bundled: {_show(name)} is declared twice; keep one entry per component")
+
+    crate_licenses = []
+    for i, raw in enumerate(_array(data, "crate_license")):
+        t = _Table(raw, f"crate_license[{i}]")
+        entry = CrateLicense(
+            name=t.string("name", pattern=CRATE_NAME, form="a crate name"),
+            version=t.string("version", pattern=SEMVER, form='the crate\'s exact version such as "0.1.0"'),
+            license=t.string("license", form="an SPDX license expression"),
+        )
+        t.finish()
+        _spdx_or_config_error(entry.license, t.key("license"))
+        if any((e.name, e.version) == (entry.name, entry.version) for e in crate_licenses):
+            raise ConfigError(f"crate_license: {entry.name} {entry.version} is declared twice; keep one entry")
+        crate_licenses.append(entry)
+    return BundledConfig(components=tuple(components), crate_licenses=tuple(crate_licenses))
+
+
+def _array(data: dict, key: str) -> list:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} = {_show(value)}: expected an array of tables ([[{key}]])")
+    return value
+
+
+def _spdx_or_config_error(text: str, key: str) -> None:
+    problem = spdx_problem(text)
+    if problem:
+        raise ConfigError(f"{key} = {_show(text)}: {problem}")
+
+
 def parse(data: dict, source: Path) -> Config:
     top = _Table(data, "")
     base = source.parent
@@ -752,6 +850,11 @@ def parse(data: dict, source: Path) -> Config:
             raise ConfigError(f"channels.{required} is missing; expected a table with subdir = \"...\"")
 
     p = top.table("package")
+    if "license" in p.data:
+        raise ConfigError(
+            f"package.license = {_show(p.data['license'])}: the License tag is computed from the crates the binary"
+            " links and the [[bundled]] components; remove the key (declare non-crate code with [[bundled]])"
+        )
     feature_requires = p.table("feature_requires", {})
     fr = []
     for feat in feature_requires.data:
@@ -760,7 +863,6 @@ def parse(data: dict, source: Path) -> Config:
         fr.append((feat, feature_requires.strings(feat, pattern=DEP_NAME, form="a package name or soname")))
     package = Package(
         payload=p.string("payload", pattern=PAYLOAD, form='an rpm payload such as "w19.zstdio" or "w10L27T0.zstdio" (zstd window L at most 27)'),
-        license=p.string("license", "MIT", pattern=SPDX_EXPRESSION, form="an SPDX license expression such as \"MIT\" or \"MIT OR Apache-2.0\""),
         url=p.string("url", pattern=URL, form="an http(s) URL without '%', spaces, quotes, '?' or '#'"),
         summary=p.string("summary", pattern=SUMMARY, form="one line of at most 200 characters"),
         packager=p.string("packager", pattern=PACKAGER, form='"Name <email>", without \'%\''),
@@ -819,6 +921,9 @@ def parse(data: dict, source: Path) -> Config:
 
     host = parse_host(top.table("host", {}), publish, base, package.packager)
 
+    top.known += ["bundled", "crate_license"]
+    bundled = parse_bundled(data)
+
     pa = top.table("paths", {})
     cache_key, cache = "paths.cache", pa.string("cache", ".cache")
     if os.environ.get(CACHE_ENV):
@@ -839,7 +944,7 @@ def parse(data: dict, source: Path) -> Config:
     top.finish()
     return Config(source=source, upstream=upstream, build=build, flavours=tuple(flavours),
                   channels=tuple(channels), package=package, publish=publish, paths=paths, poll=poll,
-                  host=host, doctor=doctor)
+                  host=host, doctor=doctor, bundled=bundled)
 
 
 def default_path() -> Path:

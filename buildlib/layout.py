@@ -78,7 +78,20 @@ class Layout:
     def verify_record(self, flavour: str) -> Path:
         return self.artifacts / f"mistralrs-{flavour}.verified.json"
 
+    # licenses: what the binary bundles (pipeline/licenses.py)
+    def bundle_record(self, flavour: str) -> Path:
+        return self.build / "licenses" / f"mistralrs-{flavour}.json"
+
+    def license_archive(self, flavour: str) -> Path:
+        """LICENSE.dependencies, cargo-vendor.txt and the crates' license
+        texts, one tar file (one Source of the spec)."""
+        return self.build / "licenses" / flavour / LICENSE_ARCHIVE_NAME
+
     # package
+    def sbom(self, flavour: str) -> Path:
+        """The CycloneDX SBOM the spec task writes beside the spec."""
+        return self.build / "spec" / flavour / SBOM_NAME
+
     def spec(self, flavour: str) -> Path:
         return self.build / "spec" / flavour / f"mistralrs-{flavour}.spec"
 
@@ -126,6 +139,7 @@ UNIT_EXAMPLE = RPM_DIR / "systemd" / "mistralrs@.conf.example"
 SYSUSERS = RPM_DIR / "systemd" / "mistralrs.sysusers"
 COMPAT_MACROS = RPM_DIR / "compat.macros"
 RPMLINT_FILTERS = RPM_DIR / "rpmlint.toml"
+RPMLINT_LICENSES = RPM_DIR / "rpmlint-licenses.toml"
 NVIDIA_DEVICES_UNIT = RPM_DIR / "systemd" / "mistralrs-nvidia-devices.service"
 LICENSE_TEXT = RPM_DIR / "LICENSE.mistralrs"
 RELEASE_SPEC_TEMPLATE = RPM_DIR / "release" / "mistralrs-release.spec.j2"
@@ -158,6 +172,17 @@ def demo_dir() -> Path:
     return path
 DEMO_UPSTREAM_SOURCES = PROJECT / "examples" / "demo-upstream"
 DEMO_UPSTREAM_HISTORY = PROJECT / "examples" / "demo-upstream-history"
+
+LICENSE_ARCHIVE_NAME = "mistralrs-licenses.tar"
+SBOM_NAME = "sbom.cdx.json"
+SBOM_SUFFIX = ".cdx.json"
+
+
+def sbom_beside(rpm_file: str) -> str:
+    """The SBOM's file name beside an RPM in dist/ and in a channel:
+    name-version-release.arch.rpm -> name-version-release.arch.cdx.json."""
+    return rpm_file.removesuffix(".rpm") + SBOM_SUFFIX
+
 
 # On the repository host (a local directory or the SSH target's root)
 PUBLISH_LOCK_NAME = ".publish.lock"

@@ -13,6 +13,8 @@ import tomllib
 import tomli_w
 from pathlib import Path
 
+from buildlib.demo.driver import DEMO_BUNDLED, DEMO_CRATE_LICENSES
+
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "config.toml"
 
@@ -42,6 +44,7 @@ def demo_config(directory: Path, upstream: Path, cache: Path, flavours: tuple[st
     data["publish"]["target"] = str(directory / "repo")
     data["publish"]["base_url"] = "http://127.0.0.1:1/mistralrs-rpm"
     data["paths"] = {"cache": str(cache), "build": "build", "artifacts": "artifacts", "dist": "dist"}
+    data["bundled"], data["crate_license"] = DEMO_BUNDLED, DEMO_CRATE_LICENSES
     for dotted, value in changes.items():
         *parents, last = dotted.split("__")
         table = data

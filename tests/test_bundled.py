@@ -28,9 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import bundled
-from buildlib.config import ConfigError
+from buildlib.pipeline import bundled
+from buildlib.config import ConfigError, parse_bundled
 from buildlib.run import UserError
+from buildlib.spdx import combine, spdx_problem
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bundled-ws"
 GIT = "https://example.invalid/gitdep.git?rev=5e1f0c2a9b7d4e3f8a6c1b2d3e4f5a6b7c8d9e0f#5e1f0c2a"
@@ -59,7 +60,7 @@ def workspace(tmp_path, monkeypatch):
 
 
 def collect(ws, features=("extra",), config=CONFIG):
-    return bundled.collect(ws, "demo-app", features, bundled.parse_config(config))
+    return bundled.collect(ws, "demo-app", features, parse_bundled(config))
 
 
 def test_license_tag_is_the_hand_derived_expression(workspace):
@@ -72,7 +73,7 @@ def test_license_tag_is_the_hand_derived_expression(workspace):
         "Apache-2.0 AND (MIT OR Apache-2.0) AND Apache-2.0 WITH LLVM-exception"
         " AND BSD-3-Clause AND BSL-1.0 AND ISC AND MIT"
     )
-    assert bundled.spdx_problem(bundle.license) == ""
+    assert spdx_problem(bundle.license) == ""
 
 
 def test_features_decide_what_is_linked(workspace):
@@ -216,7 +217,7 @@ def test_declared_license_overrides_a_wrong_one(workspace):
 
 def test_unknown_package_is_refused(workspace):
     with pytest.raises(UserError, match=r"package 'nope' is not a member of the workspace \(members: demo-app, demo-helper, demo-unused\)"):
-        bundled.collect(workspace, "nope", (), bundled.parse_config(CONFIG))
+        bundled.collect(workspace, "nope", (), parse_bundled(CONFIG))
 
 
 def test_lock_file_is_required_as_is(workspace):
@@ -258,10 +259,10 @@ def test_results_do_not_depend_on_the_checkout_path(workspace, tmp_path, monkeyp
 
 
 def test_combine_keeps_choices_and_drops_only_duplicates():
-    assert bundled.combine(["MIT", "MIT OR Apache-2.0"]) == "(MIT OR Apache-2.0) AND MIT"
-    assert bundled.combine(["MIT OR Apache-2.0", "Apache-2.0 OR MIT", "mit"]) == "(Apache-2.0 OR MIT) AND MIT"
-    assert bundled.combine(["MIT AND Zlib", "Zlib"]) == "MIT AND Zlib"
-    assert bundled.combine(["GPL-2.0-only WITH Classpath-exception-2.0", "GPL-2.0-only"]) == (
+    assert combine(["MIT", "MIT OR Apache-2.0"]) == "(MIT OR Apache-2.0) AND MIT"
+    assert combine(["MIT OR Apache-2.0", "Apache-2.0 OR MIT", "mit"]) == "(Apache-2.0 OR MIT) AND MIT"
+    assert combine(["MIT AND Zlib", "Zlib"]) == "MIT AND Zlib"
+    assert combine(["GPL-2.0-only WITH Classpath-exception-2.0", "GPL-2.0-only"]) == (
         "GPL-2.0-only AND GPL-2.0-only WITH Classpath-exception-2.0")
 
 
@@ -282,16 +283,16 @@ def test_combine_keeps_choices_and_drops_only_duplicates():
 )
 def test_bundled_config_errors_name_the_key(entry, message):
     with pytest.raises(ConfigError) as err:
-        bundled.parse_config({"bundled": [entry]})
+        parse_bundled({"bundled": [entry]})
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_crate_license_config_errors():
     with pytest.raises(ConfigError, match=r'crate_license\[0\].version = "0.1": expected the crate\'s exact version'):
-        bundled.parse_config({"crate_license": [{"name": "x", "version": "0.1", "license": "MIT"}]})
+        parse_bundled({"crate_license": [{"name": "x", "version": "0.1", "license": "MIT"}]})
     with pytest.raises(ConfigError, match="crate_license: x 0.1.0 is declared twice"):
         entry = {"name": "x", "version": "0.1.0", "license": "MIT"}
-        bundled.parse_config({"crate_license": [entry, entry]})
+        parse_bundled({"crate_license": [entry, entry]})
     with pytest.raises(ConfigError, match=r"bundled = \"cutlass\": expected an array of tables"):
-        bundled.parse_config({"bundled": "cutlass"})
+        parse_bundled({"bundled": "cutlass"})

@@ -176,8 +176,13 @@ HOSTILE = {
     # the flavour spec's values
     "summary newline": (_set("package", "summary", "Fast\nRequires: evil"), "package.summary"),
     "summary too long": (_set("package", "summary", "x" * 201), "package.summary"),
-    "license macro": (_set("package", "license", f"MIT {TOUCH}"), "package.license"),
-    "license newline": (_set("package", "license", "MIT\n%post"), "package.license"),
+    # the License tag is computed: package.license is refused whatever it holds,
+    # and the licenses that make it up are SPDX expressions
+    "license key": (_set("package", "license", "MIT"), "package.license"),
+    "bundled license macro": (lambda d: d.update(bundled=[{"name": "x", "version": "1", "license": f"MIT {TOUCH}",
+                                                           "url": "https://example.org/x"}]), "bundled[0].license"),
+    "crate_license newline": (lambda d: d.update(crate_license=[{"name": "x", "version": "1.0.0",
+                                                                 "license": "MIT\n%post"}]), "crate_license[0].license"),
     "url macro": (_set("package", "url", f"https://example.org/{TOUCH}"), "package.url"),
     "url newline": (_set("package", "url", "https://example.org/\n%post"), "package.url"),
     "gpus macro": (_gpus(TOUCH), "flavours.ampere.gpus"),

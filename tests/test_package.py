@@ -10,6 +10,7 @@ compression is fast zstd (w3T0) so that the whole module takes seconds.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -18,20 +19,24 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from buildlib import layout as paths
-from buildlib.config import load
+from buildlib.config import BundledConfig, load, parse_bundled
 from buildlib.layout import Layout
 from buildlib.refs import rpm_version_of_tag, snapshot_version
 from buildlib.pipeline.rpmbuild import build_rpm, compat_blocks, host_macro_args
 from buildlib.run import UserError
 from buildlib.pipeline.records import BuildRecord
 from buildlib.pipeline.spec import render_spec
+from buildlib.pipeline.bundled import Bundle, collect
+from buildlib.pipeline.licenses import write_bundle
 
 from pipeline import project_config, vercmp, write_config
+from test_bundled import CONFIG as BUNDLED_FIXTURE_CONFIG, FIXTURE as BUNDLED_FIXTURE
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RC_COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
@@ -124,6 +129,19 @@ def fabricate(layout: Layout, libs: Path, flavour: str, compute_cap: int, *, tag
     }
     layout.build_record(flavour).write_text(json.dumps(record, indent=2))
     layout.verify_record(flavour).write_text(json.dumps({"sha256": record["sha256"], "ok": True}))
+    epoch = int(datetime.fromisoformat(f"{day}T12:00:00+00:00").timestamp())
+    write_bundle(layout, flavour, fixture_bundle(), commit=commit or RC_COMMIT, version=version,
+                 source_date_epoch=epoch, features=tuple(record["features"]))
+
+
+@functools.cache
+def fixture_bundle() -> Bundle:
+    """The licenses stage's view of the small vendored workspace of
+    test_bundled (real cargo), with the project's own [[bundled]] components:
+    what a fabricated artifact bundles."""
+    components = load(paths.DEFAULT_CONFIG).bundled.components
+    config = BundledConfig(components=components, crate_licenses=parse_bundled(BUNDLED_FIXTURE_CONFIG).crate_licenses)
+    return collect(BUNDLED_FIXTURE, "demo-app", ("extra",), config)
 
 
 @pytest.fixture(scope="module")
@@ -216,11 +234,20 @@ def test_the_built_rpm_versions_sort_as_rpm_says(pkg_built):
 # --- the RPMs, read back ----------------------------------------------------------------
 
 
+# Derived by hand: the fixture workspace's linked crates (test_bundled:
+# Apache-2.0, MIT OR Apache-2.0, Apache-2.0 WITH LLVM-exception,
+# BSD-3-Clause, BSL-1.0 from config, ISC, MIT) and config.toml's [[bundled]]
+# (BSD-3-Clause: cutlass, flash-attention, pytorch; Apache-2.0: flashinfer,
+# fastertransformer, vllm, marlin, hqq; MIT: exllamav2, llama.cpp), each term once.
+FIXTURE_LICENSE = ("Apache-2.0 AND (MIT OR Apache-2.0) AND Apache-2.0 WITH LLVM-exception AND BSD-3-Clause"
+                   " AND BSL-1.0 AND ISC AND MIT")
+
+
 def test_header(pkg_built):
     cfg, _, rpms = pkg_built
     fields = rpmq(rpms["ampere"], "--qf", "%{NAME}|%{VERSION}|%{RELEASE}|%{ARCH}|%{LICENSE}|%{URL}|%{SUMMARY}|"
                                          "%{PAYLOADCOMPRESSOR} %{PAYLOADFLAGS}").split("|")
-    assert fields == ["mistralrs-ampere", "0.9.2", "1.fc43", "x86_64", "MIT", cfg.package.url,
+    assert fields == ["mistralrs-ampere", "0.9.2", "1.fc43", "x86_64", FIXTURE_LICENSE, cfg.package.url,
                       cfg.package.summary, "zstd 3T0"]
     assert rpms["ampere"].name == "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
     assert rpms["ampere"].parent == cfg.paths.dist
@@ -254,6 +281,86 @@ def test_provides_and_conflicts(pkg_built):
     assert sorted(rpmq(rpms["ampere"], "--conflicts").split()) == ["mistralrs-ada", "mistralrs-hopper"]
     assert sorted(rpmq(rpms["hopper"], "--conflicts").split()) == ["mistralrs-ada", "mistralrs-ampere"]
     assert sorted(rpmq(rpms["ada"], "--conflicts").split()) == ["mistralrs-ampere", "mistralrs-hopper"]
+
+
+def test_bundled_provides(pkg_built):
+    _, _, rpms = pkg_built
+    bundled = sorted(p for p in rpmq(rpms["ampere"], "--provides").splitlines() if p.startswith("bundled("))
+    # each linked crate from outside the tree, versions as Fedora's generator writes them ...
+    assert [p for p in bundled if p.startswith("bundled(crate(")] == [
+        "bundled(crate(bsd-thing)) = 2.0.0", "bundled(crate(dual-lic)) = 1.2.0",
+        "bundled(crate(gitdep)) = 0.9.0+git5e1f0c2a", "bundled(crate(licfile-only)) = 0.1.0",
+        "bundled(crate(opt-extra)) = 1.0.0", "bundled(crate(prerel)) = 1.0.0~beta.2",
+        "bundled(crate(slashy)) = 0.4.1",
+    ]
+    # ... and config.toml's components
+    assert "bundled(cutlass) = 4.3.4^20260105git7127592" in bundled
+    assert "bundled(flash-attention) = 2" in bundled and "bundled(llama.cpp) = 0" in bundled
+    assert len(bundled) == 7 + 10
+
+
+def test_license_files_and_sbom_in_the_package(pkg_built):
+    cfg, layout, rpms = pkg_built
+    members = cpio_members(rpms["ampere"])
+    licenses = "/usr/share/licenses/mistralrs-ampere"
+    bundle = fixture_bundle()
+    assert members[f"{licenses}/LICENSE.dependencies"].decode() == bundle.license_dependencies()
+    assert members[f"{licenses}/cargo-vendor.txt"].decode() == bundle.vendor_manifest()
+    assert "cutlass" not in bundle.vendor_manifest()  # Fedora would make a crate of it
+    for source, rel in bundle.license_texts():
+        assert members[f"{licenses}/{rel}"] == source.read_bytes()
+    # The SBOM: installed, the same bytes beside the RPM in dist/, for this release.
+    sbom = members["/usr/share/mistralrs/sbom.cdx.json"]
+    assert (layout.dist / "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json").read_bytes() == sbom
+    doc = json.loads(sbom)
+    assert doc["metadata"]["component"]["version"] == "0.9.2-1.fc43"
+    props = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
+    build = BuildRecord.load(layout, "ampere")
+    assert props["mistralrs-rpm:binary:sha256"] == build.sha256 == hashlib.sha256(members["/usr/bin/mistralrs"]).hexdigest()
+    assert props["mistralrs-rpm:upstream:tag"] == "v0.9.2" and props["mistralrs-rpm:upstream:commit"] == COMMIT
+    assert props["mistralrs-rpm:cuda:compute_cap"] == "86" and props["mistralrs-rpm:toolchain:rustc"] == "rustc 1.94.0"
+    assert props["mistralrs-rpm:cargo:features"] == "cuda,cudnn,flash-attn,nccl"
+    assert {c["name"] for c in doc["components"]} >= {"bsd-thing", "gitdep", "cutlass", "flash-attention"}
+    # a snapshot names no tag; its commit is the snapshot's
+    hopper = json.loads(cpio_members(rpms["hopper"])["/usr/share/mistralrs/sbom.cdx.json"])
+    hprops = {p["name"]: p["value"] for p in hopper["metadata"]["component"]["properties"]}
+    assert "mistralrs-rpm:upstream:tag" not in hprops and hprops["mistralrs-rpm:upstream:commit"] == SNAPSHOT_COMMIT
+
+
+def test_sbom_follows_the_release(tmp_path, pkg_libs, monkeypatch):
+    """The SBOM names the release; a spec that differs only there keeps its
+    release, and a changed toolchain (only the SBOM shows it) raises it."""
+    cfg, layout = make_project(tmp_path)
+    fabricate(layout, pkg_libs, "ampere", 86)
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    first = layout.sbom("ampere").read_bytes()
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "1%{?dist}" and layout.sbom("ampere").read_bytes() == first
+    record = json.loads(layout.build_record("ampere").read_text())
+    layout.build_record("ampere").write_text(json.dumps({**record, "nvcc": "Build cuda_13.1"}))
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "2%{?dist}"
+    doc = json.loads(layout.sbom("ampere").read_text())
+    assert doc["metadata"]["component"]["version"] == "0.9.2-2.fc43"
+    digest = hashlib.sha256(layout.sbom("ampere").read_bytes()).hexdigest()
+    assert f"{digest}  %{{SOURCE7}}" in layout.spec("ampere").read_text()
+    build_rpm(cfg, layout, cfg.flavour("ampere"))
+    assert (layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.cdx.json").read_bytes() == layout.sbom("ampere").read_bytes()
+
+
+def test_a_stale_bundle_is_refused(pkg_project):
+    cfg, layout = pkg_project
+    record = json.loads(layout.bundle_record("ampere").read_text())
+    layout.bundle_record("ampere").write_text(json.dumps({**record, "commit": RC_COMMIT}))
+    with pytest.raises(UserError, match="run the licenses task for ampere again"):
+        render_spec(cfg, layout, cfg.flavour("ampere"))
+    layout.bundle_record("ampere").write_text(json.dumps({**record, "license": "MIT AND Foo-Custom"}))
+    with pytest.raises(UserError, match="unknown license Foo-Custom"):
+        render_spec(cfg, layout, cfg.flavour("ampere"))
+    layout.bundle_record("ampere").write_text(json.dumps(record))
+    layout.license_archive("ampere").write_bytes(b"changed")
+    with pytest.raises(UserError, match="is not the one its bundle record names"):
+        render_spec(cfg, layout, cfg.flavour("ampere"))
 
 
 def add_sysuser_form(line: str) -> str:
@@ -318,7 +425,10 @@ def test_files_and_modes(pkg_built):
     listing = rpmq(rpms["ampere"], "--qf", "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]")
     files = {line.split()[2]: line.split()[:2] for line in listing.splitlines()}
     # Fedora's %_docdir_fmt: the license directory is named by the package alone.
-    license_file = "/usr/share/licenses/mistralrs-ampere/LICENSE"
+    licenses = "/usr/share/licenses/mistralrs-ampere"
+    texts = [f"{licenses}/{rel}" for _, rel in fixture_bundle().license_texts()]
+    crate_dirs = {t.rsplit("/", 1)[0] for t in texts}
+    license_files = [f"{licenses}/LICENSE", f"{licenses}/LICENSE.dependencies", f"{licenses}/cargo-vendor.txt", *texts]
     assert files == {
         "/usr/bin/mistralrs": ["-rwxr-xr-x", "root:root"],
         "/usr/lib/systemd/system/mistralrs@.service": ["-rw-r--r--", "root:root"],
@@ -326,12 +436,20 @@ def test_files_and_modes(pkg_built):
         "/etc/mistralrs": ["drwxr-xr-x", "root:root"],
         "/etc/mistralrs/mistralrs@.conf.example": ["-rw-r--r--", "root:root"],
         "/usr/lib/sysusers.d/mistralrs.conf": ["-rw-r--r--", "root:root"],
-        license_file.rsplit("/", 1)[0]: ["drwxr-xr-x", "root:root"],
-        license_file: ["-rw-r--r--", "root:root"],
+        "/usr/share/mistralrs": ["drwxr-xr-x", "root:root"],
+        "/usr/share/mistralrs/sbom.cdx.json": ["-rw-r--r--", "root:root"],
+        licenses: ["drwxr-xr-x", "root:root"],
+        f"{licenses}/crates": ["drwxr-xr-x", "root:root"],
+        **{d: ["drwxr-xr-x", "root:root"] for d in crate_dirs},
+        **{f: ["-rw-r--r--", "root:root"] for f in license_files},
     }
+    assert len(texts) == 9
     # Not %config: an example to copy, never read by the service.
     assert rpmq(rpms["ampere"], "--configfiles").strip() == ""
-    assert rpmq(rpms["ampere"], "--licensefiles").strip() == license_file
+    # %license: every license file
+    assert set(rpmq(rpms["ampere"], "--licensefiles").split()) == set(license_files)
+    # the SBOM is data, not %doc: a nodocs install keeps it
+    assert "/usr/share/mistralrs/sbom.cdx.json" not in rpmq(rpms["ampere"], "--docfiles")
 
 
 def test_scriptlets(pkg_built):
@@ -509,7 +627,14 @@ def test_rpmlint_fedora_profile(pkg_built, tmp_path):
     import tomllib
 
     filters = tomllib.loads(paths.RPMLINT_FILTERS.read_text())["Filters"]
-    fedora_only = rpmlint(files, FEDORA_PROFILE)
+    # The profile with Fedora's SPDX license list (rpm/rpmlint-licenses.toml
+    # standing in for rpmlint-fedora-license-data), as on Fedora.
+    fedora = tmp_path / "fedora"
+    fedora.mkdir()
+    for config in FEDORA_PROFILE.glob("*.toml"):
+        shutil.copy(config, fedora / config.name)
+    shutil.copy(paths.RPMLINT_LICENSES, fedora / "zz-fedora-license-data.toml")
+    fedora_only = rpmlint(files, fedora)
     assert "error locating" not in fedora_only.stdout + fedora_only.stderr
     assert "fedora.toml" in fedora_only.stdout  # the profile was loaded
     messages = [line for line in fedora_only.stdout.splitlines() if re.search(r": [EW]: ", line)]
@@ -521,13 +646,34 @@ def test_rpmlint_fedora_profile(pkg_built, tmp_path):
 
     # As a packager runs it: the profile plus our filters, no errors, no warnings.
     merged = tmp_path / "rpmlint"
-    merged.mkdir()
-    for config in FEDORA_PROFILE.glob("*.toml"):
-        shutil.copy(config, merged / config.name)
+    shutil.copytree(fedora, merged)
     shutil.copy(paths.RPMLINT_FILTERS, merged / "zz-mistralrs-rpm.toml")
     result = rpmlint(files, merged)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b0 errors, 0 warnings\b", result.stdout), result.stdout
+    # The License tags are the computed ones, and rpmlint did read them.
+    licenses = {rpmq(rpm, "--qf", "%{LICENSE}") for rpm in rpms.values()}
+    assert licenses == {FIXTURE_LICENSE}
+
+
+
+def test_rpmlint_names_a_license_outside_fedoras_list(tmp_path, pkg_libs):
+    """The License check of the test above can fail: a bundle under SSPL-1.0
+    (valid SPDX, not on the list) gets its warning."""
+    cfg, layout = make_project(tmp_path)
+    fabricate(layout, pkg_libs, "ampere", 86)
+    record = json.loads(layout.bundle_record("ampere").read_text())
+    layout.bundle_record("ampere").write_text(json.dumps({**record, "license": "MIT AND SSPL-1.0"}))
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    rpm = build_rpm(cfg, layout, cfg.flavour("ampere"))
+    assert rpmq(rpm, "--qf", "%{LICENSE}") == "MIT AND SSPL-1.0"
+    merged = tmp_path / "rpmlint"
+    merged.mkdir()
+    for config in [*FEDORA_PROFILE.glob("*.toml"), paths.RPMLINT_LICENSES, paths.RPMLINT_FILTERS]:
+        shutil.copy(config, merged / f"zz-{config.name}")
+    result = rpmlint([rpm], merged)
+    warned = re.findall(r"W: invalid-license (\S+)", result.stdout)
+    assert warned == ["SSPL-1.0"], result.stdout
 
 
 # --- Release numbering ----------------------------------------------------------------

@@ -426,6 +426,8 @@ def test_remote_publish_over_ssh(tmp_path, keys, base_repo, remote):
         fakerpm.build(cfg.paths.dist, "ampere", version="0.9.3")
         assert publish(cfg1)["channels"]["stable"]["pruned"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
         assert sorted(p.name for p in stable_dir(root).glob("*.rpm")) == ["mistralrs-ampere-0.9.3-1.fc43.x86_64.rpm"]
+        # each package's SBOM went up with it and was pruned with it
+        assert sorted(p.name for p in stable_dir(root).glob("*.cdx.json")) == ["mistralrs-ampere-0.9.3-1.fc43.x86_64.cdx.json"]
         assert "version=0.9.3-1" in install_and_run(tmp_path / "dnf2", cfg, base_repo, "mistralrs-ampere")
 
     ssh = ["ssh", "-p", str(sshd.port), "-i", str(sshd.client_key), "-o", "BatchMode=yes",
@@ -550,3 +552,50 @@ def test_repo_shell_locks_the_file_the_publish_locks():
     spells the lock's name itself; it must be the name layout.py gives."""
     names = re.findall(r'^LOCK_NAME = "([^"]+)"$', REPO_SHELL.read_text(), re.M)
     assert names == [PUBLISH_LOCK_NAME], names
+
+
+# --- SBOMs beside the packages -------------------------------------------------
+
+
+def test_sbom_published_beside_its_package_linked_and_pruned_with_it(tmp_path, keys):
+    target = tmp_path / "srv"
+    with services.nginx(target) as url:
+        cfg = write_config(tmp_path / "work", str(target), url, keys, retention=1)
+        dist = cfg.paths.dist
+        fakerpm.build(dist, "ampere", version="0.9.1")
+        fakerpm.build(dist, "hopper", version=SNAPSHOT)
+        publish(cfg)
+        sbom = "mistralrs-ampere-0.9.1-1.fc43.x86_64.cdx.json"
+        assert (stable_dir(target) / sbom).read_bytes() == (dist / sbom).read_bytes()
+        snapshot_sbom = f"mistralrs-hopper-{SNAPSHOT}-1.fc43.x86_64.cdx.json"
+        assert (stable_dir(target) / "unstable" / snapshot_sbom).read_bytes() == (dist / snapshot_sbom).read_bytes()
+        # the index page links each package's SBOM, and the web server serves it
+        page, _ = index_versions(url)
+        links = re.findall(r'<a class="sbom" href="([^"]+)"', page)
+        assert f"{url}/fedora/43/x86_64/{sbom}" in links and len(links) == 2
+        with urllib.request.urlopen(f"{url}/fedora/43/x86_64/{sbom}", timeout=10) as response:
+            assert response.read() == (dist / sbom).read_bytes()
+
+        # retention 1: the next version replaces the package and its SBOM
+        for old in dist.iterdir():
+            old.unlink()
+        fakerpm.build(dist, "ampere", version="0.9.2")
+        publish(cfg)
+        names = sorted(p.name for p in stable_dir(target).iterdir() if p.is_file())
+        assert "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json" in names and sbom not in names
+        assert [n for n in names if n.startswith("mistralrs-ampere")] == [
+            "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json", "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+        # an SBOM left behind without its package goes at the next publish
+        (stable_dir(target) / sbom).write_text("{}")
+        publish(cfg)
+        assert not (stable_dir(target) / sbom).exists()
+
+
+def test_package_without_its_sbom_is_refused_before_any_upload(tmp_path, keys):
+    target = tmp_path / "srv"
+    cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)
+    fakerpm.build(cfg.paths.dist, "ampere", sbom=False)
+    with pytest.raises(UserError, match=r"mistralrs-ampere-0\.9\.2-1\.fc43\.x86_64\.rpm: its SBOM "
+                                        r"mistralrs-ampere-0\.9\.2-1\.fc43\.x86_64\.cdx\.json is not beside it"):
+        publish(cfg)
+    assert not list(stable_dir(target).glob("*.rpm")) and not (stable_dir(target) / "repodata").exists()

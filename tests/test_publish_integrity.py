@@ -410,3 +410,45 @@ def test_key_fingerprint_setting(tmp_path, keys):
     Path(cfg.source).write_text(text % "0xDEADBEEF")
     with pytest.raises(UserError, match="publish.key_fingerprint.*40 hex digits"):
         config.load(cfg.source)
+
+
+# --- the SBOMs beside the packages: not in the metadata, checked against dist/ ------------
+
+
+@pytest.mark.parametrize("where", ["local", "ssh"])
+def test_published_sboms_are_checked_against_dist(tmp_path, keys, request, where):
+    if where == "ssh":  # no cheap digests on the host: the SBOMs are fetched and hashed here
+        sshd, target = request.getfixturevalue("remote")
+        cfg = write_config(tmp_path / "work", sshd.target(target), "http://127.0.0.1:9/", keys,
+                           host_key=sshd.host_key_line, ssh_key=str(sshd.client_key))
+    else:
+        target = tmp_path / "srv"
+        cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)
+    dist = cfg.paths.dist
+    fakerpm.build(dist, "ampere", version="0.9.1")
+    fakerpm.build(dist, "ada", version="0.9.1")
+    publish(cfg)
+    channel = stable_dir(target)
+    ampere = OLD.removesuffix(".rpm") + ".cdx.json"
+    ada = "mistralrs-ada-0.9.1-1.fc43.x86_64.cdx.json"
+
+    # same size, other bytes: found and uploaded again; the packages stay as they are
+    flip_byte(channel / ampere)
+    report = publish(cfg)["channels"]["stable"]
+    assert report["sbom_damaged"] == {ampere: "is not the copy beside its package in dist/"}, report
+    assert report["damaged"] == {} and not report["metadata_rebuilt"] and report["added"] == []
+    assert (channel / ampere).read_bytes() == (dist / ampere).read_bytes()
+    assert publish(cfg)["channels"]["stable"]["sbom_damaged"] == {}
+
+    # missing: uploaded again
+    (channel / ampere).unlink()
+    assert publish(cfg)["channels"]["stable"]["sbom_damaged"] == {ampere: "is missing"}
+    assert (channel / ampere).read_bytes() == (dist / ampere).read_bytes()
+
+    # missing, and dist/ no longer holds the package: said so, the package stays published
+    (dist / ada).unlink()
+    (dist / ada.replace(".cdx.json", ".rpm")).unlink()
+    (channel / ada).unlink()
+    report = publish(cfg)["channels"]["stable"]
+    assert report["sbom_damaged"] == {ada: "is missing, and dist/ does not hold it to restore it from"}
+    assert ada.replace(".cdx.json", ".rpm") in published(target) and not (channel / ada).exists()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import bundled, sbom
+from buildlib.config import parse_bundled
+from buildlib.pipeline import bundled, sbom
 from buildlib.run import UserError
 from test_bundled import CONFIG, FIXTURE
 
@@ -46,7 +47,7 @@ def workspace(tmp_path, monkeypatch):
 
 
 def make(ws, subject=SUBJECT, config=CONFIG):
-    bundle = bundled.collect(ws, "demo-app", subject.features, bundled.parse_config(config))
+    bundle = bundled.collect(ws, "demo-app", subject.features, parse_bundled(config))
     return bundle, sbom.make(bundle, subject)
 
 
@@ -123,9 +124,10 @@ SCRIPT = """
 import sys
 from pathlib import Path
 sys.path[:0] = [sys.argv[2], sys.argv[2] + "/tests"]
-from buildlib import bundled, sbom
+from buildlib.config import parse_bundled
+from buildlib.pipeline import bundled, sbom
 from test_sbom import SUBJECT, CONFIG
-bundle = bundled.collect(Path(sys.argv[1]), "demo-app", SUBJECT.features, bundled.parse_config(CONFIG))
+bundle = bundled.collect(Path(sys.argv[1]), "demo-app", SUBJECT.features, parse_bundled(CONFIG))
 sys.stdout.write(sbom.make(bundle, SUBJECT))
 """
 

@@ -92,7 +92,7 @@ def test_index_lists_flavours_versions_channels_and_key(tmp_path):
             assert gpu in text
     assert "compute capability 12.0" in text and "compute capability 8.6" in text
     # newest first, in rpm's order (0.9.10 after 0.9.2 by version, not by text)
-    assert "0.9.10-1.fc43, 0.9.2-1.fc43, 0.9.1-1.fc43" in text
+    assert "0.9.10-1.fc43 SBOM, 0.9.2-1.fc43 SBOM, 0.9.1-1.fc43 SBOM" in text
     assert "0.10.0~rc1-1.fc43" in text
     assert "0.9.2^20260101.3.gabc1234-1.fc43" in text
     assert "A6B2 85F6 E577 AC38 3C6B FE37 FE9C BC6F 81D9 CBE6" in text
@@ -102,6 +102,20 @@ def test_index_lists_flavours_versions_channels_and_key(tmp_path):
     assert "sudo dnf config-manager addrepo --from-repofile=https://localhost/mistralrs-rpm/mistralrs.repo" in doc.pre
     assert "sudo dnf install --enablerepo=mistralrs-unstable mistralrs-ampere" in doc.pre
     assert "<script" not in index.read_text()
+
+
+def test_each_version_links_its_sbom_beside_the_package(tmp_path):
+    cfg = site_config(tmp_path)
+    index, _ = site.render_index(cfg, tmp_path, PUBLISHED, FINGERPRINT)
+    page = index.read_text()
+    base = "https://localhost/mistralrs-rpm/fedora/43/x86_64"
+    shown = re.findall(r'<span class="v">([^<]+)</span>', page)
+    links = re.findall(r'<span class="v">([^<]+)</span> <a class="sbom" href="([^"]+)"', page)
+    assert len(links) == len(shown) == 6  # every flavour package, not mistralrs-release
+    assert ("0.9.10-1.fc43", f"{base}/mistralrs-ampere-0.9.10-1.fc43.x86_64.cdx.json") in links
+    assert ("0.10.0~rc1-1.fc43", f"{base}/mistralrs-ada-0.10.0~rc1-1.fc43.x86_64.cdx.json") in links
+    assert ("0.9.2^20260101.3.gabc1234-1.fc43",
+            f"{base}/unstable/mistralrs-ampere-0.9.2^20260101.3.gabc1234-1.fc43.x86_64.cdx.json") in links
 
 
 def test_index_before_anything_is_published(tmp_path):

@@ -21,6 +21,7 @@ import pytest
 from buildlib import config
 from buildlib.host import release_package
 from buildlib.pipeline.rpmbuild import build_rpm
+from buildlib.pipeline import spec
 from buildlib.pipeline.spec import render_spec
 from buildlib.run import UserError
 from buildlib.templates import SpecLines, spec_value
@@ -137,12 +138,12 @@ def test_macros_in_flavour_spec_values_do_not_run(request, project, where):
         assert p in text, text
 
 
-@pytest.mark.parametrize("where", ["summary", "packager", "gpus", "license", "url"])
+@pytest.mark.parametrize("where", ["summary", "packager", "gpus", "url"])
 def test_line_breaks_in_flavour_spec_values_are_refused(tmp_path, project, where):
     cfg, layout = project
     attack = f"\n%post\ntouch {tmp_path / 'pwned'}"
     value = {"summary": f"Fast{attack}", "packager": f"Eve <eve@example.org>{attack}", "gpus": ("RTX 3090", f"H100{attack}"),
-             "license": f"MIT{attack}", "url": f"https://example.org/{attack}"}[where]
+             "url": f"https://example.org/{attack}"}[where]
     with pytest.raises(UserError):
         hostile = flavour_cfg(cfg, **{where: value})
         render_spec(hostile, layout, hostile.flavour("ampere"))
@@ -157,3 +158,36 @@ def test_a_description_line_never_starts_a_section():
     for line in ("%post", "  %post -p /bin/sh", "%(touch x)"):
         with pytest.raises(UserError, match="must not start with '%'"):
             spec_value(SpecLines(["fine", line]))
+
+
+# --- the License tag: computed, from the bundle record ---------------------------------
+
+
+def bundle_license(monkeypatch, value: str) -> None:
+    """The bundle record's license, past its loader's check (which refuses
+    anything but a known SPDX expression)."""
+    real = spec.BundleRecord.load
+
+    def load(layout, flavour):
+        record = real(layout, flavour)
+        return dataclasses.replace(record, bundle=dataclasses.replace(record.bundle, license=value))
+
+    monkeypatch.setattr(spec.BundleRecord, "load", load)
+
+
+@pytest.mark.parametrize("value", ["MIT\n%post\ntouch /tmp/x", "MIT AND %(touch /tmp/x)",
+                                   "MIT AND LicenseRef-%{lua:x}", "MIT  AND ISC", "MIT AND\tISC"])
+def test_a_license_past_the_loader_is_refused_by_the_renderer(monkeypatch, project, value):
+    cfg, layout = project
+    bundle_license(monkeypatch, value)
+    with pytest.raises(UserError, match="License"):
+        render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert not layout.spec("ampere").exists()
+
+
+def test_a_license_with_parentheses_reaches_the_spec_as_written(monkeypatch, project):
+    cfg, layout = project
+    value = "(Apache-2.0 OR MIT) AND Apache-2.0 WITH LLVM-exception AND (MIT OR Unicode-3.0)"
+    bundle_license(monkeypatch, value)
+    text = render_spec(cfg, layout, cfg.flavour("ampere")).read_text()
+    assert f"\nLicense:        {value}\n" in text

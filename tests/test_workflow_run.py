@@ -87,9 +87,9 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         assert not any((tmp_path / "runner" / "runners").glob("*/workspace"))
         # one artifact per build job that built
         assert sorted(p.name for p in run.artifacts.iterdir()) == [f"rpm-stable-{f}" for f in sorted(FLAVOURS)]
-        for f in FLAVOURS:
-            assert [p.name for p in (run.artifacts / f"rpm-stable-{f}").iterdir()] == [
-                f"mistralrs-{f}-0.9.2-1.fc43.x86_64.rpm"]
+        for f in FLAVOURS:  # each package with its SBOM
+            assert sorted(p.name for p in (run.artifacts / f"rpm-stable-{f}").iterdir()) == [
+                f"mistralrs-{f}-0.9.2-1.fc43.x86_64.cdx.json", f"mistralrs-{f}-0.9.2-1.fc43.x86_64.rpm"]
         release = sorted(f"mistralrs-{f}-0.9.2-1.fc43.x86_64.rpm" for f in FLAVOURS)
 
         # the publish job built nothing: it got the two packages and published them
@@ -110,6 +110,10 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         public = (target / signing.KEY_FILE_NAME).read_text()
         signing.verify_repomd(public, fingerprint, channel_dir(target) / "repodata")
         signing.verify_rpms(public, fingerprint, [channel_dir(target) / name for name in release])
+        for name in release:  # the build job's SBOM, published beside its package
+            sbom = name.removesuffix(".rpm") + ".cdx.json"
+            flavour_of = name.split("-")[1]
+            assert (channel_dir(target) / sbom).read_bytes() == (run.artifacts / f"rpm-stable-{flavour_of}" / sbom).read_bytes()
 
         # dnf installs a flavour from the served repository; the binary says what it was built for
         flavour = "hopper"

@@ -52,6 +52,23 @@ class Timings:
         return result
 
 
+# The demo's [[bundled]] and [[crate_license]] entries, in place of the real
+# upstream's (the demo compiles in no CUTLASS or flash-attention): stand-ins
+# of the two kinds, a library pinned to a commit and kernels copied without
+# a version, so that every path of the license and SBOM code runs.
+DEMO_BUNDLED = [
+    {"name": "demo-kernel-lib", "version": "1.2.0^20260105git0123abc", "license": "BSD-3-Clause",
+     "url": "https://example.invalid/demo-kernel-lib", "commit": "0123abc4567890abcdef0123456789abcdef0123"},
+    {"name": "demo-quant-kernels", "version": "0", "license": "Apache-2.0",
+     "url": "https://example.invalid/demo-quant-kernels"},
+]
+# demo-banner names only a license file (license-file = "LICENSE"); its text
+# is the ISC license, read and declared here as a packager would.
+DEMO_CRATE_LICENSES: list[dict] = [
+    {"name": "demo-banner", "version": "2.0.0", "license": "ISC"},
+]
+
+
 def write_config(dest: Path, upstream: Path, overrides: dict[str, dict]) -> Path:
     """The project's config.toml with the demo's settings swapped in, so the
     demo runs exactly the configuration format users edit."""
@@ -62,6 +79,7 @@ def write_config(dest: Path, upstream: Path, overrides: dict[str, dict]) -> Path
     # The demo upstream links no cuDNN or NCCL and clones no CUTLASS.
     data["doctor"] = {"skip": ["cudnn", "nccl", "cutlass"]}
     data["paths"] = {"cache": "cache", "build": "build", "artifacts": "artifacts", "dist": "dist"}
+    data["bundled"], data["crate_license"] = DEMO_BUNDLED, DEMO_CRATE_LICENSES
     for table, values in overrides.items():
         data.setdefault(table, {}).update(values)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ written and read here only.
   (or the adoption of a prebuilt binary) describes the artifact.
 - :class:`VerifyRecord` (``artifacts/mistralrs-<flavour>.verified.json``):
   verify's verdict on that artifact.
+- :class:`BundleRecord` (``build/licenses/mistralrs-<flavour>.json``): what
+  the binary bundles, from the licenses stage (crates, licenses, components).
 - :class:`RpmRecord` (``build/rpm/mistralrs-<flavour>.json``): the package
   rpmbuild put into dist/.
 
@@ -24,10 +26,13 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import FEATURE_NAME, FLAVOUR_NAME, PACKAGE_NAME, Config, Flavour
+from ..config import (COMPONENT_COMMIT, COMPONENT_NAME, COMPONENT_URL, COMPONENT_VERSION, CRATE_NAME, FEATURE_NAME,
+                      FLAVOUR_NAME, PACKAGE_NAME, SEMVER, BundledComponent, Config, Flavour)
 from ..layout import Layout
 from ..refs import COMMIT, TAG, check_rpm_version
 from ..run import UserError, atomic_write
+from ..spdx import spdx_problem
+from .bundled import CRATES_IO, GIT_SOURCE, SAFE_FILE_NAME, Bundle, Crate
 from .cargo_messages import package_name_version
 from .upstream import Source
 
@@ -407,3 +412,142 @@ class RpmRecord(_PerFlavour):
             duration_s=float(f.get("duration_s", (int, float))),
             built_at=built_at,
         )
+
+
+# --- licenses ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleRecord(_PerFlavour):
+    """What one flavour's binary bundles (the linked crates with their
+    licenses, the declared components) and the license files packed for the
+    spec, computed from the source tree the binary was built from."""
+
+    _where = "bundle_record"
+
+    flavour: str
+    commit: str
+    version: str
+    source_date_epoch: int
+    """The commit's time: the SBOM's timestamp."""
+    features: tuple[str, ...]
+    license_archive_sha256: str
+    bundle: Bundle
+
+    @property
+    def license(self) -> str:
+        return self.bundle.license
+
+    def to_json(self) -> dict:
+        b = self.bundle
+        return {
+            "flavour": self.flavour, "commit": self.commit, "version": self.version,
+            "source_date_epoch": self.source_date_epoch, "features": list(self.features),
+            "license_archive_sha256": self.license_archive_sha256,
+            "package": b.package, "license": b.license,
+            "crates": [{
+                "name": c.name, "version": c.version, "source": c.source, "license": c.license,
+                "declared_license": c.declared_license, "license_from_config": c.license_from_config,
+                "checksum": c.checksum, "workspace_member": c.workspace_member,
+                "license_files": [p.name for p in c.license_files],
+            } for c in b.crates],
+            "components": [{"name": c.name, "version": c.version, "license": c.license, "url": c.url,
+                            "commit": c.commit} for c in b.components],
+            "edges": [[key, list(deps)] for key, deps in b.edges],
+        }
+
+    @classmethod
+    def load(cls, layout: Layout, flavour: Flavour | str) -> "BundleRecord":
+        name = _name(flavour)
+        path = layout.bundle_record(name)
+        f = _Fields(path, read_json(path, "bundle record", hint=f"run the licenses task for {name} first"))
+        record_flavour = f.matching("flavour", FLAVOUR_NAME, "a flavour name")
+        if record_flavour != name:
+            raise UserError(f"{path}: written for flavour {record_flavour!r}, not {name!r}")
+        features = f.get("features", list)
+        for feature in features:
+            if not isinstance(feature, str) or not FEATURE_NAME.match(feature):
+                raise UserError(f"{path}: feature {feature!r} is not a cargo feature name")
+        crates = tuple(_crate_of(path, i, e) for i, e in enumerate(f.get("crates", list)))
+        components = tuple(_component_of(path, i, e) for i, e in enumerate(f.get("components", list)))
+        keys = {c.key for c in crates}
+        edges = []
+        for i, edge in enumerate(f.get("edges", list)):
+            if (not isinstance(edge, list) or len(edge) != 2 or edge[0] not in keys or not isinstance(edge[1], list)
+                    or not all(d in keys for d in edge[1])):
+                raise UserError(f"{path}: edges[{i}] is not [crate, [crates it links]] of the listed crates")
+            edges.append((edge[0], tuple(edge[1])))
+        license = f.get("license", str)
+        problem = spdx_problem(license)
+        if problem:
+            raise UserError(f"{path}: field 'license' = {license!r}: {problem}")
+        bundle = Bundle(package=f.matching("package", PACKAGE_NAME, "a cargo package name"), crates=crates,
+                        components=components, edges=tuple(edges), license=license)
+        if not any(c.name == bundle.package and c.workspace_member for c in crates):
+            raise UserError(f"{path}: the packaged crate {bundle.package!r} is not among the crates")
+        epoch = f.get("source_date_epoch", int)
+        if epoch < 0:
+            raise UserError(f"{path}: field 'source_date_epoch' = {epoch}: expected seconds since 1970")
+        return cls(
+            flavour=record_flavour,
+            commit=f.matching("commit", COMMIT, "a 40-hex commit id"),
+            version=f.matching("version", UPSTREAM_VERSION, "an upstream version X.Y.Z or X.Y.Z-rcN"),
+            source_date_epoch=epoch,
+            features=tuple(features),
+            license_archive_sha256=f.matching("license_archive_sha256", SHA256, "64 lower-case hex digits"),
+            bundle=bundle,
+        )
+
+    def check_fits(self, layout: Layout, build: BuildRecord) -> None:
+        """The bundle describes the binary of the build record: same commit
+        (a prebuilt binary, which has none: same version) and features."""
+        path = layout.bundle_record(self.flavour)
+        same_source = self.commit == build.commit if build.commit else self.version == build.version
+        if not same_source or tuple(sorted(self.features)) != tuple(sorted(build.features)):
+            raise UserError(f"{path} describes another build than {layout.build_record(self.flavour)}:"
+                            f" run the licenses task for {self.flavour} again")
+
+
+def _crate_of(path: Path, i: int, entry: object) -> Crate:
+    where = f"{path}: crates[{i}]"
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected an object")
+    f = _Fields(Path(where), entry)
+    name = f.matching("name", CRATE_NAME, "a crate name")
+    version = f.matching("version", SEMVER, "a semver version")
+    source = f.get("source", str)
+    if source and not (source == CRATES_IO or GIT_SOURCE.match(source)):
+        raise UserError(f"{where}: source {source!r} is neither crates.io nor a git repository pinned to a commit")
+    license = f.get("license", str)
+    problem = spdx_problem(license)
+    if problem:
+        raise UserError(f"{where}: license {license!r}: {problem}")
+    checksum = f.get("checksum", str)
+    if checksum and not SHA256.match(checksum):
+        raise UserError(f"{where}: checksum {checksum!r} is not 64 lower-case hex digits")
+    files = f.get("license_files", list)
+    if not all(isinstance(n, str) and SAFE_FILE_NAME.match(n) for n in files):
+        raise UserError(f"{where}: license_files {files!r}: expected plain file names")
+    return Crate(name=name, version=version, source=source, license=license,
+                 declared_license=f.get("declared_license", str),
+                 license_from_config=f.get("license_from_config", bool), checksum=checksum,
+                 directory=Path("."), license_files=tuple(Path(n) for n in files),
+                 workspace_member=f.get("workspace_member", bool))
+
+
+def _component_of(path: Path, i: int, entry: object) -> BundledComponent:
+    where = f"{path}: components[{i}]"
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected an object")
+    f = _Fields(Path(where), entry)
+    component = BundledComponent(
+        name=f.matching("name", COMPONENT_NAME, "a component name"),
+        version=f.matching("version", COMPONENT_VERSION, "an rpm version"),
+        license=f.get("license", str),
+        url=f.matching("url", COMPONENT_URL, "an http(s) URL"),
+        commit=f.matching("commit", COMPONENT_COMMIT, "a 40-hex commit id or \"\""),
+    )
+    problem = spdx_problem(component.license)
+    if problem:
+        raise UserError(f"{where}: license {component.license!r}: {problem}")
+    return component

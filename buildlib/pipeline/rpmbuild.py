@@ -3,7 +3,9 @@
 rpmbuild runs in a top directory of its own per flavour (cleaned first), with
 its package database and temporary files inside it, so that it never reads
 or writes the home directory's or the system's.  The RPM is moved into
-layout.dist atomically and described by layout.rpm_record(flavour).
+layout.dist atomically, its SBOM (``<name>-<version>-<release>.<arch>.cdx.json``,
+the one the package installs) put beside it first, and the RPM described by
+layout.rpm_record(flavour).
 
 On a host whose rpm lacks Fedora's macros (Debian's rpm 4.18 for the tests),
 the missing definitions are taken from rpm/compat.macros; on Fedora none are.
@@ -20,8 +22,8 @@ from pathlib import Path
 
 from .. import layout as paths
 from ..config import Config, Flavour
-from ..layout import Layout
-from ..run import Stopwatch, UserError, output, run, sha256_of
+from ..layout import Layout, sbom_beside
+from ..run import Stopwatch, UserError, atomic_write, output, run, sha256_of
 from ..rpmtools import rpmbuild
 from .records import BuildRecord, RpmRecord, VerifyRecord
 from .spec import spec_sources
@@ -86,6 +88,8 @@ def build_rpm(cfg: Config, layout: Layout, flavour: Flavour) -> Path:
     ], quiet=True).splitlines()
     name, version, release, arch, compressor, flags = fields
 
+    # Its SBOM first, beside it: a package in dist/ never lacks its SBOM.
+    atomic_write(layout.dist / sbom_beside(built[0].name), (sources / layout.sbom(flavour.name).name).read_bytes())
     target = _move_into(built[0], layout.dist)
     shutil.rmtree(topdir)
 

@@ -12,6 +12,14 @@ ledger (layout.release_ledger) remembers which spec digest got which release,
 so rendering an unchanged spec again keeps its release.  The digest covers
 the spec with the release left out, and the spec names the SHA-256 of every
 file it packages, so a changed binary, unit or example file is a changed spec.
+One of those files, the SBOM, names the release itself: the digest is taken
+over the spec rendered with a placeholder release, which names the digest of
+the SBOM made with that placeholder (so every other change to the SBOM, a
+toolchain's version say, is a changed spec); the numbered spec and its SBOM
+are then made again.
+
+License and the bundled() provides come from the licenses stage's record
+(:class:`.records.BundleRecord`), never from config.toml's free text.
 """
 
 from __future__ import annotations
@@ -27,21 +35,29 @@ from datetime import date
 from pathlib import Path
 
 from .. import layout as paths
-from ..config import SPDX_EXPRESSION, URL, Config, Flavour
+from ..config import URL, Config, Flavour
 from ..layout import Layout
 from ..run import Stopwatch, UserError, atomic_write, sha256_of
+from ..spdx import spdx_problem
 from ..templates import SpecLines, render
 from .history import changelog_order, packaged_versions
-from .records import SHA256, BuildRecord, ChangelogEntry, read_json
+from .records import SHA256, BuildRecord, BundleRecord, ChangelogEntry, read_json
+from .sbom import package_sbom
+from .sbom import validate as validate_sbom
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
+# What the License tag may hold besides spdx_problem's check: SPDX ids
+# (LicenseRef-/DocumentRef- included), AND/OR/WITH and parentheses, single
+# spaces.  No '%' and no line break ever reach templates.spec_value.
+LICENSE_TAG = re.compile(r"^[A-Za-z0-9.+():-]+( [A-Za-z0-9.+():-]+)*\Z")
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def spec_sources(layout: Layout, flavour: Flavour) -> tuple[Path, ...]:
-    """Source0..SourceN of the spec, in the template's order."""
+    """Source0..SourceN of the spec, in the template's order.  The first is
+    the binary, the last the SBOM (which the spec task writes itself)."""
     return (
         layout.artifact(flavour.name),
         paths.UNIT_TEMPLATE,
@@ -49,7 +65,15 @@ def spec_sources(layout: Layout, flavour: Flavour) -> tuple[Path, ...]:
         paths.SYSUSERS,
         paths.NVIDIA_DEVICES_UNIT,
         paths.LICENSE_TEXT,
+        layout.license_archive(flavour.name),
+        layout.sbom(flavour.name),
     )
+
+
+def spec_inputs(layout: Layout, flavour: Flavour) -> tuple[Path, ...]:
+    """The sources the spec task reads (and hashes): all but the binary,
+    covered by its record, and the SBOM, which the task writes."""
+    return spec_sources(layout, flavour)[1:-1]
 
 
 def spec_settings(cfg: Config, flavour: Flavour) -> dict:
@@ -58,8 +82,8 @@ def spec_settings(cfg: Config, flavour: Flavour) -> dict:
     pkg = cfg.package
     return {
         "payload": pkg.payload,
-        "license": pkg.license,
         "url": pkg.url,
+        "dist": pkg.dist,
         "summary": pkg.summary,
         "packager": pkg.packager,
         "requires": list(pkg.requires),
@@ -117,8 +141,13 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
               known_releases: dict[str, int]) -> str:
     """The rendered spec, with `release` (a number or the placeholder) as Release."""
     record.check_fits(cfg, layout, flavour)
+    bundle = BundleRecord.load(layout, flavour)
+    bundle.check_fits(layout, record)
     settings = spec_settings(cfg, flavour)
     packager = rpm_text(settings["packager"], "package.packager")
+    # checked before the SBOM, which names them too
+    url = _checked(settings["url"], URL, "package.url", "an http(s) URL")
+    license = _license(bundle.license)
     name = f"mistralrs-{flavour.name}"
 
     changelog = list(record.changelog)
@@ -135,15 +164,22 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
             "lines": [rpm_text(_describe_change(entry), "changelog line")],
         })
 
-    source_digests = [record.sha256] + [sha256_of(p) for p in spec_sources(layout, flavour)[1:]]
+    inputs = spec_inputs(layout, flavour)
+    if sha256_of(layout.license_archive(flavour.name)) != bundle.license_archive_sha256:
+        raise UserError(f"{layout.license_archive(flavour.name)} is not the one its bundle record names:"
+                        f" run the licenses task for {flavour.name} again")
+    sbom = hashlib.sha256(package_sbom(cfg, flavour, record, bundle, release).encode()).hexdigest()
+    source_digests = [record.sha256] + [sha256_of(p) for p in inputs] + [sbom]
     values = {
         "flavour": flavour.name,
         "name": name,
         "version": record.rpm_version,
         "release": release,
         "summary": rpm_text(settings["summary"], "package.summary"),
-        "license": _checked(settings["license"], SPDX_EXPRESSION, "package.license", "an SPDX license expression such as MIT"),
-        "url": _checked(settings["url"], URL, "package.url", "an http(s) URL"),
+        "license": license,
+        "bundled_provides": list(bundle.bundle.provides()),
+        "license_texts": bool(bundle.bundle.license_texts()),
+        "url": url,
         "payload": settings["payload"],
         "artifact_name": layout.artifact(flavour.name).name,
         "artifact_sha256": record.sha256,
@@ -157,6 +193,15 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
     text = render(paths.SPEC_TEMPLATE, spec=True, **values)
     _check_sources(text, spec_sources(layout, flavour))
     return text
+
+
+def _license(expression: str) -> str:
+    """The License tag: the bundle's SPDX expression, checked once more
+    (the bundle record is a file on disk, read back)."""
+    problem = spdx_problem(expression) if LICENSE_TAG.match(expression) else "expected SPDX ids, AND, OR, WITH and parentheses"
+    if problem:
+        raise UserError(f"License {expression!r}: {problem}")
+    return expression
 
 
 def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -> SpecLines:
@@ -210,7 +255,11 @@ def render_spec(cfg: Config, layout: Layout, flavour: Flavour, release: int | No
             chosen = max(digests.values(), default=0) + 1
             why = "new version" if chosen == 1 else "spec changed"
         digests[digest] = chosen
-    text = unnumbered.replace(RELEASE_PLACEHOLDER, str(chosen))
+    # The SBOM names the release, so the numbered spec (its digest) is made again.
+    text = spec_text(cfg, layout, flavour, record, str(chosen), known)
+    sbom_text = package_sbom(cfg, flavour, record, BundleRecord.load(layout, flavour), str(chosen))
+    validate_sbom(sbom_text)
+    atomic_write(layout.sbom(flavour.name), sbom_text)
     target = layout.spec(flavour.name)
     atomic_write(target, text)
     clock.done(f"mistralrs-{flavour.name}-{record.rpm_version}-{chosen} ({why})")

@@ -35,17 +35,21 @@ anchor, and a package in dist/ already signed by another key is refused.
 **Sequence**, all under one lock held on the host: fetch the metadata and
 check its signature; check the published packages against it
 (:func:`check_published`: size, SHA-256 where cheap; missing or damaged ones
-are published again from dist/ or dropped); metadata the key did not sign
+are published again from dist/ or dropped); check the SBOMs of the packages that stay
+(:func:`check_sboms`: not in the metadata, so against the copy beside the
+package in dist/; a missing or different one is uploaded again from there); metadata the key did not sign
 is not believed (:func:`_check_untrusted`: the packages are fetched and each
 checked against the key, the metadata made afresh);
 refuse a name-version-release that is already published with other content;
 sign copies of the new packages in staging (never dist/'s files) and check
 every signature; build, sign and check the metadata; (1) upload the new
-packages, no deletions; (2) upload the new metadata files (hashed names, no
+packages and each one's SBOM (``<name>-<version>-<release>.<arch>.cdx.json``
+from beside it in dist/; only ``mistralrs-release`` has none), no deletions; (2) upload the new metadata files (hashed names, no
 deletions); (3) swap in ``repomd.xml``, ``repomd.xml.asc`` and our package
 index (``mrpm-index.json``, below) in one ``rsync --delay-updates``, which
-renames them into place together at the end; (4) delete pruned packages and
-expired metadata files; once every
+renames them into place together at the end; (4) delete pruned packages
+(with their SBOMs: an SBOM stays as long as its package) and expired
+metadata files; once every
 channel is done, (5) render the index page (:func:`buildlib.site.render_index`:
 what each channel holds now, from this publish's metadata or, for a channel
 it did not touch, from that channel's fetched ``repodata/``; the key's
@@ -93,10 +97,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from ..config import Channel, Config, LocalTarget, Publish, SshTarget
-from ..layout import Layout
+from ..layout import SBOM_SUFFIX, Layout, sbom_beside
 from ..run import Stopwatch, atomic_write, log, require_tool, run, sha256_of
 from . import cleanup, signing, site
-from .channels import REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
+from .channels import RELEASE_PACKAGE, REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
 from .repodata import INDEX_NAME, Metadata, read_metadata, referenced_files
 from .rpms import FILE_NAME, LocalRpm, newest_first, read_rpms
 from .transport import Entry, Transport
@@ -137,6 +141,8 @@ class ChannelReport:
     """Published packages found not to be what the metadata says: href -> why."""
     healed: list[str] = field(default_factory=list)
     """Of those, uploaded again from dist/."""
+    sbom_damaged: dict[str, str] = field(default_factory=dict)
+    """Published SBOMs missing or not dist/'s copy (:func:`check_sboms`): name -> why."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +276,62 @@ def _check_untrusted(target: Transport, rel: PurePosixPath, old: Metadata, listi
     return good, damaged
 
 
+def _sbom_of(rpm: LocalRpm) -> str | None:
+    """The name of the SBOM that goes up with rpm (beside it in dist/), None
+    for mistralrs-release, which has none; a flavour package without one is
+    refused."""
+    sbom = rpm.path.with_name(sbom_beside(rpm.path.name))
+    if sbom.is_file():
+        return sbom.name
+    if rpm.name == RELEASE_PACKAGE:
+        return None
+    raise PublishError(f"{rpm.path.name}: its SBOM {sbom.name} is not beside it in {rpm.path.parent};"
+                       " package it again, or copy the SBOM there with the package")
+
+
+def by_sbom(by_file: dict[str, LocalRpm]) -> dict[str, Path]:
+    """SBOM file name -> its path in dist/, for the packages in dist/."""
+    return {sbom_beside(href): rpm.path.with_name(sbom_beside(href)) for href, rpm in by_file.items()}
+
+
+def check_sboms(target: Transport, rel: PurePosixPath, published: dict[str, str], listing: dict[str, Entry],
+                by_file: dict[str, LocalRpm], scratch: Path) -> tuple[dict[str, str], list[str]]:
+    """The SBOMs of the packages that stay published (published: href ->
+    package name).  They are not in the repository's metadata, so nothing
+    signed names their digest; the copy beside the package in dist/ is the
+    reference where there is one (the package installs the same file: its
+    spec checks the SHA-256).  Returns (SBOM name -> what is wrong, SBOMs to
+    upload again from dist/).  The SBOM of a package that dist/ does not hold
+    is checked for presence only; a missing one is reported, not restored.
+    mistralrs-release has no SBOM."""
+    local = by_sbom(by_file)
+    damaged: dict[str, str] = {}
+    compare = []
+    for href, name in sorted(published.items()):
+        if name == RELEASE_PACKAGE:
+            continue
+        sbom = sbom_beside(href)
+        entry = listing.get(sbom)
+        here = local.get(sbom)
+        if here is not None and not here.is_file():
+            here = None
+        if entry is None or entry.is_dir:
+            damaged[sbom] = "is missing" + ("" if here else ", and dist/ does not hold it to restore it from")
+        elif here is not None and entry.size != here.stat().st_size:
+            damaged[sbom] = f"has {entry.size} bytes where dist/'s copy has {here.stat().st_size}"
+        elif here is not None:
+            compare.append(sbom)
+    hashed = target.digests(rel, compare) if compare else {}
+    if hashed is None:
+        target.fetch_files(rel, compare, scratch)
+        hashed = {n: sha256_of(scratch / n) for n in compare if (scratch / n).is_file()}
+    for sbom in compare:
+        if hashed.get(sbom) != sha256_of(local[sbom]):
+            damaged[sbom] = "is not the copy beside its package in dist/"
+    fixes = sorted(n for n in damaged if n in local and local[n].is_file())
+    return damaged, fixes
+
+
 def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing.SigningKey, anchor: Anchor,
                     channel: Channel, rpms: Sequence[LocalRpm]) -> ChannelReport:
     report = ChannelReport(channel.name)
@@ -334,10 +396,27 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     report.kept, report.pruned = kept, [h for h in pruned if h in base]
     stray = sorted(n for n, e in listing.items() if not e.is_dir and n.endswith(".rpm") and n not in kept
                    and n not in {r.path.name for r in new})
+    # An SBOM stays exactly as long as its package.
+    orphans = sorted(n for n, e in listing.items() if not e.is_dir and n.endswith(SBOM_SUFFIX)
+                     and n.removesuffix(SBOM_SUFFIX) + ".rpm" not in kept)
+
+    report.sbom_damaged, sbom_fixes = check_sboms(
+        target, rel, {h: base[h][0].split("\t")[0] for h in kept if h in base}, listing, by_file,
+        target.scratch / channel.name / "sboms")
+    for sbom, why in sorted(report.sbom_damaged.items()):
+        if sbom in sbom_fixes:
+            log(f"{tag}: {sbom} on the host {why}; uploading it again from dist/")
+        else:
+            log(f"warning: {tag}: {sbom} on the host {why}")
+    dist_sboms = by_sbom(by_file)
 
     if not new and not report.pruned and trusted and not report.damaged:
         log(f"{tag}: up to date ({len(report.skipped)} already published, every one as its metadata says)")
-        target.delete(rel, stray)
+        if sbom_fixes:
+            for sbom in sbom_fixes:
+                shutil.copyfile(dist_sboms[sbom], stage / sbom)
+            target.upload(stage, sbom_fixes, rel, what="sboms")
+        target.delete(rel, stray + orphans)
         report.pruned += stray
         return report
 
@@ -345,6 +424,10 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     for rpm in new:
         shutil.copyfile(rpm.path, stage / rpm.path.name)
     staged = [stage / r.path.name for r in new]
+    sboms = [sbom for rpm in new if (sbom := _sbom_of(rpm))]
+    sboms = sorted(set(sboms) | set(sbom_fixes))
+    for sbom in sboms:
+        shutil.copyfile(dist_sboms[sbom], stage / sbom)
     signing.sign_rpms(key, staged)
     signing.verify_rpms(anchor.public_key, anchor.fingerprint, staged)
 
@@ -380,12 +463,14 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     hashed = [n for n in md_files if n not in SWAP_FILES and n not in remote_md_files]
     log(f"{tag}: uploading {len(staged)} package(s)")
     target.upload(stage, [p.name for p in staged], rel, what="packages")
+    if sboms:
+        target.upload(stage, sboms, rel, what="sboms")
     log(f"{tag}: uploading {len(hashed)} metadata file(s)")
     target.upload(repodata, hashed, rel / "repodata", what="metadata")
     log(f"{tag}: swapping in repomd.xml")
     target.upload(repodata, list(SWAP_FILES), rel / "repodata", what="swap", delay_updates=True, checksum=True)
     log(f"{tag}: pruning")
-    target.delete(rel, sorted(set(report.pruned) | set(stray)))
+    target.delete(rel, sorted(set(report.pruned) | set(stray) | set(orphans)))
     target.delete(rel / "repodata", sorted(remote_md_files - set(md_files)))
     report.pruned = sorted(set(report.pruned) | set(stray))
     report.added = [p.name for p in staged]
@@ -492,7 +577,7 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
     return {
         "channels": {r.channel: {"added": r.added, "skipped": r.skipped, "pruned": r.pruned, "kept": r.kept,
                                  "metadata_rebuilt": r.metadata_rebuilt, "damaged": r.damaged,
-                                 "healed": r.healed} for r in reports},
+                                 "healed": r.healed, "sbom_damaged": r.sbom_damaged} for r in reports},
         "index": held,
         "bytes_sent": sent,
         "seconds": round(watch.seconds, 2),

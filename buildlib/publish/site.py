@@ -1,7 +1,8 @@
 """The index page at the repository's root, rendered at each publish.
 
 Plain HTML and one stylesheet, no JavaScript: what the repository offers
-(channels, flavours and the GPUs they serve, the versions present), how to
+(channels, flavours and the GPUs they serve, the versions present, each
+with a link to its SBOM published beside the package), how to
 install it, the signing key's fingerprint and when it was last published.
 
 ``repo.publish_dist`` calls :func:`render_index` at the end of each publish,
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from . import signing
 from ..config import STABLE, Config
-from ..layout import SITE_INDEX_TEMPLATE, SITE_STYLESHEET
+from ..layout import SITE_INDEX_TEMPLATE, SITE_STYLESHEET, sbom_beside
 from .channels import RELEASE_PACKAGE, REPO_FILE_NAME, channel_dir, default_gpgkey, repo_id
 from .repodata import read_metadata
 from .rpms import newest_first
@@ -93,8 +94,12 @@ def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerpri
         name = f"mistralrs-{flavour.name}"
         versions = {}
         for channel in cfg.channels:
-            versions[channel.name] = [p.version_release for p in
-                                      _newest_first([p for p in parsed.get(channel.name, []) if p.name == name])]
+            # each version with its SBOM, published beside the package
+            versions[channel.name] = [
+                {"version_release": p.version_release, "file": p.file,
+                 "sbom_url": f"{base_url}/{channel_dir(cfg, channel)}/{sbom_beside(p.file)}"}
+                for p in _newest_first([p for p in parsed.get(channel.name, []) if p.name == name])
+            ]
         flavours.append({
             "name": flavour.name,
             "package": name,

@@ -6,10 +6,10 @@ from doit.tools import config_changed
 
 from .. import layout as paths
 from ..config import Flavour
-from ..layout import Layout
+from ..layout import Layout, sbom_beside
 from ..pipeline.records import RpmRecord
 from ..pipeline.rpmbuild import build_rpm
-from ..pipeline.spec import render_spec, spec_settings, spec_sources
+from ..pipeline.spec import render_spec, spec_inputs, spec_settings, spec_sources
 from ..run import UserError
 from . import context
 from .context import action
@@ -26,8 +26,8 @@ def task_spec():
             # The spec names the digest of every file it packages.  The binary
             # itself is covered by the small build record, never hashed here.
             "file_dep": [layout.build_record(flavour.name), layout.verify_record(flavour.name),
-                         paths.SPEC_TEMPLATE, *spec_sources(layout, flavour)[1:]],
-            "targets": [layout.spec(flavour.name)],
+                         layout.bundle_record(flavour.name), paths.SPEC_TEMPLATE, *spec_inputs(layout, flavour)],
+            "targets": [layout.spec(flavour.name), layout.sbom(flavour.name)],
             "uptodate": [config_changed(spec_settings(cfg, flavour))],
             "verbosity": 2,
         }
@@ -52,11 +52,12 @@ def task_rpm():
 
 
 def _rpm_in_place(layout: Layout, flavour: Flavour):
-    """Up to date only while the RPM its record names is still in dist/."""
+    """Up to date only while the RPM its record names, and its SBOM, are still in dist/."""
 
     def check(task, values) -> bool:
         try:
-            return (layout.dist / RpmRecord.load(layout, flavour).file).is_file()
+            file = RpmRecord.load(layout, flavour).file
+            return (layout.dist / file).is_file() and (layout.dist / sbom_beside(file)).is_file()
         except UserError:
             return False
 

@@ -41,33 +41,20 @@ declaration so that an update of the crate asks again.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .config import ConfigError, _show, _Table
-from .run import UserError, atomic_write, output
+from ..config import CRATE_NAME, SEMVER, BundledComponent, BundledConfig
+from ..run import UserError, atomic_write, output
+from ..spdx import cargo_legacy, combine, normalize, spdx_problem
 
 TARGET = "x86_64-unknown-linux-gnu"
 CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
 
-CRATE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
-# semver: X.Y.Z[-pre][+build]
-SEMVER = re.compile(
-    r"^(?P<core>(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*))"
-    r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
-    r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?\Z"
-)
-# What a bundled(NAME) = VERSION provide may hold (rpm's EVR characters).
-COMPONENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
-RPM_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^]{0,99}\Z")
-COMMIT = re.compile(r"^([0-9a-f]{40})?\Z")  # or empty: not pinned to a commit
-URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?\Z")
 # A git source as cargo writes it: git+URL[?query]#commit
 GIT_SOURCE = re.compile(
     r"^git\+(?P<url>https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?)"
@@ -75,172 +62,6 @@ GIT_SOURCE = re.compile(
 )
 LICENSE_FILE_NAME = re.compile(r"^(licen[cs]e|copying|copyright|notice|unlicense)", re.IGNORECASE)
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
-
-
-# --- config ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BundledComponent:
-    """Code compiled into the binary that no Cargo.lock lists."""
-
-    name: str
-    version: str
-    license: str
-    url: str
-    commit: str = ""
-
-
-@dataclass(frozen=True)
-class CrateLicense:
-    """A license a person read in a crate that declares only a license file."""
-
-    name: str
-    version: str
-    license: str
-
-
-@dataclass(frozen=True)
-class BundledConfig:
-    components: tuple[BundledComponent, ...] = ()
-    crate_licenses: tuple[CrateLicense, ...] = ()
-
-    def crate_license(self, name: str, version: str) -> CrateLicense | None:
-        for entry in self.crate_licenses:
-            if entry.name == name and entry.version == version:
-                return entry
-        return None
-
-
-def parse_config(data: Mapping[str, Any]) -> BundledConfig:
-    """The ``[[bundled]]`` and ``[[crate_license]]`` arrays of config.toml."""
-    components = []
-    for i, raw in enumerate(_array(data, "bundled")):
-        t = _Table(raw, f"bundled[{i}]")
-        comp = BundledComponent(
-            name=t.string("name", pattern=COMPONENT_NAME, form='a component name such as "cutlass"'),
-            version=t.string("version", pattern=RPM_VERSION, form='an rpm version such as "3.9.2" or "0^20250101git1a2b3c4"'),
-            license=t.string("license", form="an SPDX license expression"),
-            url=t.string("url", pattern=URL, form="an https:// URL of the component's source"),
-            commit=t.string("commit", "", pattern=COMMIT, form="a full 40-hex commit id"),
-        )
-        t.finish()
-        _spdx_or_config_error(comp.license, t.key("license"))
-        components.append(comp)
-    names = [c.name for c in components]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(f"bundled: {_show(name)} is declared twice; keep one entry per component")
-
-    crate_licenses = []
-    for i, raw in enumerate(_array(data, "crate_license")):
-        t = _Table(raw, f"crate_license[{i}]")
-        entry = CrateLicense(
-            name=t.string("name", pattern=CRATE_NAME, form="a crate name"),
-            version=t.string("version", pattern=SEMVER, form='the crate\'s exact version such as "0.1.0"'),
-            license=t.string("license", form="an SPDX license expression"),
-        )
-        t.finish()
-        _spdx_or_config_error(entry.license, t.key("license"))
-        if any((e.name, e.version) == (entry.name, entry.version) for e in crate_licenses):
-            raise ConfigError(f"crate_license: {entry.name} {entry.version} is declared twice; keep one entry")
-        crate_licenses.append(entry)
-    return BundledConfig(components=tuple(components), crate_licenses=tuple(crate_licenses))
-
-
-def _array(data: Mapping[str, Any], key: str) -> list:
-    value = data.get(key, [])
-    if not isinstance(value, list):
-        raise ConfigError(f"{key} = {_show(value)}: expected an array of tables ([[{key}]])")
-    return value
-
-
-def _spdx_or_config_error(text: str, key: str) -> None:
-    problem = spdx_problem(text)
-    if problem:
-        raise ConfigError(f"{key} = {_show(text)}: {problem}")
-
-
-# --- SPDX --------------------------------------------------------------------
-
-
-@functools.cache
-def _licensing():
-    from license_expression import get_spdx_licensing
-
-    return get_spdx_licensing()
-
-
-@functools.lru_cache(maxsize=4096)  # most crates share a handful of expressions
-def spdx_problem(text: str) -> str:
-    """Why text is not a valid SPDX expression of known licenses, or ''."""
-    try:
-        info = _licensing().validate(text, strict=True)
-    except Exception as exc:  # license-expression raises from inside validate on some syntax errors
-        return f"not an SPDX expression ({exc})"
-    if info.invalid_symbols and any(e.startswith("Unknown license key") for e in info.errors):
-        return f"unknown license {', '.join(map(str, info.invalid_symbols))} (not on the SPDX license list)"
-    if info.errors:
-        return f"not an SPDX expression ({info.errors[0]})"
-    return ""
-
-
-@functools.lru_cache(maxsize=4096)
-def normalize(text: str) -> str:
-    """A valid SPDX expression, rendered with the license list's spelling."""
-    return str(_licensing().validate(text, strict=True).normalized_expression)
-
-
-def cargo_legacy(text: str) -> str:
-    """Cargo once allowed "MIT/Apache-2.0"; cargo2rpm reads "/" as OR."""
-    return text.replace(" / ", "/").replace("/", " OR ")
-
-
-def _canonical(expr) -> str:
-    """A rendering that ignores operand order, for telling equal terms apart."""
-    operator = _operator(expr)
-    if not operator:
-        return expr.render()
-    parts = sorted(_canonical(a) for a in expr.args)
-    return "(" + f" {operator} ".join(parts) + ")"
-
-
-def combine(expressions: Iterable[str]) -> str:
-    """One SPDX expression that is the AND of all given ones.
-
-    Terms are split at top-level AND, deduplicated regardless of operand order
-    ("MIT OR Apache-2.0" equals "Apache-2.0 OR MIT"; the first seen in sorted
-    order is kept as written) and sorted.  OR choices are kept: no term is
-    dropped because another implies it.
-    """
-    licensing = _licensing()
-    terms: dict[str, str] = {}
-    for text in sorted(set(expressions)):
-        parsed = licensing.parse(text, strict=True)
-        parts = parsed.args if _operator(parsed) == "AND" else (parsed,)
-        for part in parts:
-            rendered = part.render()
-            if _operator(part) == "OR":
-                rendered = f"({rendered})"
-            terms.setdefault(_canonical(part), rendered)
-    if not terms:
-        raise UserError("no licenses to combine: the dependency graph is empty")
-    order = sorted(terms, key=lambda k: (k.replace("(", "").replace(")", "").casefold(), k))
-    combined = " AND ".join(terms[key] for key in order)
-    problem = spdx_problem(combined)
-    if problem:  # cannot happen for valid parts; a guard against a library change
-        raise UserError(f"combined license {combined!r}: {problem}")
-    return combined
-
-
-def _operator(expr) -> str:
-    """"AND" or "OR" for a compound expression, "" for a license (with or
-    without an exception)."""
-    from license_expression import LicenseWithExceptionSymbol
-
-    if isinstance(expr, LicenseWithExceptionSymbol) or not getattr(expr, "args", None):
-        return ""
-    return expr.operator.strip()
 
 
 # --- the graph ---------------------------------------------------------------

@@ -10,13 +10,14 @@ metadata properties.
 
 The document is deterministic: its timestamp is the build's
 SOURCE_DATE_EPOCH (the upstream commit's time) and its serial number a UUID
-derived from the rest of its content, so the same inputs give the same
+derived from everything it is made from, so the same inputs give the same
 bytes.  :func:`validate` checks it against the CycloneDX JSON schema that
 cyclonedx-python-lib ships.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -26,8 +27,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .bundled import Bundle, BundledComponent, Crate
-from .run import UserError, atomic_write
+from ..config import BundledComponent, Config, Flavour
+from .bundled import Bundle, Crate
+from .records import BuildRecord, BundleRecord
+from ..run import UserError, atomic_write
 
 PROPERTY_PREFIX = "mistralrs-rpm"
 SERIAL_NAMESPACE = uuid.UUID("6f0c1d52-3a41-5b7e-9b8e-2c1f6d0e4a90")
@@ -61,6 +64,7 @@ def make(bundle: Bundle, subject: Subject) -> str:
     from cyclonedx.model import HashAlgorithm, HashType, Property
     from cyclonedx.model.bom import Bom, BomMetaData
     from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.dependency import Dependency
     from cyclonedx.output.json import JsonV1Dot6
     from packageurl import PackageURL
 
@@ -88,6 +92,7 @@ def make(bundle: Bundle, subject: Subject) -> str:
         **{f"toolchain:{name}": version for name, version in subject.toolchain.items()},
         **subject.extra_properties,
     }
+    props = {k: v for k, v in props.items() if v}  # a snapshot has no tag
     root = Component(
         type=ComponentType.APPLICATION,
         name=subject.rpm_name,
@@ -110,24 +115,36 @@ def make(bundle: Bundle, subject: Subject) -> str:
     bom = Bom(
         components=[binary, *crates.values(), *others],
         metadata=BomMetaData(component=root, timestamp=timestamp),
-        serial_number=uuid.UUID(int=0),  # replaced below by one derived from the content
+        # derived from everything the document is made of, not random
+        serial_number=uuid.uuid5(SERIAL_NAMESPACE, _content_digest(bundle, subject)),
     )
     if timestamp is None:
         bom.metadata.timestamp = None
     # The graph: the package holds the binary; the binary is the packaged
     # crate plus the declared components; each crate links its dependencies.
-    bom.register_dependency(root, [binary])
-    top = crates[bundle.root.key]
-    bom.register_dependency(binary, [top, *others])
-    for key, deps in bundle.edges:
-        bom.register_dependency(crates[key], [crates[d] for d in deps])
+    # Set in one go: Bom.register_dependency searches the list on every call,
+    # quadratic in the number of crates (bench/bench_sbom.py).
+    graph = {root: [binary], binary: [crates[bundle.root.key], *others]}
+    graph.update((crates[key], [crates[d] for d in deps]) for key, deps in bundle.edges)
     for other in others:
-        bom.register_dependency(other, [])
-
-    draft = JsonV1Dot6(bom).output_as_string()
-    bom.serial_number = uuid.uuid5(SERIAL_NAMESPACE, hashlib.sha256(draft.encode()).hexdigest())
+        graph.setdefault(other, [])
+    for deps in list(graph.values()):
+        for dep in deps:
+            graph.setdefault(dep, [])
+    bom.dependencies = [Dependency(ref=c.bom_ref, dependencies=[Dependency(ref=d.bom_ref) for d in deps])
+                        for c, deps in graph.items()]
     # Re-indent through json so that the file is stable and readable.
     return json.dumps(json.loads(JsonV1Dot6(bom).output_as_string()), indent=2, sort_keys=True) + "\n"
+
+
+def _content_digest(bundle: Bundle, subject: Subject) -> str:
+    """SHA-256 of everything an SBOM is made from (the serial number's seed)."""
+    crates = [[c.name, c.version, c.source, c.license, c.checksum, c.workspace_member, c.license_from_config]
+              for c in bundle.crates]
+    components = [[c.name, c.version, c.license, c.url, c.commit] for c in bundle.components]
+    subject_data = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in vars(subject).items()}
+    data = [bundle.package, bundle.license, crates, components, [list(e) for e in bundle.edges], subject_data]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=list).encode()).hexdigest()
 
 
 def _license(expression: str):
@@ -215,3 +232,30 @@ def write(path: Path, bundle: Bundle, subject: Subject) -> str:
     validate(text)
     atomic_write(path, text)
     return text
+
+
+@functools.lru_cache(maxsize=8)  # the spec renderer asks for each release's SBOM more than once
+def package_sbom(cfg: Config, flavour: Flavour, build: BuildRecord, bundle: BundleRecord, release: str) -> str:
+    """The SBOM of mistralrs-<flavour> at Release ``release``, from
+    the build record (tag, commit, flavour, compute capability, features,
+    toolchain, the binary's SHA-256) and the bundle record.  The upstream URL
+    is package.url (public; upstream.url may be a local path or carry
+    credentials)."""
+    subject = Subject(
+        rpm_name=f"mistralrs-{flavour.name}",
+        rpm_version=build.rpm_version,
+        rpm_release=f"{release}{cfg.package.dist}",
+        arch="x86_64",
+        upstream_url=cfg.package.url,
+        upstream_tag=build.tag or "",
+        upstream_commit=bundle.commit,
+        flavour=flavour.name,
+        compute_cap=build.compute_cap,
+        features=tuple(build.features),
+        toolchain={"rustc": build.rustc, "cargo": build.cargo, "nvcc": build.nvcc},
+        binary_path=f"/usr/bin/{build.binary_name}",
+        binary_sha256=build.sha256,
+        source_date_epoch=bundle.source_date_epoch,
+        extra_properties={"build:source": build.source, "build:rustflags": build.rustflags},
+    )
+    return make(bundle.bundle, subject)

@@ -1,0 +1,91 @@
+"""SPDX license expressions: checked, normalized and combined with the
+license-expression library, against the SPDX license list it ships.
+
+config.py checks the licenses declared in config.toml with it, the bundle
+stage every crate's license, the spec renderer the License tag."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+from .run import UserError
+
+
+@functools.cache
+def _licensing():
+    from license_expression import get_spdx_licensing
+
+    return get_spdx_licensing()
+
+
+@functools.lru_cache(maxsize=4096)  # most crates share a handful of expressions
+def spdx_problem(text: str) -> str:
+    """Why text is not a valid SPDX expression of known licenses, or ''."""
+    try:
+        info = _licensing().validate(text, strict=True)
+    except Exception as exc:  # license-expression raises from inside validate on some syntax errors
+        return f"not an SPDX expression ({exc})"
+    if info.invalid_symbols and any(e.startswith("Unknown license key") for e in info.errors):
+        return f"unknown license {', '.join(map(str, info.invalid_symbols))} (not on the SPDX license list)"
+    if info.errors:
+        return f"not an SPDX expression ({info.errors[0]})"
+    return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize(text: str) -> str:
+    """A valid SPDX expression, rendered with the license list's spelling."""
+    return str(_licensing().validate(text, strict=True).normalized_expression)
+
+
+def cargo_legacy(text: str) -> str:
+    """Cargo once allowed "MIT/Apache-2.0"; cargo2rpm reads "/" as OR."""
+    return text.replace(" / ", "/").replace("/", " OR ")
+
+
+def _canonical(expr) -> str:
+    """A rendering that ignores operand order, for telling equal terms apart."""
+    operator = _operator(expr)
+    if not operator:
+        return expr.render()
+    parts = sorted(_canonical(a) for a in expr.args)
+    return "(" + f" {operator} ".join(parts) + ")"
+
+
+def combine(expressions: Iterable[str]) -> str:
+    """One SPDX expression that is the AND of all given ones.
+
+    Terms are split at top-level AND, deduplicated regardless of operand order
+    ("MIT OR Apache-2.0" equals "Apache-2.0 OR MIT"; the first seen in sorted
+    order is kept as written) and sorted.  OR choices are kept: no term is
+    dropped because another implies it.
+    """
+    licensing = _licensing()
+    terms: dict[str, str] = {}
+    for text in sorted(set(expressions)):
+        parsed = licensing.parse(text, strict=True)
+        parts = parsed.args if _operator(parsed) == "AND" else (parsed,)
+        for part in parts:
+            rendered = part.render()
+            if _operator(part) == "OR":
+                rendered = f"({rendered})"
+            terms.setdefault(_canonical(part), rendered)
+    if not terms:
+        raise UserError("no licenses to combine: the dependency graph is empty")
+    order = sorted(terms, key=lambda k: (k.replace("(", "").replace(")", "").casefold(), k))
+    combined = " AND ".join(terms[key] for key in order)
+    problem = spdx_problem(combined)
+    if problem:  # cannot happen for valid parts; a guard against a library change
+        raise UserError(f"combined license {combined!r}: {problem}")
+    return combined
+
+
+def _operator(expr) -> str:
+    """"AND" or "OR" for a compound expression, "" for a license (with or
+    without an exception)."""
+    from license_expression import LicenseWithExceptionSymbol
+
+    if isinstance(expr, LicenseWithExceptionSymbol) or not getattr(expr, "args", None):
+        return ""
+    return expr.operator.strip()
