@@ -1,0 +1,153 @@
+"""README.md stays true to the code: its Tasks table names every task that
+`doit list --all` shows, its Configuration table every key that config.py
+reads (and config.toml writes out or comments each of them), its Layout
+every module of buildlib/."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from buildlib import config as configmod
+from pipeline import CONFIG, PROJECT
+
+README = PROJECT / "README.md"
+
+
+def section(title: str) -> str:
+    """The README's text from the heading `title` to the next heading of the same or a higher level."""
+    text = README.read_text()
+    m = re.search(rf"^(#+) {re.escape(title)}\n", text, re.M)
+    assert m, f"README has no heading {title!r}"
+    end = re.compile(rf"^#{{1,{len(m.group(1))}}} ", re.M).search(text, m.end())
+    return text[m.end(): end.start() if end else len(text)]
+
+
+def table_rows(text: str) -> dict[str, str]:
+    """First cell -> second cell of a markdown table's body rows."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| ") else []
+        if len(cells) >= 2 and not set(cells[0]) <= {"-", " "}:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def doit_tasks() -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MRPM_CONFIG", "MRPM_REF", "MRPM_CACHE")}
+    proc = subprocess.run([sys.executable, "-m", "doit", "list", "--all", "-f", str(PROJECT / "dodo.py")],
+                          cwd=PROJECT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+
+
+def test_tasks_table_names_every_task():
+    named = {name for cell in table_rows(section("Tasks")) for name in re.findall(r"`([^`]+)`", cell)}
+    flavours = {f.name for f in configmod.load(CONFIG).flavours}
+    tasks = doit_tasks()
+    assert "setup:firewall" in tasks and "build:ampere" in tasks
+    missing = []
+    for task in tasks:
+        base, _, sub = task.partition(":")
+        expected = {f"{base}:<flavour>"} if sub in flavours else {task} if sub else {task, f"{task}:<flavour>"}
+        if not expected & named:
+            missing.append(task)
+    assert missing == [], f"README's Tasks table lacks {missing}"
+
+
+def keys_read(monkeypatch) -> dict[str, set[str]]:
+    """README's table label -> the keys config.parse reads there, recorded
+    while it reads config.toml (with one [[crate_license]] entry added, as
+    the file only shows that table in a comment)."""
+    seen: dict[str, set[str]] = {}
+    finish = configmod._Table.finish
+
+    def record(table):
+        where = table.where
+        if where in ("upstream.programs", "flavours", "channels"):
+            pass  # their keys are versions, flavours, channels: names, not settings
+        else:
+            label = ("[upstream.programs]" if where.startswith("upstream.programs.")
+                     else "[flavours.<name>]" if where.startswith("flavours.")
+                     else "[channels.<name>]" if where.startswith("channels.")
+                     else f"[[{where.split('[')[0]}]]" if "[" in where
+                     else f"[{where}]" if where else "")
+            seen.setdefault(label, set()).update(table.known)
+        finish(table)
+
+    for name in ("MRPM_REF", "MRPM_CACHE", "MRPM_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(configmod._Table, "finish", record)
+    data = tomllib.loads(CONFIG.read_text())
+    data.setdefault("crate_license", [{"name": "some-crate", "version": "1.2.3", "license": "MIT"}])
+    configmod.parse(data, CONFIG)
+    return seen
+
+
+def test_configuration_table_covers_every_key(monkeypatch):
+    seen = keys_read(monkeypatch)
+    assert "key_fingerprint" in seen["[publish]"] and "release_package_version" in seen["[host]"]
+    rows = {re.sub(r"`", "", label): keys for label, keys in table_rows(section("Configuration")).items()}
+    missing = []
+    for table in sorted(seen[""]):
+        if not {f"[{table}]", f"[[{table}]]", f"[{table}.<name>]"} & rows.keys():
+            missing.append(f"[{table}]")
+    for label, keys in seen.items():
+        if not label:
+            continue
+        cell = rows.get(label, "")
+        missing += [f"{label} {key}" for key in sorted(keys)
+                    if not re.search(rf"`(\[[a-z_]+\.)?{re.escape(key)}\]?`", cell)]
+    assert missing == [], f"README's Configuration table lacks {missing}"
+
+
+def test_config_toml_shows_every_key(monkeypatch):
+    """config.toml documents the format: each key config.py reads is set
+    there, or shown in a comment."""
+    text = CONFIG.read_text()
+    missing = []
+    for label, keys in keys_read(monkeypatch).items():
+        for key in sorted(keys if label else ()):
+            # a key line (perhaps commented), a key of an inline table, or a table header
+            if not re.search(rf"(^(# ?)?|[{{,] *){re.escape(key)} *=|^\[[a-z_.]*\b{re.escape(key)}\]$", text, re.M):
+                missing.append(f"{label} {key}")
+    assert missing == [], f"config.toml neither sets nor comments {missing}"
+
+
+@pytest.mark.parametrize("stale", ["upstream.package", "binary_names", "package.license"])
+def test_no_stale_keys(stale):
+    """Keys config.py refuses (it names their replacement) are not taught."""
+    assert stale not in CONFIG.read_text()
+    assert f"`{stale}`" not in README.read_text()
+
+
+def layout_groups() -> dict[str, str]:
+    """The Layout block: entry (``buildlib/``, ``pipeline/``, ...) -> its description."""
+    block = re.search(r"```\n(.*?)```", section("Layout"), re.S).group(1)
+    groups: dict[str, str] = {}
+    name = ""
+    for line in block.splitlines():
+        head, text = line[:21].strip(), line[21:]
+        if head:
+            name = head
+        groups[name] = groups.get(name, "") + " " + text
+    return groups
+
+
+def test_layout_names_every_module():
+    groups = layout_groups()
+    buildlib = PROJECT / "buildlib"
+    missing = []
+    for path in sorted(buildlib.rglob("*.py")):
+        if path.stem.startswith("__"):
+            continue
+        entry = "buildlib/" if path.parent == buildlib else f"{path.parent.name}/"
+        if not re.search(rf"(?<![\w/.]){re.escape(path.stem)}\b", groups.get(entry, "")):
+            missing.append(str(path.relative_to(PROJECT)))
+    assert "pipeline/" in groups and "tasks/" in groups
+    assert missing == [], f"README's Layout lacks {missing}"
