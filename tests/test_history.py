@@ -378,3 +378,23 @@ def test_a_tampered_source_record_is_refused_and_nothing_is_removed(tmp_path, mo
         from buildlib.pipeline.cargo import build_flavour
         build_flavour(cfg, layout, cfg.flavour("ampere"))
     assert (victim / "precious").read_text() == "keep me"
+
+
+def test_a_damaged_source_record_is_fetched_again(tmp_path, monkeypatch):
+    """The fetch task's up-to-date check reads the source record as every
+    other stage does (Source.load): a record the later stages refuse is not
+    "up to date", so `doit fetch` writes it anew instead of leaving the build
+    to fail on it."""
+    from buildlib.pipeline.upstream import tag_unchanged
+
+    up = TinyUpstream(tmp_path / "up")
+    up.commit("0.9.2")
+    up.tag("v0.9.2")
+    cfg, layout = load(tiny_config(tmp_path, up), monkeypatch, "v0.9.2")
+    fetch(cfg, layout)
+    assert tag_unchanged(cfg, layout) is True
+    data = json.loads(layout.source_record.read_text())
+    layout.source_record.write_text(json.dumps({**data, "version": "0.9.2\nRelease: 99"}))
+    assert tag_unchanged(cfg, layout) is False
+    fetch(cfg, layout)
+    assert json.loads(layout.source_record.read_text()) == data
