@@ -241,7 +241,7 @@ def package_sbom(cfg: Config, flavour: Flavour, build: BuildRecord, bundle: Bund
     is package.url (public; upstream.url may be a local path or carry
     credentials)."""
     subject = Subject(
-        rpm_name=f"mistralrs-{flavour.name}",
+        rpm_name=flavour.package,
         rpm_version=build.rpm_version,
         rpm_release=f"{release}{cfg.package.dist}",
         arch="x86_64",
