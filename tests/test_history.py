@@ -18,12 +18,14 @@ from buildlib import config as configmod
 from buildlib.layout import Layout
 from buildlib.pipeline.cargo_messages import failure_line, package_name_version
 from buildlib.pipeline.history import compare_versions
+from buildlib.pipeline.licenses import write_bundle
 from buildlib.pipeline.records import BuildRecord, ChangelogEntry
 from buildlib.pipeline.spec import spec_text
 from buildlib.pipeline.upstream import fetch
 from buildlib.pipeline.verify import verify_artifact
 from buildlib.run import UserError
 from pipeline import demo_config, ran, run_doit, vercmp, write_config
+from test_package import fixture_bundle
 from tiny_upstream import TinyUpstream
 
 STAGES = ("fetch", "build", "verify")
@@ -286,6 +288,9 @@ def test_changelog_is_in_version_order_and_lists_only_packaged_versions(tmp_path
     # 0.9.2~rc1 never (release candidates are listed only when packaged)
     known = {"0.9.2": 2, "0.9.1~rc2": 1}
     expected = ["0.9.3-1", "0.9.2-2", "0.9.1-1", "0.9.1~rc2-1", "0.8.9-1"]
+    # the spec's License, provides and SBOM come from the licenses stage's record
+    write_bundle(layout, "ampere", fixture_bundle(), commit=record.commit, version=record.version,
+                 source_date_epoch=int(record.built_at.timestamp()), features=record.features)
     text = spec_text(cfg, layout, cfg.flavour("ampere"), record, "1", known)
     headers = re.findall(r"^\* (.+) - (\S+)$", text.split("%changelog", 1)[1], re.M)
     assert [v for _, v in headers] == expected
