@@ -171,6 +171,16 @@ class Flavour:
     def features(self, build: Build) -> tuple[str, ...]:
         return tuple(sorted(set(build.features + self.extra_features)))
 
+    @property
+    def package(self) -> str:
+        """The flavour's RPM name."""
+        return package_name(self.name)
+
+
+def package_name(flavour: str) -> str:
+    """The RPM name of the flavour named ``flavour``."""
+    return f"mistralrs-{flavour}"
+
 
 STABLE = "stable"
 """Releases and release candidates; enabled in mistralrs.repo."""

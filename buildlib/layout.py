@@ -87,6 +87,11 @@ class Layout:
         texts, one tar file (one Source of the spec)."""
         return self.build / "licenses" / flavour / LICENSE_ARCHIVE_NAME
 
+    def license_files(self, flavour: str) -> Path:
+        """Where the licenses stage lays the archive's files out before
+        packing them (removed once packed)."""
+        return self.build / "licenses" / flavour / "files"
+
     # package
     def sbom(self, flavour: str) -> Path:
         """The CycloneDX SBOM the spec task writes beside the spec."""

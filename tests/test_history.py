@@ -25,6 +25,7 @@ from buildlib.pipeline.upstream import fetch
 from buildlib.pipeline.verify import verify_artifact
 from buildlib.run import UserError
 from pipeline import demo_config, ran, run_doit, vercmp, write_config
+from test_package import fixture_bundle
 from tiny_upstream import TinyUpstream
 
 STAGES = ("fetch", "build", "verify")
@@ -287,9 +288,7 @@ def test_changelog_is_in_version_order_and_lists_only_packaged_versions(tmp_path
     # 0.9.2~rc1 never (release candidates are listed only when packaged)
     known = {"0.9.2": 2, "0.9.1~rc2": 1}
     expected = ["0.9.3-1", "0.9.2-2", "0.9.1-1", "0.9.1~rc2-1", "0.8.9-1"]
-    # the spec also carries what the binary bundles: the licenses stage's record
-    from test_package import fixture_bundle
-
+    # the spec's License, provides and SBOM come from the licenses stage's record
     write_bundle(layout, "ampere", fixture_bundle(), commit=record.commit, version=record.version,
                  source_date_epoch=int(record.built_at.timestamp()), features=record.features)
     text = spec_text(cfg, layout, cfg.flavour("ampere"), record, "1", known)
@@ -384,3 +383,23 @@ def test_a_tampered_source_record_is_refused_and_nothing_is_removed(tmp_path, mo
         from buildlib.pipeline.cargo import build_flavour
         build_flavour(cfg, layout, cfg.flavour("ampere"))
     assert (victim / "precious").read_text() == "keep me"
+
+
+def test_a_damaged_source_record_is_fetched_again(tmp_path, monkeypatch):
+    """The fetch task's up-to-date check reads the source record as every
+    other stage does (Source.load): a record the later stages refuse is not
+    "up to date", so `doit fetch` writes it anew instead of leaving the build
+    to fail on it."""
+    from buildlib.pipeline.upstream import tag_unchanged
+
+    up = TinyUpstream(tmp_path / "up")
+    up.commit("0.9.2")
+    up.tag("v0.9.2")
+    cfg, layout = load(tiny_config(tmp_path, up), monkeypatch, "v0.9.2")
+    fetch(cfg, layout)
+    assert tag_unchanged(cfg, layout) is True
+    data = json.loads(layout.source_record.read_text())
+    layout.source_record.write_text(json.dumps({**data, "version": "0.9.2\nRelease: 99"}))
+    assert tag_unchanged(cfg, layout) is False
+    fetch(cfg, layout)
+    assert json.loads(layout.source_record.read_text()) == data

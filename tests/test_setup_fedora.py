@@ -187,14 +187,20 @@ def test_selinux_without_semanage_says_which_package(fedora):
     assert fedora.calls() == [["getenforce"]]
 
 
+# What open_web_ports asks before it changes anything (permanent and live).
+FIREWALL_QUERIES = [
+    ["firewall-cmd", "--state"],
+    ["firewall-cmd", "--permanent", "--query-service=http"],
+    ["firewall-cmd", "--permanent", "--query-service=https"],
+    ["firewall-cmd", "--query-service=http"],
+    ["firewall-cmd", "--query-service=https"],
+]
+
+
 def test_firewall_opens_http_and_https_once(fedora, capfd):
     assert firewall.open_web_ports(fedora.host) is True
     assert fedora.calls() == [
-        ["firewall-cmd", "--state"],
-        ["firewall-cmd", "--permanent", "--query-service=http"],
-        ["firewall-cmd", "--permanent", "--query-service=https"],
-        ["firewall-cmd", "--query-service=http"],
-        ["firewall-cmd", "--query-service=https"],
+        *FIREWALL_QUERIES,
         ["firewall-cmd", "--permanent", "--add-service=http", "--add-service=https"],
         ["firewall-cmd", "--reload"],
     ]
@@ -202,13 +208,7 @@ def test_firewall_opens_http_and_https_once(fedora, capfd):
     assert "wrote: firewalld opens http, https (permanent, reloaded)" in capfd.readouterr().err
 
     assert firewall.open_web_ports(fedora.host) is False
-    assert fedora.calls() == [
-        ["firewall-cmd", "--state"],
-        ["firewall-cmd", "--permanent", "--query-service=http"],
-        ["firewall-cmd", "--permanent", "--query-service=https"],
-        ["firewall-cmd", "--query-service=http"],
-        ["firewall-cmd", "--query-service=https"],
-    ]
+    assert fedora.calls() == FIREWALL_QUERIES
     assert capfd.readouterr().err.strip() == "unchanged: firewalld opens http, https"
 
 

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import tomli_w
+
 import pipeline
 
 DAY = "2026-03-01T12:00:00+00:00"
@@ -31,17 +33,18 @@ class TinyUpstream:
         for old in self.path.iterdir():
             if old.name != ".git":
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
-        members = ", ".join(f'"{p}"' for p in packages)
-        (self.path / "Cargo.toml").write_text(
-            f'[workspace]\nmembers = [{members}]\nresolver = "2"\n\n'
-            f'[workspace.package]\nversion = "{version}"\nedition = "2021"\n')
+        (self.path / "Cargo.toml").write_text(tomli_w.dumps({
+            "workspace": {"members": list(packages), "resolver": "2",
+                          "package": {"version": version, "edition": "2021"}},
+        }))
         for package, binaries in packages.items():
             src = self.path / package / "src"
             src.mkdir(parents=True)
-            bins = "".join(f'\n[[bin]]\nname = "{b}"\npath = "src/main.rs"\n' for b in binaries)
-            (self.path / package / "Cargo.toml").write_text(
-                f'[package]\nname = "{package}"\nversion.workspace = true\nedition.workspace = true\n'
-                f'license = "MIT"\n{bins}')
+            (self.path / package / "Cargo.toml").write_text(tomli_w.dumps({
+                "package": {"name": package, "version": {"workspace": True}, "edition": {"workspace": True},
+                            "license": "MIT"},
+                "bin": [{"name": b, "path": "src/main.rs"} for b in binaries],
+            }))
             (src / "main.rs").write_text(
                 'fn main() { println!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")); }\n')
             if build_rs is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -153,18 +154,25 @@ def _message(body: bytes) -> str:
     return msg[:200] if isinstance(msg, str) else ""
 
 
+def _api_get(http: Http, url: str, accept: str, conditional: Callable[[str], bool], what: str) -> Answer:
+    """GET an API URL; a remembered answer (304, its stored value checked by
+    ``conditional``) as is, any other checked by :func:`_check_api_answer`."""
+    answer = http.get(url, {"Accept": accept, "X-GitHub-Api-Version": API_VERSION}, conditional=conditional)
+    if not answer.remembered:
+        _check_api_answer(answer, url, what)
+    return answer
+
+
 def latest_release(http: Http, api: str, repository: str) -> tuple[str | None, str]:
     """(tag, problem): the validated tag of the latest release, or None and
     why not (no release yet, or a refused answer)."""
     url = f"{api}/repos/{repository}/releases/latest"
-    answer = http.get(url, {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
-                      conditional=_release_tag)
-    if answer.remembered:
-        return answer.remembered, ""
     try:
-        _check_api_answer(answer, url, f"{repository}: latest release")
+        answer = _api_get(http, url, "application/vnd.github+json", _release_tag, f"{repository}: latest release")
     except NotFound:
         return None, "upstream has no release yet"
+    if answer.remembered:
+        return answer.remembered, ""
     try:
         data = parse_json(answer.body)
     except TooDeep as e:
@@ -200,14 +208,12 @@ def _commit(value: str) -> bool:
 
 def head_commit(http: Http, api: str, repository: str, branch: str) -> tuple[str | None, str]:
     url = f"{api}/repos/{repository}/commits/{branch}"
-    answer = http.get(url, {"Accept": "application/vnd.github.sha", "X-GitHub-Api-Version": API_VERSION},
-                      conditional=_commit)
-    if answer.remembered:
-        return answer.remembered, ""
     try:
-        _check_api_answer(answer, url, f"{repository}: head of {branch}")
+        answer = _api_get(http, url, "application/vnd.github.sha", _commit, f"{repository}: head of {branch}")
     except NotFound:
         raise UserError(f"upstream.branch = {branch!r}: GitHub has no such branch in {repository}") from None
+    if answer.remembered:
+        return answer.remembered, ""
     text = answer.body.decode("ascii", errors="replace").strip()
     if text.startswith("{"):  # a proxy that dropped our Accept header
         try:

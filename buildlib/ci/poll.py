@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import STABLE, UNSTABLE, Config, Poll
+from ..config import STABLE, UNSTABLE, Config, Poll, package_name
 from ..layout import Layout
 from ..publish import repodata
 from ..publish.channels import channel_dir
@@ -124,10 +124,6 @@ def read_repository(http: Http, url: str) -> Repository:
 
 
 # --- the decision ----------------------------------------------------------
-
-
-def package_name(flavour: str) -> str:
-    return f"mistralrs-{flavour}"
 
 
 def _decide_channel(flavours: list[str], repo: Repository, has: Callable[[set[str] | frozenset[str]], bool],

@@ -223,10 +223,10 @@ def walk_front_door(cfg: Config, url: str, scratch: Path) -> FrontDoor:
                         env={"PATH": f"{smi}{os.pathsep}{os.environ.get('PATH', '')}"}, quiet=True)
         if chosen != f.name:
             raise UserError(f"mistralrs-flavour chose {chosen!r} for compute capability {gpu}; expected {f.name}")
-        package = f"mistralrs-{chosen}"
+        package = f.package
         # from here on dnf knows our repositories only through the release package's .repo file and key
         root.with_installed_repos().dnf("install", package, check=True, timeout=300)
-        binary = root.root / "usr" / "bin" / cfg.upstream.binary_name(BuildRecord.load(Layout.of(cfg), f.name).version)
+        binary = root.root / "usr" / "bin" / cfg.upstream.binary_name(BuildRecord.load(Layout.of(cfg), f).version)
         reported = json.loads(output([binary, "info"], quiet=True))
         if reported.get("compute_cap") != str(f.compute_cap):
             raise UserError(f"the installed {package} reports compute capability {reported.get('compute_cap')}")

@@ -109,10 +109,10 @@ def build_standin_repo(dest: Path, provides: list[str], name: str = "mrpm-standi
     top = dest / "rpmbuild"
     spec = dest / f"{name}.spec"
     spec.write_text(STANDIN_SPEC.format(name=name, provides="\n".join(f"Provides: {p}" for p in provides)))
-    rpmbuild(spec, top)
+    built = rpmbuild(spec, top, expect=1)
     repo = dest / "repo"
     repo.mkdir(exist_ok=True)
-    for rpm in (top / "RPMS" / "noarch").glob("*.rpm"):
+    for rpm in built:
         os.replace(rpm, repo / rpm.name)
     run([require_tool("createrepo_c", "install createrepo-c"), "--quiet", repo], capture=True)
     return repo

@@ -116,7 +116,7 @@ def build_release_package(cfg: Config, layout: Layout, host: Host) -> Path:
     (sources / "mistralrs-flavour").write_text(render_flavour_script(cfg))
     spec = top / "mistralrs-release.spec"
     spec.write_text(render_spec(cfg, host, fingerprint, created))
-    rpmbuild(spec, top, defines={
+    packages = rpmbuild(spec, top, defines={
         "_sourcedir": str(sources),
         "dist": cfg.package.dist,
         "_binary_payload": PAYLOAD,
@@ -125,10 +125,10 @@ def build_release_package(cfg: Config, layout: Layout, host: Host) -> Path:
         "clamp_mtime_to_source_date_epoch": "1",
         "_build_id_links": "none",
     }, env={"SOURCE_DATE_EPOCH": str(created), "TZ": "UTC"})
-    built = top / "RPMS" / "noarch" / layout.release_rpm(host.release_package_version, cfg.package.dist).name
-    if not built.exists():
-        raise ReleasePackageError(f"rpmbuild did not produce {built.name} in {built.parent}")
     dest = layout.release_rpm(host.release_package_version, cfg.package.dist)
+    built = next((p for p in packages if p.name == dest.name), None)
+    if built is None:
+        raise ReleasePackageError(f"rpmbuild did not produce {dest.name} in {top}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.copyfile(built, tmp)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..layout import Layout
 from ..publish.rpms import compare_evr
 from ..refs import COMMIT, TAG, Ref, rpm_version_of_tag
 from ..run import UserError, log, output, run
@@ -152,44 +150,9 @@ def remote_tag_commit(cfg: Config, ref: Ref) -> str | None:
     return found.get(f"refs/tags/{tag}^{{}}") or found.get(f"refs/tags/{tag}")
 
 
-def recorded_commit(layout: Layout, ref: str) -> str | None:
-    """The commit the last fetch recorded for ref, if it fetched that ref."""
-    try:
-        data = json.loads(layout.source_record.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("ref") != ref:
-        return None
-    commit = data.get("commit")
-    return commit if isinstance(commit, str) and COMMIT.match(commit) else None
-
-
-def tag_unchanged(cfg: Config, layout: Layout) -> bool:
-    """doit uptodate check of the fetch task: asks the remote on every run
-    whether the configured tag still names the commit fetched last time.
-    A commit id cannot move; an unreachable remote (working offline) keeps
-    what was fetched, with a warning."""
-    ref = cfg.upstream.ref  # checked when the config was loaded
-    recorded = recorded_commit(layout, ref.text)
-    if recorded is None:
-        return False
-    if not ref.is_tag:
-        return True
-    try:
-        now = remote_tag_commit(cfg, ref)
-    except UserError as e:
-        log(f"warning: cannot ask upstream whether {ref.text} moved ({e}); keeping {recorded[:12]}")
-        return True
-    if now != recorded:
-        where = f"now {now[:12]}" if now else "gone"
-        log(f"tag {ref.text} moved upstream: was {recorded[:12]}, {where}; fetching and rebuilding")
-        return False
-    return True
-
-
-def note_moved_tag(layout: Layout, ref: Ref, commit: str) -> None:
-    """Say so when a fetch finds a tag on another commit than last time."""
-    before = recorded_commit(layout, ref.text)
+def note_moved_tag(before: str | None, ref: Ref, commit: str) -> None:
+    """Say so when a fetch finds a tag on another commit (``commit``) than
+    the one the last fetch recorded (``before``)."""
     if before is not None and before != commit and ref.is_tag:
         log(f"warning: tag {ref.text} moved upstream from {before[:12]} to {commit[:12]}: rebuilding from the new commit")
 

@@ -70,7 +70,7 @@ def write_bundle(layout: Layout, flavour: str, bundle: bundled.Bundle, *, commit
                  source_date_epoch: int, features: tuple[str, ...]) -> BundleRecord:
     """The license archive, then the record that names its digest."""
     archive = layout.license_archive(flavour)
-    files = archive.parent / "files"
+    files = layout.license_files(flavour)
     shutil.rmtree(files, ignore_errors=True)
     bundled.write_license_files(bundle, files)
     atomic_write(archive, tar_bytes(files, source_date_epoch))

@@ -29,12 +29,11 @@ from pathlib import Path
 
 from ..config import BundledComponent, Config, Flavour
 from .bundled import Bundle, Crate
-from .records import BuildRecord, BundleRecord
+from .records import SHA256, BuildRecord, BundleRecord
 from ..run import UserError, atomic_write
 
 PROPERTY_PREFIX = "mistralrs-rpm"
 SERIAL_NAMESPACE = uuid.UUID("6f0c1d52-3a41-5b7e-9b8e-2c1f6d0e4a90")
-SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 GITHUB = re.compile(r"^https://github\.com/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+?)(\.git)?/?\Z")
 
 
@@ -242,7 +241,7 @@ def package_sbom(cfg: Config, flavour: Flavour, build: BuildRecord, bundle: Bund
     is package.url (public; upstream.url may be a local path or carry
     credentials)."""
     subject = Subject(
-        rpm_name=f"mistralrs-{flavour.name}",
+        rpm_name=flavour.package,
         rpm_version=build.rpm_version,
         rpm_release=f"{release}{cfg.package.dist}",
         arch="x86_64",

@@ -35,7 +35,7 @@ from datetime import date
 from pathlib import Path
 
 from .. import layout as paths
-from ..config import URL, Config, Flavour
+from ..config import URL, Config, Flavour, package_name
 from ..layout import Layout
 from ..run import Stopwatch, UserError, atomic_write, sha256_of
 from ..spdx import spdx_problem
@@ -148,7 +148,7 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
     # checked before the SBOM, which names them too
     url = _checked(settings["url"], URL, "package.url", "an http(s) URL")
     license = _license(bundle.license)
-    name = f"mistralrs-{flavour.name}"
+    name = flavour.package
 
     changelog = list(record.changelog)
     if not changelog or changelog[0].rpm_version != record.rpm_version:
@@ -185,7 +185,7 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
         "artifact_sha256": record.sha256,
         "binary_name": record.binary_name,
         "requires": _requires(settings, record.features),
-        "conflicts": [f"mistralrs-{other}" for other in settings["flavours"] if other != flavour.name],
+        "conflicts": [package_name(other) for other in settings["flavours"] if other != flavour.name],
         "description": _description(tuple(settings["gpus"]), settings["compute_cap"], record),
         "source_digests": source_digests,
         "changelog": entries,
@@ -262,7 +262,7 @@ def render_spec(cfg: Config, layout: Layout, flavour: Flavour, release: int | No
     atomic_write(layout.sbom(flavour.name), sbom_text)
     target = layout.spec(flavour.name)
     atomic_write(target, text)
-    clock.done(f"mistralrs-{flavour.name}-{record.rpm_version}-{chosen} ({why})")
+    clock.done(f"{flavour.package}-{record.rpm_version}-{chosen} ({why})")
     return target
 
 

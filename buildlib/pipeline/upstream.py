@@ -11,8 +11,8 @@ from pathlib import Path
 from ..config import Config
 from ..layout import Layout
 from ..refs import COMMIT, RPM_VERSION, TAG, Ref, RefError, rpm_version_of_tag, snapshot_version, tag_version
-from ..run import Stopwatch, UserError, atomic_write, output, run
-from .history import check_on_branch, network, note_moved_tag, release_tags
+from ..run import Stopwatch, UserError, atomic_write, log, output, run
+from .history import check_on_branch, network, note_moved_tag, release_tags, remote_tag_commit
 
 GIT = "git"
 CHANGELOG_ENTRIES = 10
@@ -64,6 +64,40 @@ class Source:
             raise ValueError(f"version {self.version!r} / rpm_version {self.rpm_version!r} are not tag {self.ref}'s")
 
 
+def recorded_commit(layout: Layout, ref: str) -> str | None:
+    """The commit the last fetch recorded for ref, if it fetched that ref
+    and its record is one :meth:`Source.load` accepts (a damaged record
+    means fetching again, which writes it anew)."""
+    try:
+        source = Source.load(layout.source_record)
+    except UserError:
+        return None
+    return source.commit if source.ref == ref else None
+
+
+def tag_unchanged(cfg: Config, layout: Layout) -> bool:
+    """doit uptodate check of the fetch task: asks the remote on every run
+    whether the configured tag still names the commit fetched last time.
+    A commit id cannot move; an unreachable remote (working offline) keeps
+    what was fetched, with a warning."""
+    ref = cfg.upstream.ref  # checked when the config was loaded
+    recorded = recorded_commit(layout, ref.text)
+    if recorded is None:
+        return False
+    if not ref.is_tag:
+        return True
+    try:
+        now = remote_tag_commit(cfg, ref)
+    except UserError as e:
+        log(f"warning: cannot ask upstream whether {ref.text} moved ({e}); keeping {recorded[:12]}")
+        return True
+    if now != recorded:
+        where = f"now {now[:12]}" if now else "gone"
+        log(f"tag {ref.text} moved upstream: was {recorded[:12]}, {where}; fetching and rebuilding")
+        return False
+    return True
+
+
 def _git(layout: Layout, *args: str, **kwargs) -> str:
     return output([GIT, f"--git-dir={layout.mirror}", *args], **kwargs)
 
@@ -87,7 +121,7 @@ def update_mirror(cfg: Config, layout: Layout) -> None:
     current = _git(layout, "config", "--get", "remote.origin.url", check=False)
     if current != url:
         run([GIT, f"--git-dir={layout.mirror}", "remote", "set-url", "origin", "--", url])
-    # --force: a tag moved upstream replaces the mirror's (history.tag_unchanged noticed it)
+    # --force: a tag moved upstream replaces the mirror's (tag_unchanged noticed it)
     run([GIT, f"--git-dir={layout.mirror}", "fetch", "--prune", "--tags", "--force", "origin"], **network(cfg))
 
 
@@ -155,7 +189,7 @@ def fetch(cfg: Config, layout: Layout) -> Source:
         raise RefError(f"{kind} {ref.text} does not exist in {cfg.upstream.url}")
     if ref.is_commit:
         check_on_branch(cfg, layout.mirror, commit)
-    note_moved_tag(layout, ref, commit)
+    note_moved_tag(recorded_commit(layout, ref.text), ref, commit)
     source = describe(cfg, layout, ref, commit)
     cfg.upstream.program(source.version)  # a version no row covers is refused before any build
     ensure_tree(layout, commit)

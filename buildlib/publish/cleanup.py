@@ -206,6 +206,7 @@ def watch(path: Path, *, gnupghome: bool = False) -> None:
     global _watchdog
     with _watch_lock:
         if _watchdog is None or _watchdog.poll() is not None:
+            # Popen, not run.run: it must outlive this call (run.run waits for its command).
             # its own session: a signal to the publish's process group does not reach it;
             # the pipe's write end is ours alone (not inherited by other children)
             _watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG], stdin=subprocess.PIPE,

@@ -91,7 +91,7 @@ def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerpri
         })
     flavours = []
     for flavour in cfg.flavours:
-        name = f"mistralrs-{flavour.name}"
+        name = flavour.package
         versions = {}
         for channel in cfg.channels:
             # each version with its SBOM, published beside the package

@@ -8,8 +8,7 @@ from doit.tools import config_changed
 
 from ..pipeline.cargo import adopt_prebuilt, build_flavour, build_inputs
 from ..pipeline.doctor import doctor
-from ..pipeline.history import tag_unchanged
-from ..pipeline.upstream import fetch
+from ..pipeline.upstream import fetch, tag_unchanged
 from ..pipeline.verify import verify_artifact
 from . import context
 from .context import action
