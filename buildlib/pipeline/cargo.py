@@ -32,15 +32,68 @@ def cuda_home(nvcc: str) -> Path:
     return Path(os.path.realpath(nvcc)).parent.parent
 
 
-def build_env(cfg: Config, layout: Layout, flavour: Flavour) -> dict[str, str]:
+# Where the build's own paths appear in the binary (panic locations, debug
+# file names, nvcc's __FILE__), these stable names stand in for them, so the
+# binary does not depend on the checkout, cache or cargo home it was built in.
+REMAPPED_SOURCE = "/usr/src/mistralrs"
+REMAPPED_TARGET = "/usr/src/mistralrs-target"
+REMAPPED_CARGO_HOME = "/usr/src/cargo-home"
+
+
+def cargo_home() -> Path:
+    """cargo's home as cargo itself finds it (CARGO_HOME, else ~/.cargo)."""
+    return Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo").resolve()
+
+
+def path_remaps(layout: Layout, flavour: Flavour) -> list[tuple[Path, str]]:
+    """(build path, stable name) pairs: the source trees' parent (one string
+    for every commit, so switching refs leaves RUSTFLAGS alone and cargo's
+    cache of dependencies valid), the flavour's target directory and cargo's
+    home (registry sources, git checkouts)."""
+    return [
+        (layout.source_tree("0").parent.resolve(), REMAPPED_SOURCE),
+        (layout.target_dir(flavour.name).resolve(), REMAPPED_TARGET),
+        (cargo_home(), REMAPPED_CARGO_HOME),
+    ]
+
+
+def reproducible_rustflags(cfg: Config, layout: Layout, flavour: Flavour) -> str:
+    """config's build.rustflags plus the path remaps and ``-Wl,-x``: the
+    linker drops local symbols, among them nvcc's per-process temporary
+    file names (tmpxft_<pid>_...), which no two builds share."""
+    for path, _ in path_remaps(layout, flavour):
+        if any(c.isspace() for c in str(path)):
+            raise UserError(f"{path} contains white space, which RUSTFLAGS cannot carry: use paths without spaces")
+    remaps = [f"--remap-path-prefix={path}={name}" for path, name in path_remaps(layout, flavour)]
+    return " ".join([cfg.build.rustflags, *remaps, "-C", "link-arg=-Wl,-x"]).strip()
+
+
+def nvcc_flags(layout: Layout, flavour: Flavour) -> str:
+    """NVCC_APPEND_FLAGS: the host compiler's __FILE__ and debug paths
+    remapped like rustc's."""
+    return " ".join(f"-Xcompiler -ffile-prefix-map={path}={name}" for path, name in path_remaps(layout, flavour)[:2])
+
+
+def source_date_epoch(commit_date: str) -> int:
+    """SOURCE_DATE_EPOCH: the upstream commit's time (git's %cI)."""
+    try:
+        return int(datetime.fromisoformat(commit_date).timestamp())
+    except ValueError:
+        raise UserError(f"commit date {commit_date!r} is not an ISO 8601 time; run `doit fetch` again") from None
+
+
+def build_env(cfg: Config, layout: Layout, flavour: Flavour, sde: int | None = None) -> dict[str, str]:
     env = {
         "CUDA_COMPUTE_CAP": str(flavour.compute_cap),
-        "RUSTFLAGS": cfg.build.rustflags,
+        "RUSTFLAGS": reproducible_rustflags(cfg, layout, flavour),
+        "NVCC_APPEND_FLAGS": nvcc_flags(layout, flavour),
         "CARGO_TARGET_DIR": str(layout.target_dir(flavour.name)),
         "CUDAFORGE_HOME": str(layout.cudaforge_home),
         "CUDAFORGE_THREADS": str(cfg.build.nvcc_threads),
         "RAYON_NUM_THREADS": str(cfg.build.nvcc_threads),
     }
+    if sde is not None:
+        env["SOURCE_DATE_EPOCH"] = str(sde)
     if sys.__stderr__ is not None and sys.__stderr__.isatty():
         # cargo sees a pipe (its output is kept for error messages); the
         # person watching has a terminal, so keep its live progress bar.
@@ -80,7 +133,8 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
     watch = Stopwatch(f"build {name}")
     tree = ensure_tree(layout, source.commit)
     binary_name = cfg.upstream.binary_name(source.version)
-    env = build_env(cfg, layout, flavour)
+    sde = source_date_epoch(source.commit_date)
+    env = build_env(cfg, layout, flavour, sde)
     for d in (layout.target_dir(name), layout.cudaforge_home, layout.artifacts):
         d.mkdir(parents=True, exist_ok=True)
     run(cargo_argv(cfg, flavour, source), cwd=tree, env=env)
@@ -106,6 +160,7 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
         binary_name=binary_name,
         **tool_versions(),
         rustflags=cfg.build.rustflags,
+        source_date_epoch=sde,
         sha256=digest,
         size=tmp.stat().st_size,
         duration_s=round(watch.seconds, 1),
