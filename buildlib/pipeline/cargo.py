@@ -45,7 +45,7 @@ def cargo_home() -> Path:
     return Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo").resolve()
 
 
-def path_remaps(layout: Layout, flavour: Flavour) -> list[tuple[Path, str]]:
+def path_remaps(layout: Layout, flavour: Flavour, home: Path | None = None) -> list[tuple[Path, str]]:
     """(build path, stable name) pairs: the source trees' parent (one string
     for every commit, so switching refs leaves RUSTFLAGS alone and cargo's
     cache of dependencies valid), the flavour's target directory and cargo's
@@ -53,18 +53,18 @@ def path_remaps(layout: Layout, flavour: Flavour) -> list[tuple[Path, str]]:
     return [
         (layout.source_tree("0").parent.resolve(), REMAPPED_SOURCE),
         (layout.target_dir(flavour.name).resolve(), REMAPPED_TARGET),
-        (cargo_home(), REMAPPED_CARGO_HOME),
+        (home or cargo_home(), REMAPPED_CARGO_HOME),
     ]
 
 
-def reproducible_rustflags(cfg: Config, layout: Layout, flavour: Flavour) -> str:
+def reproducible_rustflags(cfg: Config, layout: Layout, flavour: Flavour, home: Path | None = None) -> str:
     """config's build.rustflags plus the path remaps and ``-Wl,-x``: the
     linker drops local symbols, among them nvcc's per-process temporary
     file names (tmpxft_<pid>_...), which no two builds share."""
-    for path, _ in path_remaps(layout, flavour):
+    for path, _ in path_remaps(layout, flavour, home):
         if any(c.isspace() for c in str(path)):
             raise UserError(f"{path} contains white space, which RUSTFLAGS cannot carry: use paths without spaces")
-    remaps = [f"--remap-path-prefix={path}={name}" for path, name in path_remaps(layout, flavour)]
+    remaps = [f"--remap-path-prefix={path}={name}" for path, name in path_remaps(layout, flavour, home)]
     return " ".join([cfg.build.rustflags, *remaps, "-C", "link-arg=-Wl,-x"]).strip()
 
 
@@ -82,10 +82,15 @@ def source_date_epoch(commit_date: str) -> int:
         raise UserError(f"commit date {commit_date!r} is not an ISO 8601 time; run `doit fetch` again") from None
 
 
-def build_env(cfg: Config, layout: Layout, flavour: Flavour, sde: int | None = None) -> dict[str, str]:
+def build_env(cfg: Config, layout: Layout, flavour: Flavour, sde: int | None = None,
+              home: Path | None = None) -> dict[str, str]:
+    """home: cargo's home (default: as cargo finds it; the rebuild check
+    gives a fresh one)."""
+    home = home or cargo_home()
     env = {
         "CUDA_COMPUTE_CAP": str(flavour.compute_cap),
-        "RUSTFLAGS": reproducible_rustflags(cfg, layout, flavour),
+        "CARGO_HOME": str(home),
+        "RUSTFLAGS": reproducible_rustflags(cfg, layout, flavour, home),
         "NVCC_APPEND_FLAGS": nvcc_flags(layout, flavour),
         "CARGO_TARGET_DIR": str(layout.target_dir(flavour.name)),
         "CUDAFORGE_HOME": str(layout.cudaforge_home),
@@ -100,8 +105,8 @@ def build_env(cfg: Config, layout: Layout, flavour: Flavour, sde: int | None = N
         env.update(CARGO_TERM_PROGRESS_WHEN="always", CARGO_TERM_COLOR="always")
     nvcc = shutil.which("nvcc")
     if nvcc:
-        home = str(cuda_home(nvcc))
-        env.update(CUDA_HOME=home, CUDA_PATH=home, CUDA_TOOLKIT_ROOT_DIR=home)
+        toolkit = str(cuda_home(nvcc))
+        env.update(CUDA_HOME=toolkit, CUDA_PATH=toolkit, CUDA_TOOLKIT_ROOT_DIR=toolkit)
     return env
 
 
@@ -127,14 +132,14 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def build_flavour(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
+def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | None = None) -> dict:
     name = flavour.name
     source = Source.load(layout.source_record)
     watch = Stopwatch(f"build {name}")
     tree = ensure_tree(layout, source.commit)
     binary_name = cfg.upstream.binary_name(source.version)
     sde = source_date_epoch(source.commit_date)
-    env = build_env(cfg, layout, flavour, sde)
+    env = build_env(cfg, layout, flavour, sde, home)
     for d in (layout.target_dir(name), layout.cudaforge_home, layout.artifacts):
         d.mkdir(parents=True, exist_ok=True)
     run(cargo_argv(cfg, flavour, source), cwd=tree, env=env)
