@@ -51,8 +51,12 @@ reproduced (the signature carries its time), so each channel keeps
 ``repodata/mrpm-index.json``: the SHA-256 of each published package's main
 header (``%{SHA256HEADER}``, which signing leaves alone) by its file's
 checksum.  A package in dist/ whose file name is published with the same
-header digest is already there and is skipped (publishing again uploads no
-package bytes); with another digest the publish stops: raise the release.
+header digest is already there and is reported unchanged (publishing again
+uploads no package bytes).  The main header holds the payload's digest
+(PAYLOADDIGEST) and every file's, and signing adds only a signature header,
+so a bit-for-bit rebuild of a published package (``doit rebuild-check``)
+compares equal whatever was signed; with another digest the publish stops:
+raise the release.
 
 **The lock** (:meth:`.transport.Transport.lock`).  Local target:
 ``fcntl.flock`` on the lock file at the top (``layout.PUBLISH_LOCK_NAME``).
@@ -64,9 +68,13 @@ fetching the metadata to pruning, so two publishes (or the stable and the
 unstable one) never interleave and the second one builds on the first one's
 metadata.
 
-**CI.**  ``doit publish`` reads only dist/*.rpm and depends on no build task,
-so a CI job that downloads the packages into dist/ publishes them with an
-empty doit state and runs no build.
+**Which packages.**  Only those the current rpm records name, plus the
+current ``mistralrs-release`` (:func:`current_packages`): a package left in
+dist/ by an earlier or abandoned build never reaches users.
+
+**CI.**  ``doit publish`` reads only dist/ (and build/rpm/ where present) and
+depends on no build task, so a CI job that downloads the packages into dist/
+publishes them with an empty doit state and runs no build.
 """
 
 from __future__ import annotations
@@ -81,6 +89,7 @@ from pathlib import Path, PurePosixPath
 
 from ..config import Channel, Config, LocalTarget, Publish, SshTarget
 from ..layout import Layout
+from ..pipeline.records import RpmRecord
 from ..run import Stopwatch, atomic_write, log, require_tool, run
 from . import signing, site
 from .channels import REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
@@ -114,7 +123,7 @@ def expire_minutes(seconds: int) -> int:
 class ChannelReport:
     channel: str
     added: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     metadata_rebuilt: bool = False
@@ -174,7 +183,7 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
         if pub is None:
             new.append(rpm)
         elif old.index.get(pub.pkgid) == rpm.header_sha256:
-            report.skipped.append(href)
+            report.unchanged.append(href)
         else:
             raise PublishError(
                 f"{href} is already published in channel {channel.name} with other content;"
@@ -190,7 +199,7 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
                    and n not in {r.path.name for r in new})
 
     if not new and not report.pruned and signature_ok:
-        log(f"{tag}: up to date ({len(report.skipped)} already published)")
+        log(f"{tag}: up to date ({len(report.unchanged)} unchanged, already published)")
         target.delete(rel, stray)
         report.pruned += stray
         return report
@@ -279,13 +288,39 @@ def _upload_index(cfg: Config, target: Transport, key: signing.SigningKey, repor
     return held
 
 
+def current_packages(cfg: Config, layout: Layout) -> list[Path]:
+    """The packages of dist/ to publish: those the current rpm records name
+    (one per configured flavour, layout.rpm_record) and the current
+    mistralrs-release package.  Any other package in dist/ (an earlier
+    version, a build abandoned when a setting was reverted) is left out with
+    a line.  Where there is no rpm record at all, dist/ was handed over
+    without them (a CI publish job downloads only the packages, built in the
+    same run) and every package in it is published."""
+    in_dist = sorted(layout.dist.glob("*.rpm"))
+    records = [RpmRecord.load(layout, f) for f in cfg.flavours if layout.rpm_record(f.name).exists()]
+    if not records:
+        if in_dist:
+            log(f"publish: no rpm record of any flavour: publishing every package in {layout.dist} (handed over, as in CI)")
+        return in_dist
+    current = {layout.release_rpm(cfg.host.release_package_version, cfg.package.dist).name}
+    for record in records:
+        if not (layout.dist / record.file).is_file():
+            raise PublishError(f"{layout.rpm_record(record.flavour)} names {record.file}, which is not in"
+                               f" {layout.dist}: run `doit rpm:{record.flavour}` again")
+        current.add(record.file)
+    for path in in_dist:
+        if path.name not in current:
+            log(f"publish: leaving out {path.name}: no current rpm record names it (an earlier or abandoned build)")
+    return [p for p in in_dist if p.name in current]
+
+
 def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dict:
-    """Publish dist/*.rpm: each to its channels (:func:`.channels.channels_for`), or
+    """Publish dist/'s current packages (:func:`current_packages`): each to its channels (:func:`.channels.channels_for`), or
     only to ``channel``; then the index page at the top."""
     watch = Stopwatch("publish")
     if channel:
         cfg.channel(channel)  # validates the name
-    paths = sorted(layout.dist.glob("*.rpm"))
+    paths = current_packages(cfg, layout)
     if not paths:
         raise PublishError(f"nothing to publish: {layout.dist} holds no RPMs (run `doit package`, or put the packages there)")
     rpms = read_rpms(paths)
@@ -316,11 +351,11 @@ def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dic
             held = _upload_index(cfg, target, key, reports, datetime.now(timezone.utc))
         sent = dict(target.bytes_sent)
     summary = "; ".join(
-        f"{r.channel}: +{len(r.added)} ={len(r.skipped)} -{len(r.pruned)}" for r in reports
+        f"{r.channel}: +{len(r.added)} ={len(r.unchanged)} -{len(r.pruned)}" for r in reports
     )
     watch.done(f"{summary}; package bytes sent {sent.get('packages', 0)}")
     return {
-        "channels": {r.channel: {"added": r.added, "skipped": r.skipped, "pruned": r.pruned, "kept": r.kept,
+        "channels": {r.channel: {"added": r.added, "unchanged": r.unchanged, "pruned": r.pruned, "kept": r.kept,
                                  "metadata_rebuilt": r.metadata_rebuilt} for r in reports},
         "index": held,
         "bytes_sent": sent,
