@@ -185,3 +185,48 @@ def test_choose_release():
     assert choose_release({a: 3}, a, 7, never) == (7, "given")
     with pytest.raises(UserError, match="lower than release 3"):
         choose_release({a: 3}, b, 2, never)
+
+
+def test_rustc_remaps_cargo_home_and_the_target_directory(tmp_path, demo_upstream):
+    """What the demo does not show (its crates are vendored into the tree,
+    its sources name no path): a crate from cargo's home and code generated
+    into the target directory, both naming their file with file!(), built
+    with the build stage's environment in two places."""
+    from buildlib.pipeline.cargo import build_env
+    from buildlib.run import run
+
+    binaries = []
+    for root in (tmp_path / "a", tmp_path / "elsewhere" / "b"):
+        cfg = load(project(root, demo_upstream.path, root / "cache"))
+        layout = Layout.of(cfg)
+        home = root / "cargo-home"
+        # a crates.io crate as cargo's home holds it (a directory source standing
+        # in for the registry: the crate keeps its crates.io identity)
+        dep = home / "registry" / "src" / "index.crates.io-0000" / "dep-1.0.0"
+        tree = layout.source_tree("0" * 40)
+        (dep / "src").mkdir(parents=True)
+        (dep / "Cargo.toml").write_text('[package]\nname = "dep"\nversion = "1.0.0"\nedition = "2021"\n')
+        (dep / "src" / "lib.rs").write_text("pub fn here() -> &'static str { file!() }\n")
+        (dep / ".cargo-checksum.json").write_text('{"files": {}, "package": null}')
+        (tree / "src").mkdir(parents=True)
+        (tree / ".cargo").mkdir()
+        (tree / ".cargo" / "config.toml").write_text(
+            f'[source.crates-io]\nreplace-with = "home"\n[source.home]\ndirectory = "{dep.parent}"\n')
+        (tree / "Cargo.toml").write_text(
+            '[package]\nname = "probe"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\ndep = "1.0.0"\n')
+        (tree / "build.rs").write_text(
+            'fn main() {\n    let out = std::env::var("OUT_DIR").unwrap();\n'
+            '    std::fs::write(format!("{out}/gen.rs"), "pub fn generated() -> &\'static str { file!() }\\n").unwrap();\n}\n')
+        (tree / "src" / "main.rs").write_text(
+            'include!(concat!(env!("OUT_DIR"), "/gen.rs"));\n'
+            'fn main() { println!("{} {}", dep::here(), generated()); }\n')
+        env = build_env(cfg, layout, cfg.flavour(FLAVOUR), 1700000000, home)
+        env.pop("NVCC_APPEND_FLAGS")
+        run(["cargo", "build", "--release", "--offline"], cwd=tree, env=env)
+        binary = layout.target_dir(FLAVOUR) / "release" / "probe"
+        printed = subprocess.run([binary], check=True, capture_output=True, text=True).stdout
+        assert printed.startswith("/usr/src/cargo-home/registry/src/index.crates.io-0000/dep-1.0.0/src/lib.rs"
+                                  " /usr/src/mistralrs-target/release/build/probe-"), printed
+        assert repro.leaked_paths(binary, [str(root), str(home), str(layout.target_dir(FLAVOUR))]) == []
+        binaries.append(binary)
+    assert repro.first_binary_difference(*binaries) is None
