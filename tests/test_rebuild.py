@@ -230,3 +230,38 @@ def test_rustc_remaps_cargo_home_and_the_target_directory(tmp_path, demo_upstrea
         assert repro.leaked_paths(binary, [str(root), str(home), str(layout.target_dir(FLAVOUR))]) == []
         binaries.append(binary)
     assert repro.first_binary_difference(*binaries) is None
+
+
+def test_a_lost_ledger_follows_the_channel_over_http(tmp_path, demo_upstream):
+    """A remote target: the channel as users read it, publish.base_url over
+    HTTP (a build job holds no upload key)."""
+    import functools
+    import http.server
+    import threading
+
+    from fixtures import fakerpm
+    from buildlib.publish.held import held_release
+
+    site = tmp_path / "site"
+    channel = site / "fedora" / "43" / "x86_64"
+    channel.mkdir(parents=True)
+    for release in ("1.fc43", "12.fc43"):
+        fakerpm.build(channel, FLAVOUR, "0.9.2", release)
+    fakerpm.build(channel, FLAVOUR, "0.9.3", "20.fc43")  # another version
+    subprocess.run(["createrepo_c", "-q", str(channel)], check=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host_key = "127.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    try:
+        config = project(tmp_path / "w", demo_upstream.path, tmp_path / "cache",
+                         publish__target="mrpm@127.0.0.1:/srv/mistralrs-rpm", publish__host_key=host_key,
+                         publish__base_url=f"http://127.0.0.1:{server.server_port}/", poll__retries=0,
+                         poll__timeout=5)
+        cfg = load(config)
+        assert held_release(cfg, "mistralrs-ampere", "0.9.2") == 12
+        assert held_release(cfg, "mistralrs-ampere", "0.9.4") == 0
+    finally:
+        server.shutdown()
+    with pytest.raises(UserError, match="cannot read channel stable at http://127.0.0.1:"):
+        held_release(cfg, "mistralrs-ampere", "0.9.2")

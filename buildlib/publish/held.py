@@ -51,9 +51,9 @@ def held_release(cfg: Config, name: str, version: str) -> int:
             url = channel_url(cfg, channel_name)
             repo = read_repository(Http(cfg.poll), url)
             if repo.state == "unreachable":
-                raise UserError(f"cannot read channel {channel_name} at {url} ({repo.problem}) to number a Release"
-                                f" the release ledger does not know: restore build/releases.json, or try again"
-                                f" once the repository answers")
+                raise UserError(f"cannot read channel {channel_name} at {url} ({repo.problem}): the release ledger"
+                                f" has no Release for {name} {version}, and the channel's highest decides it;"
+                                " restore build/releases.json, or try again once the repository answers")
             packages = repo.packages
         highest = max(highest, highest_release(packages, name, version))
     return highest
