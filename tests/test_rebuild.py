@@ -94,6 +94,8 @@ def test_two_pipelines_elsewhere_give_the_same_binary_and_rpm(tmp_path, demo_ups
     commit_time = int(git(demo_upstream.path, "show", "-s", "--format=%ct", "v0.9.2^{commit}"))
     assert record.source_date_epoch == commit_time
     assert repro_query(rpms[0], "%{BUILDTIME}") == str(commit_time)
+    # ... and so is every file's time: nothing in the package says what day it was built
+    assert set(repro_query(rpms[0], "[%{FILEMTIMES}\n]").split()) == {str(commit_time)}
 
 
 def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path, demo_upstream, shared_cache):
