@@ -321,11 +321,12 @@ def package_project(payload: str, binary: Path, work: Path) -> Path:
             digest.update(chunk)
     tag = cfg.upstream.ref.text if cfg.upstream.ref.is_tag else "v0.0.0"
     version = tag_version(tag)
-    binary_name = cfg.upstream.binary_name(version)
+    program = cfg.upstream.program(version)
+    binary_name = program.binary
     record = {
         "source": "prebuilt", "ref": tag, "commit": None, "version": version,
         "rpm_version": rpm_version_of_tag(tag), "flavour": name, "compute_cap": flavour.compute_cap,
-        "features": list(flavour.features(cfg.build)), "binary_name": binary_name,
+        "features": list(flavour.features(cfg.build)), "package": program.package, "binary_name": binary_name,
         "rustc": "unknown", "cargo": "unknown", "nvcc": "unknown", "rustflags": "unknown",
         "sha256": digest.hexdigest(), "size": artifact.stat().st_size, "duration_s": 0.0,
         "built_at": "2025-01-01T00:00:00Z",

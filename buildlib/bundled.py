@@ -59,7 +59,7 @@ CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
 CRATE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
 # semver: X.Y.Z[-pre][+build]
 SEMVER = re.compile(
-    r"^(?P<core>(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*))"
+    r"^(?P<core>(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*))"
     r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
     r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?\Z"
 )
@@ -67,10 +67,10 @@ SEMVER = re.compile(
 COMPONENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
 RPM_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^]{0,99}\Z")
 COMMIT = re.compile(r"^([0-9a-f]{40})?\Z")  # or empty: not pinned to a commit
-URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~%/+-]*)?\Z")
+URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?\Z")
 # A git source as cargo writes it: git+URL[?query]#commit
 GIT_SOURCE = re.compile(
-    r"^git\+(?P<url>https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~%/+-]*)?)"
+    r"^git\+(?P<url>https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?)"
     r"(?P<query>\?(branch|tag|rev)=[A-Za-z0-9._/+-]+)?#(?P<commit>[0-9a-f]{40})\Z"
 )
 LICENSE_FILE_NAME = re.compile(r"^(licen[cs]e|copying|copyright|notice|unlicense)", re.IGNORECASE)
@@ -401,7 +401,7 @@ def cargo_tree(workspace: Path, package: str, features: Iterable[str], *, target
     return output(argv, cwd=workspace, quiet=True).splitlines()
 
 
-TREE_LINE = re.compile(r"^(?P<depth>\d+)(?P<pkg>\S+ v\S+( \(.*\))?)\Z")
+TREE_LINE = re.compile(r"^(?P<depth>[0-9]+)(?P<pkg>\S+ v\S+( \(.*\))?)\Z")
 
 
 def resolve(metadata: dict, tree: list[str], checksums: Mapping[tuple[str, str, str], str], package: str, config: BundledConfig) -> Bundle:

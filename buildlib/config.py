@@ -8,6 +8,7 @@ known one.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -27,18 +28,50 @@ CACHE_ENV = "MRPM_CACHE"
 """Overrides paths.cache: CI runners point it at a directory that outlives
 the job's workspace, so the mirror and the cargo target dirs are kept."""
 
+# Digits are written [0-9], never \d: in a str pattern \d also matches other
+# scripts' digits (full-width '１', Arabic-Indic '١'), and int() reads them.
 FLAVOUR_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
+"""Flavour names and channel names: they become package names and paths."""
 FEATURE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 BRANCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,100}\Z")
-VERSION = re.compile(r"^\d+\.\d+\.\d+\Z")
-RUST_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?\Z")
-CUDA_VERSION = re.compile(r"^\d+\.\d+\Z")
+VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\Z")
+RUST_VERSION = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?\Z")
+CUDA_VERSION = re.compile(r"^[0-9]+\.[0-9]+\Z")
 # rpm's payload syntax; zstd's long window (L) only up to 27: rpm 4.18 writes
 # L28 but cannot read it back.
-PAYLOAD = re.compile(r"^(w\d+(L(1\d|2[0-7]))?(T\d+)?\.zstdio|w\d+(T\d+)?\.(xzdio|gzdio|ufdio|bzdio|lzdio))\Z")
+PAYLOAD = re.compile(r"^(w[0-9]+(L(1[0-9]|2[0-7]))?(T[0-9]+)?\.zstdio|w[0-9]+(T[0-9]+)?\.(xzdio|gzdio|ufdio|bzdio|lzdio))\Z")
 DEP_NAME = re.compile(r"^[A-Za-z0-9_.+()-]+( (>=|<=|=|>|<) [A-Za-z0-9_.+~^-]+)?\Z")
-SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(?P<path>/[A-Za-z0-9._/-]+)\Z")
+SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]{0,31})@(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9a-fA-F:]+\])"
+                        r":(?P<path>/[A-Za-z0-9._/+-]*)\Z")
+LOCAL_TARGET = re.compile(r"^/[A-Za-z0-9._/+-]*\Z")
+"""publish.target's path, local or on the host: absolute, in a character set
+that no shell, rsync or ssh reads anything into (no ':', no spaces, no '~')."""
+
+# --- values that reach a spec (both specs: the flavours' and mistralrs-release)
+# Checked here when the configuration loads; templates.render(spec=True) also
+# escapes '%' in every value it puts into a spec, so the two layers are
+# independent.
+SPEC_FREE_TEXT = re.compile(r"^[^%\s]([^%]{0,198}[^%\s])?\Z")
+"""One line of text, no '%' (rpm's macro character), no leading or trailing
+space; control characters and line breaks are refused for every string.
+For text that may land at the start of a %description line (GPU names)."""
+SUMMARY = re.compile(r"^\S(.{0,198}\S)?\Z")
+"""package.summary: one line; a '%' is written '%%' in the Summary tag (the
+only place it goes), so "100%" stays text."""
+URL = re.compile(r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/+,;=@!$&'()*:-]*)?\Z")
+"""An http(s) URL without '%', spaces, quotes, '?' or '#': it goes into the
+specs, the .repo file and the site."""
+SPDX_EXPRESSION = re.compile(r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*\Z")
+PACKAGER = re.compile(r"^[^<>%\s]([^<>%]{0,98}[^<>%\s])? <[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+>\Z")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+HOST_KEY = re.compile(
+    r"^((?P<hosts>[A-Za-z0-9.:\[\]_|/+=,-]+) )?"
+    r"(?P<type>ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
+    r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [ -~]{0,200})?\Z")
+"""One known_hosts line (or just "type key"): no marker such as
+@cert-authority, no wildcard host pattern, no second line."""
+UPSTREAM_URL = re.compile(r"^((https?|ssh|git|file)://[^\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+|[A-Za-z0-9._/~+][^\s]*)\Z")
 
 
 class ConfigError(UserError):
@@ -46,27 +79,54 @@ class ConfigError(UserError):
 
 
 @dataclass(frozen=True)
+class Program:
+    """What upstream's server is called from one upstream version on."""
+
+    first: tuple[int, int, int]
+    package: str
+    """The cargo package that builds it (`cargo build -p <package>`)."""
+    binary: str
+    """The bin target's name: the installed program, the unit's ExecStart."""
+
+
+@dataclass(frozen=True)
 class Upstream:
     url: str
     branch: str
-    package: str
     ref: Ref
     """The ref to build: $MRPM_REF, else upstream.ref; checked at load."""
-    binary_names: tuple[tuple[tuple[int, int, int], str], ...]
-    """(first version, binary name) pairs, sorted by version."""
+    programs: tuple[Program, ...]
+    """Sorted by first version; a version below the first row is refused."""
+    timeout: float = 120.0
+    """Seconds a git clone or fetch may go without progress (no answer, or
+    under 1 kB/s over http(s); no answer over ssh) before it is stopped."""
+
+    def program(self, version: str) -> Program:
+        """Package and binary at upstream version X.Y.Z (an rc suffix ignored)."""
+        m = re.match(r"^([0-9]+)\.([0-9]+)\.([0-9]+)", version)
+        if not m:
+            raise ConfigError(f"upstream version {version!r}: expected X.Y.Z or X.Y.Z-rcN")
+        base = tuple(int(p) for p in m.groups())
+        chosen = None
+        for program in self.programs:
+            if base >= program.first:
+                chosen = program
+        if chosen is None:
+            first = ".".join(map(str, self.programs[0].first))
+            raise ConfigError(
+                f"upstream version {version} is older than {first}, the first row of upstream.programs:"
+                f" before 0.7.0 upstream's server is mistralrs-server, whose command line has no `serve`"
+                f" subcommand for the unit; such versions are not packaged"
+            )
+        return chosen
 
     def binary_name(self, version: str) -> str:
-        """The binary's name at upstream version X.Y.Z (rc suffix ignored)."""
-        base = tuple(int(p) for p in re.match(r"^(\d+)\.(\d+)\.(\d+)", version).groups())
-        name = None
-        for first, candidate in self.binary_names:
-            if base >= first:
-                name = candidate
-        if name is None:
-            raise ConfigError(
-                f"upstream.binary_names: no entry covers version {version}; add one such as \"0.0.0\" = \"mistralrs-server\""
-            )
-        return name
+        return self.program(version).binary
+
+    @property
+    def package(self) -> str:
+        """The newest row's package (for messages that name no version)."""
+        return self.programs[-1].package
 
 
 @dataclass(frozen=True)
@@ -141,16 +201,24 @@ class SshTarget:
 Target = LocalTarget | SshTarget
 
 
-def parse_target(text: str, base: Path) -> Target:
-    """A local directory (relative to the config file's directory) or
-    user@host:/path."""
+TARGET_FORM = "an absolute directory such as /srv/mistralrs-rpm, or user@host:/absolute/path"
+
+
+def parse_target(text: str) -> Target:
+    """A clean absolute local directory, or user@host:/absolute/path;
+    anything else (a relative path, '..', a shell or ssh option, an rsync
+    host:path in disguise) is refused, never taken for a local name."""
     m = SSH_TARGET.match(text)
+    path = m.group("path") if m else text
+    if not (m or LOCAL_TARGET.match(text)) or any(part in (".", "..") for part in path.split("/")):
+        raise ConfigError(f"publish.target = {_show(text)}: expected {TARGET_FORM}")
+    clean = PurePosixPath(path)  # collapses "//" and drops a trailing "/"
     if m:
-        return SshTarget(m.group("user"), m.group("host"), PurePosixPath(m.group("path").rstrip("/") or "/"))
-    return LocalTarget((base / Path(text).expanduser()).resolve())
+        return SshTarget(m.group("user"), m.group("host"), clean)
+    return LocalTarget(Path(clean))
 
 
-DURATION = re.compile(r"^(\d+)([smhd]?)\Z")
+DURATION = re.compile(r"^([0-9]+)([smhd]?)\Z")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -200,6 +268,10 @@ class Publish:
     passphrase_env: str
     metadata_expire: int
     """Seconds dnf keeps metadata (and the host keeps the previous files)."""
+    key_fingerprint: str = ""
+    """The repository's key pinned (40 upper-case hex digits), or "": the
+    key on the host (RPM-GPG-KEY-mistralrs) decides.  Pinning another key
+    than the host's is how the key is replaced on purpose."""
 
     @property
     def is_remote(self) -> bool:
@@ -225,6 +297,19 @@ class Poll:
     """Seconds before the same build (channel, ref, flavours) is started
     again while its packages are still missing: a build that fails must not
     take the GPU runners every 15 minutes."""
+
+    LIMITS = {"timeout": (0.0, 600.0), "backoff": (0.0, 120.0), "retrigger_after": (0.0, 366 * 86400.0),
+              "retries": (0, 10)}
+    """Closed ranges, except that timeout must be above 0.  TOML has nan and
+    inf: both fail a range check (nan compares false to everything)."""
+
+    def __post_init__(self) -> None:
+        for key, (low, high) in self.LIMITS.items():
+            value = getattr(self, key)
+            if not (low <= value <= high) or (key == "timeout" and value <= 0):
+                what = "an integer" if key == "retries" else "seconds"
+                bounds = f"above {low:.0f}" if key == "timeout" else f"from {low:.0f}"
+                raise ConfigError(f"poll.{key} = {_show(value)}: expected {what} {bounds} up to {high:.0f}")
 
 
 DOCTOR_CHECKS = ("cudnn", "nccl", "cutlass", "memory", "compiler")
@@ -255,7 +340,7 @@ DOMAIN = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?\Z")
-EXPIRE = re.compile(r"^(0|\d+[dwmy]?|\d{4}-\d{2}-\d{2})\Z")
+EXPIRE = re.compile(r"^(0|[0-9]+[dwmy]?|[0-9]{4}-[0-9]{2}-[0-9]{2})\Z")
 TOKEN_ENV = "CLOUDFLARE_API_TOKEN"
 DEFAULT_UPLOAD_USER = "mistralrs-upload"
 
@@ -387,6 +472,7 @@ class _Table:
 
     def string(self, name: str, default: Any = _MISSING, *, pattern: re.Pattern | None = None, form: str = "") -> str:
         value = self.get(name, str, default, form=form or "a string")
+        _one_line(value, self.key(name))
         if pattern is not None and not pattern.match(value):
             raise ConfigError(f"{self.key(name)} = {_show(value)}: expected {form}")
         return value
@@ -394,9 +480,20 @@ class _Table:
     def strings(self, name: str, default: Any = _MISSING, *, pattern: re.Pattern | None = None, form: str = "") -> tuple[str, ...]:
         value = self.get(name, list, default, form=f"a list of strings ({form})" if form else "a list of strings")
         for item in value:
+            if isinstance(item, str):
+                _one_line(item, self.key(name))
             if not isinstance(item, str) or (pattern is not None and not pattern.match(item)):
                 raise ConfigError(f"{self.key(name)} = {_show(value)}: item {_show(item)} is not {form or 'a string'}")
         return tuple(value)
+
+    def number(self, name: str, default: float) -> float:
+        """Seconds and the like: an int or a float, finite (TOML has nan and inf)."""
+        value = self.get(name, (int, float), default, form="a number of seconds")
+        if isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)} = {_show(value)}: expected a number of seconds")
+        if not math.isfinite(value):
+            raise ConfigError(f"{self.key(name)} = {_show(value)}: expected a finite number of seconds")
+        return float(value)
 
     def table(self, name: str, default: Any = _MISSING) -> "_Table":
         return _Table(self.get(name, dict, default, form="a table"), self.key(name))
@@ -410,9 +507,21 @@ class _Table:
 
 
 def _show(value: Any) -> str:
+    """A value as TOML would write it, on one line whatever it holds."""
     if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
+        shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in value[:200])
+        return '"' + shown.replace('"', '\\"') + '"' + ("..." if len(value) > 200 else "")
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
     return repr(value).replace("True", "true").replace("False", "false")
+
+
+def _one_line(value: str, key: str) -> None:
+    """The rule for every string in the configuration: one line of printable
+    characters.  A line break or control character could add a line to a
+    spec, a known_hosts file or a .repo file, or end a command's argument."""
+    if not value.isprintable():
+        raise ConfigError(f"{key} = {_show(value)}: contains a line break or control character; expected one line of text")
 
 
 def _compute_cap(t: _Table) -> int:
@@ -424,7 +533,7 @@ def _compute_cap(t: _Table) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 30 <= value <= 199:
         return value
     text = str(value)
-    m = re.fullmatch(r"(?:sm_?)?(\d+)\.(\d)", text) or re.fullmatch(r"sm_?(\d+)()", text)
+    m = re.fullmatch(r"(?:sm_?)?([0-9]+)\.([0-9])", text) or re.fullmatch(r"sm_?([0-9]+)()", text)
     if m:
         suggestion = f"{m.group(1)}{m.group(2)}"
         raise ConfigError(f"{key} = {_show(value)}: write the compute capability as an integer without a dot: compute_cap = {suggestion}")
@@ -522,28 +631,46 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
     return host
 
 
+def _programs(table: "_Table") -> tuple[Program, ...]:
+    """[upstream.programs]: "X.Y.Z" = { package = "...", binary = "..." }."""
+    programs = []
+    for first in table.data:
+        table.known.append(first)
+        row = table.table(first)
+        programs.append(Program(
+            first=_version_tuple(first, f"{table.key(first)} (key)"),
+            package=row.string("package", pattern=PACKAGE_NAME, form='a cargo package name such as "mistralrs-cli"'),
+            binary=row.string("binary", pattern=PACKAGE_NAME, form='a binary name such as "mistralrs"'),
+        ))
+        row.finish()
+    if not programs:
+        raise ConfigError('upstream.programs is empty; expected rows such as'
+                          ' "0.7.0" = { package = "mistralrs-cli", binary = "mistralrs" }')
+    return tuple(sorted(programs, key=lambda p: p.first))
+
+
 def parse(data: dict, source: Path) -> Config:
     top = _Table(data, "")
     base = source.parent
 
     up = top.table("upstream")
-    names_table = up.table("binary_names")
-    binary_names = []
-    for first, name in names_table.data.items():
-        names_table.known.append(first)
-        if not isinstance(name, str) or not PACKAGE_NAME.match(name):
-            raise ConfigError(f"{names_table.key(first)} = {_show(name)}: expected a binary name such as \"mistralrs\"")
-        binary_names.append((_version_tuple(first, f"{names_table.key(first)} (key)"), name))
-    if not binary_names:
-        raise ConfigError('upstream.binary_names is empty; expected entries such as "0.8.5" = "mistralrs"')
+    if "package" in up.data or "binary_names" in up.data:
+        raise ConfigError("upstream.package and upstream.binary_names are replaced by [upstream.programs]:"
+                          ' rows such as "0.7.0" = { package = "mistralrs-cli", binary = "mistralrs" }')
+    programs = _programs(up.table("programs"))
     ref_in_file = up.string("ref", "", form="a release tag (vX.Y.Z) or a 40-hex commit id")
+    upstream_url = up.string("url", pattern=UPSTREAM_URL, form="a git URL (https://, ssh://, git://, file://, user@host:path) or a local path")
+    if "::" in upstream_url:
+        raise ConfigError(f"upstream.url = {_show(upstream_url)}: git's <helper>::<address> form is not accepted; give a URL or a path")
     upstream = Upstream(
-        url=up.string("url", form="a git URL or a local path"),
+        url=upstream_url,
         branch=up.string("branch", "master", pattern=BRANCH_NAME, form="a branch name such as \"master\""),
-        package=up.string("package", "mistralrs-cli", pattern=PACKAGE_NAME, form="a cargo package name"),
         ref=_ref(os.environ.get(REF_ENV), ref_in_file),
-        binary_names=tuple(sorted(binary_names)),
+        programs=programs,
+        timeout=up.number("timeout", 120),
     )
+    if upstream.timeout < 1:
+        raise ConfigError(f"upstream.timeout = {upstream.timeout:g}: expected 1 second or more")
     up.finish()
 
     b = top.table("build")
@@ -570,7 +697,7 @@ def parse(data: dict, source: Path) -> Config:
         flavour = Flavour(
             name=name,
             compute_cap=_compute_cap(f),
-            gpus=f.strings("gpus", form="a list of GPU names"),
+            gpus=f.strings("gpus", pattern=SPEC_FREE_TEXT, form="a GPU name (no '%', no leading or trailing space)"),
             extra_features=f.strings("extra_features", [], pattern=FEATURE_NAME, form="a cargo feature name"),
         )
         f.finish()
@@ -585,6 +712,8 @@ def parse(data: dict, source: Path) -> Config:
     channels = []
     for name in ch.data:
         ch.known.append(name)
+        if not FLAVOUR_NAME.match(name):
+            raise ConfigError(f"channels.{_show(name)}: a channel name is lower-case letters, digits and '-', starting with a letter")
         c = _Table(ch.data[name], f"channels.{name}")
         subdir = c.string("subdir", pattern=re.compile(r"^([a-z0-9][a-z0-9-]*)?\Z"), form='"" or a directory name such as "unstable"')
         c.finish()
@@ -597,34 +726,39 @@ def parse(data: dict, source: Path) -> Config:
     feature_requires = p.table("feature_requires", {})
     fr = []
     for feat in feature_requires.data:
+        if not FEATURE_NAME.match(feat):
+            raise ConfigError(f"package.feature_requires.{_show(feat)}: expected a cargo feature name")
         fr.append((feat, feature_requires.strings(feat, pattern=DEP_NAME, form="a package name or soname")))
     package = Package(
         payload=p.string("payload", pattern=PAYLOAD, form='an rpm payload such as "w19.zstdio" or "w10L27T0.zstdio" (zstd window L at most 27)'),
-        license=p.string("license", "MIT"),
-        url=p.string("url"),
-        summary=p.string("summary"),
-        packager=p.string("packager", pattern=re.compile(r"^[^<>\n]+ <[^<>@\s]+@[^<>\s]+>\Z"), form='"Name <email>"'),
+        license=p.string("license", "MIT", pattern=SPDX_EXPRESSION, form="an SPDX license expression such as \"MIT\" or \"MIT OR Apache-2.0\""),
+        url=p.string("url", pattern=URL, form="an http(s) URL without '%', spaces, quotes, '?' or '#'"),
+        summary=p.string("summary", pattern=SUMMARY, form="one line of at most 200 characters"),
+        packager=p.string("packager", pattern=PACKAGER, form='"Name <email>", without \'%\''),
         requires=p.strings("requires", [], pattern=DEP_NAME, form="a package name or soname"),
         feature_requires=tuple(fr),
         dist=p.string("dist", ".fc43", pattern=re.compile(r"^\.[a-z0-9]+\Z"), form='a dist tag such as ".fc43"'),
-        releasever=p.string("releasever", "43", pattern=re.compile(r"^\d+\Z"), form='a release number such as "43"'),
+        releasever=p.string("releasever", "43", pattern=re.compile(r"^[0-9]+\Z"), form='a release number such as "43"'),
     )
     p.finish()
 
     pub = top.table("publish")
     publish = Publish(
-        target=parse_target(pub.string("target", form="a local directory or user@host:/path"), base),
-        host_key=pub.string("host_key", ""),
+        target=parse_target(pub.string("target", form=TARGET_FORM)),
+        host_key=pub.string("host_key", "", pattern=re.compile(r"^(|" + HOST_KEY.pattern[1:-2] + r")\Z"),
+                            form='one known_hosts line such as "repo.example.org ssh-ed25519 AAAA..." (no marker, no wildcard)'),
         ssh_key=pub.string("ssh_key", ""),
         ssh_key_env=pub.string("ssh_key_env", "MRPM_SSH_KEY", pattern=re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)?\Z"),
                                form="an environment variable name"),
-        base_url=pub.string("base_url", pattern=re.compile(r"^https?://[^\s]+\Z"), form="an http(s) URL"),
+        base_url=pub.string("base_url", pattern=URL, form="an http(s) URL without '%', spaces, quotes, '?' or '#'"),
         retention=pub.get("retention", int, 3, form="an integer"),
         key_file=pub.string("key_file", ""),
-        key_env=pub.string("key_env", "MRPM_SIGNING_KEY"),
+        key_env=pub.string("key_env", "MRPM_SIGNING_KEY", pattern=ENV_NAME, form="an environment variable name"),
         passphrase_file=pub.string("passphrase_file", ""),
-        passphrase_env=pub.string("passphrase_env", "MRPM_SIGNING_PASSPHRASE"),
+        passphrase_env=pub.string("passphrase_env", "MRPM_SIGNING_PASSPHRASE", pattern=ENV_NAME, form="an environment variable name"),
         metadata_expire=parse_duration(pub.string("metadata_expire", "1h", pattern=DURATION, form='a duration such as "1h"')),
+        key_fingerprint=pub.string("key_fingerprint", "", pattern=re.compile(r"^([0-9A-Fa-f]{4} ?){10}\Z|^\Z"),
+                                   form="the key's whole fingerprint (40 hex digits) or \"\"").replace(" ", "").upper(),
     )
     if publish.retention < 1:
         raise ConfigError(f"publish.retention = {publish.retention}: expected 1 or more")
@@ -639,10 +773,10 @@ def parse(data: dict, source: Path) -> Config:
                              form='"owner/name" or ""'),
         token_env=po.string("token_env", "MRPM_GITHUB_TOKEN", pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z"),
                             form="an environment variable name"),
-        timeout=float(po.get("timeout", (int, float), 20, form="seconds")),
+        timeout=po.number("timeout", 20),
         retries=po.get("retries", int, 3, form="an integer"),
-        backoff=float(po.get("backoff", (int, float), 2.0, form="seconds")),
-        retrigger_after=float(po.get("retrigger_after", (int, float), 21600, form="seconds")),
+        backoff=po.number("backoff", 2.0),
+        retrigger_after=po.number("retrigger_after", 21600),
     )
     if poll.timeout <= 0 or poll.retries < 0 or poll.backoff < 0 or poll.retrigger_after < 0:
         raise ConfigError("poll: timeout must be > 0, retries and backoff >= 0")
@@ -681,12 +815,18 @@ def default_path() -> Path:
 def load(path: Path | None = None) -> Config:
     path = path or default_path()
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"no configuration at {path}: copy config.toml from the project's top directory and edit it"
             f" (or point {CONFIG_ENV} at one)"
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; give the configuration file (config.toml) itself") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the configuration {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); TOML files are UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .run import UserError
 
 PROJECT = Path(__file__).resolve().parent.parent
 RPM_DIR = PROJECT / "rpm"
@@ -33,16 +37,33 @@ class Layout:
     def mirror(self) -> Path:
         return self.cache / "upstream.git"
 
+    @property
+    def source_trees(self) -> Path:
+        return self.cache / "src"
+
     def source_tree(self, commit: str) -> Path:
-        return self.cache / "src" / commit
+        return self.source_trees / commit
 
     @property
     def source_record(self) -> Path:
         return self.build / "source.json"
 
     # build
+    @property
+    def target_dirs(self) -> Path:
+        return self.cache / "target"
+
     def target_dir(self, flavour: str) -> Path:
-        return self.cache / "target" / flavour
+        return self.target_dirs / flavour
+
+    def cargo_messages(self, flavour: str) -> Path:
+        """cargo's JSON messages of the flavour's last build."""
+        return self.build / "cargo" / f"{flavour}.jsonl"
+
+    def units_manifest(self, flavour: str) -> Path:
+        """Which compiled units each version's build used (kept with the
+        target dir it describes; read by clean-cache)."""
+        return self.target_dir(flavour) / "mrpm-units.json"
 
     @property
     def cudaforge_home(self) -> Path:
@@ -119,7 +140,22 @@ REPO_SHELL = PROJECT / "scripts" / "repo-shell"
 WORKFLOW_DIR = PROJECT / ".gitea" / "workflows"
 DODO = PROJECT / "dodo.py"
 DEFAULT_CONFIG = PROJECT / "config.toml"
-DEMO_DIR = PROJECT / ".demo"
+DEFAULT_DEMO_DIR = PROJECT / ".demo"
+DEMO_DIR_ENV = "MRPM_DEMO_DIR"
+_DEMO_DIR_CHARS = re.compile(r"[A-Za-z0-9._+/-]+")
+
+
+def demo_dir() -> Path:
+    """Where scripts/demo keeps everything it makes: $MRPM_DEMO_DIR, else
+    .demo/ in the checkout.  The path reaches nginx's configuration, so it
+    is held to plain characters."""
+    value = os.environ.get(DEMO_DIR_ENV, "")
+    if not value:
+        return DEFAULT_DEMO_DIR
+    path = Path(value).absolute()
+    if not _DEMO_DIR_CHARS.fullmatch(str(path)):
+        raise UserError(f"{DEMO_DIR_ENV}={value!r}: expected a path of letters, digits and . _ + - /")
+    return path
 DEMO_UPSTREAM_SOURCES = PROJECT / "examples" / "demo-upstream"
 DEMO_UPSTREAM_HISTORY = PROJECT / "examples" / "demo-upstream-history"
 

@@ -12,7 +12,8 @@ from datetime import date
 
 from .run import UserError
 
-TAG = re.compile(r"^v(?P<base>(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3}))(-rc(?P<rc>[1-9]\d{0,3}))?\Z")
+# [0-9], never \d: \d also matches full-width and Arabic-Indic digits.
+TAG = re.compile(r"^v(?P<base>(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3}))(-rc(?P<rc>[1-9][0-9]{0,3}))?\Z")
 COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 
 
@@ -43,11 +44,10 @@ class Ref:
 def parse_ref(text: str) -> Ref:
     if not isinstance(text, str):
         raise RefError(f"ref {text!r} is not a string")
-    if TAG.match(text) or COMMIT.match(text):
+    if text.isascii() and (TAG.match(text) or COMMIT.match(text)):
         return Ref(text)
-    shown = text if len(text) <= 60 and text.isprintable() else repr(text[:60])
     raise RefError(
-        f"refusing ref {shown!r}: expected a release tag vX.Y.Z or vX.Y.Z-rcN, or a full 40-hex commit id"
+        f"refusing ref {ascii(text[:60])}: expected a release tag vX.Y.Z or vX.Y.Z-rcN, or a full 40-hex commit id"
     )
 
 
@@ -80,7 +80,7 @@ def snapshot_version(last_tag: str, day: date, commits_since: int, commit: str) 
     return f"{rpm_version_of_tag(last_tag)}^{day:%Y%m%d}.{commits_since}.g{commit[:7]}"
 
 
-RPM_VERSION = re.compile(r"^\d+\.\d+\.\d+(~rc\d+)?(\^\d{8}\.\d+\.g[0-9a-f]{7})?\Z")
+RPM_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(~rc[0-9]+)?(\^[0-9]{8}\.[0-9]+\.g[0-9a-f]{7})?\Z")
 
 
 def check_rpm_version(version: str) -> str:

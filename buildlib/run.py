@@ -25,12 +25,29 @@ class UserError(Exception):
 
 
 class CommandFailed(UserError):
-    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str):
+    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str, stderr: bytes = b""):
         self.argv = list(argv)
+        self.stderr = stderr
+        """All of the command's stderr, for callers that pick their own line."""
         self.returncode = returncode
         self.stderr_tail = stderr_tail
         tail = f": {stderr_tail}" if stderr_tail else ""
         super().__init__(f"{shlex.join(self.argv)} failed with exit code {returncode}{tail}")
+
+
+class CommandTimedOut(UserError, subprocess.TimeoutExpired):
+    """A command ran past its timeout and was killed."""
+
+    def __init__(self, argv: Sequence[str], timeout: float, stderr_tail: str):
+        subprocess.TimeoutExpired.__init__(self, list(argv), timeout)
+        self.argv = list(argv)
+        self.stderr_tail = stderr_tail
+        self.message = f"{shlex.join(self.argv)} gave no result within {timeout:g} s and was stopped" + (
+            f": {stderr_tail}" if stderr_tail else "")
+        UserError.__init__(self, self.message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def log(message: str) -> None:
@@ -55,19 +72,25 @@ def run(
     check: bool = True,
     quiet: bool = False,
     timeout: float | None = None,
+    inherit_env: bool = True,
+    stdout_file: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv; stream its output unless capture is set.
 
     stderr is always kept (and also shown when not capturing) so that a
-    failure can quote its tail.  env, when given, is added to os.environ.
+    failure can quote its tail.  env, when given, is added to os.environ,
+    or replaces it with inherit_env=False.
+    stdout_file, when given, receives stdout (a tool's machine-readable
+    output, e.g. cargo's JSON messages) while stderr is still shown live.
     """
     args = [os.fspath(a) for a in argv]
     if not quiet:
         log(f"+ {shlex.join(args)}")
     full_env = None
     if env is not None:
-        full_env = dict(os.environ)
+        full_env = dict(os.environ) if inherit_env else {}
         full_env.update(env)
+    out_file = open(stdout_file, "wb") if stdout_file is not None else None
     try:
         proc = subprocess.Popen(
             args,
@@ -75,25 +98,47 @@ def run(
             env=full_env,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             # A tool's chatter goes to stderr: stdout belongs to doit's reporter.
-            stdout=subprocess.PIPE if capture else 2,
+            stdout=subprocess.PIPE if capture else out_file if out_file is not None else 2,
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
         raise UserError(f"required tool {args[0]!r} not found on PATH") from None
-    stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
+    finally:
+        if out_file is not None:
+            out_file.close()  # the child holds its own copy
+    try:
+        stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        _stop(proc)
+        raise CommandTimedOut(args, timeout or 0, _tail(e.stderr)) from None
+    except BaseException:
+        # a signal turned into an exception (buildlib.publish.cleanup): the
+        # child (an rsync, say) does not outlive the call
+        _stop(proc)
+        raise
     result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
-        raise CommandFailed(args, proc.returncode, _tail(stderr))
+        raise CommandFailed(args, proc.returncode, _tail(stderr), stderr or b"")
     return result
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _communicate(proc, input, *, echo_stderr, timeout):
     if not echo_stderr:
         try:
             return proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as e:
             proc.kill()
-            proc.communicate()
+            _, e.stderr = proc.communicate()
             raise
     # Show stderr live (cargo's progress lives there) and keep a copy.
     import threading
@@ -119,9 +164,11 @@ def _communicate(proc, input, *, echo_stderr, timeout):
         proc.stdin.close()
     try:
         proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
         proc.kill()
         proc.wait()
+        t.join(5)
+        e.stderr = b"".join(chunks)
         raise
     t.join()
     return None, b"".join(chunks)

@@ -8,14 +8,23 @@ bare SHA (a commit object otherwise), every answer carries an ETag and the
 x-ratelimit-* headers, and a matching ``If-None-Match`` gets a 304 without
 a body.  Each test scripts what comes next (``fail``, ``rate_limit``,
 ``release``, ...) and reads ``requests`` afterwards.
+
+A hostile or broken server is scripted the same way: a :class:`Reply` can
+trickle its status line and headers or its body one byte at a time, or
+send an endless body (no Content-Length, the connection closes the answer).
+Both stop when the client hangs up, or after ``give_up_after`` seconds so
+that a client that never hangs up still ends; ``sent`` counts the body
+bytes written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +36,12 @@ class Reply:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0
+    """Seconds between the bytes of the body (0: all at once)."""
+    trickle_head: bool = False
+    """Trickle the status line and headers too."""
+    endless: bool = False
+    """A body without end (64 KiB blocks of zeros), close-delimited."""
 
 
 @dataclass
@@ -64,6 +79,10 @@ class FakeGitHub:
         self.reset = int(time.time()) + 3600
         self.queued: dict[str, list[Reply]] = {}
         self.requests: list[Request] = []
+        self.sent = 0
+        """Body bytes written by trickled and endless answers."""
+        self.give_up_after = 30.0
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
 
@@ -132,7 +151,7 @@ class FakeGitHub:
             reply = queued.pop(0) if queued else self._normal(path, headers)
             if reply.status == 200:
                 etag = 'W/"' + hashlib.sha256(reply.body + headers.get("accept", "").encode()).hexdigest()[:32] + '"'
-                reply = Reply(200, reply.body, dict(reply.headers, ETag=etag))
+                reply = dataclasses.replace(reply, headers=dict(reply.headers, ETag=etag))
                 if headers.get("if-none-match") == etag:
                     reply = Reply(304, b"", {"ETag": etag})
             if "x-ratelimit-remaining" not in reply.headers:
@@ -143,33 +162,71 @@ class FakeGitHub:
             self.requests.append(Request(path, headers, reply.status))
             return reply
 
+    def _trickle(self, out, data: bytes, pause: float, until: float, *, count: bool = True) -> bool:
+        """Write data, a byte per pause when pause > 0; False once it is time to give up."""
+        for part in ([data[i:i + 1] for i in range(len(data))] if pause else [data]):
+            if self._stopping.is_set() or time.monotonic() > until:
+                return False
+            out.write(part)
+            out.flush()
+            if count:
+                with self._lock:
+                    self.sent += len(part)
+            if pause:
+                self._stopping.wait(pause)
+        return True
+
     # -- server ------------------------------------------------------------
-    def start(self) -> "FakeGitHub":
+    def start(self, tls: "ssl.SSLContext | None" = None) -> "FakeGitHub":
+        """Serve on 127.0.0.1, over TLS with a server context."""
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 reply = fake.answer(self.path, {k.lower(): v for k, v in self.headers.items()})
-                self.send_response(reply.status)
-                for k, v in reply.headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                self.wfile.write(reply.body)
+                if not (reply.trickle or reply.endless):
+                    self.send_response(reply.status)
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    try:
+                        self.wfile.write(reply.body)
+                    except OSError:  # the client hung up (it stops reading past its size limit)
+                        pass
+                    return
+                self.close_connection = True
+                length = "Connection: close" if reply.endless else f"Content-Length: {len(reply.body)}"
+                head = "".join([f"HTTP/1.1 {reply.status} Slow\r\n", *(f"{k}: {v}\r\n" for k, v in reply.headers.items()),
+                                f"{length}\r\n\r\n"]).encode("latin-1")
+                until = time.monotonic() + fake.give_up_after
+                try:
+                    if fake._trickle(self.wfile, head, reply.trickle if reply.trickle_head else 0.0, until, count=False):
+                        if reply.endless:
+                            while fake._trickle(self.wfile, bytes(65536), 0.0, until):
+                                pass
+                        else:
+                            fake._trickle(self.wfile, reply.body, reply.trickle, until)
+                except OSError:  # the client hung up
+                    pass
 
             def log_message(self, *args):
                 pass
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https" if tls else "http"
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server:
             self._server.shutdown()
             self._server.server_close()

@@ -182,7 +182,12 @@ def give_to(path: Path, user: str = UPLOAD_USER) -> None:
 
 class DnfRoot(localrepo.DnfRoot):
     def dnf(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env())
+        """As the demo's, with dnf's own output kept for assertions; no
+        gpg-agent is left running afterwards."""
+        try:
+            proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env())
+        finally:
+            self.stop_agents()
         if check and proc.returncode != 0:
             raise AssertionError(f"dnf {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -192,6 +197,30 @@ class DnfRoot(localrepo.DnfRoot):
         return subprocess.run([str(self.root / path.lstrip("/"))], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def make_dnf_root(tmp: Path, repo_file_text: str, base_repo_dir: Path | None = None) -> DnfRoot:
+def gpg_agents_under(directory: Path, wait: float = 5) -> list[str]:
+    """The command lines of running gpg-agents whose home lies under
+    directory, after waiting up to ``wait`` seconds for stopped ones to exit
+    (`gpgconf --kill` returns before the agent is gone)."""
+    prefix = str(directory.resolve()) + os.sep
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue  # exited meanwhile
+            if argv and Path(argv[0]).name == "gpg-agent" and "--homedir" in argv[:-1]:
+                home = argv[argv.index("--homedir") + 1]
+                if (home.rstrip(os.sep) + os.sep).startswith(prefix):
+                    found.append(" ".join(a for a in argv if a))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def make_dnf_root(tmp: Path, repo_file_text: str | None, base_repo_dir: Path | None = None) -> DnfRoot:
     made = localrepo.make_dnf_root(tmp, repo_file_text, base_repo_dir)
     return DnfRoot(root=made.root, reposdir=made.reposdir, conf=made.conf)

@@ -151,7 +151,8 @@ def test_snapshot_builds_without_locked(tmp_path, demo_upstream, shared_cache):
     config = write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, shared_cache, flavours=("ada",)))
     rc, results, err = run_doit(config, *STAGES, env={"MRPM_REF": head})
     assert rc == 0, err
-    assert "cargo build --release -p mistralrs-cli" in err and "--locked" not in err
+    assert "cargo build --release --message-format=json-render-diagnostics -p mistralrs-cli" in err
+    assert "--locked" not in err
     record = json.loads((tmp_path / "artifacts" / "mistralrs-ada.json").read_text())
     assert record["rpm_version"].startswith("0.9.2^") and record["commit"] == head
 

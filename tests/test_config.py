@@ -21,13 +21,17 @@ def load_with(tmp_path, mutate):
 
 def test_project_config_loads():
     cfg = configmod.load(CONFIG)
-    assert [f.name for f in cfg.flavours] == ["ampere", "ada", "blackwell", "hopper"]
-    assert [f.compute_cap for f in cfg.flavours] == [86, 89, 120, 90]
-    assert cfg.upstream.branch == "master" and cfg.upstream.package == "mistralrs-cli"
-    assert cfg.upstream.binary_name("0.6.3") == "mistralrs-server"
-    assert cfg.upstream.binary_name("0.8.4") == "mistralrs-server"
-    assert cfg.upstream.binary_name("0.8.5") == "mistralrs"
-    assert cfg.upstream.binary_name("0.9.2-rc1") == "mistralrs"
+    assert [f.name for f in cfg.flavours] == ["ampere", "ada", "blackwell", "hopper", "ampere-dc", "blackwell-dc"]
+    assert [f.compute_cap for f in cfg.flavours] == [86, 89, 120, 90, 80, 100]
+    assert "A100" in cfg.flavour("ampere-dc").gpus and "B200" in cfg.flavour("blackwell-dc").gpus
+    assert cfg.upstream.branch == "master"
+    # upstream's history: mistralrs-cli builds `mistralrs` from 0.7.0 on (0.7.0-0.8.4 included)
+    for version in ("0.7.0", "0.8.4-rc13", "0.8.4", "0.8.5", "0.9.2-rc1"):
+        program = cfg.upstream.program(version)
+        assert (program.package, program.binary) == ("mistralrs-cli", "mistralrs"), version
+    # up to 0.6.x only mistralrs-server, without `serve`: refused in one line
+    with pytest.raises(configmod.ConfigError, match=r"0\.6\.3 is older than 0\.7\.0.*mistralrs-server.*not packaged"):
+        cfg.upstream.program("0.6.3")
     assert cfg.build.rustflags == "-C target-cpu=generic"
     assert {c.name for c in cfg.channels} == {"stable", "unstable"}
 
@@ -47,7 +51,11 @@ def test_project_config_loads():
     (lambda d: d["build"].update(features=["cuda; rm -rf /"]), "is not a cargo feature name"),
     (lambda d: d["flavours"].update({"Bad Name": {"compute_cap": 86, "gpus": []}}), "flavours.Bad Name: a flavour name"),
     (lambda d: d["flavours"]["ada"].update(compute_cap=86), "already used by flavour 'ampere'"),
-    (lambda d: d["upstream"]["binary_names"].update({"0.9": "x"}), "is not a version of the form X.Y.Z"),
+    (lambda d: d["upstream"]["programs"].update({"0.9": {"package": "p", "binary": "b"}}),
+     "is not a version of the form X.Y.Z"),
+    (lambda d: d["upstream"]["programs"]["0.7.0"].update(binary="a b"), 'upstream.programs.0.7.0.binary = "a b"'),
+    (lambda d: d["upstream"]["programs"]["0.7.0"].pop("package"), "upstream.programs.0.7.0.package is missing"),
+    (lambda d: d["upstream"].update(binary_names={"0.0.0": "x"}), "replaced by [upstream.programs]"),
     (lambda d: d["channels"].pop("unstable"), "channels.unstable is missing"),
     (lambda d: d["package"].update(payload="zstd19"), 'package.payload = "zstd19": expected an rpm payload'),
     (lambda d: d["publish"].update(retention=0), "publish.retention = 0: expected 1 or more"),
@@ -94,7 +102,7 @@ def test_good_refs(text):
     assert parse_ref(text).text == text
 
 
-@pytest.mark.parametrize("text", ["v1.0;touch x", "../x", "v0.9.2 ", "-v0.9.2", "v0.9", "v0.9.2-beta1", "v0.9.2\n",
+@pytest.mark.parametrize("text", ["v1.0;touch x", "../x", "v1\uff10.0.0", "v0.9.1\u0660", "v0.9.2-rc1\uff11", "v0.9.2 ", "-v0.9.2", "v0.9", "v0.9.2-beta1", "v0.9.2\n",
                                   "A" * 40, "a" * 39, "", "v0.9.2-rc0", "refs/tags/v0.9.2", "v1.0.0;id"])
 def test_bad_refs(text):
     with pytest.raises(RefError, match="refusing ref"):
@@ -128,8 +136,8 @@ def test_values_are_typed_at_load(tmp_path, monkeypatch):
     assert cfg.publish.target == configmod.SshTarget("ci", "repo.example.org", configmod.PurePosixPath("/srv/mistralrs-rpm"))
     assert cfg.publish.is_remote and cfg.host.upload_user == "ci"
     assert cfg.publish.metadata_expire == 7200 and configmod.format_duration(7200) == "2h"
-    local = load_with(tmp_path, lambda d: d["publish"].update(target="repo"))
-    assert local.publish.target == configmod.LocalTarget((tmp_path / "repo").resolve())
+    local = load_with(tmp_path, lambda d: d["publish"].update(target=f"{tmp_path}//repo/"))
+    assert local.publish.target == configmod.LocalTarget(tmp_path / "repo")
     assert local.host.repo_root == local.publish.target.path
     assert [c.is_stable for c in local.channels] == [c.name == configmod.STABLE for c in local.channels]
     monkeypatch.setenv("MRPM_REF", "a" * 40)
@@ -137,3 +145,146 @@ def test_values_are_typed_at_load(tmp_path, monkeypatch):
     monkeypatch.setenv("MRPM_REF", "v1;id")
     with pytest.raises(configmod.ConfigError, match="MRPM_REF: refusing ref"):
         load_with(tmp_path, lambda d: None)
+
+
+# --- hostile values: refused when the configuration loads ------------------------
+
+TOUCH = "%(touch /tmp/mrpm-pwned)"
+
+
+def _set(table: str, key: str, value):
+    return lambda d: d[table].update({key: value})
+
+
+def _channel(name: str):
+    return lambda d: d["channels"].update({name: {"subdir": "x"}})
+
+
+def _gpus(value: str):
+    return lambda d: d["flavours"]["ampere"].update(gpus=["RTX 3090", value])
+
+
+HOSTILE = {
+    # the release spec's values
+    "base_url macro": (_set("publish", "base_url", f"https://repo.example.org/{TOUCH}"), "publish.base_url"),
+    "base_url newline": (_set("publish", "base_url", "https://repo.example.org/x\n%post\ntouch /tmp/x"), "publish.base_url"),
+    "packager macro": (_set("package", "packager", f"Eve {TOUCH} <eve@example.org>"), "package.packager"),
+    "packager newline": (_set("package", "packager", "Eve <eve@example.org>\n%post\ntouch /tmp/x"), "package.packager"),
+    "channel macro": (_channel(TOUCH), "channels."),
+    "channel newline": (_channel("extra\n%post\ntouch /tmp/x"), "channels."),
+    "channel dotdot": (_channel("../../../../x"), "channels."),
+    # the flavour spec's values
+    "summary newline": (_set("package", "summary", "Fast\nRequires: evil"), "package.summary"),
+    "summary too long": (_set("package", "summary", "x" * 201), "package.summary"),
+    "license macro": (_set("package", "license", f"MIT {TOUCH}"), "package.license"),
+    "license newline": (_set("package", "license", "MIT\n%post"), "package.license"),
+    "url macro": (_set("package", "url", f"https://example.org/{TOUCH}"), "package.url"),
+    "url newline": (_set("package", "url", "https://example.org/\n%post"), "package.url"),
+    "gpus macro": (_gpus(TOUCH), "flavours.ampere.gpus"),
+    "gpus newline": (_gpus("H100\n%post\ntouch /tmp/x"), "flavours.ampere.gpus"),
+    "gpus section": (_gpus("%post"), "flavours.ampere.gpus"),
+    "flavour macro": (lambda d: d["flavours"].update({TOUCH: {"compute_cap": 75, "gpus": ["x"]}}), "a flavour name"),
+    "requires macro": (_set("package", "requires", [TOUCH]), "package.requires"),
+    "feature_requires key": (lambda d: d["package"]["feature_requires"].update({TOUCH: ["x"]}), "package.feature_requires"),
+    "dist macro": (_set("package", "dist", ".fc43%{lua:x}"), "package.dist"),
+    # ssh's known_hosts
+    "host_key newline": (_set("publish", "host_key", "repo.example.org ssh-ed25519 AAAAC3Nz\n* ssh-ed25519 AAAAC3Nz"),
+                         "publish.host_key"),
+    "host_key wildcard": (_set("publish", "host_key", "* ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"), "publish.host_key"),
+    "host_key marker": (_set("publish", "host_key", "@cert-authority * ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"),
+                        "publish.host_key"),
+    # commands and environment
+    "upstream dash": (_set("upstream", "url", "--upload-pack=touch /tmp/x"), "upstream.url"),
+    "upstream helper": (_set("upstream", "url", "ext::sh"), "upstream.url"),
+    "key_env": (_set("publish", "key_env", "X; touch /tmp/x"), "publish.key_env"),
+    "rustflags control": (_set("build", "rustflags", "-C target-cpu=generic\x1b[2J"), "build.rustflags"),
+    # TOML's nan and inf
+    "timeout nan": (lambda d: d.setdefault("poll", {}).update(timeout=float("nan")), "poll.timeout = nan"),
+    "timeout inf": (lambda d: d.setdefault("poll", {}).update(timeout=float("inf")), "poll.timeout = inf"),
+    "backoff inf": (lambda d: d.setdefault("poll", {}).update(backoff=float("inf")), "poll.backoff = inf"),
+    "timeout bool": (lambda d: d.setdefault("poll", {}).update(timeout=True), "poll.timeout = true"),
+    "retrigger nan": (lambda d: d.setdefault("poll", {}).update(retrigger_after=float("nan")), "poll.retrigger_after = nan"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_values_are_refused_at_load(tmp_path, name):
+    mutate, key = HOSTILE[name]
+    with pytest.raises(configmod.ConfigError) as e:
+        load_with(tmp_path, mutate)
+    message = str(e.value)
+    assert key in message and "\n" not in message, message
+
+
+BAD_TARGETS = [
+    "mistralrs-upload@repo.example.org:/srv/mistralrs-rpm;id",
+    "mistralrs-upload@repo.example.org:relative/path",
+    "-oProxyCommand=touch /tmp/mrpm-pwned:/x",
+    "-oProxyCommand=sh:/x",
+    "mistralrs-upload@-oProxyCommand=sh:/x",
+    "mistralrs-upload@repo.example.org:/srv/../etc",
+    "mistralrs-upload@repo.example.org:/srv/$(id)",
+    "repo",
+    "./repo",
+    "/srv/../etc",
+    "/srv/repo:x",
+    "/srv/my repo",
+    "~/repo",
+    "",
+]
+
+
+@pytest.mark.parametrize("target", BAD_TARGETS)
+def test_malformed_targets_are_refused(tmp_path, target):
+    with pytest.raises(configmod.ConfigError, match="publish.target = .*expected an absolute directory"):
+        load_with(tmp_path, lambda d: d["publish"].update(target=target))
+
+
+def test_malformed_target_ends_doit_publish_in_one_line_and_publishes_nothing(tmp_path):
+    """Before, these were taken for local directory names: publish exited 0
+    and a repository appeared in the working directory."""
+    for target in BAD_TARGETS[:3]:
+        data = project_config()
+        data["publish"]["target"] = target
+        work = tmp_path / "work"
+        rc, _, err = run_doit(write_config(work, data), "publish")
+        assert rc != 0 and "Traceback" not in err, err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "publish.target" in errors[0], err
+        assert sorted(p.name for p in work.iterdir()) == ["config.toml"]
+
+
+def test_dotdot_channel_deletes_nothing_outside_the_project(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("precious")
+    project = tmp_path / "project"
+    data = project_config()
+    data["publish"]["target"] = str(project / "repo")
+    # staging is <paths.build>/publish/<channel>: this one is tmp_path/victim
+    data["channels"]["../../../victim"] = {"subdir": "x"}
+    rc, _, err = run_doit(write_config(project, data), "publish")
+    assert rc != 0 and "Traceback" not in err
+    assert "channels." in err and "a channel name is" in err
+    assert (victim / "keep").read_text() == "precious"
+
+
+def test_config_file_not_utf8_or_a_directory(tmp_path):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(CONFIG.read_bytes().replace(b'summary = "', b'summary = "caf\xe9 '))
+    with pytest.raises(configmod.ConfigError, match="not UTF-8"):
+        configmod.load(bad)
+    with pytest.raises(configmod.ConfigError, match="is a directory"):
+        configmod.load(tmp_path)
+    for path in (bad, tmp_path):
+        rc, _, err = run_doit(path, "list")
+        assert rc != 0 and "Traceback" not in err, err
+        assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+
+
+@pytest.mark.parametrize("ref", ["v0.9.\uff12", "v0.9.2\u0660", "v\u0660.9.2", "v0.9.2-rc\u0661"])
+def test_non_ascii_digits_in_mrpm_ref_are_refused(tmp_path, monkeypatch, ref):
+    monkeypatch.setenv("MRPM_REF", ref)
+    with pytest.raises(configmod.ConfigError, match="MRPM_REF: refusing ref") as e:
+        load_with(tmp_path, lambda d: None)
+    assert str(e.value).isascii()

@@ -116,7 +116,7 @@ def fabricate(layout: Layout, libs: Path, flavour: str, compute_cap: int, *, tag
     record = {
         "source": source, "ref": commit if snapshot is not None else tag, "commit": commit, "version": version,
         "rpm_version": rpm_version, "flavour": flavour, "compute_cap": compute_cap,
-        "features": ["cuda", "cudnn", "flash-attn", "nccl"], "binary_name": "mistralrs",
+        "features": ["cuda", "cudnn", "flash-attn", "nccl"], "package": "mistralrs-cli", "binary_name": "mistralrs",
         "rustc": "rustc 1.94.0", "cargo": "cargo 1.94.0", "nvcc": "13.0",
         "sha256": sha256(artifact), "size": artifact.stat().st_size, "duration_s": 1.0,
         "built_at": "2026-11-25T17:00:00Z",
@@ -241,7 +241,7 @@ def test_changelog(pkg_built):
     log = rpmq(rpms["ampere"], "--changelog")
     assert log.splitlines()[0] == f"* Fri Nov 20 2026 {cfg.package.packager} - 0.9.2-1"
     assert f"- Update to upstream release v0.9.2 (commit {COMMIT[:12]})" in log
-    assert "0.9.1-1" in log
+    assert "0.9.1-1" in log  # a final release covered by upstream.programs: listed
     assert rpmq(rpms["ada"], "--changelog").splitlines()[1] == "- Update to upstream release candidate v0.9.3-rc1"
 
 
@@ -654,7 +654,9 @@ def test_rpmbuild_itself_checks_the_sources(pkg_project):
     ({"binary_name": "mistralrs; rm -rf /"}, "binary_name"),
     ({"features": ["cuda", "bad feature"]}, "not a cargo feature"),
     ({"compute_cap": 89}, "rebuild the flavour"),
-    ({"binary_name": "mistralrs-server"}, "upstream.binary_names"),
+    ({"binary_name": "mistralrs-server"}, "upstream.programs"),
+    ({"package": "mistralrs-server"}, "built from package mistralrs-server, but version 0.9.2 is built from mistralrs-cli"),
+    ({"package": "mistralrs cli"}, "field 'package'"),
     ({"changelog": [{"rpm_version": "0.9.2", "tag": "v0.9.2", "date": "20 Nov 2026", "commit": None}]}, "YYYY-MM-DD"),
 ])
 def test_build_record_is_checked(pkg_project, change, message):

@@ -268,6 +268,9 @@ GARBAGE_RELEASES = {
     "not-a-version": release_object("1.0"),
     "main": release_object("main"),
     "leading-zero": release_object("v01.0.0"),
+    # \d matches these; int() reads them as 10 and 10
+    "fullwidth-digit": release_object("v1\uff10.0.0"),
+    "arabic-indic-digit": release_object("v1.0.1\u0660"),
     "number": dict(release_object("v1.0.0"), tag_name=100),
     "draft": release_object("v1.0.0", draft=True),
     "no-tag": {"message": "hello"},
@@ -504,3 +507,181 @@ def test_damaged_state_file_starts_afresh(tmp_path, github, published, env):
         poll.state_file(layout).write_text(damaged)
         assert poll.poll_upstream(cfg, layout, s, sleep=lambda _: None)["status"] == "decided"
         assert all("if-none-match" not in r.headers for r in github.requests[-2:])
+
+
+# --- hostile answers: bounded in depth, size and time; nothing kept but checked values --------
+
+
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("where", ["release", "head", "error-message"])
+def test_deeply_nested_json_is_refused_in_one_line(tmp_path, github, published, env, capfd, where):
+    everything_published(published)
+    if where == "release":
+        github.raw_release = b'{"tag_name": "v0.9.3", "assets": ' + NESTED + b"}"
+    elif where == "head":
+        github.raw_head = b'{"sha": "' + HEAD.encode() + b'", "parents": ' + NESTED + b"}"
+    else:
+        github.queue(github.release_path, Reply(403, NESTED, {"Content-Type": "application/json"}))
+    d = run_poll(tmp_path, github, published.base_url)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and not d["release"]["build"] and not d["prerelease"]["build"]
+    if where == "release":
+        assert d["release"]["ref"] is None and "nested deeper than" in d["release"]["reason"]
+        assert d["prerelease"]["ref"] == HEAD  # the other side is decided on its own
+    elif where == "head":
+        assert d["prerelease"]["ref"] is None and "nested deeper than" in d["prerelease"]["reason"]
+        assert d["release"]["ref"] == "v0.9.3"
+    else:
+        assert d["status"] == "unreachable" and "unexpected HTTP 403" in d["release"]["reason"]
+
+
+HUGE_HINTS = {
+    "retry-after-1e12": ({"retry-after": str(10**12)}, True),
+    "retry-after-5000-digits": ({"retry-after": "9" * 5000}, True),
+    "retry-after-superscript": ({"retry-after": "\u00b2"}, False),  # str.isdigit() says yes, int() says no
+    "reset-far-future": ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(10**12)}, True),
+    "reset-5000-digits": ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "9" * 5000}, True),
+}
+
+
+@pytest.mark.parametrize("name", HUGE_HINTS)
+def test_huge_retry_hints_are_clamped(tmp_path, github, published, env, capfd, name):
+    everything_published(published)
+    headers, clamped = HUGE_HINTS[name]
+    github.queue(github.release_path, Reply(403, b'{"message": "API rate limit exceeded"}',
+                                            {"Content-Type": "application/json", **headers}))
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["status"] == "rate-limited" and not d["release"]["build"] and not d["prerelease"]["build"]
+    assert d["sleeps"] == []
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "rate limit" in line]
+    wait = re.search(r"\(in (\d+) min (\d+) s", line)
+    assert wait and int(wait[1]) * 60 + int(wait[2]) <= github_api.MAX_RETRY_WAIT, line
+    assert ("clamped" in line) == clamped, line
+    assert len(line) < 400
+
+
+@pytest.fixture
+def github_tls(tmp_path, env):
+    """The fake API over TLS, with a self-signed certificate made by openssl
+    and trusted through REQUESTS_CA_BUNDLE."""
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    env.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    fake = FakeGitHub().start(tls=context)
+    fake.release = release_object(f"v{RELEASE}")
+    fake.head = HEAD
+    yield fake
+    fake.stop()
+
+
+@pytest.mark.parametrize("phase", ["body", "head", "tls-body"])
+def test_trickling_answer_ends_within_the_timeout(tmp_path, request, published, env, capfd, phase):
+    """A server sending a byte a second never trips a per-read timeout; the
+    deadline covers connect, TLS, headers and the whole body.  A bound, not
+    a speed claim: 3x the timeout leaves the slowest machine plenty."""
+    import time
+
+    github = request.getfixturevalue("github_tls" if phase.startswith("tls") else "github")
+    assert github.url.startswith("https://" if phase.startswith("tls") else "http://")
+    everything_published(published)
+    body = json.dumps(release_object(f"v{RELEASE}")).encode() + b" " * 10_000
+    github.queue(github.release_path, Reply(200, body, {"Content-Type": "application/json"}, trickle=1.0,
+                                            trickle_head=phase == "head"))
+    cfg, layout, s = setup(tmp_path, github, published.base_url, timeout=2.0)
+    started = time.monotonic()
+    d = poll.poll_upstream(cfg, layout, s, sleep=lambda _: None)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3 * s.timeout, f"the poll took {elapsed:.1f} s with poll.timeout = {s.timeout} s"
+    assert d["status"] == "unreachable" and not d["release"]["build"] and not d["prerelease"]["build"]
+    assert "no complete answer within 2 s" in d["release"]["reason"]
+    # a server that slow is not asked again in the same poll
+    assert len(github.requests_for(github.release_path)) == 1
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_endless_answer_is_cut_at_the_limit(tmp_path, github, published, env):
+    everything_published(published)
+    github.queue(github.release_path, Reply(200, headers={"Content-Type": "application/json"}, endless=True))
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["status"] == "unreachable" and "larger than 4 MiB" in d["release"]["reason"]
+    # stopped soon after the limit (socket buffers hold a few MiB more), not at the 256 MiB metadata cap
+    assert github.sent < 64 * 2**20, github.sent
+
+
+def _state(tmp_path) -> Path:
+    return poll.state_file(Layout.of(configmod.load(tmp_path / "project" / "config.toml")))
+
+
+def test_a_large_answer_is_not_kept_in_the_state(tmp_path, github, published, env):
+    everything_published(published)
+    github.release = dict(release_object(f"v{RELEASE}"), body="release notes " * 200_000)  # 2.8 MB
+    first = run_poll(tmp_path, github, published.base_url)
+    assert first["status"] == "decided" and first["release"]["ref"] == "v0.9.3"
+    state = _state(tmp_path).read_text()
+    assert len(state) < 4096 and "release notes" not in state, state[:300]
+    entries = json.loads(state)["etags"]
+    assert sorted(e["value"] for e in entries.values()) == sorted(["v0.9.3", HEAD])
+    # the small checked values are enough to reuse a 304
+    second = run_poll(tmp_path, github, published.base_url)
+    assert [r.status for r in github.requests[-2:]] == [304, 304]
+    assert second["release"] == first["release"] and second["prerelease"] == first["prerelease"]
+
+
+def test_a_10mb_answer_is_refused_and_not_kept(tmp_path, github, published, env, capfd):
+    everything_published(published)
+    github.release = dict(release_object(f"v{RELEASE}"), body="x" * 10_000_000)
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["status"] == "unreachable" and not d["release"]["build"]
+    assert "larger than 4 MiB" in d["release"]["reason"]
+    assert len(_state(tmp_path).read_text()) < 4096
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_stored_values_are_checked_again_when_read(tmp_path, github, published, env):
+    """A state file is not trusted either: a stored value that is no longer a
+    valid ref is not reused (and no If-None-Match is sent for it)."""
+    everything_published(published)
+    run_poll(tmp_path, github, published.base_url)
+    path = _state(tmp_path)
+    state = json.loads(path.read_text())
+    for entry in state["etags"].values():
+        entry["value"] = "v1.0.0;id"
+    path.write_text(json.dumps(state))
+    d = run_poll(tmp_path, github, published.base_url)
+    assert all("if-none-match" not in r.headers for r in github.requests[-2:])
+    assert d["release"]["ref"] == "v0.9.3" and d["prerelease"]["ref"] == HEAD
+
+
+@pytest.mark.parametrize("key", ["timeout", "backoff", "retrigger_after"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 1e300])
+def test_poll_seconds_must_be_finite_and_sane(tmp_path, key, value):
+    with pytest.raises(configmod.ConfigError, match=f"poll.{key}"):
+        poll.PollSettings(**{key: value})
+    data = demo_config(tmp_path, Path("https://github.com/EricLBuehler/mistral.rs.git"), tmp_path / "cache")
+    data["poll"] = {key: value}
+    with pytest.raises(configmod.ConfigError, match=f"poll.{key}"):
+        configmod.load(write_config(tmp_path, data))
+
+
+@pytest.mark.parametrize("repomd", [b"hello", b"\xff\xfe<\x00r\x00"])
+def test_garbage_repomd_decides_nothing_in_one_line(tmp_path, github, published, env, capfd, repomd):
+    everything_published(published)
+    (published.root / "mistralrs-rpm" / CHANNEL_DIR["stable"] / "repodata" / "repomd.xml").write_bytes(repomd)
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["repository_state"] == "unreachable" and not d["release"]["build"]
+    assert "\n" not in d["release"]["reason"], d["release"]["reason"]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    # (createrepo_c itself may print a CRITICAL line of its own before)
+    (stable,) = [line for line in err.splitlines() if line.startswith("    stable ")]
+    assert "nothing decided: repository unreachable" in stable and "repomd.xml" in stable, err

@@ -438,8 +438,10 @@ def test_remote_publish_over_ssh(tmp_path, keys, base_repo, remote):
         assert proc.returncode != 0 and "repo-shell" in proc.stderr, command
     # a wrong host key is refused
     bad = dataclasses.replace(cfg.publish, host_key=keys and f"[127.0.0.1]:{sshd.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlaceholderReplaceWithTheRealHostKeyOfTheRepo")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError) as e:
         publish(dataclasses.replace(cfg, publish=bad))
+    message = str(e.value)
+    assert "publish.host_key" in message and "\n" not in message, message
 
 
 def start_publish(cfg, env_extra: dict | None = None) -> subprocess.Popen:

@@ -66,7 +66,6 @@ def run_flavour(script: Path, tmp: Path, smi_output: str | None, status: int = 0
 
 def make_cfg(tmp: Path, **publish) -> config.Config:
     data = project_config()
-    data["flavours"]["blackwell-dc"] = {"compute_cap": 100, "gpus": ["B200", "GB200"]}
     data["publish"]["target"] = str(tmp / "srv")
     data["publish"]["base_url"] = "https://localhost/mistralrs-rpm"
     data["publish"].update(publish)
@@ -85,6 +84,7 @@ def flavour_script(tmp_path) -> Path:
 
 @pytest.mark.parametrize("cap, flavour", [
     ("8.6", "ampere"), ("8.9", "ada"), ("9.0", "hopper"), ("12.0", "blackwell"), ("10.0", "blackwell-dc"),
+    ("8.0", "ampere-dc"),  # the default config's data-centre flavours
     # same major version, higher minor: the code of the lower minor runs there
     ("8.7", "ampere"), ("10.3", "blackwell-dc"), ("12.1", "blackwell"),
 ])
@@ -108,7 +108,7 @@ def test_flavour_several_gpus(flavour_script, tmp_path):
     assert "GPU 2: compute capability 9.0 -> hopper" in mixed.stderr
 
 
-@pytest.mark.parametrize("cap", ["7.5", "8.0", "11.0", "6.1"])
+@pytest.mark.parametrize("cap", ["7.5", "11.0", "6.1"])
 def test_flavour_unknown_compute_capability(flavour_script, tmp_path, cap):
     proc = run_flavour(flavour_script, tmp_path, cap)
     assert proc.returncode == 2 and proc.stdout == ""
@@ -141,7 +141,7 @@ def test_flavour_usage(flavour_script, tmp_path):
     listing = run_flavour(flavour_script, tmp_path, None, 0, "--list")
     assert listing.returncode == 0
     assert [line.split()[0] for line in listing.stdout.splitlines()] == [
-        "ampere", "ada", "hopper", "blackwell-dc", "blackwell"]
+        "ampere-dc", "ampere", "ada", "hopper", "blackwell-dc", "blackwell"]
     assert "blackwell-dc   compute capability 10.0" in listing.stdout
     assert run_flavour(flavour_script, tmp_path, None, 0, "--help").returncode == 0
     assert run_flavour(flavour_script, tmp_path, None, 0, "--bogus").returncode == 64

@@ -333,6 +333,22 @@ def test_dns_errors_are_one_clear_line(tmp_path):
         dead.zone_id("example.org")
 
 
+def test_cloudflare_answer_nested_too_deep_is_one_line():
+    """JSON nested 100k deep makes Python's parser raise RecursionError, not
+    ValueError; it is an answer that is no API answer, in one line."""
+    from fake_github import FakeGitHub, Reply
+
+    fake = FakeGitHub().start()
+    try:
+        fake.queue("/client/v4/zones?name=example.org&status=active",
+                   Reply(200, b"[" * 100_000 + b"]" * 100_000, {"Content-Type": "application/json"}))
+        cf = cloudflare.Cloudflare(TOKEN, api=f"{fake.url}/client/v4", timeout=5)
+        with pytest.raises(cloudflare.CloudflareError, match="HTTP 200 with no API answer"):
+            cf.zone_id("example.org")
+    finally:
+        fake.stop()
+
+
 def test_setup_dns_reads_the_token_file(tmp_path):
     token_file = tmp_path / "cf-token"
     token_file.write_text(TOKEN + "\n")

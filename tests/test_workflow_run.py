@@ -177,8 +177,8 @@ def test_poll_workflow_builds_and_publishes_what_is_missing_then_nothing(tmp_pat
                 (publish,) = run.jobs[f"publish-{kind}"]
                 assert publish.conclusion == "success"
             assert sorted(p.name for p in run.artifacts.iterdir()) == ["rpm-stable-hopper", "rpm-unstable-hopper"]
-            stable = repo.read_metadata(channel_dir(target) / "repodata").packages
-            unstable = repo.read_metadata(channel_dir(target, "unstable") / "repodata").packages
+            stable = repodata.read_metadata(channel_dir(target) / "repodata").packages
+            unstable = repodata.read_metadata(channel_dir(target, "unstable") / "repodata").packages
             assert sorted(stable) == ["mistralrs-hopper-0.9.2-1.fc43.x86_64.rpm"]
             (snapshot,) = unstable
             assert snapshot.startswith("mistralrs-hopper-") and f".g{demo_upstream.head[:7]}-" in snapshot

@@ -386,7 +386,7 @@ def test_workflows_are_as_config_writes_them(tmp_path):
     assert workflows.drifted(cfg) == [], "run `doit workflows` after changing [flavours] in config.toml"
     # and the check sees a config with another flavour
     data = project_config()
-    data["flavours"]["blackwell-dc"] = {"compute_cap": 100, "gpus": ["B200"]}
+    data["flavours"]["turing"] = {"compute_cap": 75, "gpus": ["T4"]}
     more = load_config(write_config(tmp_path / "more", data))
     assert workflows.drifted(more) == WORKFLOWS
     copies = tmp_path / "wf"
@@ -396,9 +396,9 @@ def test_workflows_are_as_config_writes_them(tmp_path):
     assert workflows.write_workflows(more, copies) == [copies / p.name for p in WORKFLOWS]
     assert workflows.drifted(more, copies) == []
     poll = load(copies / "poll-upstream.yml")["jobs"]
-    assert poll["build-release"]["strategy"]["matrix"]["flavour"] == [*FLAVOURS, "blackwell-dc"]
+    assert poll["build-release"]["strategy"]["matrix"]["flavour"] == [*FLAVOURS, "turing"]
     assert [s["with"]["name"] for s in poll["publish-prerelease"]["steps"] if "with" in s][-1] == \
-        "rpm-unstable-blackwell-dc"
+        "rpm-unstable-turing"
 
 
 def test_doit_workflows_task_is_up_to_date():

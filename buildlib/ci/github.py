@@ -1,13 +1,20 @@
 """GitHub's side of the poll: which repository, its latest release and the
 head of the configured branch, every answer validated
-(:func:`buildlib.refs.parse_ref`) before it is used."""
+(:func:`buildlib.refs.parse_ref`) before it is used.
+
+Beyond :mod:`.http`'s limits on time and size, JSON nested deeper than
+:data:`MAX_JSON_DEPTH` is refused before it is parsed, a retry hint is
+believed up to :data:`MAX_RETRY_WAIT`, and only a validated tag or commit id
+is kept with an ETag, checked again when it is read back.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from ..config import Config, Poll
 from ..refs import COMMIT, RefError, parse_ref
@@ -20,6 +27,11 @@ GITHUB_URL = re.compile(
 )
 REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}\Z")
 API_VERSION = "2022-11-28"
+MAX_JSON_DEPTH = 32
+"""GitHub's answers nest 4 deep; Python's json recurses once per level."""
+MAX_RETRY_WAIT = 6 * 3600
+"""Seconds of a retry hint (Retry-After, X-RateLimit-Reset) believed: GitHub's
+limits last an hour; more is a broken or hostile answer, or a clock off by hours."""
 
 
 def github_repository(cfg: Config, settings: Poll) -> str:
@@ -49,6 +61,29 @@ class Upstream:
     notes: tuple[str, ...] = ()
 
 
+def _retry_at(headers: dict[str, str], now: datetime) -> tuple[datetime, str]:
+    """When GitHub says to ask again, at most MAX_RETRY_WAIT from now, and a
+    note when a hint was cut to that.  Only ASCII digits count (str.isdigit()
+    also takes "²", which int() refuses); a hint in another form (an HTTP
+    date) is passed over."""
+    for name, relative in (("retry-after", True), ("x-ratelimit-reset", False)):
+        value = headers.get(name, "")
+        if value.isascii() and value.isdigit():
+            if len(value) > 20:  # past any clock; int() refuses 4300 digits and more
+                wait = MAX_RETRY_WAIT + 1
+            else:
+                wait = int(value) if relative else int(value) - int(now.timestamp())
+            hint = f"{'Retry-After' if relative else 'X-RateLimit-Reset'}: {value}"
+            break
+    else:  # GitHub's advice for a secondary limit without headers
+        wait, hint = 60, ""
+    if wait <= MAX_RETRY_WAIT:
+        return now + timedelta(seconds=max(0, wait)), ""
+    quoted = hint if len(hint) <= 48 else f"{hint[:40]}... ({len(hint)} characters)"
+    return (now + timedelta(seconds=MAX_RETRY_WAIT),
+            f"; GitHub's {quoted!r} is clamped to {MAX_RETRY_WAIT // 3600} h")
+
+
 def _check_api_answer(answer: Answer, url: str, what: str) -> None:
     h = answer.headers
     if answer.status in (403, 429):
@@ -56,14 +91,10 @@ def _check_api_answer(answer: Answer, url: str, what: str) -> None:
         retry_after = h.get("retry-after")
         message = _message(answer.body)
         if answer.status == 429 or remaining == "0" or retry_after or "rate limit" in message.lower():
-            now = datetime.now(timezone.utc)
-            if retry_after and retry_after.isdigit():
-                retry_at = datetime.fromtimestamp(now.timestamp() + int(retry_after), timezone.utc)
-            elif h.get("x-ratelimit-reset", "").isdigit():
-                retry_at = datetime.fromtimestamp(int(h["x-ratelimit-reset"]), timezone.utc)
-            else:  # GitHub's advice for a secondary limit without headers
-                retry_at = datetime.fromtimestamp(now.timestamp() + 60, timezone.utc)
-            raise RateLimited(retry_at, remaining == "0", h.get("x-ratelimit-limit"))
+            retry_at, clamped = _retry_at(h, datetime.now(timezone.utc))
+            limit = h.get("x-ratelimit-limit")
+            limit = limit if limit and limit.isascii() and limit.isdigit() and len(limit) < 10 else None
+            raise RateLimited(retry_at, remaining == "0", limit, clamped)
     if answer.status == 401:
         raise UserError(f"GitHub refused the token ({what}: HTTP 401 {_message(answer.body)!r});"
                         " check the secret behind the poll's token_env")
@@ -73,9 +104,30 @@ def _check_api_answer(answer: Answer, url: str, what: str) -> None:
         raise Unreachable(f"{what}: unexpected HTTP {answer.status} {_message(answer.body)!r}")
 
 
+class TooDeep(ValueError):
+    pass
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_JSON_NESTING = re.compile(r"[\[\]{}]")
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON from the network: UTF-8 (as RFC 8259 requires between systems),
+    nested at most MAX_JSON_DEPTH deep, counted before the parser (which
+    recurses once per level) sees it; else ValueError (TooDeep)."""
+    text = body.decode("utf-8")
+    depth = 0
+    for bracket in _JSON_NESTING.findall(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise TooDeep(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
+
+
 def _message(body: bytes) -> str:
     try:
-        data = json.loads(body)
+        data = parse_json(body)
     except ValueError:
         return ""
     msg = data.get("message") if isinstance(data, dict) else None
@@ -87,13 +139,17 @@ def latest_release(http: Http, api: str, repository: str) -> tuple[str | None, s
     why not (no release yet, or a refused answer)."""
     url = f"{api}/repos/{repository}/releases/latest"
     answer = http.get(url, {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
-                      conditional=True)
+                      conditional=_release_tag)
+    if answer.remembered:
+        return answer.remembered, ""
     try:
         _check_api_answer(answer, url, f"{repository}: latest release")
     except NotFound:
         return None, "upstream has no release yet"
     try:
-        data = json.loads(answer.body)
+        data = parse_json(answer.body)
+    except TooDeep as e:
+        return None, f"refusing the latest release: the answer is {e}"
     except ValueError:
         return None, f"refusing the latest release: the answer is not JSON ({answer.body[:40]!r})"
     if not isinstance(data, dict) or "tag_name" not in data:
@@ -107,13 +163,28 @@ def latest_release(http: Http, api: str, repository: str) -> tuple[str | None, s
         ref = None
     if ref is None or not ref.is_tag:
         return None, f"refusing upstream's latest release tag {shown(tag)}: expected vX.Y.Z or vX.Y.Z-rcN"
+    http.remember(url, answer, ref.text)
     return ref.text, ""
+
+
+def _release_tag(value: str) -> bool:
+    """A stored release tag is checked again when read back."""
+    try:
+        return parse_ref(value).is_tag
+    except RefError:
+        return False
+
+
+def _commit(value: str) -> bool:
+    return bool(COMMIT.match(value))
 
 
 def head_commit(http: Http, api: str, repository: str, branch: str) -> tuple[str | None, str]:
     url = f"{api}/repos/{repository}/commits/{branch}"
     answer = http.get(url, {"Accept": "application/vnd.github.sha", "X-GitHub-Api-Version": API_VERSION},
-                      conditional=True)
+                      conditional=_commit)
+    if answer.remembered:
+        return answer.remembered, ""
     try:
         _check_api_answer(answer, url, f"{repository}: head of {branch}")
     except NotFound:
@@ -121,11 +192,14 @@ def head_commit(http: Http, api: str, repository: str, branch: str) -> tuple[str
     text = answer.body.decode("ascii", errors="replace").strip()
     if text.startswith("{"):  # a proxy that dropped our Accept header
         try:
-            text = json.loads(text).get("sha", "")
+            text = parse_json(answer.body).get("sha", "")
+        except TooDeep as e:
+            return None, f"refusing the head of {branch}: the answer is {e}"
         except (ValueError, AttributeError):
             pass
     if not isinstance(text, str) or not COMMIT.match(text):
         return None, f"refusing the head of {branch}: {shown(text)} is not a 40-hex commit id"
+    http.remember(url, answer, text)
     return text, ""
 
 

@@ -19,6 +19,12 @@ with ``build_*=false``: the next scheduled poll, 15 minutes later, asks
 again, and a red cron run every 15 minutes would only teach people to ignore
 it.  The poll fails only for what a person must fix (configuration, a token
 GitHub rejects, a repository or branch that does not exist).
+
+Every answer is bounded before it is believed, in time, size and depth
+(:mod:`.http`, :mod:`.github`), so a broken or hostile server can make a
+poll decide nothing, never hang it.  The state file keeps ETags with the
+checked values taken from the answers (a tag, a commit id), never the
+answers themselves.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from ..publish.channels import channel_dir
 from ..refs import rpm_version_of_tag
 from ..run import UserError, atomic_write, log
 from .github import Upstream, ask_upstream, github_repository
-from .http import Http, RateLimited, Unreachable
+from .http import MAX_METADATA_BYTES, Http, RateLimited, Unreachable, checked_etags
 
 
 GITHUB_OUTPUT_ENV = "GITHUB_OUTPUT"
@@ -59,8 +65,8 @@ def settings_of(cfg: Config) -> PollSettings:
 
 
 def state_file(layout: Layout) -> Path:
-    """ETags, stored answers and the builds started; under the cache, which
-    CI keeps between polls."""
+    """ETags with the checked values taken from their answers, and the
+    builds started; under the cache, which CI keeps between polls."""
     return layout.poll_state
 
 
@@ -101,7 +107,7 @@ def read_repository(http: Http, url: str) -> Repository:
             repomd.write_bytes(answer.body)
             primary_at = repodata.primary_location(repomd)
             href = primary_at.href
-            primary = http.get(url + href, auth=False)
+            primary = http.get(url + href, auth=False, limit=MAX_METADATA_BYTES)
             if primary.status != 200:
                 return Repository(url, "unreachable", problem=f"{href}: HTTP {primary.status}")
             if primary_at.checksum_type in hashlib.algorithms_available and primary_at.checksum:
@@ -189,6 +195,8 @@ def poll_upstream(cfg: Config, layout: Layout, settings: PollSettings | None = N
         decision = decide(cfg, upstream, stable, unstable)
         hold_back_repeats(decision, started, settings.retrigger_after)
     finally:
+        http.close()
+        # ETags with the checked values taken from the answers, never the answers
         atomic_write(state_file(layout), json.dumps({"etags": etags, "started": started}, indent=1, sort_keys=True) + "\n")
     decision.update({
         "upstream": repository,
@@ -203,18 +211,20 @@ def poll_upstream(cfg: Config, layout: Layout, settings: PollSettings | None = N
 
 
 def _load_state(path: Path) -> tuple[dict, dict]:
-    """(ETags by URL, builds started by key); a damaged file starts afresh."""
+    """(ETag and checked value by URL, builds started by key); a damaged
+    file starts afresh, and an ETag entry of another shape is dropped
+    (:func:`.http.checked_etags`)."""
     try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}, {}
     if not isinstance(data, dict):
         return {}, {}
-    etags, started = data.get("etags"), data.get("started")
-    etags = {k: v for k, v in etags.items() if isinstance(v, dict) and isinstance(v.get("etag"), str)
-             and isinstance(v.get("body"), str)} if isinstance(etags, dict) else {}
-    started = {k: v for k, v in started.items() if isinstance(v, (int, float))} if isinstance(started, dict) else {}
-    return etags, started
+    started = data.get("started")
+    now = time.time()
+    started = {k: v for k, v in started.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and 0 <= v <= now + 86400} if isinstance(started, dict) else {}
+    return checked_etags(data.get("etags")), started
 
 
 def hold_back_repeats(decision: dict, started: dict, retrigger_after: float, now: float | None = None) -> None:

@@ -1,9 +1,16 @@
 """The main job end to end on the demo upstream: `scripts/demo`.
 
-Everything it makes lives under .demo/ in the checkout (ignored by git;
-`rm -rf .demo` cleans it): the demo upstream repository, a config pointing
-at it, the cache, artifacts, RPMs, a demo signing key, the published
-repository, the nginx serving it and the scratch root dnf installs into.
+Everything it makes lives in one directory, $MRPM_DEMO_DIR or else .demo/
+in the checkout (ignored by git; `rm -rf .demo` cleans it): the demo
+upstream repository, a config pointing at it, the cache, artifacts, RPMs, a
+demo signing key, the published repository, the nginx serving it and the
+scratch root dnf installs into.
+
+It ends at the users' front door, as the README tells them: dnf installs
+``mistralrs-release`` from the served repository's URL, the installed
+``mistralrs-flavour`` names the package for a stand-in ``nvidia-smi``'s
+answer (each configured flavour's compute capability in turn), and dnf
+installs that package through the release package's own .repo file and key.
 """
 
 from __future__ import annotations
@@ -21,15 +28,15 @@ from pathlib import Path
 import requests
 import tomli_w
 
-from ..publish import signing
+from ..host import gpgkey
+from ..publish import channels, signing
 from ..config import CONFIG_ENV, REF_ENV, Config, load
 from ..pipeline.records import BuildRecord, RpmRecord
 from .upstream import create_demo_repo
-from ..layout import DEFAULT_CONFIG, DEMO_DIR, DODO, PROJECT, Layout
-from .localrepo import build_standin_repo, make_dnf_root, serve
+from ..layout import DEFAULT_CONFIG, DODO, PROJECT, Layout, demo_dir
+from .localrepo import DnfRoot, build_standin_repo, make_dnf_root, serve
 from ..run import UserError, log, output, run
 
-DEMO = DEMO_DIR
 DEMO_REF = "v0.9.2"
 
 
@@ -78,49 +85,158 @@ DEMO_FLAVOUR_ENV = "MRPM_DEMO_FLAVOUR"
 FEDORA_BASE = re.compile(r"^(/bin/sh|(ld-linux-x86-64|libc|libm|libgcc_s|libstdc\+\+|libpthread|libdl|librt)\.so[.\d]*\(.*|rtld\(.*)\Z")
 
 
-def demo_key() -> tuple[Path, str]:
-    """The demo's signing key, made once on the spot."""
-    key_file = DEMO / "keys" / signing.DEMO_KEY_NAME
-    fingerprint_file = DEMO / "keys" / "fingerprint"
-    if key_file.exists() and fingerprint_file.exists():
-        return key_file, fingerprint_file.read_text().strip()
-    path, fingerprint = signing.make_demo_key(DEMO / "keys")
-    fingerprint_file.write_text(fingerprint + "\n")
-    return path, fingerprint
+def demo_key(keys: Path) -> tuple[Path, str]:
+    """The demo's signing key, made once on the spot, its public half
+    exported where `doit release-package` looks for it (host.key_dir, which
+    the demo's config sets to this directory)."""
+    key_file = keys / signing.DEMO_KEY_NAME
+    fingerprint_file = keys / "fingerprint"
+    public = keys / gpgkey.PUBLIC_NAME
+    if not (key_file.exists() and fingerprint_file.exists()):
+        key_file, fingerprint = signing.make_demo_key(keys)
+        public.unlink(missing_ok=True)
+        fingerprint_file.write_text(fingerprint + "\n")
+    fingerprint = fingerprint_file.read_text().strip()
+    if not re.fullmatch(r"[0-9A-F]{40}", fingerprint):
+        raise UserError(f"{fingerprint_file} does not hold a key's fingerprint: remove {keys} for a new demo key")
+    if not public.exists():
+        with signing.private_gnupghome() as home:
+            gpg = signing.python_gnupg(home)
+            gpg.import_keys(key_file.read_text())
+            armored = gpg.export_keys(fingerprint)
+        if "PUBLIC KEY BLOCK" not in armored:
+            raise UserError(f"gpg could not export the public half of {key_file}")
+        public.write_text(armored)
+    return key_file, fingerprint
 
 
-def install_with_dnf(cfg: Config, flavour: str) -> dict:
-    """dnf installs the flavour from the served repository into a scratch
-    root, checking package and metadata signatures; the installed binary
-    then reports what it was built for."""
+@dataclass
+class FrontDoorStep:
+    """One flavour's way through the front door."""
+
+    smi_answer: str
+    """what the stand-in nvidia-smi reported"""
+    chosen: str
+    """what the installed mistralrs-flavour printed"""
+    installed: str
+    """the package dnf installed, name-version-release"""
+    reported_cap: str
+    """the installed binary's own ``info``"""
+
+
+@dataclass
+class FrontDoor:
+    release_url: str
+    release_signature: str
+    repo_file: str
+    steps: list[FrontDoorStep]
+
+
+def release_url(cfg: Config, url: str) -> str:
+    """The published mistralrs-release in the stable channel, as the index page names it."""
     layout = Layout.of(cfg)
-    rpm = sorted(layout.dist.glob(f"mistralrs-{flavour}-*.rpm"))[-1]
-    requires = output(["rpm", "-qp", "--requires", rpm], quiet=True).splitlines()
-    nvidia = cfg.package.requires_for(cfg.flavour(flavour).features(cfg.build))
-    base = sorted({r for r in requires if FEDORA_BASE.match(r)} | set(nvidia))
-    standin = build_standin_repo(DEMO / "standin", base)
-    scratch = DEMO / "dnf"
-    shutil.rmtree(scratch, ignore_errors=True)
-    repo_file = requests.get(f"{cfg.publish.base_url}/mistralrs.repo", timeout=10)
-    repo_file.raise_for_status()
-    root = make_dnf_root(scratch, repo_file.text, standin)
-    root.dnf("install", f"mistralrs-{flavour}", check=True, timeout=300)
-    binary = root.root / "usr" / "bin" / cfg.upstream.binary_name(BuildRecord.load(layout, flavour).version)
-    reported = json.loads(output([binary, "info"], quiet=True))
-    log(f"installed mistralrs-{flavour} into {root.root}: {binary.name} info -> {json.dumps(reported)}")
-    if reported.get("compute_cap") != str(cfg.flavour(flavour).compute_cap):
-        raise UserError(f"the installed mistralrs-{flavour} reports compute capability {reported.get('compute_cap')}")
-    return reported
+    stable = next(c for c in cfg.channels if c.is_stable)
+    name = layout.release_rpm(cfg.host.release_package_version, cfg.package.dist).name
+    return f"{url}/{channels.channel_dir(cfg, stable)}/{name}"
 
 
-def signature_of(rpm: Path) -> str:
-    text = output(["rpm", "-qp", "--nosignature", "--qf",
-                   "%|DSAHEADER?{%{DSAHEADER:pgpsig}}:{%|RSAHEADER?{%{RSAHEADER:pgpsig}}:{unsigned}|}|", rpm], quiet=True)
+def standin_base(cfg: Config, dest: Path) -> Path:
+    """The stand-in for Fedora and NVIDIA's repositories: what every
+    flavour's RPM needs of them, by name."""
+    layout = Layout.of(cfg)
+    base: set[str] = set()
+    for f in cfg.flavours:
+        rpm = layout.dist / RpmRecord.load(layout, f.name).file
+        requires = output(["rpm", "-qp", "--requires", rpm], quiet=True).splitlines()
+        base |= {r for r in requires if FEDORA_BASE.match(r)}
+        base |= set(cfg.package.requires_for(f.features(cfg.build)))
+    return build_standin_repo(dest, sorted(base))
+
+
+def stand_in_nvidia_smi(directory: Path, compute_cap: int) -> Path:
+    """An nvidia-smi answering the one query mistralrs-flavour asks with
+    one GPU of the given compute capability (86 -> 8.6)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    smi = directory / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n# stands in for the NVIDIA driver's nvidia-smi (written by scripts/demo)\n"
+        '[ "$*" = "--query-gpu=compute_cap --format=csv,noheader" ] || { echo "nvidia-smi stand-in: $*" >&2; exit 2; }\n'
+        f"echo {compute_cap // 10}.{compute_cap % 10}\n"
+    )
+    smi.chmod(0o755)
+    return directory
+
+
+def installed_package(root: DnfRoot, name: str, fmt: str) -> str:
+    return output(["rpm", f"--root={root.root}", "-q", name, "--qf", fmt], env={"HOME": str(root.root.parent / "home")},
+                  quiet=True)
+
+
+def walk_front_door(cfg: Config, url: str, scratch: Path) -> FrontDoor:
+    """What the README tells a user, on one scratch machine per configured
+    flavour, each with one GPU of that flavour's compute capability: install
+    mistralrs-release from its URL, then ``mistralrs-$(mistralrs-flavour)``
+    through the .repo file and key that package installed."""
+    package_url = release_url(cfg, url)
+    page = requests.get(f"{url}/", timeout=10)
+    page.raise_for_status()
+    if f"sudo dnf install {package_url}" not in page.text:
+        raise UserError(f"the index page at {url}/ does not tell users to install {package_url}")
+    standin = standin_base(cfg, scratch / "standin")
+    shutil.rmtree(scratch / "dnf", ignore_errors=True)
+    steps: list[FrontDoorStep] = []
+    signatures: set[str] = set()
+    repo_path = ""
+    for f in sorted(cfg.flavours, key=lambda f: f.compute_cap):
+        gpu = f"{f.compute_cap // 10}.{f.compute_cap % 10}"
+        # at first only the stand-in base: no .repo file of ours, no key
+        root = make_dnf_root(scratch / "dnf" / f.name, None, standin)
+        # the key comes with this first package, so dnf cannot check it (as on Fedora,
+        # where a package given by URL is not checked unless localpkg_gpgcheck is set)
+        root.dnf("--setopt=localpkg_gpgcheck=0", "install", package_url, check=True, timeout=300)
+        signatures.add(signature_key(installed_package(
+            root, "mistralrs-release", "%|DSAHEADER?{%{DSAHEADER:pgpsig}}:{%{RSAHEADER:pgpsig}}|")))
+        repo_file = root.installed_reposdir / "mistralrs.repo"
+        if not repo_file.exists():
+            raise UserError(f"mistralrs-release installed no /{repo_file.relative_to(root.root)}")
+        repo_path = f"/{repo_file.relative_to(root.root)}"
+        smi = stand_in_nvidia_smi(scratch / "nvidia-smi" / f.name, f.compute_cap)
+        chosen = output([root.root / "usr" / "bin" / "mistralrs-flavour"],
+                        env={"PATH": f"{smi}{os.pathsep}{os.environ.get('PATH', '')}"}, quiet=True)
+        if chosen != f.name:
+            raise UserError(f"mistralrs-flavour chose {chosen!r} for compute capability {gpu}; expected {f.name}")
+        package = f"mistralrs-{chosen}"
+        # from here on dnf knows our repositories only through the release package's .repo file and key
+        root.with_installed_repos().dnf("install", package, check=True, timeout=300)
+        binary = root.root / "usr" / "bin" / cfg.upstream.binary_name(BuildRecord.load(Layout.of(cfg), f.name).version)
+        reported = json.loads(output([binary, "info"], quiet=True))
+        if reported.get("compute_cap") != str(f.compute_cap):
+            raise UserError(f"the installed {package} reports compute capability {reported.get('compute_cap')}")
+        nevr = installed_package(root, package, "%{NAME}-%{VERSION}-%{RELEASE}")
+        log(f"GPU {gpu}: mistralrs-flavour -> {chosen}; dnf installed {nevr} through {repo_path};"
+            f" {binary.name} info -> {json.dumps(reported)}")
+        steps.append(FrontDoorStep(gpu, chosen, nevr, f"sm_{reported['compute_cap']}"))
+    return FrontDoor(package_url, ", ".join(sorted(signatures)), repo_path, steps)
+
+
+def signature_key(text: str) -> str:
+    """rpm's pgpsig text -> "EdDSA/SHA256 <key id>"."""
     algorithm = text.split(",")[0]
     return f"{algorithm} {text.split('Key ID ')[-1]}" if "Key ID" in text else text
 
 
-def summary(config: Path, timings: Timings, url: str) -> str:
+def signature_of(rpm: Path) -> str:
+    return signature_key(output(["rpm", "-qp", "--nosignature", "--qf",
+                                 "%|DSAHEADER?{%{DSAHEADER:pgpsig}}:{%|RSAHEADER?{%{RSAHEADER:pgpsig}}:{unsigned}|}|", rpm],
+                                quiet=True))
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def summary(config: Path, timings: Timings, url: str, door: FrontDoor) -> str:
     cfg = load(config)
     layout = Layout.of(cfg)
     published = cfg.publish.target.path
@@ -131,39 +247,61 @@ def summary(config: Path, timings: Timings, url: str) -> str:
         found = sorted(published.rglob(name))
         rows.append((f.name, name, f"{found[0].stat().st_size / 2**20:.2f} MiB" if found else "-",
                      signature_of(found[0]) if found else "not published", f"sm_{f.compute_cap}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    steps = [("nvidia-smi", "mistralrs-flavour", f"dnf installed through {door.repo_file}", "binary reports")]
+    steps += [(s.smi_answer, s.chosen, s.installed, s.reported_cap) for s in door.steps]
     stages = "\n".join(f"  {name:<16} {seconds:6.1f} s" for name, seconds in timings.stages.items())
-    return f"{table}\n\ntime per stage:\n{stages}"
+    return (f"{table(rows)}\n\nthe front door, in scratch roots (gpgcheck=1, repo_gpgcheck=1):\n"
+            f"  dnf install {door.release_url}\n    -> mistralrs-release, signed by {door.release_signature}\n"
+            f"  then on a machine with a GPU of each flavour, dnf install \"mistralrs-$(mistralrs-flavour)\":\n"
+            + "\n".join("    " + line for line in table(steps).splitlines())
+            + f"\n\ntime per stage:\n{stages}")
+
+
+def forget_other_address(repo: Path, url: str) -> None:
+    """A repository the demo published for another address (an earlier run
+    with another MRPM_DEMO_PORT) holds a mistralrs-release pointing there,
+    and publishing never overwrites a package: start that repository afresh."""
+    for rpm in sorted(repo.rglob("mistralrs-release-*.rpm")):
+        published_for = output(["rpm", "-qp", "--nosignature", "--qf", "%{URL}", rpm], quiet=True)
+        if published_for != url:
+            log(f"{repo} was published for {published_for}; publishing it afresh for {url}")
+            shutil.rmtree(repo)
+            return
 
 
 def main() -> int:
     try:
+        demo = demo_dir()
         timings = Timings()
-        port = int(os.environ.get(DEMO_PORT_ENV, "8043"))
-        upstream = timings.stage("demo upstream", create_demo_repo, DEMO / "upstream")
-        key_file, fingerprint = timings.stage("demo key", demo_key)
+        port_text = os.environ.get(DEMO_PORT_ENV, "8043")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise UserError(f"{DEMO_PORT_ENV}={port_text!r}: expected a port number (1-65535)")
+        port = int(port_text)
+        upstream = timings.stage("demo upstream", create_demo_repo, demo / "upstream")
+        key_file, fingerprint = timings.stage("demo key", demo_key, demo / "keys")
         url = f"http://127.0.0.1:{port}"
-        config = write_config(DEMO / "config.toml", upstream.path, {
-            "publish": {"target": str(DEMO / "repo"), "base_url": url, "key_file": str(key_file),
+        forget_other_address(demo / "repo", url)
+        config = write_config(demo / "config.toml", upstream.path, {
+            "publish": {"target": str(demo / "repo"), "base_url": url, "key_file": str(key_file),
                         "host_key": "", "ssh_key": ""},
+            # where `doit release-package` finds the public key (demo_key exports it there)
+            "host": {"key_dir": str(demo / "keys")},
         })
         cfg = load(config)
-        flavour = os.environ.get(DEMO_FLAVOUR_ENV, cfg.flavours[0].name)
-        cfg.flavour(flavour)
         timings.stage("doctor", doit, config, "doctor")
         timings.stage("fetch", doit, config, "fetch")
         timings.stage("build", doit, config, "build")
         timings.stage("verify", doit, config, "verify")
-        timings.stage("package", doit, config, "spec", "rpm")
+        timings.stage("package", doit, config, "spec", "rpm", "release-package")
         timings.stage("publish", doit, config, "publish")
-        timings.stage("serve", serve, DEMO / "repo", DEMO / "nginx", port)
-        timings.stage("dnf install", install_with_dnf, cfg, flavour)
-        print("\n" + summary(config, timings, url))
+        timings.stage("serve", serve, demo / "repo", demo / "nginx", port)
+        door = timings.stage("front door", walk_front_door, cfg, url, demo)
+        print("\n" + summary(config, timings, url, door))
         print(f"\nThe repository is served at {url}/ (signing key {fingerprint});"
-              f" stop it with: nginx -p {DEMO / 'nginx'} -c {DEMO / 'nginx' / 'nginx.conf'} -s stop")
+              f" stop it with: nginx -p {demo / 'nginx'} -c {demo / 'nginx' / 'nginx.conf'} -s stop")
         print("A user on Fedora 43 installs from it with:\n")
-        print(f"  sudo dnf config-manager addrepo --from-repofile={url}/mistralrs.repo && sudo dnf install mistralrs-{flavour}")
+        print(f"  sudo dnf install {door.release_url}")
+        print('  sudo dnf install "mistralrs-$(mistralrs-flavour)"')
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

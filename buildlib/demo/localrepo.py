@@ -4,7 +4,10 @@ repositories, and Debian's dnf installing into a scratch root."""
 
 from __future__ import annotations
 
+import configparser
+import dataclasses
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -118,27 +121,77 @@ def build_standin_repo(dest: Path, provides: list[str], name: str = "mrpm-standi
 @dataclass
 class DnfRoot:
     """A scratch root that Debian's dnf installs into, with gpgcheck=1 and
-    repo_gpgcheck=1 for every repository except the stand-in."""
+    repo_gpgcheck=1 for every repository except the stand-in.
+
+    installed_repos: dnf also reads the .repo files installed in the root's
+    /etc/yum.repos.d (what mistralrs-release put there), as dnf on the
+    machine itself would.  One translation: Debian's dnf 4 reads a
+    ``gpgkey=file://`` path on the host even with --installroot, so each
+    such key is named inside the root (on Fedora it is the same file)."""
 
     root: Path
     reposdir: Path
     conf: Path
+    installed_repos: bool = False
+
+    @property
+    def cachedir(self) -> Path:
+        return self.root / "var" / "cache" / "dnf"
+
+    @property
+    def installed_reposdir(self) -> Path:
+        return self.root / "etc" / "yum.repos.d"
+
+    def installed_key_options(self) -> list[str]:
+        """--setopt=<repo>.gpgkey=file://<root>/... for each installed
+        repository whose keys are files."""
+        options = []
+        for repo_file in sorted(self.installed_reposdir.glob("*.repo")):
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read_string(repo_file.read_text(), source=str(repo_file))
+            for section in parser.sections():
+                keys = re.split(r"[\s,]+", parser.get(section, "gpgkey", fallback="").strip())
+                if keys != [""] and all(k.startswith("file:///") for k in keys):
+                    inside = " ".join(f"file://{self.root}{k[len('file://'):]}" for k in keys)
+                    options.append(f"--setopt={section}.gpgkey={inside}")
+        return options
 
     def argv(self, *args: str) -> list[str]:
+        reposdirs = [self.reposdir] + ([self.installed_reposdir] if self.installed_repos else [])
         return [
             "dnf", "-y", "-q", f"--installroot={self.root}", "--releasever=43",
-            f"--setopt=reposdir={self.reposdir}", f"--setopt=cachedir={self.root}/var/cache/dnf",
+            f"--setopt=reposdir={','.join(str(d) for d in reposdirs)}", f"--setopt=cachedir={self.cachedir}",
             "--setopt=install_weak_deps=False", "--setopt=gpgcheck=1", "--setopt=repo_gpgcheck=1",
-            "--setopt=keepcache=False", "--disableplugin=*", f"--config={self.conf}", *args,
+            "--setopt=keepcache=False", "--disableplugin=*", f"--config={self.conf}",
+            *(self.installed_key_options() if self.installed_repos else []), *args,
         ]
 
     def env(self) -> dict[str, str]:
         return dict(os.environ, HOME=str(self.root.parent / "home"))
 
+    def with_installed_repos(self) -> "DnfRoot":
+        """This root as dnf on the installed machine sees it: its own
+        /etc/yum.repos.d besides the stand-in for Fedora and NVIDIA."""
+        return dataclasses.replace(self, installed_repos=True)
+
+    def agent_homes(self) -> list[Path]:
+        """The keyrings dnf made in its cache: for repo_gpgcheck, librepo
+        imports each repository's key into <cachedir>/<repo>-<hash>/pubring,
+        and gpg starts a gpg-agent there that outlives dnf."""
+        return sorted(self.cachedir.glob("*/pubring"))
+
+    def stop_agents(self) -> None:
+        for home in self.agent_homes():
+            run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], check=False, quiet=True, capture=True)
+
     def dnf(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-        """dnf in this root; its output as text."""
-        ran = run(self.argv(*args), env={"HOME": str(self.root.parent / "home")}, capture=True, check=False,
-                  quiet=True, timeout=timeout)
+        """dnf in this root; its output as text.  No gpg-agent is left
+        running afterwards."""
+        try:
+            ran = run(self.argv(*args), env={"HOME": str(self.root.parent / "home")}, capture=True, check=False,
+                      quiet=True, timeout=timeout)
+        finally:
+            self.stop_agents()
         proc = subprocess.CompletedProcess(ran.args, ran.returncode, ran.stdout.decode(errors="replace"),
                                            ran.stderr.decode(errors="replace"))
         if check and proc.returncode != 0:
@@ -146,16 +199,19 @@ class DnfRoot:
         return proc
 
 
-def make_dnf_root(tmp: Path, repo_file_text: str, base_repo_dir: Path | None = None) -> DnfRoot:
-    """A scratch root whose repositories are the given .repo file plus, when
-    given, an unsigned local repository standing in for Fedora and NVIDIA's."""
+def make_dnf_root(tmp: Path, repo_file_text: str | None, base_repo_dir: Path | None = None) -> DnfRoot:
+    """A scratch root whose repositories are the given .repo file (none:
+    only what packages install later, see :meth:`DnfRoot.with_installed_repos`)
+    plus, when given, an unsigned local repository standing in for Fedora
+    and NVIDIA's."""
     root = tmp / "root"
     reposdir = tmp / "repos.d"
     for d in (root, reposdir, tmp / "home"):
         d.mkdir(parents=True, exist_ok=True)
     conf = tmp / "dnf.conf"
     conf.write_text("[main]\ngpgcheck=1\nrepo_gpgcheck=1\nskip_if_unavailable=False\n")
-    (reposdir / "mistralrs.repo").write_text(repo_file_text)
+    if repo_file_text is not None:
+        (reposdir / "mistralrs.repo").write_text(repo_file_text)
     if base_repo_dir is not None:
         (reposdir / "base.repo").write_text(
             f"[standin-base]\nname=stand-in for Fedora and NVIDIA\nbaseurl=file://{base_repo_dir}\n"

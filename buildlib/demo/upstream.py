@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -45,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..layout import DEMO_UPSTREAM_HISTORY, DEMO_UPSTREAM_SOURCES
-from ..run import CommandFailed, UserError
+from ..run import UserError, run
 
 EXAMPLE = DEMO_UPSTREAM_SOURCES
 HISTORY = DEMO_UPSTREAM_HISTORY
@@ -378,13 +377,7 @@ def _git(repo: Path, *args: str, check: bool = True, date: str | None = None) ->
     for item in config:
         argv += ["-c", item]
     argv += ["-C", str(repo), *args]
-    try:
-        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise UserError("git is needed to make the demo upstream repository but is not on PATH") from None
-    if check and proc.returncode != 0:
-        raise CommandFailed(argv, proc.returncode, proc.stderr.strip())
-    return proc.stdout.strip()
+    return run(argv, env=env, inherit_env=False, capture=True, quiet=True, check=check).stdout.decode().strip()
 
 
 def _ignore_top_level_target(directory: str, names: list[str]) -> list[str]:

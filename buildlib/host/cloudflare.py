@@ -67,7 +67,7 @@ class Cloudflare:
             raise CloudflareError(f"Cloudflare API {method} {path}: {type(e).__name__}: {e}") from None
         try:
             body = r.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
             body = None
         if not isinstance(body, dict) or "success" not in body:
             raise CloudflareError(f"Cloudflare API {method} {path}: HTTP {r.status_code} with no API answer"

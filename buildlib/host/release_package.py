@@ -90,7 +90,7 @@ def release_inputs(cfg: Config, host: Host) -> dict:
 
 def render_spec(cfg: Config, host: Host, fingerprint: str, created: int) -> str:
     day = datetime.fromtimestamp(created, timezone.utc)
-    return render(RELEASE_SPEC_TEMPLATE, 
+    return render(RELEASE_SPEC_TEMPLATE, spec=True,
         version=host.release_package_version,
         base_url=cfg.publish.base_url.rstrip("/"),
         channels=[c.name for c in cfg.channels],

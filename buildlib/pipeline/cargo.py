@@ -10,7 +10,9 @@ from pathlib import Path
 
 from ..config import Config, Flavour
 from ..layout import Layout
-from ..run import Stopwatch, UserError, output, run, sha256_of
+from ..run import CommandFailed, Stopwatch, UserError, log, output, run, sha256_of
+from .cache import record_units
+from .cargo_messages import executable_of, failure_line, read_messages
 from .records import UNKNOWN, BuildRecord, ChangelogEntry
 from .upstream import Source, ensure_tree
 
@@ -20,11 +22,10 @@ def build_inputs(cfg: Config, flavour: Flavour) -> dict:
     from the source (tracked through the source record).  A change to any of
     it rebuilds this flavour and no other."""
     return {
-        "package": cfg.upstream.package,
+        "programs": [[list(p.first), p.package, p.binary] for p in cfg.upstream.programs],
         "features": list(flavour.features(cfg.build)),
         "compute_cap": flavour.compute_cap,
         "rustflags": cfg.build.rustflags,
-        "binary_names": [[list(v), n] for v, n in cfg.upstream.binary_names],
     }
 
 
@@ -96,6 +97,9 @@ def build_env(cfg: Config, layout: Layout, flavour: Flavour, sde: int | None = N
         "CUDAFORGE_HOME": str(layout.cudaforge_home),
         "CUDAFORGE_THREADS": str(cfg.build.nvcc_threads),
         "RAYON_NUM_THREADS": str(cfg.build.nvcc_threads),
+        # A panicking build script then prints its message last, not stack
+        # frames: the one-line error quotes it (cargo_messages.failure_line).
+        "RUST_BACKTRACE": "0",
     }
     if sde is not None:
         env["SOURCE_DATE_EPOCH"] = str(sde)
@@ -111,14 +115,25 @@ def build_env(cfg: Config, layout: Layout, flavour: Flavour, sde: int | None = N
 
 
 def cargo_argv(cfg: Config, flavour: Flavour, source: Source) -> list[str]:
-    argv = ["cargo", "build", "--release"]
+    argv = ["cargo", "build", "--release", "--message-format=json-render-diagnostics"]
     if not source.is_snapshot:
         argv.append("--locked")  # releases build exactly what upstream tagged
-    argv += ["-p", cfg.upstream.package]
+    argv += ["-p", cfg.upstream.program(source.version).package]
     features = flavour.features(cfg.build)
     if features:
         argv += ["--features", ",".join(features)]
     return argv
+
+
+def check_cargo_version(ref: str, version: str, cargo_version: str) -> bool:
+    """Warn (one line) when the tag's version and upstream's Cargo.toml
+    differ, e.g. an rc tag whose Cargo.toml already says the final version.
+    The package keeps the tag's version: that is what the channel orders by."""
+    if cargo_version == version:
+        return True
+    log(f"warning: {ref} is version {version} but upstream's Cargo.toml says {cargo_version}; "
+        f"packaging it as {version}")
+    return False
 
 
 def tool_versions() -> dict[str, str]:
@@ -137,17 +152,28 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
     source = Source.load(layout.source_record)
     watch = Stopwatch(f"build {name}")
     tree = ensure_tree(layout, source.commit)
-    binary_name = cfg.upstream.binary_name(source.version)
+    program = cfg.upstream.program(source.version)
     sde = source_date_epoch(source.commit_date)
     env = build_env(cfg, layout, flavour, sde, home)
     for d in (layout.target_dir(name), layout.cudaforge_home, layout.artifacts):
         d.mkdir(parents=True, exist_ok=True)
-    run(cargo_argv(cfg, flavour, source), cwd=tree, env=env)
+    messages = layout.cargo_messages(name)
+    messages.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run(cargo_argv(cfg, flavour, source), cwd=tree, env=env, stdout_file=messages)
+    except CommandFailed as e:
+        raise UserError(f"cargo build of {program.package} at {source.ref} for {name} failed (exit code "
+                        f"{e.returncode}): {failure_line(e.stderr.decode(errors='replace'))}") from None
 
-    built = layout.target_dir(name) / "release" / binary_name
-    if not built.is_file():
-        raise UserError(f"cargo finished but {built} is missing: does {cfg.upstream.package} at {source.ref} "
-                        f"build a binary named {binary_name!r}? (upstream.binary_names)")
+    # The binary cargo says this run made, never a file that merely exists
+    # in the (kept) target directory.
+    cargo_run = read_messages(messages)
+    made = executable_of(cargo_run, program.package, program.binary)
+    built = Path(made.executable)
+    target_dir = layout.target_dir(name).resolve()
+    if not built.resolve().is_relative_to(target_dir) or not built.is_file():
+        raise UserError(f"cargo reported executable {built}, which is not a file under {target_dir}")
+    check_cargo_version(source.ref, source.version, made.version)
     artifact = layout.artifact(name)
     tmp = artifact.with_name(f".{artifact.name}.tmp{os.getpid()}")
     shutil.copy2(built, tmp)
@@ -162,7 +188,12 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
         flavour=flavour.name,
         compute_cap=flavour.compute_cap,
         features=flavour.features(cfg.build),
-        binary_name=binary_name,
+        package=program.package,
+        binary_name=program.binary,
+        package_id=made.package_id,
+        cargo_version=made.version,
+        cargo_executable=str(built),
+        cargo_fresh=made.fresh,
         **tool_versions(),
         rustflags=cfg.build.rustflags,
         source_date_epoch=sde,
@@ -177,6 +208,7 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
     # that is not in place.
     os.replace(tmp, artifact)
     record.write(layout)
+    record_units(layout, name, source, cargo_run, built)
     watch.done(f"{artifact.name} {record.size / 2**20:.1f} MiB, sm_{flavour.compute_cap}, "
                f"features {','.join(record.features) or '-'}")
     return {}
@@ -196,6 +228,7 @@ def adopt_prebuilt(cfg: Config, layout: Layout, flavour: Flavour, version: str) 
         raise UserError(f"{artifact} is missing: put the binary built elsewhere there first")
     watch = Stopwatch(f"adopt {name}")
     version = tag_version(ref.text)
+    program = cfg.upstream.program(version)
     BuildRecord(
         source="prebuilt",
         ref=ref.text,
@@ -205,7 +238,9 @@ def adopt_prebuilt(cfg: Config, layout: Layout, flavour: Flavour, version: str) 
         flavour=name,
         compute_cap=flavour.compute_cap,
         features=flavour.features(cfg.build),
-        binary_name=cfg.upstream.binary_name(version),
+        package=program.package,
+        binary_name=program.binary,
+        package_id=None, cargo_version=None, cargo_executable=None, cargo_fresh=None,
         rustc=UNKNOWN, cargo=UNKNOWN, nvcc=UNKNOWN, rustflags=UNKNOWN,
         sha256=sha256_of(artifact),
         size=artifact.stat().st_size,

@@ -345,7 +345,8 @@ def checks(cfg: Config, layout: Layout, probe: Probe = Probe()) -> list[Check]:
     free = shutil.disk_usage(layout.cache).free / 2**30
     result.append(Check("disk", f"{free:.0f} GiB free in {layout.cache}",
                         "" if free >= cfg.build.min_free_gib else
-                        f"only {free:.0f} GiB free in {layout.cache}; the builds want build.min_free_gib = {cfg.build.min_free_gib}"))
+                        f"only {free:.0f} GiB free in {layout.cache}; the builds want build.min_free_gib = {cfg.build.min_free_gib}"
+                        " (`doit clean-cache` frees old versions)"))
     return result
 
 

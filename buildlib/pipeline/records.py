@@ -10,7 +10,9 @@ written and read here only.
 
 Loading checks every field (a record is a file anyone can edit);
 :meth:`BuildRecord.check_fits` is the one check that a record still fits the
-configuration.
+configuration (spec and verify run it); verify adds
+:meth:`BuildRecord.check_provenance`: cargo's own word that this run built
+the artifact from the source fetched now.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from ..config import FEATURE_NAME, FLAVOUR_NAME, PACKAGE_NAME, Config, Flavour
 from ..layout import Layout
 from ..refs import COMMIT, TAG, check_rpm_version
 from ..run import UserError, atomic_write
+from .cargo_messages import package_name_version
+from .upstream import Source
 
 SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
-UPSTREAM_VERSION = re.compile(r"^\d+\.\d+\.\d+(-rc\d+)?\Z")
-ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
+UPSTREAM_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\Z")
+ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 UNKNOWN = "unknown"
 
 
@@ -90,6 +94,10 @@ class _Fields:
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
             raise UserError(f"{self.path}: field {name!r} = {value!r} has the wrong type")
         return value
+
+    def maybe(self, name: str, kind: type) -> Any:
+        """A field a record may leave out or set to null (None then)."""
+        return self.get(name, kind, optional=True) if name in self.data else None
 
     def time(self, name: str) -> datetime:
         text = self.get(name, str)
@@ -157,7 +165,16 @@ class BuildRecord(_PerFlavour):
     flavour: str
     compute_cap: int
     features: tuple[str, ...]
+    package: str
+    """The cargo package built (upstream.programs' row for the version)."""
     binary_name: str
+    package_id: str | None
+    """From here to cargo_fresh: what cargo's messages said about the binary
+    of this run (None for an adopted binary)."""
+    cargo_version: str | None
+    cargo_executable: str | None
+    cargo_fresh: bool | None
+    """True when cargo compiled nothing (every unit was fresh)."""
     rustc: str
     cargo: str
     nvcc: str
@@ -181,7 +198,9 @@ class BuildRecord(_PerFlavour):
         return {
             "source": self.source, "ref": self.ref, "commit": self.commit, "version": self.version,
             "rpm_version": self.rpm_version, "flavour": self.flavour, "compute_cap": self.compute_cap,
-            "features": list(self.features), "binary_name": self.binary_name,
+            "features": list(self.features), "package": self.package, "binary_name": self.binary_name,
+            "package_id": self.package_id, "cargo_version": self.cargo_version,
+            "cargo_executable": self.cargo_executable, "cargo_fresh": self.cargo_fresh,
             "rustc": self.rustc, "cargo": self.cargo, "nvcc": self.nvcc, "rustflags": self.rustflags,
             "sha256": self.sha256, "size": self.size, "duration_s": self.duration_s,
             "built_at": utc_stamp(self.built_at), "changelog": [e.to_json() for e in self.changelog],
@@ -227,7 +246,12 @@ class BuildRecord(_PerFlavour):
             flavour=record_flavour,
             compute_cap=f.get("compute_cap", int),
             features=tuple(features),
+            package=f.matching("package", PACKAGE_NAME, "a cargo package name such as \"mistralrs-cli\""),
             binary_name=f.matching("binary_name", PACKAGE_NAME, "a program name such as \"mistralrs\""),
+            package_id=f.maybe("package_id", str),
+            cargo_version=f.maybe("cargo_version", str),
+            cargo_executable=f.maybe("cargo_executable", str),
+            cargo_fresh=f.maybe("cargo_fresh", bool),
             # provenance only: shown, never acted on
             rustc=f.get("rustc", str, default=UNKNOWN),
             cargo=f.get("cargo", str, default=UNKNOWN),
@@ -243,19 +267,48 @@ class BuildRecord(_PerFlavour):
 
     def check_fits(self, cfg: Config, layout: Layout, flavour: Flavour) -> None:
         """The one check that this record still fits config.toml: the
-        flavour's compute capability and the binary name of the version."""
+        flavour's compute capability, and the package and binary that
+        upstream.programs gives for the version."""
         path = layout.build_record(flavour.name)
         if self.compute_cap != flavour.compute_cap:
             raise UserError(
                 f"{path}: built for compute capability {self.compute_cap},"
                 f" but config.toml says flavours.{flavour.name}.compute_cap = {flavour.compute_cap}: rebuild the flavour"
             )
-        expected_binary = cfg.upstream.binary_name(self.version)
-        if self.binary_name != expected_binary:
+        program = cfg.upstream.program(self.version)
+        if self.binary_name != program.binary:
             raise UserError(
                 f"{path}: binary_name {self.binary_name!r}, but config.toml's"
-                f" upstream.binary_names gives {expected_binary!r} for version {self.version}"
+                f" upstream.programs gives {program.binary!r} for version {self.version}"
             )
+        if self.package != program.package:
+            raise UserError(f"{path}: built from package {self.package}, but version {self.version} is built from"
+                            f" {program.package} (upstream.programs): rebuild the flavour")
+
+    def check_provenance(self, cfg: Config, layout: Layout, flavour: Flavour) -> None:
+        """For an artifact cargo built here: cargo's own record of the run
+        (its package id) names the package check_fits expects, and the
+        commit built is the one fetched now."""
+        if self.source != "cargo":
+            return
+        path = layout.build_record(flavour.name)
+        if self.package_id is None or not self.cargo_executable:
+            raise UserError(f"{path}: no cargo package id or executable recorded; rebuild the flavour")
+        try:
+            package, version = package_name_version(self.package_id)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
+        program = cfg.upstream.program(self.version)
+        if package != program.package:
+            raise UserError(f"{path}: built from package {package}, but version {self.version} is built from"
+                            f" {program.package} (upstream.programs): rebuild the flavour")
+        if version != self.cargo_version:
+            raise UserError(f"{path}: package id {self.package_id!r} disagrees with cargo_version {self.cargo_version!r}")
+        if layout.source_record.exists():
+            source = Source.load(layout.source_record)
+            if (source.ref, source.commit) != (self.ref, self.commit):
+                raise UserError(f"{path}: built from {self.ref} ({str(self.commit)[:12]}), but the fetched source is"
+                                f" {source.ref} ({source.commit[:12]}): build the flavour again")
 
 
 # --- verify ------------------------------------------------------------------

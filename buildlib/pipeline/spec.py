@@ -1,8 +1,10 @@
 """Render one flavour's spec from rpm/mistralrs.spec.j2 and its build record.
 
 Nothing from outside (the build record, config.toml's free text) reaches the
-spec unchecked: names, versions and digests must match their patterns, free
-text is one line of printable characters with ``%`` escaped.
+spec unchecked: names, versions and digests must match their patterns (the
+configuration's values were checked when it loaded), free text is one line of
+printable characters, and the renderer (templates.render with spec=True)
+escapes ``%`` in every value it writes into the spec.
 
 The Release is decided here (:func:`choose_release`).  It is 1 for a new
 (flavour, version) and goes up by one whenever that version is packaged
@@ -30,17 +32,15 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from .. import layout as paths
-from .. import repro
-from ..config import Config, Flavour
+from ..config import SPDX_EXPRESSION, URL, Config, Flavour
 from ..layout import Layout
 from ..publish.held import held_release
 from ..run import Stopwatch, UserError, atomic_write, sha256_of
-from ..templates import render
+from ..templates import SpecLines, render
+from .history import changelog_order, packaged_versions
 from .records import SHA256, BuildRecord, ChangelogEntry, read_json
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
-SPDX_EXPRESSION = re.compile(r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*$")
-URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]+$")
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -73,7 +73,7 @@ def spec_settings(cfg: Config, flavour: Flavour) -> dict:
         "flavours": [f.name for f in cfg.flavours],
         "gpus": list(flavour.gpus),
         "compute_cap": flavour.compute_cap,
-        "binary_names": [[".".join(map(str, first)), name] for first, name in cfg.upstream.binary_names],
+        "programs": [[".".join(map(str, p.first)), p.package, p.binary] for p in cfg.upstream.programs],
     }
 
 
@@ -87,10 +87,10 @@ def _requires(settings: dict, features: tuple[str, ...]) -> list[str]:
 
 
 def rpm_text(value: str, what: str) -> str:
-    """One line of free text for a spec: printable, with % escaped."""
+    """One line of free text for a spec: printable (the renderer escapes %)."""
     if not isinstance(value, str) or not value.strip() or not value.isprintable():
         raise UserError(f"{what} {value!r}: expected one line of printable text")
-    return value.replace("%", "%%")
+    return value
 
 
 def _checked(value: str, pattern: re.Pattern, what: str, form: str) -> str:
@@ -133,13 +133,9 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
         day = (datetime.fromtimestamp(record.source_date_epoch, timezone.utc).date()
                if record.source_date_epoch is not None else record.built_at.date())
         changelog.insert(0, ChangelogEntry(record.rpm_version, record.tag, day, record.commit))
-    # rpm refuses a %changelog that is not newest first.  Tag dates come from
-    # git and need not follow version order (a backport tagged late, time
-    # zones): an older entry dated after the one above it is left out.
-    ordered = [changelog[0]]
-    for entry in changelog[1:]:
-        if entry.day <= ordered[-1].day:
-            ordered.append(entry)
+    # Version order, only versions packaged (history.packaged_versions),
+    # dates clamped so that rpm accepts the order (history.changelog_order).
+    ordered = changelog_order(changelog, packaged_versions(cfg, changelog, known_releases))
     entries = []
     for i, entry in enumerate(ordered):
         entry_release = release if i == 0 else str(known_releases.get(entry.rpm_version, 1))
@@ -158,7 +154,6 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
         "license": _checked(settings["license"], SPDX_EXPRESSION, "package.license", "an SPDX license expression such as MIT"),
         "url": _checked(settings["url"], URL, "package.url", "an http(s) URL"),
         "payload": settings["payload"],
-        "reproducible_macros": repro.spec_lines(),
         "artifact_name": layout.artifact(flavour.name).name,
         "artifact_sha256": record.sha256,
         "binary_name": record.binary_name,
@@ -168,12 +163,12 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
         "source_digests": source_digests,
         "changelog": entries,
     }
-    text = render(paths.SPEC_TEMPLATE, **values)
+    text = render(paths.SPEC_TEMPLATE, spec=True, **values)
     _check_sources(text, spec_sources(layout, flavour))
     return text
 
 
-def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -> str:
+def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -> SpecLines:
     if record.tag:
         origin = f"upstream release {record.tag}"
     else:
@@ -189,8 +184,10 @@ def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -
         " /etc/mistralrs/<instance>.conf (see /etc/mistralrs/mistralrs@.conf.example). The server has no"
         " authentication; the example listens on 127.0.0.1 only.",
     ]
-    wrapped = [textwrap.fill(rpm_text(p, "description text"), width=79, break_on_hyphens=False) for p in paragraphs]
-    return "\n\n".join(wrapped)
+    lines: list[str] = []
+    for p in paragraphs:
+        lines += ([""] if lines else []) + textwrap.wrap(rpm_text(p, "description text"), width=79, break_on_hyphens=False)
+    return SpecLines(lines)
 
 
 def _check_sources(text: str, sources: tuple[Path, ...]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ from ..config import Config
 from ..layout import Layout
 from ..refs import COMMIT, TAG, Ref, RefError, rpm_version_of_tag, snapshot_version, tag_version
 from ..run import Stopwatch, UserError, atomic_write, output, run
+from .history import check_on_branch, note_moved_tag, release_tags
 
 GIT = "git"
 CHANGELOG_ENTRIES = 10
@@ -53,6 +55,21 @@ def _check_url(url: str) -> str:
     return url
 
 
+GIT_TOTAL_TIMEOUT = 4 * 3600
+"""A clone or fetch that still makes progress is stopped only after this."""
+
+
+def _network(cfg: Config) -> dict:
+    """git's network settings: a stalled http(s) transfer or ssh connection
+    ends after upstream.timeout seconds, a whole clone or fetch after
+    GIT_TOTAL_TIMEOUT, and git never waits for a password."""
+    stall = max(1, int(cfg.upstream.timeout))
+    ssh = f"ssh -o BatchMode=yes -o ConnectTimeout={stall} -o ServerAliveInterval={max(1, stall // 3)} -o ServerAliveCountMax=3"
+    return {"timeout": GIT_TOTAL_TIMEOUT, "env": {"GIT_TERMINAL_PROMPT": "0", "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+                                                  "GIT_HTTP_LOW_SPEED_TIME": str(stall),
+                                                  "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND") or ssh}}
+
+
 def update_mirror(cfg: Config, layout: Layout) -> None:
     """Create the bare mirror once; afterwards only `git fetch` it."""
     url = _check_url(cfg.upstream.url)
@@ -60,13 +77,14 @@ def update_mirror(cfg: Config, layout: Layout) -> None:
         tmp = layout.mirror.with_name(layout.mirror.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        run([GIT, "clone", "--mirror", "--", url, tmp])
+        run([GIT, "clone", "--mirror", "--", url, tmp], **_network(cfg))
         tmp.rename(layout.mirror)
         return
     current = _git(layout, "config", "--get", "remote.origin.url", check=False)
     if current != url:
         run([GIT, f"--git-dir={layout.mirror}", "remote", "set-url", "origin", "--", url])
-    run([GIT, f"--git-dir={layout.mirror}", "fetch", "--prune", "--tags", "origin"])
+    # --force: a tag moved upstream replaces the mirror's (history.tag_unchanged noticed it)
+    run([GIT, f"--git-dir={layout.mirror}", "fetch", "--prune", "--tags", "--force", "origin"], **_network(cfg))
 
 
 def resolve_commit(layout: Layout, ref: Ref) -> str | None:
@@ -78,19 +96,9 @@ def resolve_commit(layout: Layout, ref: Ref) -> str | None:
 
 
 def _release_tags(layout: Layout, commit: str) -> list[tuple[str, str, str]]:
-    """(tag, commit, date) of the tags that match the release pattern and are
-    ancestors of commit, newest first.  Tags that do not match are ignored."""
-    lines = _git(layout, "for-each-ref", "--merged", commit, "--sort=-creatordate",
-                 "--format=%(refname:strip=2) %(*objectname)%(objectname) %(creatordate:short)",
-                 "refs/tags/", quiet=True).splitlines()
-    tags = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 3 or not TAG.match(parts[0]):
-            continue
-        tag, objects, day = parts
-        tags.append((tag, objects[:40], day))
-    return tags
+    """(tag, commit, date) of the release tags in commit's history, highest
+    version first (history.release_tags)."""
+    return [(t.tag, t.commit, t.date) for t in release_tags(layout.mirror, commit)]
 
 
 def describe(cfg: Config, layout: Layout, ref: Ref, commit: str) -> Source:
@@ -141,7 +149,11 @@ def fetch(cfg: Config, layout: Layout) -> Source:
     if commit is None:
         kind = "tag" if ref.is_tag else "commit"
         raise RefError(f"{kind} {ref.text} does not exist in {cfg.upstream.url}")
+    if ref.is_commit:
+        check_on_branch(cfg, layout.mirror, commit)
+    note_moved_tag(layout, ref, commit)
     source = describe(cfg, layout, ref, commit)
+    cfg.upstream.program(source.version)  # a version no row covers is refused before any build
     ensure_tree(layout, commit)
     atomic_write(layout.source_record, json.dumps(asdict(source), indent=2) + "\n")
     watch.done(f"{ref.text} is {commit[:12]}, version {source.rpm_version}")

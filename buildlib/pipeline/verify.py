@@ -28,7 +28,7 @@ from .records import BuildRecord, VerifyRecord
 FATBIN_MAGIC = struct.pack("<I", 0xBA55ED50)
 FATBIN_KINDS = {1: "ptx", 2: "elf"}
 PTX_TARGET = re.compile(rb"\.target\s+sm_(\d{2,3})[af]?\b")
-CUOBJDUMP_ARCH = re.compile(r"\bsm_(\d{2,3})[af]?\b")
+CUOBJDUMP_ARCH = re.compile(r"\bsm_([0-9]{2,3})[af]?\b")
 
 
 class VerifyError(UserError):
@@ -188,6 +188,7 @@ def verify_artifact(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
         raise VerifyError(f"{artifact} is missing")
     check_elf(artifact)
     record.check_fits(cfg, layout, flavour)
+    record.check_provenance(cfg, layout, flavour)
 
     digest = sha256_of(artifact)
     if digest != record.sha256:

@@ -26,7 +26,18 @@ channel's directory, out of the stable metadata.  Old metadata files stay
 for ``publish.metadata_expire`` (``--retain-old-md-by-age``) for clients that
 fetched the previous ``repomd.xml`` a moment before the swap.
 
-**Sequence**, all under one lock held on the host: fetch the metadata;
+**The repository's key** (:func:`repository_key`): under the lock and
+before anything is uploaded, the host's ``RPM-GPG-KEY-mistralrs`` (or the
+key ``publish.key_fingerprint`` pins) is compared with the signing key, and
+another key is refused; every signature check below is made against that
+anchor, and a package in dist/ already signed by another key is refused.
+
+**Sequence**, all under one lock held on the host: fetch the metadata and
+check its signature; check the published packages against it
+(:func:`check_published`: size, SHA-256 where cheap; missing or damaged ones
+are published again from dist/ or dropped); metadata the key did not sign
+is not believed (:func:`_check_untrusted`: the packages are fetched and each
+checked against the key, the metadata made afresh);
 refuse a name-version-release that is already published with other content;
 sign copies of the new packages in staging (never dist/'s files) and check
 every signature; build, sign and check the metadata; (1) upload the new
@@ -72,6 +83,8 @@ metadata.
 current ``mistralrs-release`` (:func:`current_packages`): a package left in
 dist/ by an earlier or abandoned build never reaches users.
 
+**Cancelled or killed**: :mod:`.cleanup`.
+
 **CI.**  ``doit publish`` reads only dist/ (and build/rpm/ where present) and
 depends on no build task, so a CI job that downloads the packages into dist/
 publishes them with an empty doit state and runs no build.
@@ -90,16 +103,18 @@ from pathlib import Path, PurePosixPath
 from ..config import Channel, Config, LocalTarget, Publish, SshTarget
 from ..layout import Layout
 from ..pipeline.records import RpmRecord
-from ..run import Stopwatch, atomic_write, log, require_tool, run
-from . import signing, site
+from ..run import Stopwatch, atomic_write, log, require_tool, run, sha256_of
+from . import cleanup, signing, site
 from .channels import REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
-from .repodata import INDEX_NAME, read_metadata
-from .rpms import LocalRpm, newest_first, read_rpms
-from .transport import Transport
+from .repodata import INDEX_NAME, Metadata, read_metadata, referenced_files
+from .rpms import FILE_NAME, LocalRpm, newest_first, read_rpms
+from .transport import Entry, Transport
 from .transport_local import LocalTransport
 from .transport_ssh import SshTransport
 
 SWAP_FILES = ("repomd.xml", "repomd.xml.asc", INDEX_NAME)
+MAX_KEY_FILE = 1 << 20
+"""More than any public key file needs: a bigger RPM-GPG-KEY-mistralrs is not read."""
 
 
 def open_transport(publish: Publish, scratch: Path) -> Transport:
@@ -127,6 +142,68 @@ class ChannelReport:
     pruned: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     metadata_rebuilt: bool = False
+    damaged: dict[str, str] = field(default_factory=dict)
+    """Published packages found not to be what the metadata says: href -> why."""
+    healed: list[str] = field(default_factory=list)
+    """Of those, uploaded again from dist/."""
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The repository's key, which every signature is checked against: the
+    public key on the host (``RPM-GPG-KEY-mistralrs``), or the one
+    ``publish.key_fingerprint`` pins (:func:`repository_key`)."""
+
+    fingerprint: str
+    public_key: str
+    upload: bool = False
+    """The host's key file is to be written (first publish, or the key replaced on purpose)."""
+
+
+def repository_key(cfg: Config, target: Transport, key: signing.SigningKey) -> Anchor:
+    """The anchor, decided before anything is uploaded: a signing key whose
+    public half is not the repository's key is refused here, in one line."""
+    mine = key.fingerprint.upper()
+    pinned = cfg.publish.key_fingerprint
+    if pinned and mine != pinned:
+        raise signing.SigningError(
+            f"publish: the signing key {mine} is not the key publish.key_fingerprint pins ({pinned});"
+            " nothing was uploaded")
+    top = target.stat_dir(PurePosixPath(".")) or {}
+    entry = top.get(signing.KEY_FILE_NAME)
+    if entry is None:
+        log(f"publish: the repository has no {signing.KEY_FILE_NAME} yet; key {mine} becomes its key")
+        return Anchor(mine, key.public_key, upload=True)
+    if entry.is_dir or entry.size > MAX_KEY_FILE:
+        raise signing.SigningError(f"publish: {signing.KEY_FILE_NAME} on the host is not a key file; nothing was uploaded")
+    target.fetch_files(PurePosixPath("."), [signing.KEY_FILE_NAME], target.scratch / "anchor")
+    armored = (target.scratch / "anchor" / signing.KEY_FILE_NAME).read_text(errors="replace")
+    found = signing.key_fingerprints(armored)
+    if len(found) != 1:
+        raise signing.SigningError(
+            f"publish: {signing.KEY_FILE_NAME} on the host holds {len(found)} keys, expected the repository's one;"
+            " nothing was uploaded (put the right public key back, or pin it in publish.key_fingerprint)")
+    theirs = found[0]
+    if theirs == mine:
+        return Anchor(theirs, armored)
+    if pinned:  # == mine: the key is being replaced on purpose
+        log(f"publish: replacing the repository's key {theirs} with {mine} (publish.key_fingerprint pins it)")
+        return Anchor(mine, key.public_key, upload=True)
+    raise signing.SigningError(
+        f"publish: the signing key {mine} is not the repository's key {theirs} ({signing.KEY_FILE_NAME} on the host);"
+        " nothing was uploaded (to replace the repository's key on purpose, pin the new one in publish.key_fingerprint)")
+
+
+def refuse_foreign_signed(rpms: Sequence[LocalRpm], anchor: Anchor) -> None:
+    """dist/ holds unsigned packages; one already signed by another key than
+    the repository's is refused, not signed over."""
+    own = anchor.fingerprint[-16:].lower()
+    for rpm in rpms:
+        foreign = [k for k in rpm.signers if k != own]
+        if foreign:
+            raise PublishError(
+                f"{rpm.path.name} in dist/ is already signed by key {foreign[0].upper()}, not the repository's key"
+                f" {own.upper()}; refusing to publish it (dist/ takes the unsigned packages `doit package` makes)")
 
 
 def _select_kept(packages: dict[str, str], retention: int) -> tuple[list[str], list[str]]:
@@ -154,8 +231,56 @@ def _createrepo(stage: Path, pkglist: Sequence[str], update: bool, keep_minutes:
     run([*args, stage], capture=True)
 
 
-def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing.SigningKey, channel: Channel,
-                    rpms: Sequence[LocalRpm]) -> ChannelReport:
+def check_published(target: Transport, rel: PurePosixPath, old: Metadata, listing: dict[str, Entry],
+                    scratch: Path) -> dict[str, str]:
+    """The channel's packages on the host against its (trusted) metadata:
+    href -> what is wrong, for each one missing or not the file the metadata
+    describes.  Size always; SHA-256 of every file where the transport hashes
+    cheaply (a local directory), else of those whose time changed since the
+    metadata was made (only those are fetched)."""
+    damaged: dict[str, str] = {}
+    suspect = []
+    for href, pub in sorted(old.packages.items()):
+        entry = listing.get(href)
+        if entry is None or entry.is_dir:
+            damaged[href] = "is missing"
+        elif pub.size >= 0 and entry.size != pub.size:
+            damaged[href] = f"has {entry.size} bytes where the metadata says {pub.size}"
+        elif pub.checksum_type == "sha256" and (pub.mtime < 0 or entry.mtime != pub.mtime):
+            suspect.append(href)
+    hashed = target.digests(rel, [h for h in old.packages if h not in damaged and old.packages[h].checksum_type == "sha256"])
+    if hashed is None:
+        fetched = scratch / "suspect"
+        target.fetch_files(rel, suspect, fetched)
+        hashed = {h: sha256_of(fetched / h) for h in suspect if (fetched / h).is_file()}
+    for href, digest in hashed.items():
+        if digest != old.packages[href].pkgid:
+            damaged[href] = "does not match the SHA-256 in the metadata"
+    return damaged
+
+
+def _check_untrusted(target: Transport, rel: PurePosixPath, old: Metadata, listing: dict[str, Entry],
+                     anchor: Anchor, stage: Path, tag: str) -> tuple[dict[str, LocalRpm], dict[str, str]]:
+    """Metadata not signed by the repository's key says nothing: fetch the
+    packages it lists and check each against the key.  Returns the good ones
+    (href -> package, their files in stage) and the bad ones (href -> why).
+    A package signed by another key is never signed over (not even by the
+    key being replaced: the host's key file is not trusted for that)."""
+    names = sorted(h for h in old.packages if FILE_NAME.match(h) and h in listing and not listing[h].is_dir)
+    damaged = {h: "is missing" for h in old.packages if FILE_NAME.match(h) and h not in names}
+    log(f"{tag}: checking the {len(names)} published package(s) against the repository's key")
+    target.fetch_files(rel, names, stage)
+    files = [stage / n for n in names if (stage / n).is_file()]
+    for f, why in signing.check_rpms(anchor.public_key, anchor.fingerprint, files).items():
+        if why:
+            damaged[f.name] = f"fails the check against the repository's key ({why})"
+            f.unlink()
+    good = {r.path.name: r for r in read_rpms([f for f in files if f.exists()])}
+    return good, damaged
+
+
+def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing.SigningKey, anchor: Anchor,
+                    channel: Channel, rpms: Sequence[LocalRpm]) -> ChannelReport:
     report = ChannelReport(channel.name)
     rel = channel_dir(cfg, channel)
     stage = layout.staging(channel.name)
@@ -163,26 +288,47 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     stage.mkdir(parents=True)
     tag = f"publish[{channel.name}]"
 
-    listing = target.list_dir(rel) or {}
+    listing = target.stat_dir(rel) or {}
     if "repodata" in listing:
         target.fetch(rel / "repodata", stage / "repodata")
     old = read_metadata(stage / "repodata")
     remote_md_files = set(old.files)
-    signature_ok = False
-    if old.packages or (stage / "repodata" / "repomd.xml").exists():
+    had_metadata = bool(old.packages) or (stage / "repodata" / "repomd.xml").exists()
+    trusted = not had_metadata
+    if had_metadata:
         try:
-            signing.verify_repomd(key.public_key, key.fingerprint, stage / "repodata")
-            signature_ok = True
+            signing.verify_repomd(anchor.public_key, anchor.fingerprint, stage / "repodata")
+            trusted = True
         except signing.SigningError as e:
-            log(f"{tag}: the published metadata's signature is not good ({e}); rebuilding it")
+            log(f"{tag}: the published metadata's signature is not good ({e}); rebuilding it from the packages")
+
+    # what stays published as it is: href -> (name\tevr, header digest)
+    if trusted:
+        report.damaged = check_published(target, rel, old, listing, target.scratch / channel.name)
+        base = {h: (f"{p.name}\t{p.evr}", old.index.get(p.pkgid)) for h, p in old.packages.items()
+                if h not in report.damaged}
+    else:
+        good, report.damaged = _check_untrusted(target, rel, old, listing, anchor, stage, tag)
+        base = {h: (f"{r.name}\t{r.evr}", r.header_sha256) for h, r in good.items()}
+    by_file = {r.path.name: r for r in rpms}
+    for href, why in sorted(report.damaged.items()):
+        if href in by_file:
+            published_digest = old.index.get(old.packages[href].pkgid) if trusted and href in old.packages else None
+            if published_digest and published_digest != by_file[href].header_sha256:
+                raise PublishError(f"{tag}: {href} on the host {why}, and dist/'s {href} has other content;"
+                                   " a published package is never replaced by another: raise the release")
+            report.healed.append(href)
+            log(f"{tag}: {href} on the host {why}; uploading it again from dist/")
+        else:
+            log(f"warning: {tag}: {href} on the host {why}, and dist/ does not hold it: dropped from the metadata"
+                " (put it into dist/ and publish again to restore it)")
 
     new: list[LocalRpm] = []
     for rpm in rpms:
         href = rpm.path.name
-        pub = old.packages.get(href)
-        if pub is None:
+        if href not in base:
             new.append(rpm)
-        elif old.index.get(pub.pkgid) == rpm.header_sha256:
+        elif base[href][1] == rpm.header_sha256:
             report.unchanged.append(href)
         else:
             raise PublishError(
@@ -190,16 +336,16 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
                 " a published package is never overwritten: raise the release and package again"
             )
 
-    candidates = {href: f"{p.name}\t{p.evr}" for href, p in old.packages.items()}
+    candidates = {href: nevr for href, (nevr, _) in base.items()}
     candidates.update({r.path.name: f"{r.name}\t{r.evr}" for r in new})
     kept, pruned = _select_kept(candidates, cfg.publish.retention)
     new = [r for r in new if r.path.name in kept]  # a package older than N retained ones is not worth adding
-    report.kept, report.pruned = kept, [h for h in pruned if h in old.packages]
-    stray = sorted(n for n, is_dir in listing.items() if not is_dir and n.endswith(".rpm") and n not in kept
+    report.kept, report.pruned = kept, [h for h in pruned if h in base]
+    stray = sorted(n for n, e in listing.items() if not e.is_dir and n.endswith(".rpm") and n not in kept
                    and n not in {r.path.name for r in new})
 
-    if not new and not report.pruned and signature_ok:
-        log(f"{tag}: up to date ({len(report.unchanged)} unchanged, already published)")
+    if not new and not report.pruned and trusted and not report.damaged:
+        log(f"{tag}: up to date ({len(report.unchanged)} unchanged, already published, every one as its metadata says)")
         target.delete(rel, stray)
         report.pruned += stray
         return report
@@ -209,27 +355,36 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
         shutil.copyfile(rpm.path, stage / rpm.path.name)
     staged = [stage / r.path.name for r in new]
     signing.sign_rpms(key, staged)
-    signing.verify_rpms(key.public_key, key.fingerprint, staged)
+    signing.verify_rpms(anchor.public_key, anchor.fingerprint, staged)
 
-    _createrepo(stage, kept, update=bool(old.packages) or (stage / "repodata" / "repomd.xml").exists(),
-                keep_minutes=expire_minutes(cfg.publish.metadata_expire))
+    keep_minutes = expire_minutes(cfg.publish.metadata_expire)
+    if not trusted:
+        # every kept package is here, checked: metadata made afresh from the files
+        shutil.rmtree(stage / "repodata", ignore_errors=True)
+        _createrepo(stage, kept, update=False, keep_minutes=keep_minutes)
+    else:
+        if report.damaged and had_metadata:
+            # forget the damaged packages' entries first: --skip-stat would reuse them by name
+            _createrepo(stage, [h for h in kept if h in base], update=True, keep_minutes=keep_minutes)
+        _createrepo(stage, kept, update=had_metadata, keep_minutes=keep_minutes)
     built = read_metadata(stage / "repodata")
     if sorted(built.packages) != kept:
         raise PublishError(f"{tag}: createrepo_c produced metadata for {sorted(built.packages)}, expected {kept}")
-    header_digest = {r.path.name: r.header_sha256 for r in new}
-    index = {}
-    for href, pub in built.packages.items():
-        digest = header_digest.get(href) or old.index.get(pub.pkgid)
-        if digest:
-            index[pub.pkgid] = digest
+    header_digest = {h: d for h, (_, d) in base.items() if d}
+    header_digest.update({r.path.name: r.header_sha256 for r in new})
+    index = {pub.pkgid: header_digest[href] for href, pub in built.packages.items() if href in header_digest}
     atomic_write(stage / "repodata" / INDEX_NAME, json.dumps({"header_sha256": index}, indent=1, sort_keys=True) + "\n")
     signing.sign_repomd(key, stage / "repodata")
     # the last word before anything leaves this machine
-    signing.verify_rpms(key.public_key, key.fingerprint, staged)
-    signing.verify_repomd(key.public_key, key.fingerprint, stage / "repodata")
+    signing.verify_rpms(anchor.public_key, anchor.fingerprint, staged)
+    signing.verify_repomd(anchor.public_key, anchor.fingerprint, stage / "repodata")
     report.metadata_rebuilt = True
 
     repodata = stage / "repodata"
+    referenced = referenced_files(repodata / "repomd.xml")
+    for p in repodata.iterdir():  # an intermediate run's files (above) never leave here
+        if p.is_file() and p.name not in referenced | remote_md_files | set(SWAP_FILES):
+            p.unlink()
     md_files = sorted(p.name for p in repodata.iterdir() if p.is_file())
     hashed = [n for n in md_files if n not in SWAP_FILES and n not in remote_md_files]
     log(f"{tag}: uploading {len(staged)} package(s)")
@@ -249,13 +404,16 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
 # --- the whole publish -----------------------------------------------------
 
 
-def _upload_top(cfg: Config, target: Transport, key: signing.SigningKey) -> None:
-    """Public key, .repo file and the channel directories."""
+def _upload_top(cfg: Config, target: Transport, anchor: Anchor) -> None:
+    """.repo file and the channel directories; the public key only where the
+    host has none yet or it is being replaced on purpose (:func:`repository_key`)."""
     top = target.scratch / "top"
     top.mkdir()
-    (top / signing.KEY_FILE_NAME).write_text(key.public_key)
     (top / REPO_FILE_NAME).write_text(render_repo_file(cfg))
-    names = [signing.KEY_FILE_NAME, REPO_FILE_NAME]
+    names = [REPO_FILE_NAME]
+    if anchor.upload:
+        (top / signing.KEY_FILE_NAME).write_text(anchor.public_key)
+        names.append(signing.KEY_FILE_NAME)
     for channel in cfg.channels:
         path = channel_dir(cfg, channel)
         (top / path).mkdir(parents=True, exist_ok=True)
@@ -315,9 +473,17 @@ def current_packages(cfg: Config, layout: Layout) -> list[Path]:
 
 
 def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dict:
-    """Publish dist/'s current packages (:func:`current_packages`): each to its channels (:func:`.channels.channels_for`), or
-    only to ``channel``; then the index page at the top."""
+    """Publish dist/'s current packages (:func:`current_packages`): each to
+    its channels (:func:`.channels.channels_for`), or only to ``channel``;
+    then the index page at the top.  SIGTERM, SIGHUP and SIGINT end it with
+    one line, its secrets removed (:mod:`.cleanup`)."""
+    with cleanup.cancellable("publish"):
+        return _publish_dist(cfg, layout, channel)
+
+
+def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
     watch = Stopwatch("publish")
+    cleanup.sweep([layout.gnupg_parent])
     if channel:
         cfg.channel(channel)  # validates the name
     paths = current_packages(cfg, layout)
@@ -340,13 +506,18 @@ def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dic
         raise PublishError(f"nothing to publish for channel {channel}: dist/ holds no package of that channel")
     reports = []
     layout.build.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mrpm-publish-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=cleanup.SCRATCH_PREFIX) as scratch:
+        cleanup.mark_owner(Path(scratch))
+        cleanup.watch(Path(scratch))  # the upload key lives here
         target = open_transport(cfg.publish, Path(scratch))
         with signing.signing_key(cfg.publish, layout.gnupg_parent) as key, target.lock():
-            _upload_top(cfg, target, key)
+            anchor = repository_key(cfg, target, key)
+            refuse_foreign_signed(rpms, anchor)
+            _upload_top(cfg, target, anchor)
             for name in configured:
                 if name in by_channel:
-                    reports.append(publish_channel(cfg, layout, target, key, cfg.channel(name), by_channel[name]))
+                    reports.append(publish_channel(cfg, layout, target, key, anchor, cfg.channel(name),
+                                                   by_channel[name]))
             log("publish: index page")
             held = _upload_index(cfg, target, key, reports, datetime.now(timezone.utc))
         sent = dict(target.bytes_sent)
@@ -356,7 +527,8 @@ def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dic
     watch.done(f"{summary}; package bytes sent {sent.get('packages', 0)}")
     return {
         "channels": {r.channel: {"added": r.added, "unchanged": r.unchanged, "pruned": r.pruned, "kept": r.kept,
-                                 "metadata_rebuilt": r.metadata_rebuilt} for r in reports},
+                                 "metadata_rebuilt": r.metadata_rebuilt, "damaged": r.damaged,
+                                 "healed": r.healed} for r in reports},
         "index": held,
         "bytes_sent": sent,
         "seconds": round(watch.seconds, 2),

@@ -28,6 +28,12 @@ class MetadataError(UserError):
     pass
 
 
+def _one_line(e: Exception) -> str:
+    """createrepo_c's message in one line: its parse errors carry libxml2's
+    line break inside, as in ``(Document is empty\\n)``."""
+    return " ".join(str(e).split())
+
+
 def _cr():
     # Imported on first use: a no-op doit run never reads metadata.
     try:
@@ -49,6 +55,13 @@ class Published:
     href: str
     """The file's location below the channel directory."""
     pkgid: str
+    """The package file's checksum (of ``checksum_type``)."""
+    checksum_type: str = "sha256"
+    size: int = -1
+    """The package file's size in bytes."""
+    mtime: int = -1
+    """The package file's modification time when the metadata was made
+    (rsync keeps it on the host)."""
 
     @property
     def evr(self) -> str:
@@ -80,7 +93,7 @@ def primary_location(repomd: Path) -> Location:
     try:
         records = cr.Repomd(str(repomd)).records
     except cr.CreaterepoCError as e:
-        raise MetadataError(f"repomd.xml: {str(e).strip()}") from None
+        raise MetadataError(f"repomd.xml: {_one_line(e)}") from None
     for record in records:
         if record.type == "primary":
             href = record.location_href or ""
@@ -90,6 +103,16 @@ def primary_location(repomd: Path) -> Location:
                 raise MetadataError(f"repomd.xml: refusing primary location {href!r}")
             return Location(href, record.checksum_type or "", record.checksum or "")
     raise MetadataError("repomd.xml has no primary metadata")
+
+
+def referenced_files(repomd: Path) -> set[str]:
+    """The file names in repodata/ that repomd.xml lists."""
+    cr = _cr()
+    try:
+        records = cr.Repomd(str(repomd)).records
+    except cr.CreaterepoCError as e:
+        raise MetadataError(f"repomd.xml: {str(e).strip()}") from None
+    return {(r.location_href or "").rsplit("/", 1)[-1] for r in records}
 
 
 def read_primary(path: Path) -> dict[str, Published]:
@@ -104,7 +127,8 @@ def read_primary(path: Path) -> dict[str, Published]:
             too_many = True
             return False
         packages[pkg.location_href] = Published(pkg.name, pkg.epoch or "0", pkg.version, pkg.release,
-                                                pkg.location_href, pkg.pkgId)
+                                                pkg.location_href, pkg.pkgId, (pkg.checksum_type or "").lower(),
+                                                int(pkg.size_package or -1), int(pkg.time_file or -1))
         return True
 
     with tempfile.TemporaryDirectory(prefix="mrpm-primary-") as tmp:
@@ -116,7 +140,7 @@ def read_primary(path: Path) -> dict[str, Published]:
         try:
             cr.xml_parse_primary(str(source), pkgcb=take, do_files=False, warningcb=None)
         except cr.CreaterepoCError as e:
-            raise MetadataError(f"{path.name}: {str(e).strip()}") from None
+            raise MetadataError(f"{path.name}: {_one_line(e)}") from None
     if too_many:
         raise MetadataError(f"{path.name}: more than {MAX_PACKAGES} packages; refusing to read on")
     return packages

@@ -12,6 +12,8 @@ from ..run import run
 from .channels import BASEARCH, NOARCH, PublishError, channels_for
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^-]*$")
+SIGNATURE_TAGS = ("RSAHEADER", "DSAHEADER", "SIGPGP", "SIGGPG")
+"""Where rpm 4.x keeps a package's OpenPGP signatures."""
 EVR = re.compile(r"^(?P<epoch>[0-9]+):(?P<version>[A-Za-z0-9._+~^]+)-(?P<release>[A-Za-z0-9._+~^]+)\Z")
 
 
@@ -24,6 +26,9 @@ class LocalRpm:
     release: str
     arch: str
     header_sha256: str
+    signers: tuple[str, ...] = ()
+    """Key IDs (16 hex digits, lower case) of the signatures the package
+    already carries; dist/ normally holds unsigned packages."""
 
     @property
     def evr(self) -> str:
@@ -37,7 +42,8 @@ def read_rpms(paths: Sequence[Path]) -> list[LocalRpm]:
     """Name, EVR and main-header digest of each package (one rpm call)."""
     if not paths:
         return []
-    qf = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SHA256HEADER}\\n"
+    signatures = "".join(f"\\t%|{tag}?{{%{{{tag}:pgpsig}}}}:{{-}}|" for tag in SIGNATURE_TAGS)
+    qf = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SHA256HEADER}" + signatures + "\\n"
     proc = run(["rpm", "-qp", "--nosignature", "--nodigest", "--qf", qf, *paths], capture=True, check=False, quiet=True)
     lines = proc.stdout.decode().splitlines()
     if proc.returncode != 0 or len(lines) != len(paths):
@@ -45,7 +51,11 @@ def read_rpms(paths: Sequence[Path]) -> list[LocalRpm]:
                            f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
     rpms = []
     for path, line in zip(paths, lines):
-        name, epoch, version, release, arch, digest = line.split("\t")
+        name, epoch, version, release, arch, digest, *sigs = line.split("\t")
+        signers = tuple(sorted({k.lower() for sig in sigs for k in re.findall(r"Key ID ([0-9a-fA-F]{16})", sig)}))
+        if any(sig != "-" for sig in sigs) and not signers:
+            raise PublishError(f"{path.name}: carries a signature rpm cannot name the key of ({'; '.join(sigs)}); "
+                               "dist/ takes unsigned packages")
         if not FILE_NAME.match(path.name):
             raise PublishError(f"{path.name}: unexpected characters in a package file name")
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
@@ -55,7 +65,7 @@ def read_rpms(paths: Sequence[Path]) -> list[LocalRpm]:
                                f"package it takes is ours ({', '.join(sorted(NOARCH))})")
         if arch not in (BASEARCH, "noarch"):
             raise PublishError(f"{path.name}: architecture {arch}, but the repository is {BASEARCH}-only")
-        rpms.append(LocalRpm(path, name, epoch, version, release, arch, digest))
+        rpms.append(LocalRpm(path, name, epoch, version, release, arch, digest, signers))
     return rpms
 
 

@@ -3,7 +3,9 @@
 The key lives only for one publish: :func:`signing_key` imports the
 ASCII-armored secret key (from ``publish.key_file`` or the environment
 variable ``publish.key_env``) into a private ``GNUPGHOME`` (mode 0700) and
-removes it, with its gpg-agent stopped, afterwards.
+removes it, with its gpg-agent stopped, afterwards, also when a signal
+cancels the publish or it is killed (:mod:`.cleanup`).  Which key may sign
+is the repository's to say (``publisher.repository_key``).
 
 The passphrase never reaches a command line or a log.  It is handed to the
 agent once, on gpg-preset-passphrase's standard input, and the agent is told
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..run import UserError, log, output, require_tool, run
+from . import cleanup
 
 if TYPE_CHECKING:
     import gnupg
@@ -95,7 +98,10 @@ def _real_gpg() -> str:
 
 @contextlib.contextmanager
 def private_gnupghome(parent: Path | None = None) -> Iterator[Path]:
-    """A fresh GNUPGHOME (0700), removed with its agent stopped afterwards.
+    """A fresh GNUPGHOME (0700), removed with its agent stopped afterwards:
+    when the block ends, when a signal cancels it, and (through the
+    watchdog, or else the next publish's sweep) when the process is killed
+    (:mod:`.cleanup`).
 
     gpg puts its agent's socket in the home when /run/user/<uid> is absent;
     a socket path has to fit in 107 bytes, so long parents fall back to /tmp.
@@ -104,13 +110,16 @@ def private_gnupghome(parent: Path | None = None) -> Iterator[Path]:
         parent.mkdir(parents=True, exist_ok=True)
         if len(str(parent)) > 60:
             parent = None
-    home = Path(tempfile.mkdtemp(prefix="g", dir=parent))
-    os.chmod(home, 0o700)
-    try:
-        yield home
-    finally:
-        run(["gpgconf", "--kill", "gpg-agent"], env={"GNUPGHOME": str(home)}, check=False, quiet=True, capture=True)
-        shutil.rmtree(home, ignore_errors=True)
+    with cleanup.cancellable("gpg"):
+        home = Path(tempfile.mkdtemp(prefix="g" if parent is not None else cleanup.GNUPG_PREFIX, dir=parent))
+        try:
+            os.chmod(home, 0o700)
+            cleanup.mark_owner(home)
+            cleanup.watch(home, gnupghome=True)
+            yield home
+        finally:
+            cleanup.kill_agent(home)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _keygrips(gpg_binary: str, home: Path, fingerprint: str) -> list[str]:
@@ -229,8 +238,18 @@ def verify_rpms(public_key: str, fingerprint: str, rpms: Sequence[Path]) -> None
     The check runs in a scratch rpm database holding only the public key, so
     neither the host's keys nor another key's signature can make it pass.
     """
+    for rpm, problem in check_rpms(public_key, fingerprint, rpms).items():
+        if problem:
+            raise SigningError(f"{rpm.name}: {problem}; refusing to publish it")
+    if rpms:
+        log(f"signatures OK: {len(rpms)} package(s), key {fingerprint[-16:].upper()}")
+
+
+def check_rpms(public_key: str, fingerprint: str, rpms: Sequence[Path]) -> dict[Path, str]:
+    """Each package -> "" (a valid signature by this key, nothing bad) or
+    what is wrong with it; checked as :func:`verify_rpms` does."""
     if not rpms:
-        return
+        return {}
     fingerprint = fingerprint.lower()
     with tempfile.TemporaryDirectory(prefix="mrpm-rpmdb-") as tmp:
         keyfile = Path(tmp) / "key.asc"
@@ -248,18 +267,27 @@ def verify_rpms(public_key: str, fingerprint: str, rpms: Sequence[Path]) -> None
             blocks[current] = []
         elif current is not None:
             blocks[current].append(line.strip())
+    problems = {}
     for rpm in rpms:
         lines = blocks.get(str(rpm))
-        if lines is None:
-            raise SigningError(f"{rpm.name}: rpm -K could not read the package ({text.strip()[-200:]})")
-        bad = [line for line in lines if _BAD_WORDS.search(line)]
-        ours = [m for m in (_SIG_LINE.search(line) for line in lines)
+        bad = [line for line in lines or [] if _BAD_WORDS.search(line)]
+        ours = [m for m in (_SIG_LINE.search(line) for line in lines or [])
                 if m and fingerprint.endswith(m.group(1).lower()) and m.group(2).strip().upper() == "OK"]
-        if bad:
-            raise SigningError(f"{rpm.name}: signature check failed: {'; '.join(bad)}; refusing to publish it")
-        if not ours:
-            raise SigningError(f"{rpm.name}: not signed by key {fingerprint[-16:].upper()}; refusing to publish it")
-    log(f"signatures OK: {len(rpms)} package(s), key {fingerprint[-16:].upper()}")
+        if lines is None:
+            problems[rpm] = f"rpm -K could not read the package ({text.strip()[-200:]})"
+        elif bad:
+            problems[rpm] = f"signature check failed: {'; '.join(bad)}"
+        elif not ours:
+            problems[rpm] = f"not signed by key {fingerprint[-16:].upper()}"
+        else:
+            problems[rpm] = ""
+    return problems
+
+
+def key_fingerprints(armored: str) -> list[str]:
+    """Fingerprints (upper case) of the primary keys in armored key material."""
+    with private_gnupghome() as home:
+        return [fp.upper() for fp in dict.fromkeys(python_gnupg(home).import_keys(armored).fingerprints)]
 
 
 # --- repository metadata ---------------------------------------------------

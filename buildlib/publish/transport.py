@@ -16,7 +16,9 @@ import os
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..run import require_tool, run
@@ -29,6 +31,16 @@ publish in the middle of an upload."""
 LOCK_TIMEOUT_S = 1800
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A file or directory on the host, as a listing shows it."""
+
+    is_dir: bool
+    size: int
+    mtime: int
+    """seconds since the epoch"""
+
+
 class Transport(abc.ABC):
     """The repository host's files, below its root."""
 
@@ -38,12 +50,26 @@ class Transport(abc.ABC):
     """Bytes moved per step ("packages", "metadata", "fetch", ...)."""
 
     @abc.abstractmethod
+    def stat_dir(self, rel: PurePosixPath) -> dict[str, Entry] | None:
+        """{name: entry} of a directory on the host, or None if it is missing."""
+
     def list_dir(self, rel: PurePosixPath) -> dict[str, bool] | None:
         """{name: is_dir} of a directory on the host, or None if it is missing."""
+        entries = self.stat_dir(rel)
+        return None if entries is None else {name: e.is_dir for name, e in entries.items()}
 
     @abc.abstractmethod
     def fetch(self, rel: PurePosixPath, dest: Path) -> None:
         """Copy a directory of the host into dest."""
+
+    @abc.abstractmethod
+    def fetch_files(self, rel: PurePosixPath, names: Sequence[str], dest: Path) -> None:
+        """Copy these files of one directory on the host into dest."""
+
+    def digests(self, rel: PurePosixPath, names: Sequence[str]) -> dict[str, str] | None:
+        """SHA-256 of these files on the host, where that is cheap (a local
+        directory); None where it would mean downloading them."""
+        return None
 
     @abc.abstractmethod
     def upload(self, local_dir: Path, names: Sequence[str], rel: PurePosixPath, *, what: str,
@@ -106,7 +132,7 @@ class RsyncTransport(Transport):
                 self.bytes_sent[stats] = self.bytes_sent.get(stats, 0) + int(re.sub(rb"[,.]", b"", m.group(1)))
         return proc
 
-    def list_dir(self, rel: PurePosixPath) -> dict[str, bool] | None:
+    def stat_dir(self, rel: PurePosixPath) -> dict[str, Entry] | None:
         proc = self.rsync(["--list-only", "--no-h", self.url(rel)], check=False)
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace")
@@ -117,8 +143,21 @@ class RsyncTransport(Transport):
         for line in proc.stdout.decode(errors="replace").splitlines():
             parts = line.split(None, 4)
             if len(parts) == 5 and parts[4] != ".":
-                entries[parts[4]] = parts[0].startswith("d")
+                try:
+                    # rsync prints the time in this machine's time zone
+                    mtime = int(time.mktime(time.strptime(f"{parts[2]} {parts[3]}", "%Y/%m/%d %H:%M:%S")))
+                    size = int(parts[1].replace(",", "").replace(".", ""))
+                except ValueError:
+                    mtime = size = -1
+                entries[parts[4]] = Entry(parts[0].startswith("d"), size, mtime)
         return entries
+
+    def fetch_files(self, rel: PurePosixPath, names: Sequence[str], dest: Path) -> None:
+        if not names:
+            return
+        dest.mkdir(parents=True, exist_ok=True)
+        # several sources on one host: rsync sends them in one command
+        self.rsync(["-t", *[self.url(rel / n, trailing=False) for n in names], f"{dest}/"], stats="fetch")
 
     def fetch(self, rel: PurePosixPath, dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)

@@ -6,18 +6,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
 
 from ..config import LocalTarget
 from ..layout import PUBLISH_LOCK_NAME
-from ..run import log
+from ..run import log, sha256_of
 from .transport import RsyncTransport
 
 
 class LocalTransport(RsyncTransport):
     def __init__(self, target: LocalTarget, scratch: Path):
         super().__init__(scratch, str(target.path))
+
+    def digests(self, rel: PurePosixPath, names: Sequence[str]) -> dict[str, str]:
+        found = {}
+        for name in names:
+            path = Path(self.root) / rel / name
+            if path.is_file() and not path.is_symlink():
+                found[name] = sha256_of(path)
+        return found
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import Publish, SshTarget
-from ..run import log, require_tool
+from ..run import CommandFailed, log, require_tool
 from .channels import PublishError
 from .transport import LOCK_TIMEOUT_S, RsyncTransport
 
@@ -32,6 +32,22 @@ class SshTransport(RsyncTransport):
         super().__init__(scratch, str(target.path), prefix=f"{self.user}@{self.host}:")
         self.ssh = self._ssh_argv(publish)
         self.rsh = self.ssh
+
+    def _check_host_key(self, ssh_stderr: str) -> None:
+        """ssh's many-line host key complaint as one line naming publish.host_key."""
+        if any(s in ssh_stderr for s in ("Host key verification failed", "HOST IDENTIFICATION HAS CHANGED", "host key is known")):
+            raise PublishError(f"{self.host} did not show the host key pinned in publish.host_key: check that line against"
+                               f" the host's key (ssh-keyscan {self.host}) before trusting a new one")
+
+    def rsync(self, args, **kwargs) -> subprocess.CompletedProcess:
+        try:
+            proc = super().rsync(args, **kwargs)
+        except CommandFailed as e:
+            self._check_host_key(e.stderr_tail)
+            raise
+        if proc.returncode != 0 and proc.stderr:
+            self._check_host_key(proc.stderr.decode(errors="replace"))
+        return proc
 
     def _ssh_argv(self, publish: Publish) -> list[str]:
         """ssh with the pinned host key only; the port comes from the pinned
@@ -44,14 +60,15 @@ class SshTransport(RsyncTransport):
             line = f"{self.host} {publish.host_key}"
         else:
             line = publish.host_key
-            pm = re.fullmatch(r"\[(.+)\]:(\d+)", fields[0])
+            pm = re.fullmatch(r"\[(.+)\]:([0-9]+)", fields[0])
             if pm:
                 port = pm.group(2)
         known_hosts = self.scratch / "known_hosts"
         known_hosts.write_text(line + "\n")
         argv = [require_tool("ssh", "install openssh-client"), "-p", port,
                 "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=30"]
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30",
+                "-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=3"]
         identity = self._identity(publish)
         if identity:
             argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
@@ -89,6 +106,7 @@ class SshTransport(RsyncTransport):
                 if not chunk:
                     proc.wait()
                     err = proc.stderr.read().decode(errors="replace").strip()
+                    self._check_host_key(err)
                     raise PublishError(f"cannot take the publish lock on {self.host} (ssh exit {proc.returncode}): {err[-300:]}")
                 buf += chunk
                 if buf.endswith(b"waiting\n"):

@@ -8,6 +8,7 @@ from doit.tools import config_changed
 
 from ..pipeline.cargo import adopt_prebuilt, build_flavour, build_inputs
 from ..pipeline.doctor import doctor
+from ..pipeline.history import tag_unchanged
 from ..pipeline.upstream import fetch
 from ..pipeline.verify import verify_artifact
 from . import context
@@ -30,7 +31,10 @@ def task_fetch():
     return {
         "actions": [action(fetch, cfg, layout)],
         "targets": [layout.source_record],
-        "uptodate": [config_changed({"url": cfg.upstream.url, "ref": cfg.upstream.ref.text})],
+        # Also asks the remote, every run, whether a tag moved since.
+        "uptodate": [config_changed({"url": cfg.upstream.url, "ref": cfg.upstream.ref.text,
+                                     "branch": cfg.upstream.branch}),
+                     lambda: tag_unchanged(cfg, layout)],
         "verbosity": 2,
     }
 
@@ -75,6 +79,6 @@ def task_verify():
             "file_dep": [layout.build_record(flavour.name)],
             "targets": [layout.verify_record(flavour.name)],
             "uptodate": [config_changed({"compute_cap": flavour.compute_cap,
-                                         "binary_names": str(cfg.upstream.binary_names)})],
+                                         "programs": str(cfg.upstream.programs)})],
             "verbosity": 2,
         }

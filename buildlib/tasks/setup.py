@@ -16,6 +16,7 @@ from doit.tools import config_changed
 
 from ..host import firewall, gpgkey, nginx, release_package, selinux, tls, upload_user
 from ..host.dns import setup_dns
+from ..publish.cleanup import cancellable
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, REPO_FILE_TEMPLATE
 from . import context
 from .context import action
@@ -53,13 +54,19 @@ def task_setup():
         }
 
 
+def _release_package(cfg, layout, host):
+    # SIGTERM/SIGHUP/SIGINT: the key's scratch keyring goes, one line, no traceback
+    with cancellable("release-package"):
+        return release_package.build_release_package(cfg, layout, host)
+
+
 def task_release_package():
     """Build mistralrs-release (noarch) into dist/, where `doit publish` takes it to every channel."""
     cfg, layout, host = _host()
     key = host.key_dir / gpgkey.PUBLIC_NAME
     return {
         "basename": "release-package",
-        "actions": [action(release_package.build_release_package, cfg, layout, host)],
+        "actions": [action(_release_package, cfg, layout, host)],
         "file_dep": [RELEASE_SPEC_TEMPLATE, FLAVOUR_SCRIPT_TEMPLATE, REPO_FILE_TEMPLATE] + ([key] if key.exists() else []),
         "targets": [layout.release_rpm(host.release_package_version, cfg.package.dist)],
         "uptodate": [config_changed(release_package.release_inputs(cfg, host))],

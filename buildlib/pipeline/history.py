@@ -1,0 +1,219 @@
+"""Upstream's history as the pipeline reads it: which release tags a commit
+contains and in what order, whether a snapshot is on the configured branch,
+whether a tag moved upstream, and which versions a %changelog lists.
+
+Order is always version order as rpm compares versions (rpm.labelCompare,
+through :func:`buildlib.publish.rpms.compare_evr`, the project's one
+comparison), never tag dates: release scripts make several tags in one
+second and tags are pushed late.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..layout import Layout
+from ..publish.rpms import compare_evr
+from ..refs import COMMIT, TAG, Ref, rpm_version_of_tag
+from ..run import UserError, log, output, run
+
+GIT = "git"
+
+
+# --- rpm's version order ------------------------------------------------------
+
+
+def compare_versions(a: str, b: str) -> int:
+    """rpm's order of two RPM versions (X.Y.Z, X.Y.Z~rcN, X.Y.Z^...): <0, 0 or >0."""
+    return compare_evr(f"0:{a}-0", f"0:{b}-0")
+
+
+version_key = functools.cmp_to_key(compare_versions)
+"""Sort key of an RPM version in rpm's order."""
+
+
+def tag_key(tag: str):
+    """Sort key of a release tag in rpm's order: v0.9.2-rc1 < v0.9.2 < v0.9.10."""
+    return version_key(rpm_version_of_tag(tag))
+
+
+# --- tags in a commit's history -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseTag:
+    tag: str
+    commit: str
+    date: str
+    """YYYY-MM-DD: the tag's date (a lightweight tag's: its commit's)."""
+
+
+def release_tags(mirror: Path, commit: str) -> list[ReleaseTag]:
+    """The release tags merged into commit (the commit itself included),
+    highest version first.  Tags that do not match the strict release pattern
+    are ignored."""
+    lines = output([GIT, f"--git-dir={mirror}", "for-each-ref", "--merged", commit,
+                    "--format=%(refname:strip=2) %(*objectname)%(objectname) %(creatordate:short)",
+                    "refs/tags/"], quiet=True).splitlines()
+    tags = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 3 or not TAG.match(parts[0]):
+            continue
+        tag, objects, day = parts
+        tags.append(ReleaseTag(tag, objects[:40], day))
+    return sorted(tags, key=lambda t: tag_key(t.tag), reverse=True)
+
+
+def snapshot_base(mirror: Path, commit: str) -> ReleaseTag | None:
+    """The highest release version among the tags in commit's history: a
+    snapshot's version starts from it, so it sorts above every release it
+    contains, however the tags' dates fall."""
+    tags = release_tags(mirror, commit)
+    return tags[0] if tags else None
+
+
+# --- the configured branch ----------------------------------------------------
+
+
+def check_on_branch(cfg: Config, mirror: Path, commit: str) -> None:
+    """A snapshot must be a commit of upstream.branch as the remote has it
+    now: fetch that branch into the mirror and ask git."""
+    branch = cfg.upstream.branch
+    ref = f"refs/heads/{branch}"
+    ok = run([GIT, "check-ref-format", ref], capture=True, check=False, quiet=True)
+    if ok.returncode != 0:
+        raise UserError(f"upstream.branch = {branch!r} is not a valid git branch name")
+    fetched = run([GIT, f"--git-dir={mirror}", "fetch", "--quiet", "origin", f"+{ref}:{ref}"],
+                  capture=True, check=False)
+    if fetched.returncode != 0:
+        why = (fetched.stderr.decode(errors="replace").strip().splitlines() or ["git fetch failed"])[-1]
+        raise UserError(f"cannot fetch branch {branch} (upstream.branch) from {cfg.upstream.url}: {why}")
+    reachable = run([GIT, f"--git-dir={mirror}", "merge-base", "--is-ancestor", commit, ref],
+                    capture=True, check=False, quiet=True)
+    if reachable.returncode == 1:
+        raise UserError(f"commit {commit[:12]} is not on upstream's branch {branch} (upstream.branch): "
+                        f"refusing to build it as a snapshot of {branch}")
+    if reachable.returncode != 0:
+        raise UserError(f"cannot tell whether commit {commit[:12]} is on {branch}: "
+                        f"{reachable.stderr.decode(errors='replace').strip()}")
+
+
+# --- moved tags -----------------------------------------------------------------
+
+
+def remote_tag_commit(url: str, ref: Ref) -> str | None:
+    """The commit the release tag ref names on the remote now (peeled), None
+    if it has no such tag.  A UserError when the remote cannot be asked."""
+    if not ref.is_tag:
+        raise UserError(f"{ref.text} is not a release tag")
+    tag = ref.text
+    if url.startswith("-"):
+        raise UserError(f"upstream.url = {url!r}: expected a git URL or a local path")
+    result = run([GIT, "ls-remote", "--tags", "--", url, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}"],
+                 capture=True, check=False, quiet=True)
+    if result.returncode != 0:
+        raise UserError(f"git ls-remote {url} failed: {result.stderr.decode(errors='replace').strip()[-200:]}")
+    found: dict[str, str] = {}
+    for line in result.stdout.decode().splitlines():
+        sha, _, name = line.partition("\t")
+        if COMMIT.match(sha):
+            found[name] = sha
+    return found.get(f"refs/tags/{tag}^{{}}") or found.get(f"refs/tags/{tag}")
+
+
+def recorded_commit(layout: Layout, ref: str) -> str | None:
+    """The commit the last fetch recorded for ref, if it fetched that ref."""
+    try:
+        data = json.loads(layout.source_record.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("ref") != ref:
+        return None
+    commit = data.get("commit")
+    return commit if isinstance(commit, str) and COMMIT.match(commit) else None
+
+
+def tag_unchanged(cfg: Config, layout: Layout) -> bool:
+    """doit uptodate check of the fetch task: asks the remote on every run
+    whether the configured tag still names the commit fetched last time.
+    A commit id cannot move; an unreachable remote (working offline) keeps
+    what was fetched, with a warning."""
+    ref = cfg.upstream.ref  # checked when the config was loaded
+    recorded = recorded_commit(layout, ref.text)
+    if recorded is None:
+        return False
+    if not ref.is_tag:
+        return True
+    try:
+        now = remote_tag_commit(cfg.upstream.url, ref)
+    except UserError as e:
+        log(f"warning: cannot ask upstream whether {ref.text} moved ({e}); keeping {recorded[:12]}")
+        return True
+    if now != recorded:
+        where = f"now {now[:12]}" if now else "gone"
+        log(f"tag {ref.text} moved upstream: was {recorded[:12]}, {where}; fetching and rebuilding")
+        return False
+    return True
+
+
+def note_moved_tag(layout: Layout, ref: Ref, commit: str) -> None:
+    """Say so when a fetch finds a tag on another commit than last time."""
+    before = recorded_commit(layout, ref.text)
+    if before is not None and before != commit and ref.is_tag:
+        log(f"warning: tag {ref.text} moved upstream from {before[:12]} to {commit[:12]}: rebuilding from the new commit")
+
+
+# --- %changelog -----------------------------------------------------------------
+
+
+def packaged_versions(cfg: Config, entries: Sequence, ledger_versions: Iterable[str]) -> set[str]:
+    """The versions a %changelog may list besides the one packaged now:
+    every final release from the first row of upstream.programs on (the
+    poll builds each release; this holds on a CI runner whose build
+    directory, and so its ledger, starts empty), and any other version
+    (a release candidate) only where this flavour's release ledger shows it
+    was packaged.  Releases older than the first row were never packaged."""
+    versions = set(ledger_versions)
+    for entry in entries:
+        m = TAG.match(entry.tag or "")
+        if not m or m.group("rc"):
+            continue
+        try:
+            cfg.upstream.program(m.group("base"))
+        except UserError:
+            continue
+        versions.add(entry.rpm_version)
+    return versions
+
+
+def changelog_order(entries: Sequence, packaged: Iterable[str]) -> list:
+    """The %changelog entries: entries[0] (the version being packaged) first,
+    then only the versions in `packaged` (packaged_versions), highest
+    version first.  Dates never rise going down (rpm
+    refuses that): an older version tagged later shows the date of the entry
+    above it."""
+    if not entries:
+        return []
+    packaged = set(packaged)
+    head, rest = entries[0], entries[1:]
+    seen = {head.rpm_version}
+    kept = []
+    for entry in rest:
+        if entry.rpm_version in packaged and entry.rpm_version not in seen:
+            kept.append(entry)
+            seen.add(entry.rpm_version)
+    kept.sort(key=lambda e: version_key(e.rpm_version), reverse=True)
+    kept = [e for e in kept if compare_versions(e.rpm_version, head.rpm_version) < 0]
+    ordered = [head]
+    for entry in kept:
+        if entry.day > ordered[-1].day:
+            entry = dataclasses.replace(entry, day=ordered[-1].day)
+        ordered.append(entry)
+    return ordered

@@ -1,0 +1,22 @@
+"""Task creator for cache upkeep: `doit clean-cache`."""
+
+from __future__ import annotations
+
+from ..pipeline.cache import clean_cache
+from . import context
+from .context import action
+
+KEEP_DEFAULT = 2
+
+
+def task_clean_cache():
+    """Free the cache: keep source trees and compiled units of the newest N versions per flavour."""
+    cfg, layout = context.current()
+    return {
+        "basename": "clean-cache",
+        "actions": [(lambda keep: action(clean_cache, cfg, layout, keep)[0]())],
+        "params": [{"name": "keep", "long": "keep", "type": int, "default": KEEP_DEFAULT,
+                    "help": "versions to keep per flavour (newest by version)"}],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
