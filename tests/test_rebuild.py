@@ -267,3 +267,14 @@ def test_a_lost_ledger_follows_the_channel_over_http(tmp_path, demo_upstream):
         server.shutdown()
     with pytest.raises(UserError, match="cannot read channel stable at http://127.0.0.1:"):
         held_release(cfg, "mistralrs-ampere", "0.9.2")
+
+
+def test_the_spec_template_sets_the_reproducible_macros():
+    """Literal lines of the template (values passed in are escaped, and a
+    macros file cannot override Debian's zeros): exactly repro.SPEC_MACROS."""
+    from buildlib.layout import SPEC_TEMPLATE
+
+    lines = [line for line in SPEC_TEMPLATE.read_text().splitlines()
+             if re.match(r"%global (source_date_epoch_from_changelog|use_source_date_epoch_as_buildtime|"
+                         r"clamp_mtime_to_source_date_epoch|build_mtime_policy|_buildhost) ", line)]
+    assert "\n".join(lines) + "\n" == repro.spec_lines()
