@@ -79,9 +79,11 @@ fetching the metadata to pruning, so two publishes (or the stable and the
 unstable one) never interleave and the second one builds on the first one's
 metadata.
 
-**Which packages.**  Only those the current rpm records name, plus the
-current ``mistralrs-release`` (:func:`current_packages`): a package left in
-dist/ by an earlier or abandoned build never reaches users.
+**Which packages.**  A publish adds only those the current rpm records
+name, plus the current ``mistralrs-release`` (:func:`current_packages`): a
+package left in dist/ by an earlier or abandoned build never reaches users.
+Other packages of dist/ serve only where their channel lists them already
+(restored when damaged, signed anew when the key is replaced).
 
 **Cancelled or killed**: :mod:`.cleanup`.
 
@@ -280,7 +282,10 @@ def _check_untrusted(target: Transport, rel: PurePosixPath, old: Metadata, listi
 
 
 def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing.SigningKey, anchor: Anchor,
-                    channel: Channel, rpms: Sequence[LocalRpm]) -> ChannelReport:
+                    channel: Channel, rpms: Sequence[LocalRpm],
+                    current: frozenset[str] | None = None) -> ChannelReport:
+    """current: the file names this publish may add (:func:`current_packages`;
+    None: any)."""
     report = ChannelReport(channel.name)
     rel = channel_dir(cfg, channel)
     stage = layout.staging(channel.name)
@@ -326,7 +331,9 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     new: list[LocalRpm] = []
     for rpm in rpms:
         href = rpm.path.name
-        if href not in base:
+        if href not in base and current is not None and href not in current and href not in old.packages:
+            log(f"{tag}: leaving out {href}: no current rpm record names it (an earlier or abandoned build)")
+        elif href not in base:
             new.append(rpm)
         elif base[href][1] == rpm.header_sha256:
             report.unchanged.append(href)
@@ -446,30 +453,27 @@ def _upload_index(cfg: Config, target: Transport, key: signing.SigningKey, repor
     return held
 
 
-def current_packages(cfg: Config, layout: Layout) -> list[Path]:
-    """The packages of dist/ to publish: those the current rpm records name
-    (one per configured flavour, layout.rpm_record) and the current
-    mistralrs-release package.  Any other package in dist/ (an earlier
-    version, a build abandoned when a setting was reverted) is left out with
-    a line.  Where there is no rpm record at all, dist/ was handed over
-    without them (a CI publish job downloads only the packages, built in the
-    same run) and every package in it is published."""
-    in_dist = sorted(layout.dist.glob("*.rpm"))
+def current_packages(cfg: Config, layout: Layout) -> frozenset[str] | None:
+    """The file names in dist/ that a publish may add to a channel: those
+    the current rpm records name (one per configured flavour,
+    layout.rpm_record) and the current mistralrs-release package.  Any other
+    package in dist/ (an earlier version, a build abandoned when a setting
+    was reverted) is added nowhere; it is used only where its channel lists
+    it already (published before: restored or signed anew from dist/).
+    None where there is no rpm record at all: dist/ was handed over without
+    them (a CI publish job downloads only the packages, built in the same
+    run), and any of its packages may be added."""
     records = [RpmRecord.load(layout, f) for f in cfg.flavours if layout.rpm_record(f.name).exists()]
     if not records:
-        if in_dist:
-            log(f"publish: no rpm record of any flavour: publishing every package in {layout.dist} (handed over, as in CI)")
-        return in_dist
+        log(f"publish: no rpm record of any flavour: every package in {layout.dist} counts (handed over, as in CI)")
+        return None
     current = {layout.release_rpm(cfg.host.release_package_version, cfg.package.dist).name}
     for record in records:
         if not (layout.dist / record.file).is_file():
             raise PublishError(f"{layout.rpm_record(record.flavour)} names {record.file}, which is not in"
                                f" {layout.dist}: run `doit rpm:{record.flavour}` again")
         current.add(record.file)
-    for path in in_dist:
-        if path.name not in current:
-            log(f"publish: leaving out {path.name}: no current rpm record names it (an earlier or abandoned build)")
-    return [p for p in in_dist if p.name in current]
+    return frozenset(current)
 
 
 def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dict:
@@ -486,7 +490,8 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
     cleanup.sweep([layout.gnupg_parent])
     if channel:
         cfg.channel(channel)  # validates the name
-    paths = current_packages(cfg, layout)
+    paths = sorted(layout.dist.glob("*.rpm"))
+    current = current_packages(cfg, layout)
     if not paths:
         raise PublishError(f"nothing to publish: {layout.dist} holds no RPMs (run `doit package`, or put the packages there)")
     rpms = read_rpms(paths)
@@ -517,7 +522,7 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
             for name in configured:
                 if name in by_channel:
                     reports.append(publish_channel(cfg, layout, target, key, anchor, cfg.channel(name),
-                                                   by_channel[name]))
+                                                   by_channel[name], current))
             log("publish: index page")
             held = _upload_index(cfg, target, key, reports, datetime.now(timezone.utc))
         sent = dict(target.bytes_sent)
