@@ -164,6 +164,13 @@ def test_a_tried_and_reverted_setting_never_lowers_the_release(tmp_path, demo_up
     assert (cfg.paths.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm").is_file()
     assert channel_files(config) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
                                      "mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"]
+    # -1, no current build either, still serves its channel: damaged there, it is restored from dist/
+    on_host = cfg.publish.target.path / "fedora" / "43" / "x86_64" / "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+    on_host.write_bytes(on_host.read_bytes()[:-100])
+    healed = publisher.publish_dist(cfg, Layout.of(cfg))
+    assert healed["channels"]["stable"]["healed"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+    assert channel_files(config) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
+                                     "mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"]
 
     # the ledger lost (a fresh CI checkout): the next Release follows the channel's highest
     layout = Layout.of(cfg)
