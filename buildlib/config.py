@@ -47,6 +47,15 @@ SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]{0,31})@(?P<host>[A-Za-z0-9]
 LOCAL_TARGET = re.compile(r"^/[A-Za-z0-9._/+-]*\Z")
 """publish.target's path, local or on the host: absolute, in a character set
 that no shell, rsync or ssh reads anything into (no ':', no spaces, no '~')."""
+PLAIN_PATH = LOCAL_TARGET
+"""Every directory or file the configuration names ([paths], MRPM_CACHE,
+host.*_dir and the like), once resolved: these reach rpmbuild's --define
+(where '%(...)' runs a command), rsync (where ':' makes a host), nginx's
+configuration (where ';' ends a directive) and spec and shell lines."""
+
+SSH_KEY_FILE = re.compile(r"^((~/)?[A-Za-z0-9._/+][A-Za-z0-9._/+-]*)?\Z")
+"""publish.ssh_key: it reaches ssh's -i inside rsync's -e command, which
+rsync splits into words itself."""
 
 # --- values that reach a spec (both specs: the flavours' and mistralrs-release)
 # Checked here when the configuration loads; templates.render(spec=True) also
@@ -337,7 +346,14 @@ class Paths:
 # --- the repository host ([host]) -------------------------------------------
 
 DOMAIN = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+EMAIL = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,63}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+\Z")
+"""host.email (certbot's --email) and host.key_email (gpg's Name-Email):
+plain ASCII addresses, never starting with '-' (an option to certbot)."""
+OPTIONAL_EMAIL = re.compile(r"^(|" + EMAIL.pattern[1:-2] + r")\Z")
+URL_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*/?\Z")
+"""publish.base_url's path: nginx reads ';', '$', quotes and braces in a
+location or a return, so none of them (nor '.' or '..' segments)."""
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?\Z")
 EXPIRE = re.compile(r"^(0|[0-9]+[dwmy]?|[0-9]{4}-[0-9]{2}-[0-9]{2})\Z")
@@ -524,6 +540,15 @@ def _one_line(value: str, key: str) -> None:
         raise ConfigError(f"{key} = {_show(value)}: contains a line break or control character; expected one line of text")
 
 
+def _plain_path(key: str, value: Any, resolved: Path) -> Path:
+    """resolved (value made absolute), if it passes PLAIN_PATH."""
+    if not PLAIN_PATH.match(str(resolved)):
+        where = "" if str(resolved) == value else f", that is {_show(str(resolved))},"
+        raise ConfigError(f"{key} = {_show(value)}{where} has characters that rpm, a shell, rsync or nginx would read;"
+                          f" expected a path of letters, digits and . _ + - / (move it, or name another directory)")
+    return resolved
+
+
 def _compute_cap(t: _Table) -> int:
     key = t.key("compute_cap")
     t.known.append("compute_cap")
@@ -563,6 +588,9 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
     domain = url.hostname or ""
     if not DOMAIN.match(domain):
         raise ConfigError(f"publish.base_url = \"{publish.base_url}\": the host set-up needs a domain name there")
+    if not URL_PATH.match(url.path) or any(part in (".", "..") for part in url.path.split("/")):
+        raise ConfigError(f"publish.base_url = {_show(publish.base_url)}: its path goes into nginx's site as a location;"
+                          f" expected \"\" or segments of letters, digits and . _ ~ - such as /mistralrs-rpm")
     if isinstance(publish.target, SshTarget):
         repo_root = Path(publish.target.path)
         upload_user = publish.target.user
@@ -572,7 +600,8 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
     packager_email = re.search(r"<([^>]+)>", packager).group(1)
 
     def path(name: str, default: str) -> Path:
-        return (base / Path(h.string(name, default)).expanduser()).resolve()
+        return _plain_path(h.key(name), h.data.get(name, default),
+                           (base / Path(h.string(name, default)).expanduser()).resolve())
 
     ipv4 = h.string("ipv4", "")
     ipv6 = h.string("ipv6", "")
@@ -594,7 +623,7 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
         http_port=h.get("http_port", int, 80, form="a port number"),
         repo_root=repo_root,
         upload_user=upload_user,
-        email=h.string("email", "", pattern=re.compile(r"^(|[^@\s]+@[^@\s]+\.[^@\s]+)\Z"), form="an e-mail address"),
+        email=h.string("email", "", pattern=OPTIONAL_EMAIL, form="an e-mail address"),
         cloudflare_zone=h.string("cloudflare_zone", "", pattern=re.compile(r"^(|" + DOMAIN.pattern[1:-2] + r")\Z"),
                                  form="a DNS zone such as \"example.org\""),
         cloudflare_token_file=h.string("cloudflare_token_file", ""),
@@ -606,7 +635,7 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
                             form="one SSH public key line such as \"ssh-ed25519 AAAA... ci\""),
         key_name=h.string("key_name", "mistralrs-rpm repository", pattern=re.compile(r"^[^<>()\n]{5,}\Z"),
                           form="a name of 5 or more characters without <>()"),
-        key_email=h.string("key_email", "", pattern=re.compile(r"^(|[^@\s]+@[^@\s]+\.[^@\s]+)\Z"), form="an e-mail address") or packager_email,
+        key_email=h.string("key_email", "", pattern=OPTIONAL_EMAIL, form="an e-mail address") or packager_email,
         key_type=h.string("key_type", "ed25519", pattern=re.compile(r"^(ed25519|rsa4096)\Z"), form='"ed25519" or "rsa4096"'),
         key_expire=h.string("key_expire", "0", pattern=EXPIRE, form='"0" (never), a period such as "2y", or a date YYYY-MM-DD'),
         key_passphrase_file=h.string("key_passphrase_file", "") or publish.passphrase_file,
@@ -747,7 +776,8 @@ def parse(data: dict, source: Path) -> Config:
         target=parse_target(pub.string("target", form=TARGET_FORM)),
         host_key=pub.string("host_key", "", pattern=re.compile(r"^(|" + HOST_KEY.pattern[1:-2] + r")\Z"),
                             form='one known_hosts line such as "repo.example.org ssh-ed25519 AAAA..." (no marker, no wildcard)'),
-        ssh_key=pub.string("ssh_key", ""),
+        ssh_key=pub.string("ssh_key", "", pattern=SSH_KEY_FILE,
+                           form="a key file path of letters, digits and . _ + - / (~/ for the home directory), or \"\""),
         ssh_key_env=pub.string("ssh_key_env", "MRPM_SSH_KEY", pattern=re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)?\Z"),
                                form="an environment variable name"),
         base_url=pub.string("base_url", pattern=URL, form="an http(s) URL without '%', spaces, quotes, '?' or '#'"),
@@ -790,13 +820,20 @@ def parse(data: dict, source: Path) -> Config:
     host = parse_host(top.table("host", {}), publish, base, package.packager)
 
     pa = top.table("paths", {})
-    cache = pa.string("cache", ".cache")
+    cache_key, cache = "paths.cache", pa.string("cache", ".cache")
+    if os.environ.get(CACHE_ENV):
+        cache_key, cache = CACHE_ENV, os.environ[CACHE_ENV]
+        _one_line(cache, CACHE_ENV)
+
+    def plain(key: str, value: str) -> Path:
+        return _plain_path(key, value, (base / value).resolve())
+
     paths = Paths(
         root=base,
-        cache=(base / (os.environ.get(CACHE_ENV) or cache)).resolve(),
-        build=(base / pa.string("build", "build")).resolve(),
-        artifacts=(base / pa.string("artifacts", "artifacts")).resolve(),
-        dist=(base / pa.string("dist", "dist")).resolve(),
+        cache=plain(cache_key, cache),
+        build=plain("paths.build", pa.string("build", "build")),
+        artifacts=plain("paths.artifacts", pa.string("artifacts", "artifacts")),
+        dist=plain("paths.dist", pa.string("dist", "dist")),
     )
     pa.finish()
     top.finish()

@@ -288,3 +288,78 @@ def test_non_ascii_digits_in_mrpm_ref_are_refused(tmp_path, monkeypatch, ref):
     with pytest.raises(configmod.ConfigError, match="MRPM_REF: refusing ref") as e:
         load_with(tmp_path, lambda d: None)
     assert str(e.value).isascii()
+
+
+# Every path the configuration names reaches rpmbuild's --define (where
+# '%(...)' runs a command: `rpmbuild --define "_topdir /x/b%(touch f)"`
+# touches f), rsync (':' makes a host of it), nginx's site (';' ends a
+# directive) or an authorized_keys line: refused when the config loads.
+@pytest.mark.parametrize("section, key", [
+    ("paths", "build"), ("paths", "cache"), ("paths", "artifacts"), ("paths", "dist"),
+    ("host", "key_dir"), ("host", "letsencrypt_dir"), ("host", "nginx_site"), ("host", "nginx_conf"),
+    ("host", "repo_shell"),
+])
+@pytest.mark.parametrize("value", ["b%(touch PWNED)", "with space", "x;include /etc/shadow", "host:dir", "$(id)"])
+def test_a_path_with_characters_rpm_rsync_nginx_or_a_shell_read_is_refused(tmp_path, section, key, value):
+    def mutate(d):
+        d.setdefault(section, {})[key] = value
+    with pytest.raises(configmod.ConfigError) as e:
+        load_with(tmp_path, mutate)
+    message = str(e.value)
+    assert f"{section}.{key} = " in message and "letters, digits and . _ + - /" in message, message
+    assert "\n" not in message
+
+
+def test_mrpm_cache_is_held_to_the_same_rule(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRPM_CACHE", str(tmp_path / "cache%(touch PWNED)"))
+    with pytest.raises(configmod.ConfigError, match=r"MRPM_CACHE = .*letters, digits and \. _ \+ - /"):
+        load_with(tmp_path, lambda d: None)
+    monkeypatch.setenv("MRPM_CACHE", str(tmp_path / "runner-cache"))
+    assert load_with(tmp_path, lambda d: None).paths.cache == tmp_path / "runner-cache"
+
+
+def test_a_checkout_under_an_odd_directory_is_named_in_the_error(tmp_path):
+    odd = tmp_path / "my project"
+    odd.mkdir()
+    with pytest.raises(configmod.ConfigError) as e:
+        load_with(odd, lambda d: None)
+    # the first path key read (host.key_dir, relative: "keys") names it
+    assert 'host.key_dir = "keys", that is "' in str(e.value) and "/my proj" in str(e.value), str(e.value)
+
+
+# publish.base_url's path becomes nginx `location` and `return` lines of the
+# host's site (setup:nginx): ';' ends a directive there, '$' expands a
+# variable, quotes and '..' change what is matched.
+@pytest.mark.parametrize("path", ["/a;b", "/r$host", "/a/../etc", "/'x'", "/a(b)", "/a,b", "/a@b", "/.", "/a:b"])
+def test_base_url_path_is_held_to_what_nginx_takes_literally(tmp_path, path):
+    with pytest.raises(configmod.ConfigError, match=r"publish\.base_url = .*nginx's site as a location"):
+        load_with(tmp_path, lambda d: d["publish"].update(base_url=f"https://repo.example.org{path}"))
+
+
+@pytest.mark.parametrize("path, url_path", [("", ""), ("/", ""), ("/mistralrs-rpm", "/mistralrs-rpm"),
+                                            ("/a/b_c.d~e/", "/a/b_c.d~e")])
+def test_plain_base_url_paths_load(tmp_path, path, url_path):
+    cfg = load_with(tmp_path, lambda d: d["publish"].update(base_url=f"https://repo.example.org{path}"))
+    assert cfg.host.url_path == url_path
+
+
+# host.email goes to certbot as --email's value, host.key_email into gpg's
+# key parameters: an address starting with '-' (an option to certbot) or
+# holding shell or gpg syntax is refused when the config loads.
+@pytest.mark.parametrize("key", ["email", "key_email"])
+@pytest.mark.parametrize("value", ["--server=https://evil.example@x.y", "-x@y.z", "$(id)@x.y", "a@b.c;", "a b@c.d"])
+def test_host_email_addresses_are_plain(tmp_path, key, value):
+    with pytest.raises(configmod.ConfigError, match=rf"host\.{key} = .*expected an e-mail address"):
+        load_with(tmp_path, lambda d: d.setdefault("host", {}).update({key: value}))
+    cfg = load_with(tmp_path, lambda d: d.setdefault("host", {}).update({key: "ops+repo@mail.example.org"}))
+    assert getattr(cfg.host, key) == "ops+repo@mail.example.org"
+
+
+@pytest.mark.parametrize("value", ["key file", "k'ey", "$(id)", "-oProxyCommand=x", "-i", "a;b"])
+def test_ssh_key_path_is_plain(tmp_path, value):
+    """publish.ssh_key reaches `ssh -i` inside rsync's -e command line,
+    which rsync splits into words by its own rules."""
+    with pytest.raises(configmod.ConfigError, match=r"publish\.ssh_key = .*a key file path"):
+        load_with(tmp_path, lambda d: d["publish"].update(ssh_key=value))
+    for good in ("~/.ssh/id_ed25519", "/etc/mistralrs-rpm/upload_key", "keys/ci"):
+        assert load_with(tmp_path, lambda d: d["publish"].update(ssh_key=good)).publish.ssh_key == good

@@ -350,3 +350,31 @@ def test_clean_cache_keeps_the_newest_versions_and_reports_what_it_freed(tmp_pat
     # a version whose units were removed compiles again
     rc, _, err = run_doit(config, "fetch", "build", env={"MRPM_REF": "v0.7.1"})
     assert rc == 0 and json.loads(layout.build_record("ampere").read_text())["cargo_fresh"] is False
+
+
+# --- the source record is checked before its values reach git, paths or cargo ---------
+
+
+@pytest.mark.parametrize("field, value", [
+    ("commit", "../../victim"), ("commit", "--upload-pack=touch x"), ("ref", "v1.0;id"),
+    ("version", "0.9.2\nRelease: 99"), ("rpm_version", "0.9.2%(id)"), ("is_snapshot", True), ("version", "0.9.3"),
+])
+def test_a_tampered_source_record_is_refused_and_nothing_is_removed(tmp_path, monkeypatch, field, value):
+    up = TinyUpstream(tmp_path / "up")
+    up.commit("0.9.2")
+    up.tag("v0.9.2")
+    cfg, layout = load(tiny_config(tmp_path, up), monkeypatch, "v0.9.2")
+    fetch(cfg, layout)
+    # a directory that "../../victim" below the cache's src/ would name, with a
+    # git checkout and an untracked file: ensure_tree would have deleted it
+    victim = layout.source_trees / ".." / ".." / "victim"
+    victim.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(victim)], check=True)
+    (victim / "precious").write_text("keep me")
+    data = json.loads(layout.source_record.read_text())
+    data[field] = value
+    layout.source_record.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=rf"^{re.escape(str(layout.source_record))} is not a source record \("):
+        from buildlib.pipeline.cargo import build_flavour
+        build_flavour(cfg, layout, cfg.flavour("ampere"))
+    assert (victim / "precious").read_text() == "keep me"

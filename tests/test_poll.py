@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -535,6 +536,38 @@ def test_deeply_nested_json_is_refused_in_one_line(tmp_path, github, published, 
         assert d["release"]["ref"] == "v0.9.3"
     else:
         assert d["status"] == "unreachable" and "unexpected HTTP 403" in d["release"]["reason"]
+
+
+@pytest.mark.parametrize("body, depth", [
+    (b'{"a": "[[[[{{{{"}', 1),
+    (b'{"a": "\\"[[[["}', 1),            # an escaped quote does not end the string
+    (b'{"a": "\\\\", "b": [[1]]}', 3),    # an escaped backslash does not escape the quote
+    (b'["\\u005b", ["]"], [[{}]]]', 4),
+])
+def test_json_depth_counts_brackets_outside_strings_only(body, depth):
+    assert json.loads(body) is not None  # the cases are valid JSON
+    original = github_api.MAX_JSON_DEPTH
+    try:
+        github_api.MAX_JSON_DEPTH = depth
+        assert github_api.parse_json(body) == json.loads(body)
+        github_api.MAX_JSON_DEPTH = depth - 1
+        with pytest.raises(github_api.TooDeep):
+            github_api.parse_json(body)
+    finally:
+        github_api.MAX_JSON_DEPTH = original
+
+
+def test_json_depth_check_takes_linear_time_on_escaped_quotes():
+    """An answer of backslash-quotes made the old check (a regular expression
+    for whole strings, retried from every escaped quote) quadratic: 80 kB took
+    half a minute, the 4 MB an answer may have would take about a day.  The
+    subprocess's timeout only bounds that hang; it is no speed claim."""
+    code = ("from buildlib.ci.github import parse_json\n"
+            "body = b'\"' + b'\\\\\"' * 500_000\n"
+            "try:\n    parse_json(body)\nexcept ValueError as e:\n    print(type(e).__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(github_api.__file__).parents[2])
+    assert proc.returncode == 0 and proc.stdout.strip() == "JSONDecodeError", proc.stderr
 
 
 HUGE_HINTS = {

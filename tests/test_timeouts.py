@@ -72,3 +72,69 @@ def test_a_command_past_its_timeout_is_stopped_with_a_one_line_error(capture):
     assert isinstance(e.value, UserError) and isinstance(e.value, subprocess.TimeoutExpired)
     message = str(e.value)
     assert "within 1 s" in message and "started" in message and "\n" not in message, message
+
+
+def _silent_upstream(tmp_path, silent_server, monkeypatch, ref_of):
+    """A mirror fetched from a tiny upstream, whose remote then stops
+    answering (its URL now leads to the silent port)."""
+    import json
+
+    from buildlib.layout import Layout
+    from buildlib.pipeline.upstream import fetch
+    from pipeline import demo_config
+    from tiny_upstream import TinyUpstream
+
+    up = TinyUpstream(tmp_path / "up")
+    commit = up.commit("0.9.2")
+    up.tag("v0.9.2")
+    data = demo_config(tmp_path, up.path, tmp_path / "cache", flavours=("ampere",), build__features=[])
+    data["upstream"]["timeout"] = 2
+    monkeypatch.setenv("MRPM_REF", ref_of(commit))
+    cfg = configmod.load(write_config(tmp_path, data))
+    layout = Layout.of(cfg)
+    fetch(cfg, layout)
+    assert json.loads(layout.source_record.read_text())["commit"] == commit
+    url = f"http://127.0.0.1:{silent_server}/mistral.rs.git"
+    subprocess.run(["git", f"--git-dir={layout.mirror}", "remote", "set-url", "origin", url], check=True)
+    data["upstream"]["url"] = url
+    return configmod.load(write_config(tmp_path, data)), layout, url
+
+
+def test_the_moved_tag_check_does_not_hang_on_a_silent_upstream(tmp_path, silent_server, monkeypatch, capsys):
+    """doit asks the remote on every run whether the tag moved (the fetch
+    task's uptodate check): a remote that never answers must not hang doit;
+    it is bounded by upstream.timeout and keeps what was fetched."""
+    from buildlib.layout import Layout
+    from buildlib.pipeline.history import tag_unchanged
+
+    cfg, layout, url = _silent_upstream(tmp_path, silent_server, monkeypatch, lambda commit: "v0.9.2")
+    result = []
+    worker = threading.Thread(target=lambda: result.append(tag_unchanged(cfg, layout)), daemon=True)
+    worker.start()
+    worker.join(90)  # the old code waited for ever here
+    assert not worker.is_alive(), "git ls-remote of a silent upstream did not end"
+    assert result == [True]
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "cannot ask upstream whether v0.9.2 moved" in warning[0], warning
+
+
+def test_the_branch_check_does_not_hang_on_a_silent_upstream(tmp_path, silent_server, monkeypatch):
+    """A snapshot's commit is checked against upstream.branch by fetching the
+    branch: that fetch ends on a silent remote too, in one line."""
+    from buildlib.pipeline.upstream import fetch
+
+    cfg, layout, url = _silent_upstream(tmp_path, silent_server, monkeypatch, lambda commit: commit)
+    errors = []
+
+    def attempt():
+        try:
+            fetch(cfg, layout)
+        except configmod.UserError as e:
+            errors.append(str(e))
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(90)  # the old code waited for ever here
+    assert not worker.is_alive(), "git fetch of upstream.branch from a silent upstream did not end"
+    assert len(errors) == 1 and errors[0].startswith("cannot fetch branch master (upstream.branch)"), errors
+    assert "\n" not in errors[0]

@@ -28,7 +28,7 @@ def flavour_matrix(cfg: Config, selection: str | None = None) -> list[str]:
         return configured
     try:
         wanted = json.loads(selection)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser recurses
         wanted = None
     if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
         raise UserError(f"{FLAVOURS_ENV} = {shown(selection)}: expected a JSON list of flavour names")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,27 @@ from ..refs import COMMIT, TAG, Ref, rpm_version_of_tag
 from ..run import UserError, log, output, run
 
 GIT = "git"
+
+GIT_TOTAL_TIMEOUT = 4 * 3600
+"""A clone or fetch that still makes progress is stopped only after this."""
+
+
+def network(cfg: Config, total: float = GIT_TOTAL_TIMEOUT) -> dict:
+    """run()'s settings for every git command that talks to upstream: a
+    stalled http(s) transfer or ssh connection ends after upstream.timeout
+    seconds, the whole command after `total`, and git never waits for a
+    password."""
+    stall = max(1, int(cfg.upstream.timeout))
+    ssh = f"ssh -o BatchMode=yes -o ConnectTimeout={stall} -o ServerAliveInterval={max(1, stall // 3)} -o ServerAliveCountMax=3"
+    return {"timeout": total, "env": {"GIT_TERMINAL_PROMPT": "0", "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+                                      "GIT_HTTP_LOW_SPEED_TIME": str(stall),
+                                      "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND") or ssh}}
+
+
+def _quick(cfg: Config) -> dict:
+    """network() for a command that moves only a few refs (ls-remote, one
+    branch): bounded by a few stall periods, not by GIT_TOTAL_TIMEOUT."""
+    return network(cfg, total=max(60.0, 4 * cfg.upstream.timeout))
 
 
 # --- rpm's version order ------------------------------------------------------
@@ -91,7 +113,7 @@ def check_on_branch(cfg: Config, mirror: Path, commit: str) -> None:
     if ok.returncode != 0:
         raise UserError(f"upstream.branch = {branch!r} is not a valid git branch name")
     fetched = run([GIT, f"--git-dir={mirror}", "fetch", "--quiet", "origin", f"+{ref}:{ref}"],
-                  capture=True, check=False)
+                  capture=True, check=False, **network(cfg))
     if fetched.returncode != 0:
         why = (fetched.stderr.decode(errors="replace").strip().splitlines() or ["git fetch failed"])[-1]
         raise UserError(f"cannot fetch branch {branch} (upstream.branch) from {cfg.upstream.url}: {why}")
@@ -108,16 +130,18 @@ def check_on_branch(cfg: Config, mirror: Path, commit: str) -> None:
 # --- moved tags -----------------------------------------------------------------
 
 
-def remote_tag_commit(url: str, ref: Ref) -> str | None:
-    """The commit the release tag ref names on the remote now (peeled), None
-    if it has no such tag.  A UserError when the remote cannot be asked."""
+def remote_tag_commit(cfg: Config, ref: Ref) -> str | None:
+    """The commit the release tag ref names on upstream.url now (peeled), None
+    if it has no such tag.  A UserError when the remote cannot be asked
+    (also when it does not answer within the network settings' bounds)."""
+    url = cfg.upstream.url
     if not ref.is_tag:
         raise UserError(f"{ref.text} is not a release tag")
     tag = ref.text
     if url.startswith("-"):
         raise UserError(f"upstream.url = {url!r}: expected a git URL or a local path")
     result = run([GIT, "ls-remote", "--tags", "--", url, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}"],
-                 capture=True, check=False, quiet=True)
+                 capture=True, check=False, quiet=True, **_quick(cfg))
     if result.returncode != 0:
         raise UserError(f"git ls-remote {url} failed: {result.stderr.decode(errors='replace').strip()[-200:]}")
     found: dict[str, str] = {}
@@ -152,7 +176,7 @@ def tag_unchanged(cfg: Config, layout: Layout) -> bool:
     if not ref.is_tag:
         return True
     try:
-        now = remote_tag_commit(cfg.upstream.url, ref)
+        now = remote_tag_commit(cfg, ref)
     except UserError as e:
         log(f"warning: cannot ask upstream whether {ref.text} moved ({e}); keeping {recorded[:12]}")
         return True

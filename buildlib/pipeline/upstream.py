@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -11,9 +10,9 @@ from pathlib import Path
 
 from ..config import Config
 from ..layout import Layout
-from ..refs import COMMIT, TAG, Ref, RefError, rpm_version_of_tag, snapshot_version, tag_version
+from ..refs import COMMIT, RPM_VERSION, TAG, Ref, RefError, rpm_version_of_tag, snapshot_version, tag_version
 from ..run import Stopwatch, UserError, atomic_write, output, run
-from .history import check_on_branch, note_moved_tag, release_tags
+from .history import check_on_branch, network, note_moved_tag, release_tags
 
 GIT = "git"
 CHANGELOG_ENTRIES = 10
@@ -38,11 +37,31 @@ class Source:
         try:
             data = json.loads(path.read_text())
             data["changelog"] = tuple(data["changelog"])
-            return cls(**data)
+            source = cls(**data)
+            source.check()
+            return source
         except FileNotFoundError:
             raise UserError(f"{path} is missing: run `doit fetch` first") from None
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
             raise UserError(f"{path} is not a source record ({e}); delete it and run `doit fetch`") from None
+
+    def check(self) -> None:
+        """ValueError unless every field that reaches git, a path, cargo or
+        a spec has the form fetch writes: the commit names the source tree's
+        directory (cache/src/<commit>, which ensure_tree may delete), the
+        versions go into cargo's -p choice and the RPM's Version."""
+        if not (isinstance(self.commit, str) and COMMIT.match(self.commit)):
+            raise ValueError(f"commit {str(self.commit)[:60]!r} is not a 40-hex commit id")
+        if not isinstance(self.ref, str) or not (TAG.match(self.ref) or COMMIT.match(self.ref)):
+            raise ValueError(f"ref {str(self.ref)[:60]!r} is not a release tag or a commit id")
+        if not isinstance(self.version, str) or not TAG.match(f"v{self.version}"):
+            raise ValueError(f"version {str(self.version)[:60]!r} is not X.Y.Z or X.Y.Z-rcN")
+        if not isinstance(self.rpm_version, str) or not RPM_VERSION.match(self.rpm_version):
+            raise ValueError(f"rpm_version {str(self.rpm_version)[:60]!r} is not an RPM version")
+        if not isinstance(self.is_snapshot, bool) or self.is_snapshot != (self.ref == self.commit):
+            raise ValueError("is_snapshot does not agree with ref and commit")
+        if not self.is_snapshot and (self.version, self.rpm_version) != (tag_version(self.ref), rpm_version_of_tag(self.ref)):
+            raise ValueError(f"version {self.version!r} / rpm_version {self.rpm_version!r} are not tag {self.ref}'s")
 
 
 def _git(layout: Layout, *args: str, **kwargs) -> str:
@@ -55,21 +74,6 @@ def _check_url(url: str) -> str:
     return url
 
 
-GIT_TOTAL_TIMEOUT = 4 * 3600
-"""A clone or fetch that still makes progress is stopped only after this."""
-
-
-def _network(cfg: Config) -> dict:
-    """git's network settings: a stalled http(s) transfer or ssh connection
-    ends after upstream.timeout seconds, a whole clone or fetch after
-    GIT_TOTAL_TIMEOUT, and git never waits for a password."""
-    stall = max(1, int(cfg.upstream.timeout))
-    ssh = f"ssh -o BatchMode=yes -o ConnectTimeout={stall} -o ServerAliveInterval={max(1, stall // 3)} -o ServerAliveCountMax=3"
-    return {"timeout": GIT_TOTAL_TIMEOUT, "env": {"GIT_TERMINAL_PROMPT": "0", "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
-                                                  "GIT_HTTP_LOW_SPEED_TIME": str(stall),
-                                                  "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND") or ssh}}
-
-
 def update_mirror(cfg: Config, layout: Layout) -> None:
     """Create the bare mirror once; afterwards only `git fetch` it."""
     url = _check_url(cfg.upstream.url)
@@ -77,14 +81,14 @@ def update_mirror(cfg: Config, layout: Layout) -> None:
         tmp = layout.mirror.with_name(layout.mirror.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        run([GIT, "clone", "--mirror", "--", url, tmp], **_network(cfg))
+        run([GIT, "clone", "--mirror", "--", url, tmp], **network(cfg))
         tmp.rename(layout.mirror)
         return
     current = _git(layout, "config", "--get", "remote.origin.url", check=False)
     if current != url:
         run([GIT, f"--git-dir={layout.mirror}", "remote", "set-url", "origin", "--", url])
     # --force: a tag moved upstream replaces the mirror's (history.tag_unchanged noticed it)
-    run([GIT, f"--git-dir={layout.mirror}", "fetch", "--prune", "--tags", "--force", "origin"], **_network(cfg))
+    run([GIT, f"--git-dir={layout.mirror}", "fetch", "--prune", "--tags", "--force", "origin"], **network(cfg))
 
 
 def resolve_commit(layout: Layout, ref: Ref) -> str | None:
