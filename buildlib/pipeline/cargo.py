@@ -26,7 +26,21 @@ def build_inputs(cfg: Config, flavour: Flavour) -> dict:
         "features": list(flavour.features(cfg.build)),
         "compute_cap": flavour.compute_cap,
         "rustflags": cfg.build.rustflags,
+        **({"cutlass_commit": commit} if (commit := cutlass_commit(cfg)) else {}),
     }
+
+
+CUTLASS_COMPONENT = "cutlass"
+"""The [[bundled]] entry whose commit the build passes on as
+MISTRALRS_CUTLASS_COMMIT: upstream's build scripts clone CUTLASS at that
+commit, so the package bundles exactly the CUTLASS its SBOM names."""
+
+
+def cutlass_commit(cfg: Config) -> str:
+    """The commit of the [[bundled]] entry named "cutlass" (in any case; '' where there is
+    none, or it names no commit: upstream's build scripts then clone the
+    commit they pin themselves)."""
+    return next((c.commit for c in cfg.bundled.components if c.name.lower() == CUTLASS_COMPONENT), "")
 
 
 def cuda_home(nvcc: str) -> Path:
@@ -103,6 +117,9 @@ def build_env(cfg: Config, layout: Layout, flavour: Flavour, sde: int | None = N
     }
     if sde is not None:
         env["SOURCE_DATE_EPOCH"] = str(sde)
+    commit = cutlass_commit(cfg)
+    if commit:
+        env["MISTRALRS_CUTLASS_COMMIT"] = commit
     if sys.__stderr__ is not None and sys.__stderr__.isatty():
         # cargo sees a pipe (its output is kept for error messages); the
         # person watching has a terminal, so keep its live progress bar.
