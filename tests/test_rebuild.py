@@ -89,6 +89,19 @@ def test_two_pipelines_elsewhere_give_the_same_binary_and_rpm(tmp_path, demo_ups
     assert rpms[0].name == rpms[1].name == "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
     assert repro.first_difference(*rpms) is None
     assert rpms[0].read_bytes() == rpms[1].read_bytes()
+    # ... though they package the license archive and the SBOM (the spec checks both), and the
+    # SBOMs beside them are the same bytes too
+    files = repro_query(rpms[0], "[%{FILENAMES}\n]").split()
+    assert "/usr/share/mistralrs/sbom.cdx.json" in files
+    assert any(f.endswith("/LICENSE.dependencies") for f in files)
+    sboms = [r.with_name(r.name.removesuffix(".rpm") + ".cdx.json") for r in rpms]
+    assert sboms[0].read_bytes() == sboms[1].read_bytes()
+    assert json.loads(sboms[0].read_text())["metadata"]["component"]["version"] == "0.9.2-1.fc43"
+    for layout in (Layout.of(load(one)), Layout.of(load(two))):
+        for text in (sboms[0].read_bytes(), layout.license_archive(FLAVOUR).read_bytes()):
+            assert str(tmp_path).encode() not in text and str(layout.cache).encode() not in text
+    archives = [Layout.of(load(c)).license_archive(FLAVOUR).read_bytes() for c in (one, two)]
+    assert archives[0] == archives[1]
     # the build time is the upstream commit's, not today's
     record = BuildRecord.load(Layout.of(load(one)), FLAVOUR)
     commit_time = int(git(demo_upstream.path, "show", "-s", "--format=%ct", "v0.9.2^{commit}"))
@@ -103,9 +116,21 @@ def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path,
     doit(config, f"rpm:{FLAVOUR}")
     rc, results, out = run_doit(config, f"rebuild-check:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
     assert rc == 0 and results == {f"rebuild-check:{FLAVOUR}": "success"}, out[-4000:]
-    assert f"identical: mistralrs-{FLAVOUR} and mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm" in out
+    assert (f"identical: mistralrs-{FLAVOUR}, mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm and"
+            " mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json") in out
     layout = Layout.of(load(config))
     assert not (layout.build / "rebuild-check" / FLAVOUR).exists()  # the scratch location is gone
+
+    # the SBOM beside the package is compared too: a changed one is named, with its first differing line
+    sbom = layout.dist / "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json"
+    original = sbom.read_bytes()
+    sbom.write_text(original.decode().replace("0.9.2-1.fc43", "0.9.2-9.fc43", 1))
+    assert sbom.read_bytes() != original
+    rc, _, out = run_doit(config, f"rebuild-check:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
+    assert rc != 0
+    assert re.search(r"error: rebuild-check ampere: the rebuild differs \(sbom mistralrs-ampere-0\.9\.2-1\.fc43"
+                     r"\.x86_64\.cdx\.json: line \d+: '[^']*0\.9\.2-9\.fc43[^']*' != '[^']*0\.9\.2-1\.fc43", out), out[-3000:]
+    sbom.write_bytes(original)
 
     # a package built at another time than the commit's: the check names the header tag
     record = json.loads(layout.build_record(FLAVOUR).read_text())

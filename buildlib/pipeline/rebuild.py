@@ -1,7 +1,9 @@
 """The rebuild check: build one flavour again in a scratch location (another
 cache with its own mirror, source tree and target directory, another build
-directory, a fresh cargo home) and compare the binary and the unsigned RPM
-with the current ones, naming the first difference.
+directory, a fresh cargo home), run its licenses stage there (the spec
+packages the license archive and the SBOM), and compare the binary, the
+unsigned RPM and the SBOM beside it with the current ones, naming the first
+difference.
 
 The scratch build takes the same configuration and the current release
 ledger (a copy), so it renders the same spec with the same Release; what can
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import repro
 from ..config import Config, Flavour
-from ..layout import Layout
+from ..layout import Layout, sbom_beside
 from ..run import Stopwatch, UserError, log, run
 from .cargo import build_flavour, cargo_home
+from .licenses import collect_licenses
 from .records import BuildRecord, RpmRecord
 from .rpmbuild import build_rpm
 from .spec import render_spec
@@ -32,12 +36,14 @@ class RebuildResult:
     """None if the binaries are the same bytes, else the first difference."""
     rpm: str | None
     """None if the unsigned RPMs are the same bytes, else the first difference."""
+    sbom: str | None
+    """None if the SBOMs beside them in dist/ are the same bytes, else the first difference."""
     leaked: tuple[str, ...]
     """The reference build's paths found in its binary."""
 
     @property
     def identical(self) -> bool:
-        return self.binary is None and self.rpm is None
+        return self.binary is None and self.rpm is None and self.sbom is None
 
 
 def scratch_layout(layout: Layout, flavour: Flavour) -> Layout:
@@ -87,16 +93,19 @@ def rebuild_check(cfg: Config, layout: Layout, flavour: Flavour, scratch: Layout
     fetch(cfg, scratch)
     build_flavour(cfg, scratch, flavour, home=home)
     verify_artifact(cfg, scratch, flavour)
+    collect_licenses(cfg, scratch, flavour, home=home)
     render_spec(cfg, scratch, flavour)
     again = build_rpm(cfg, scratch, flavour)
 
     binary = repro.first_binary_difference(layout.artifact(flavour.name), scratch.artifact(flavour.name))
     rpm_difference = repro.first_difference(rpm.path, again)
+    sbom = sbom_beside(rpm.file)
+    sbom_difference = first_line_difference(layout.dist / sbom, scratch.dist / sbom_beside(again.name))
     leaked = tuple(repro.leaked_paths(layout.artifact(flavour.name), [
         str(layout.cache), str(layout.target_dir(flavour.name)), str(cargo_home())]))
-    result = RebuildResult(binary, rpm_difference, leaked)
+    result = RebuildResult(binary, rpm_difference, sbom_difference, leaked)
     if result.identical:
-        watch.done(f"identical: {layout.artifact(flavour.name).name} and {rpm.file}")
+        watch.done(f"identical: {layout.artifact(flavour.name).name}, {rpm.file} and {sbom}")
         if not keep:
             shutil.rmtree(root)
         return result
@@ -105,9 +114,26 @@ def rebuild_check(cfg: Config, layout: Layout, flavour: Flavour, scratch: Layout
         lines.append(f"binary {layout.artifact(flavour.name).name}: {binary}")
     if rpm_difference:
         lines.append(f"rpm {rpm.file}: {rpm_difference}")
+    if sbom_difference:
+        lines.append(f"sbom {sbom}: {sbom_difference}")
     if leaked:
         lines.append(f"build paths in the binary: {', '.join(leaked)}")
     raise UserError(f"rebuild-check {flavour.name}: the rebuild differs ({'; '.join(lines)}); the rebuild is in {root}")
+
+
+def first_line_difference(a: Path, b: Path) -> str | None:
+    """None if the two text files are the same bytes, else their first
+    differing line (each shortened), or the one that is missing."""
+    for path in (a, b):
+        if not path.is_file():
+            return f"{path} is missing"
+    if a.read_bytes() == b.read_bytes():
+        return None
+    la, lb = a.read_text(errors="replace").splitlines(), b.read_text(errors="replace").splitlines()
+    for number, (x, y) in enumerate(zip(la + [""], lb + [""]), 1):
+        if x != y:
+            return f"line {number}: {x.strip()[:120]!r} != {y.strip()[:120]!r}"
+    return "the bytes differ (line endings)"
 
 
 def check(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
