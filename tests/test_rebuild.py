@@ -219,6 +219,13 @@ def test_choose_release():
     assert choose_release({a: 3}, a, 7, never) == (7, "given")
     with pytest.raises(UserError, match="lower than release 3"):
         choose_release({a: 3}, b, 2, never)
+    # a given release names one package: not another spec's, not the channel's highest
+    assert choose_release({a: 3}, a, 3, never) == (3, "given")
+    assert choose_release({a: 3}, b, 4, never) == (4, "given")
+    with pytest.raises(UserError, match="release 3 is already used for this version by another spec: give 4"):
+        choose_release({a: 3}, b, 3, never)
+    with pytest.raises(UserError, match="release 5 is already used for this version in its channel: give 6"):
+        choose_release({}, b, 5, lambda: 5)
 
 
 def test_rustc_remaps_cargo_home_and_the_target_directory(tmp_path, demo_upstream):

@@ -290,6 +290,11 @@ def choose_release(digests: dict[str, int], digest: str, given: int | None,
         if given < highest and digests.get(digest) != given:
             raise UserError(f"release {given} is lower than release {highest}, already used for this version:"
                             " Releases only go up")
+        if given == highest and digests.get(digest) != given:
+            # one NEVR, two different packages: the channel would refuse the second
+            where = "by another spec" if digests else "in its channel"
+            raise UserError(f"release {given} is already used for this version {where}:"
+                            f" give {highest + 1} or more")
         return given, "given"
     if digest in digests and digests[digest] == highest:
         return highest, "spec unchanged"
