@@ -161,6 +161,30 @@ def test_switching_refs_and_back_publishes_the_package_unchanged(tmp_path, demo_
     assert again["channels"]["stable"]["added"] == []
     assert again["channels"]["stable"]["unchanged"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
     assert again["bytes_sent"].get("packages", 0) == 0
+    # its SBOM, published with it, is checked and left as it is
+    sbom = "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json"
+    published = cfg.publish.target.path / "fedora" / "43" / "x86_64" / sbom
+    original = (cfg.paths.dist / sbom).read_bytes()
+    assert again["channels"]["stable"]["sbom_damaged"] == {} and published.read_bytes() == original
+    # the SBOM beside a current package is the one the package installs; another copy,
+    # or none, is refused before anything is uploaded
+    (cfg.paths.dist / sbom).write_bytes(original.replace(b"0.9.2-1.fc43", b"0.9.2-9.fc43", 1))
+    with pytest.raises(UserError, match=rf"^{re.escape(sbom)} in .* is not the SBOM"
+                                        r" mistralrs-ampere-0\.9\.2-1\.fc43\.x86_64\.rpm installs"
+                                        r" \(/usr/share/mistralrs/sbom\.cdx\.json\): run `doit rpm:ampere` again$"):
+        publisher.publish_dist(cfg, Layout.of(cfg))
+    (cfg.paths.dist / sbom).unlink()
+    with pytest.raises(UserError, match=rf"names mistralrs-ampere-0\.9\.2-1\.fc43\.x86_64\.rpm, but its SBOM"
+                                        rf" {re.escape(sbom)} is not beside it"):
+        publisher.publish_dist(cfg, Layout.of(cfg))
+    assert published.read_bytes() == original
+    (cfg.paths.dist / sbom).write_bytes(original)
+    # damaged on the host: restored from dist/'s copy on the unchanged path
+    published.write_text("{}")
+    healed = publisher.publish_dist(cfg, Layout.of(cfg))
+    assert healed["channels"]["stable"]["unchanged"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+    assert list(healed["channels"]["stable"]["sbom_damaged"]) == [sbom]
+    assert published.read_bytes() == original
     # v0.9.1's package, built in between, is no current build: it stays in dist/
     assert channel_files(config) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
     assert (cfg.paths.dist / "mistralrs-ampere-0.9.1-1.fc43.x86_64.rpm").is_file()

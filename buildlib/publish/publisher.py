@@ -107,13 +107,13 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from ..config import Channel, Config, LocalTarget, Publish, SshTarget
-from ..layout import SBOM_SUFFIX, Layout, sbom_beside
+from ..layout import INSTALLED_SBOM, SBOM_SUFFIX, Layout, sbom_beside
 from ..pipeline.records import RpmRecord
 from ..run import Stopwatch, atomic_write, log, require_tool, run, sha256_of
 from . import cleanup, signing, site
 from .channels import RELEASE_PACKAGE, REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
 from .repodata import INDEX_NAME, Metadata, read_metadata, referenced_files
-from .rpms import FILE_NAME, LocalRpm, newest_first, read_rpms
+from .rpms import FILE_NAME, LocalRpm, installed_file_sha256, newest_first, read_rpms
 from .transport import Entry, Transport
 from .transport_local import LocalTransport
 from .transport_ssh import SshTransport
@@ -545,7 +545,10 @@ def current_packages(cfg: Config, layout: Layout) -> frozenset[str] | None:
     package in dist/ (an earlier version, a build abandoned when a setting
     was reverted) is added nowhere; it is used only where its channel lists
     it already (published before: restored or signed anew from dist/).
-    None where there is no rpm record at all: dist/ was handed over without
+    Each record's SBOM must be beside its package in dist/ and be the very
+    file the package installs (INSTALLED_SBOM, by rpm's file digest): it is
+    the copy that goes up with the package and that :func:`check_sboms`
+    holds the published one to.  None where there is no rpm record at all: dist/ was handed over without
     them (a CI publish job downloads only the packages, built in the same
     run), and any of its packages may be added."""
     records = [RpmRecord.load(layout, f) for f in cfg.flavours if layout.rpm_record(f.name).exists()]
@@ -557,8 +560,25 @@ def current_packages(cfg: Config, layout: Layout) -> frozenset[str] | None:
         if not (layout.dist / record.file).is_file():
             raise PublishError(f"{layout.rpm_record(record.flavour)} names {record.file}, which is not in"
                                f" {layout.dist}: run `doit rpm:{record.flavour}` again")
+        # its SBOM goes up with it, and check_sboms holds the published one to this copy
+        sbom = layout.dist / sbom_beside(record.file)
+        if not sbom.is_file():
+            raise PublishError(f"{layout.rpm_record(record.flavour)} names {record.file}, but its SBOM {sbom.name}"
+                               f" is not beside it in {layout.dist}: run `doit rpm:{record.flavour}` again")
+        if installed_file_sha256(layout.dist / record.file, INSTALLED_SBOM) != sha256_of(sbom):
+            raise PublishError(f"{sbom.name} in {layout.dist} is not the SBOM {record.file} installs"
+                               f" ({INSTALLED_SBOM}): run `doit rpm:{record.flavour}` again")
         current.add(record.file)
     return frozenset(current)
+
+
+def check_selected_sboms(rpms: Sequence[LocalRpm], current: frozenset[str] | None) -> None:
+    """Before anything is uploaded: every package this publish may add
+    (current's, or all of dist/ where current is None) has its SBOM beside
+    it; mistralrs-release has none (:func:`_sbom_of`)."""
+    for rpm in rpms:
+        if current is None or rpm.path.name in current:
+            _sbom_of(rpm)
 
 
 def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dict:
@@ -594,6 +614,7 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
             by_channel.setdefault(name, []).append(rpm)
     if not by_channel:
         raise PublishError(f"nothing to publish for channel {channel}: dist/ holds no package of that channel")
+    check_selected_sboms([r for rs in by_channel.values() for r in rs], current)
     reports = []
     layout.build.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=cleanup.SCRATCH_PREFIX) as scratch:
