@@ -733,6 +733,13 @@ def test_release_kept_for_an_unchanged_spec_and_raised_for_a_changed_one(tmp_pat
     # CI may impose a release.
     render_spec(cfg, layout, cfg.flavour("ampere"), release=7)
     assert release_of(layout, "ampere") == "7%{?dist}"
+    # The digest is the same whatever the number (the SBOM in it names the
+    # placeholder): rendered again, the imposed 7 is this spec's, unchanged,
+    # and the SBOM names it.
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "7%{?dist}"
+    assert list(json.loads(layout.release_ledger.read_text())["ampere"]["0.9.3"].values()) == [7]
+    assert re.fullmatch(r"0\.9\.3-7\..+", json.loads(layout.sbom("ampere").read_text())["metadata"]["component"]["version"])
     with pytest.raises(UserError, match="release"):
         render_spec(cfg, layout, cfg.flavour("ampere"), release=0)
 
