@@ -263,7 +263,9 @@ def test_prebuilt_binary_takes_its_licenses_from_the_source_of_its_version(tmp_p
     layout.source_record.write_text(source)  # the tag fetched: same version, its commit
     collect_licenses(cfg, layout, cfg.flavour("ampere"))
     assert BundleRecord.load(layout, "ampere").commit == COMMIT
-    layout.source_record.write_text(source.replace('"version": "0.3.0"', '"version": "0.3.1"'))
+    # another release fetched (a record Source.load accepts: ref and versions agree)
+    other = {**json.loads(source), "ref": "v0.3.1", "version": "0.3.1", "rpm_version": "0.3.1"}
+    layout.source_record.write_text(json.dumps(other))
     with pytest.raises(UserError, match="but ampere's binary was built from v0.3.0"):
         collect_licenses(cfg, layout, cfg.flavour("ampere"))
 
