@@ -217,7 +217,7 @@ def test_doctor_reports_a_table_and_problems(tmp_path, demo_upstream, shared_cac
     assert "build.min_free_gib = 100000" in err
 
 
-def test_the_build_env_carries_the_bundled_cutlass_commit(tmp_path):
+def test_the_build_env_carries_the_bundled_cutlass_commit(tmp_path, monkeypatch):
     """MISTRALRS_CUTLASS_COMMIT is the commit of the [[bundled]] entry named
     "cutlass" (config.toml's, the one the SBOM names); without a commit, or
     without such an entry, upstream's own pin stands and the variable is unset.
@@ -227,7 +227,7 @@ def test_the_build_env_carries_the_bundled_cutlass_commit(tmp_path):
 
     def env_and_inputs(bundled):
         data = demo_config(tmp_path, tmp_path / "up", tmp_path / "cache", flavours=("ampere",), bundled=bundled)
-        cfg = load(write_config(tmp_path, data), ref="v0.9.2", monkeypatch=pytest.MonkeyPatch())
+        cfg = load(write_config(tmp_path, data), ref="v0.9.2", monkeypatch=monkeypatch)
         flavour = cfg.flavour("ampere")
         return build_env(cfg, Layout.of(cfg), flavour, 1700000000, tmp_path / "home"), build_inputs(cfg, flavour)
 
