@@ -286,6 +286,11 @@ def test_changelog_is_in_version_order_and_lists_only_packaged_versions(tmp_path
     # 0.9.2~rc1 never (release candidates are listed only when packaged)
     known = {"0.9.2": 2, "0.9.1~rc2": 1}
     expected = ["0.9.3-1", "0.9.2-2", "0.9.1-1", "0.9.1~rc2-1", "0.8.9-1"]
+    # the licenses stage's record and archive, which the spec packages
+    from buildlib.pipeline.licenses import write_bundle
+    from test_package import fixture_bundle
+    write_bundle(layout, "ampere", fixture_bundle(), commit=record.commit, version=record.version,
+                 source_date_epoch=int(record.built_at.timestamp()), features=record.features)
     text = spec_text(cfg, layout, cfg.flavour("ampere"), record, "1", known)
     headers = re.findall(r"^\* (.+) - (\S+)$", text.split("%changelog", 1)[1], re.M)
     assert [v for _, v in headers] == expected
