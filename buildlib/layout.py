@@ -180,6 +180,8 @@ DEMO_UPSTREAM_HISTORY = PROJECT / "examples" / "demo-upstream-history"
 
 LICENSE_ARCHIVE_NAME = "mistralrs-licenses.tar"
 SBOM_NAME = "sbom.cdx.json"
+INSTALLED_SBOM = "/usr/share/mistralrs/" + SBOM_NAME
+"""Where a flavour package installs its SBOM (rpm/mistralrs.spec.j2)."""
 SBOM_SUFFIX = ".cdx.json"
 
 

@@ -14,7 +14,7 @@ import pytest
 from buildlib import config as configmod
 from buildlib.layout import Layout
 from buildlib.pipeline.upstream import Source, fetch
-from pipeline import demo_config, git, ran, run_doit, write_config
+from pipeline import demo_config, git, project_config, ran, run_doit, write_config
 
 
 # This file checks the first stages; tests/test_e2e.py runs the whole default.
@@ -215,3 +215,34 @@ def test_doctor_reports_a_table_and_problems(tmp_path, demo_upstream, shared_cac
     assert "rustc is older than build.min_rust = 99.0" in err
     assert "build.cuda_version expects 12.4" in err
     assert "build.min_free_gib = 100000" in err
+
+
+def test_the_build_env_carries_the_bundled_cutlass_commit(tmp_path, monkeypatch):
+    """MISTRALRS_CUTLASS_COMMIT is the commit of the [[bundled]] entry named
+    "cutlass" (config.toml's, the one the SBOM names); without a commit, or
+    without such an entry, upstream's own pin stands and the variable is unset.
+    The commit is a build input: changing it rebuilds."""
+    from buildlib.pipeline.cargo import build_env, build_inputs
+    from buildlib.demo.driver import DEMO_BUNDLED
+
+    def env_and_inputs(bundled):
+        data = demo_config(tmp_path, tmp_path / "up", tmp_path / "cache", flavours=("ampere",), bundled=bundled)
+        cfg = load(write_config(tmp_path, data), ref="v0.9.2", monkeypatch=monkeypatch)
+        flavour = cfg.flavour("ampere")
+        return build_env(cfg, Layout.of(cfg), flavour, 1700000000, tmp_path / "home"), build_inputs(cfg, flavour)
+
+    # the project's config.toml: its CUTLASS entry's commit
+    cutlass = next(c for c in project_config()["bundled"] if c["name"] == "cutlass")
+    commit = cutlass["commit"]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit)
+    env, inputs = env_and_inputs(project_config()["bundled"])
+    assert env["MISTRALRS_CUTLASS_COMMIT"] == commit
+    assert inputs["cutlass_commit"] == commit
+    other = "0" * 40
+    assert env_and_inputs([*DEMO_BUNDLED, dict(cutlass, commit=other)])[0]["MISTRALRS_CUTLASS_COMMIT"] == other
+    # another component's commit is not CUTLASS's
+    env, inputs = env_and_inputs(DEMO_BUNDLED)
+    assert any(c.get("commit") for c in DEMO_BUNDLED)
+    assert "MISTRALRS_CUTLASS_COMMIT" not in env and "cutlass_commit" not in inputs
+    env, _ = env_and_inputs([*DEMO_BUNDLED, {k: v for k, v in cutlass.items() if k != "commit"}])
+    assert "MISTRALRS_CUTLASS_COMMIT" not in env

@@ -708,10 +708,16 @@ def test_release_kept_for_an_unchanged_spec_and_raised_for_a_changed_one(tmp_pat
     render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "3%{?dist}"
 
-    # Back to the first spec: its release is remembered, not a new one.
+    # Back to the first spec (a setting tried and reverted): Releases only
+    # go up, so it gets the next one, never its old 1 (which dnf would take
+    # for older than the abandoned 3).  Rendered again, it keeps 4.
     monkeypatch.undo()
     render_spec(cfg, layout, cfg.flavour("ampere"))
-    assert release_of(layout, "ampere") == "1%{?dist}"
+    assert release_of(layout, "ampere") == "4%{?dist}"
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "4%{?dist}"
+    with pytest.raises(UserError, match="lower than release 4"):
+        render_spec(cfg, layout, cfg.flavour("ampere"), release=2)
 
     # A new version starts again at 1; the ledger keeps both.
     fabricate(layout, pkg_libs, "ampere", 86, tag="v0.9.3", day="2026-12-01",
@@ -719,14 +725,21 @@ def test_release_kept_for_an_unchanged_spec_and_raised_for_a_changed_one(tmp_pat
     render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "1%{?dist}"
     ledger = json.loads(layout.release_ledger.read_text())
-    assert sorted(ledger["ampere"]["0.9.2"].values()) == [1, 2, 3]
+    assert sorted(ledger["ampere"]["0.9.2"].values()) == [2, 3, 4]
     assert list(ledger["ampere"]["0.9.3"].values()) == [1]
     # The changelog shows the highest release an older version reached.
-    assert "- 0.9.2-3\n" in layout.spec("ampere").read_text()
+    assert "- 0.9.2-4\n" in layout.spec("ampere").read_text()
 
     # CI may impose a release.
     render_spec(cfg, layout, cfg.flavour("ampere"), release=7)
     assert release_of(layout, "ampere") == "7%{?dist}"
+    # The digest is the same whatever the number (the SBOM in it names the
+    # placeholder): rendered again, the imposed 7 is this spec's, unchanged,
+    # and the SBOM names it.
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "7%{?dist}"
+    assert list(json.loads(layout.release_ledger.read_text())["ampere"]["0.9.3"].values()) == [7]
+    assert re.fullmatch(r"0\.9\.3-7\..+", json.loads(layout.sbom("ampere").read_text())["metadata"]["component"]["version"])
     with pytest.raises(UserError, match="release"):
         render_spec(cfg, layout, cfg.flavour("ampere"), release=0)
 

@@ -599,3 +599,12 @@ def test_package_without_its_sbom_is_refused_before_any_upload(tmp_path, keys):
                                         r"mistralrs-ampere-0\.9\.2-1\.fc43\.x86_64\.cdx\.json is not beside it"):
         publish(cfg)
     assert not list(stable_dir(target).glob("*.rpm")) and not (stable_dir(target) / "repodata").exists()
+    # checked for every channel before the first is published: stable's package, with its SBOM,
+    # does not go up while unstable's lacks one
+    for old in cfg.paths.dist.iterdir():
+        old.unlink()
+    fakerpm.build(cfg.paths.dist, "ampere", version="0.9.1")
+    fakerpm.build(cfg.paths.dist, "hopper", version=SNAPSHOT, sbom=False)
+    with pytest.raises(UserError, match=r"mistralrs-hopper-0\.9\.2\^20261124.*\.rpm: its SBOM .* is not beside it"):
+        publish(cfg)
+    assert not list(stable_dir(target).rglob("*.rpm")) and not (stable_dir(target) / "repodata").exists()

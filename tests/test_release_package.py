@@ -238,7 +238,7 @@ def test_release_package_installs_and_its_repo_file_alone_installs_a_flavour(tmp
         # built again from the same content, it is already published: nothing is signed or uploaded again
         release_package.build_release_package(cfg, layout, host)
         again = publisher.publish_dist(cfg, layout)
-        assert [again["channels"][c]["skipped"] for c in ("stable", "unstable")] == [
+        assert [again["channels"][c]["unchanged"] for c in ("stable", "unstable")] == [
             sorted([release_rpm.name, "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]), [release_rpm.name]]
         assert again["bytes_sent"].get("packages", 0) == 0
 

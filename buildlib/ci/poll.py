@@ -85,6 +85,8 @@ class Repository:
     versions: dict[str, frozenset[str]] = field(default_factory=dict)
     """package name -> versions (without release) published."""
     problem: str = ""
+    packages: dict[str, repodata.Published] = field(default_factory=dict)
+    """every package listed, by file name"""
 
 
 def channel_url(cfg: Config, channel: str) -> str:
@@ -115,12 +117,12 @@ def read_repository(http: Http, url: str) -> Repository:
                                       problem=f"{href}: checksum differs from repomd.xml (a half-updated mirror?)")
             primary_file = Path(tmp) / href.rsplit("/", 1)[-1]
             primary_file.write_bytes(primary.body)
-            versions = repodata.versions_of(repodata.read_primary(primary_file))
+            packages = repodata.read_primary(primary_file)
     except Unreachable as e:
         return Repository(url, "unreachable", problem=str(e))
     except repodata.MetadataError as e:
         return Repository(url, "unreachable", problem=str(e))
-    return Repository(url, "published", versions)
+    return Repository(url, "published", repodata.versions_of(packages), packages=packages)
 
 
 # --- the decision ----------------------------------------------------------

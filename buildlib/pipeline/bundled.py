@@ -177,8 +177,10 @@ def _component_display(comp: BundledComponent) -> str:
     return f"{comp.name} v{comp.version} ({comp.url}" + (f"#{comp.commit})" if comp.commit else ")")
 
 
-def cargo_metadata(workspace: Path, package: str, features: Iterable[str], *, target: str = TARGET) -> dict:
-    """``cargo metadata`` for the packaged crate's features, offline and locked."""
+def cargo_metadata(workspace: Path, package: str, features: Iterable[str], *, target: str = TARGET,
+                   env: Mapping[str, str] | None = None) -> dict:
+    """``cargo metadata`` for the packaged crate's features, offline and locked
+    (env: added to cargo's environment, e.g. the build's CARGO_HOME)."""
     argv = [
         "cargo", "metadata", "--locked", "--offline", "--format-version", "1",
         "--filter-platform", target,
@@ -186,7 +188,7 @@ def cargo_metadata(workspace: Path, package: str, features: Iterable[str], *, ta
     features = sorted(set(features))
     if features:
         argv += ["--features", ",".join(f if "/" in f else f"{package}/{f}" for f in features)]
-    text = output(argv, cwd=workspace, quiet=True)
+    text = output(argv, cwd=workspace, quiet=True, env=env)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -207,7 +209,8 @@ def read_lock(workspace: Path) -> dict[tuple[str, str, str], str]:
     return sums
 
 
-def cargo_tree(workspace: Path, package: str, features: Iterable[str], *, target: str = TARGET) -> list[str]:
+def cargo_tree(workspace: Path, package: str, features: Iterable[str], *, target: str = TARGET,
+               env: Mapping[str, str] | None = None) -> list[str]:
     """The linked graph of ``package`` as cargo tree prints it: cargo2rpm's
     edges (no build, dev or proc-macro dependencies), the package's own
     features only, one target; every line "DEPTH{p}"."""
@@ -219,7 +222,7 @@ def cargo_tree(workspace: Path, package: str, features: Iterable[str], *, target
     features = sorted(set(features))
     if features:
         argv += ["--features", ",".join(features)]
-    return output(argv, cwd=workspace, quiet=True).splitlines()
+    return output(argv, cwd=workspace, quiet=True, env=env).splitlines()
 
 
 TREE_LINE = re.compile(r"^(?P<depth>[0-9]+)(?P<pkg>\S+ v\S+( \(.*\))?)\Z")
@@ -353,11 +356,13 @@ def _license_files(directory: Path, license_file: str | None) -> tuple[Path, ...
     return tuple(sorted((p for p in found if names.count(p.name) == 1 or p.parent == directory), key=lambda p: p.name))
 
 
-def collect(workspace: Path, package: str, features: Iterable[str], config: BundledConfig, *, target: str = TARGET) -> Bundle:
-    """The Bundle of ``package`` in the upstream tree at ``workspace``."""
-    metadata = cargo_metadata(workspace, package, features, target=target)
+def collect(workspace: Path, package: str, features: Iterable[str], config: BundledConfig, *, target: str = TARGET,
+            env: Mapping[str, str] | None = None) -> Bundle:
+    """The Bundle of ``package`` in the upstream tree at ``workspace`` (env:
+    added to cargo's environment)."""
+    metadata = cargo_metadata(workspace, package, features, target=target, env=env)
     check_member(metadata, package)
-    tree = cargo_tree(workspace, package, features, target=target)
+    tree = cargo_tree(workspace, package, features, target=target, env=env)
     return resolve(metadata, tree, read_lock(workspace), package, config)
 
 

@@ -26,17 +26,87 @@ def build_inputs(cfg: Config, flavour: Flavour) -> dict:
         "features": list(flavour.features(cfg.build)),
         "compute_cap": flavour.compute_cap,
         "rustflags": cfg.build.rustflags,
+        **({"cutlass_commit": commit} if (commit := cutlass_commit(cfg)) else {}),
     }
+
+
+CUTLASS_COMPONENT = "cutlass"
+"""The [[bundled]] entry whose commit the build passes on as
+MISTRALRS_CUTLASS_COMMIT: upstream's build scripts clone CUTLASS at that
+commit, so the package bundles exactly the CUTLASS its SBOM names."""
+
+
+def cutlass_commit(cfg: Config) -> str:
+    """The commit of the [[bundled]] entry named "cutlass" (in any case; '' where there is
+    none, or it names no commit: upstream's build scripts then clone the
+    commit they pin themselves)."""
+    return next((c.commit for c in cfg.bundled.components if c.name.lower() == CUTLASS_COMPONENT), "")
 
 
 def cuda_home(nvcc: str) -> Path:
     return Path(os.path.realpath(nvcc)).parent.parent
 
 
-def build_env(cfg: Config, layout: Layout, flavour: Flavour) -> dict[str, str]:
+# Where the build's own paths appear in the binary (panic locations, debug
+# file names, nvcc's __FILE__), these stable names stand in for them, so the
+# binary does not depend on the checkout, cache or cargo home it was built in.
+REMAPPED_SOURCE = "/usr/src/mistralrs"
+REMAPPED_TARGET = "/usr/src/mistralrs-target"
+REMAPPED_CARGO_HOME = "/usr/src/cargo-home"
+
+
+def cargo_home() -> Path:
+    """cargo's home as cargo itself finds it (CARGO_HOME, else ~/.cargo)."""
+    return Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo").resolve()
+
+
+def path_remaps(layout: Layout, flavour: Flavour, home: Path | None = None) -> list[tuple[Path, str]]:
+    """(build path, stable name) pairs: the source trees' parent (one string
+    for every commit, so switching refs leaves RUSTFLAGS alone and cargo's
+    cache of dependencies valid), the flavour's target directory and cargo's
+    home (registry sources, git checkouts)."""
+    return [
+        (layout.source_tree("0").parent.resolve(), REMAPPED_SOURCE),
+        (layout.target_dir(flavour.name).resolve(), REMAPPED_TARGET),
+        (home or cargo_home(), REMAPPED_CARGO_HOME),
+    ]
+
+
+def reproducible_rustflags(cfg: Config, layout: Layout, flavour: Flavour, home: Path | None = None) -> str:
+    """config's build.rustflags plus the path remaps and ``-Wl,-x``: the
+    linker drops local symbols, among them nvcc's per-process temporary
+    file names (tmpxft_<pid>_...), which no two builds share."""
+    for path, _ in path_remaps(layout, flavour, home):
+        if any(c.isspace() for c in str(path)):
+            raise UserError(f"{path} contains white space, which RUSTFLAGS cannot carry: use paths without spaces")
+    remaps = [f"--remap-path-prefix={path}={name}" for path, name in path_remaps(layout, flavour, home)]
+    return " ".join([cfg.build.rustflags, *remaps, "-C", "link-arg=-Wl,-x"]).strip()
+
+
+def nvcc_flags(layout: Layout, flavour: Flavour) -> str:
+    """NVCC_APPEND_FLAGS: the host compiler's __FILE__ and debug paths
+    remapped like rustc's."""
+    return " ".join(f"-Xcompiler -ffile-prefix-map={path}={name}" for path, name in path_remaps(layout, flavour)[:2])
+
+
+def source_date_epoch(commit_date: str) -> int:
+    """SOURCE_DATE_EPOCH: the upstream commit's time (git's %cI)."""
+    try:
+        return int(datetime.fromisoformat(commit_date).timestamp())
+    except ValueError:
+        raise UserError(f"commit date {commit_date!r} is not an ISO 8601 time; run `doit fetch` again") from None
+
+
+def build_env(cfg: Config, layout: Layout, flavour: Flavour, sde: int | None = None,
+              home: Path | None = None) -> dict[str, str]:
+    """home: cargo's home (default: as cargo finds it; the rebuild check
+    gives a fresh one)."""
+    home = home or cargo_home()
     env = {
         "CUDA_COMPUTE_CAP": str(flavour.compute_cap),
-        "RUSTFLAGS": cfg.build.rustflags,
+        "CARGO_HOME": str(home),
+        "RUSTFLAGS": reproducible_rustflags(cfg, layout, flavour, home),
+        "NVCC_APPEND_FLAGS": nvcc_flags(layout, flavour),
         "CARGO_TARGET_DIR": str(layout.target_dir(flavour.name)),
         "CUDAFORGE_HOME": str(layout.cudaforge_home),
         "CUDAFORGE_THREADS": str(cfg.build.nvcc_threads),
@@ -45,14 +115,19 @@ def build_env(cfg: Config, layout: Layout, flavour: Flavour) -> dict[str, str]:
         # frames: the one-line error quotes it (cargo_messages.failure_line).
         "RUST_BACKTRACE": "0",
     }
+    if sde is not None:
+        env["SOURCE_DATE_EPOCH"] = str(sde)
+    commit = cutlass_commit(cfg)
+    if commit:
+        env["MISTRALRS_CUTLASS_COMMIT"] = commit
     if sys.__stderr__ is not None and sys.__stderr__.isatty():
         # cargo sees a pipe (its output is kept for error messages); the
         # person watching has a terminal, so keep its live progress bar.
         env.update(CARGO_TERM_PROGRESS_WHEN="always", CARGO_TERM_COLOR="always")
     nvcc = shutil.which("nvcc")
     if nvcc:
-        home = str(cuda_home(nvcc))
-        env.update(CUDA_HOME=home, CUDA_PATH=home, CUDA_TOOLKIT_ROOT_DIR=home)
+        toolkit = str(cuda_home(nvcc))
+        env.update(CUDA_HOME=toolkit, CUDA_PATH=toolkit, CUDA_TOOLKIT_ROOT_DIR=toolkit)
     return env
 
 
@@ -89,13 +164,14 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def build_flavour(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
+def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | None = None) -> dict:
     name = flavour.name
     source = Source.load(layout.source_record)
     watch = Stopwatch(f"build {name}")
     tree = ensure_tree(layout, source.commit)
     program = cfg.upstream.program(source.version)
-    env = build_env(cfg, layout, flavour)
+    sde = source_date_epoch(source.commit_date)
+    env = build_env(cfg, layout, flavour, sde, home)
     for d in (layout.target_dir(name), layout.cudaforge_home, layout.artifacts):
         d.mkdir(parents=True, exist_ok=True)
     messages = layout.cargo_messages(name)
@@ -137,6 +213,7 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
         cargo_fresh=made.fresh,
         **tool_versions(),
         rustflags=cfg.build.rustflags,
+        source_date_epoch=sde,
         sha256=digest,
         size=tmp.stat().st_size,
         duration_s=round(watch.seconds, 1),

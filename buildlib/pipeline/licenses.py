@@ -36,8 +36,10 @@ def bundle_inputs(cfg: Config, flavour: Flavour) -> dict:
     }
 
 
-def collect_licenses(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
-    """Compute the flavour's bundle, write its record and license archive."""
+def collect_licenses(cfg: Config, layout: Layout, flavour: Flavour, home: Path | None = None) -> dict:
+    """Compute the flavour's bundle, write its record and license archive.
+    home: the cargo home the build used (default: as cargo finds it; the
+    rebuild check's fresh one holds the crates its build fetched)."""
     watch = Stopwatch(f"licenses {flavour.name}")
     build = BuildRecord.load(layout, flavour)
     if build.source == "prebuilt" and not layout.source_record.exists():
@@ -57,7 +59,8 @@ def collect_licenses(cfg: Config, layout: Layout, flavour: Flavour) -> dict:
     if not (tree / "Cargo.toml").is_file():
         tree = ensure_tree(layout, source.commit)
     # the package the binary was built from (upstream.programs by version, in its record)
-    bundle = bundled.collect(tree, build.package, build.features, cfg.bundled)
+    bundle = bundled.collect(tree, build.package, build.features, cfg.bundled,
+                             env={"CARGO_HOME": str(home)} if home else None)
     epoch = int(datetime.fromisoformat(source.commit_date).timestamp())
     write_bundle(layout, flavour.name, bundle, commit=source.commit, version=source.version,
                  source_date_epoch=epoch, features=tuple(build.features))

@@ -189,6 +189,10 @@ class BuildRecord(_PerFlavour):
     duration_s: float
     built_at: datetime
     changelog: tuple[ChangelogEntry, ...]
+    source_date_epoch: int | None = None
+    """The upstream commit's time (seconds since 1970): SOURCE_DATE_EPOCH of
+    the build and of rpmbuild.  None for an adopted binary (rpm then takes
+    the time of the newest changelog entry)."""
 
     @property
     def tag(self) -> str | None:
@@ -205,6 +209,7 @@ class BuildRecord(_PerFlavour):
             "rustc": self.rustc, "cargo": self.cargo, "nvcc": self.nvcc, "rustflags": self.rustflags,
             "sha256": self.sha256, "size": self.size, "duration_s": self.duration_s,
             "built_at": utc_stamp(self.built_at), "changelog": [e.to_json() for e in self.changelog],
+            "source_date_epoch": self.source_date_epoch,
         }
 
     @classmethod
@@ -234,6 +239,9 @@ class BuildRecord(_PerFlavour):
             raise UserError(f"{path}: field 'size' = {size}: expected a positive number of bytes")
         built_at = f.time("built_at")
         entries = f.get("changelog", list)
+        sde = f.get("source_date_epoch", int, optional=True) if "source_date_epoch" in f.data else None
+        if sde is not None and sde < 0:
+            raise UserError(f"{path}: field 'source_date_epoch' = {sde}: expected seconds since 1970")
         return cls(
             source=f.matching("source", re.compile(r"^(cargo|prebuilt)$"), '"cargo" or "prebuilt"'),
             ref=ref,
@@ -259,6 +267,7 @@ class BuildRecord(_PerFlavour):
             duration_s=float(f.get("duration_s", (int, float), default=0.0)),
             built_at=built_at,
             changelog=tuple(ChangelogEntry.from_json(f"{path}: changelog[{i}]", e) for i, e in enumerate(entries)),
+            source_date_epoch=sde,
         )
 
     def check_fits(self, cfg: Config, layout: Layout, flavour: Flavour) -> None:

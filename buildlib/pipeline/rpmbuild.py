@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import layout as paths
+from .. import repro
 from ..config import Config, Flavour
 from ..layout import Layout, sbom_beside
 from ..run import Stopwatch, UserError, atomic_write, output, run, sha256_of
@@ -74,13 +75,30 @@ def build_rpm(cfg: Config, layout: Layout, flavour: Flavour) -> Path:
     sources = topdir / "SOURCES"
     for sub in (sources, topdir / "tmp"):
         sub.mkdir(parents=True)
-    for path in spec_sources(layout, flavour):
-        _place(path, sources / path.name)
+    placed = []
+    for index, path in enumerate(spec_sources(layout, flavour)):
+        placed.append(sources / path.name)
+        # the binary (maybe a gigabyte) is linked; the small files are copied,
+        # so that setting their times below leaves the project's files alone
+        if index == 0:
+            _place(path, placed[-1])
+        else:
+            shutil.copyfile(path, placed[-1])
+    # Bit for bit (buildlib/repro.py): every source with one time and mode,
+    # SOURCE_DATE_EPOCH the upstream commit's time.
+    record = BuildRecord.load(layout, flavour)
+    env = {}
+    if record.source_date_epoch is not None:
+        repro.normalize_sources(placed, record.source_date_epoch)
+        env = repro.rpmbuild_env(record.source_date_epoch)
+    else:
+        # an adopted binary: the spec's changelog decides the time
+        repro.normalize_sources(placed, changelog_epoch(spec))
 
     macro_args, foreign = host_macro_args(cfg, topdir)
     # On a Fedora-like host, rpmbuild checks BuildRequires against the system's database.
     built = rpmbuild(spec, topdir, options=[*macro_args, *(["--nodeps"] if foreign else [])], own_db=False,
-                     capture=False, expect=1)
+                     capture=False, expect=1, env=env)
     fields = output([
         "rpm", "-qp", *(["--define", f"_dbpath {topdir / 'rpmdb'}"] if foreign else []),
         "--qf", "%{NAME}\\n%{VERSION}\\n%{RELEASE}\\n%{ARCH}\\n%{PAYLOADCOMPRESSOR}\\n%{PAYLOADFLAGS}\\n",
@@ -102,6 +120,15 @@ def build_rpm(cfg: Config, layout: Layout, flavour: Flavour) -> Path:
     ).write(layout)
     clock.done(f"{target.name}, {size / 2**20:.1f} MiB, payload {cfg.package.payload}")
     return target
+
+
+def changelog_epoch(spec: Path) -> int:
+    """The time of the spec's newest %changelog entry (midnight UTC of its
+    day), as rpm's %source_date_epoch_from_changelog takes it."""
+    m = re.search(r"^%changelog\n\* \w{3} (\w{3} \d{2} \d{4}) ", spec.read_text(), re.MULTILINE)
+    if not m:
+        raise UserError(f"{spec}: no %changelog entry to take the build time from")
+    return int(datetime.strptime(m.group(1), "%b %d %Y").replace(tzinfo=timezone.utc).timestamp())
 
 
 def _move_into(rpm: Path, dist: Path) -> Path:

@@ -6,10 +6,15 @@ configuration's values were checked when it loaded), free text is one line of
 printable characters, and the renderer (templates.render with spec=True)
 escapes ``%`` in every value it writes into the spec.
 
-The Release is decided here.  It is 1 for a new (flavour, version) and goes
-up by one whenever that version is packaged again from a different spec; a
-ledger (layout.release_ledger) remembers which spec digest got which release,
-so rendering an unchanged spec again keeps its release.  The digest covers
+The Release is decided here (:func:`choose_release`).  It is 1 for a new
+(flavour, version) and goes up by one whenever that version is packaged
+again from a different spec, never down; a ledger (layout.release_ledger)
+remembers which spec digest got which release, so rendering the spec that
+got the highest release again keeps its release, while going back to an
+earlier spec (a setting tried and reverted) gets the next one.  Where the
+ledger has no entry for the version (a fresh CI checkout), the numbering
+goes on after the highest release the package's channel holds
+(:mod:`buildlib.publish.held`).  The digest covers
 the spec with the release left out, and the spec names the SHA-256 of every
 file it packages, so a changed binary, unit or example file is a changed spec.
 One of those files, the SBOM, names the release itself: the digest is taken
@@ -29,14 +34,15 @@ import hashlib
 import json
 import re
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from .. import layout as paths
 from ..config import URL, Config, Flavour, package_name
 from ..layout import Layout
+from ..publish.held import held_release
 from ..run import Stopwatch, UserError, atomic_write, sha256_of
 from ..spdx import spdx_problem
 from ..templates import SpecLines, render
@@ -152,7 +158,10 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
 
     changelog = list(record.changelog)
     if not changelog or changelog[0].rpm_version != record.rpm_version:
-        changelog.insert(0, ChangelogEntry(record.rpm_version, record.tag, record.built_at.date(), record.commit))
+        # the commit's day where known: a rebuild on another day renders the same spec
+        day = (datetime.fromtimestamp(record.source_date_epoch, timezone.utc).date()
+               if record.source_date_epoch is not None else record.built_at.date())
+        changelog.insert(0, ChangelogEntry(record.rpm_version, record.tag, day, record.commit))
     # Version order, only versions packaged (history.packaged_versions),
     # dates clamped so that rpm accepts the order (history.changelog_order).
     ordered = changelog_order(changelog, packaged_versions(cfg, changelog, known_releases))
@@ -241,19 +250,15 @@ def render_spec(cfg: Config, layout: Layout, flavour: Flavour, release: int | No
     if release is not None and (isinstance(release, bool) or not isinstance(release, int) or release < 1):
         raise UserError(f"release {release!r}: expected a whole number of 1 or more")
     record = BuildRecord.load(layout, flavour)
+    name = f"mistralrs-{flavour.name}"
     with _ledger(layout) as ledger:
         versions = ledger.setdefault(flavour.name, {})
         known = {v: max(digests.values()) for v, digests in versions.items() if digests}
         unnumbered = spec_text(cfg, layout, flavour, record, RELEASE_PLACEHOLDER, known)
         digest = hashlib.sha256(unnumbered.encode()).hexdigest()
         digests = versions.setdefault(record.rpm_version, {})
-        if release is not None:
-            chosen, why = release, "given"
-        elif digest in digests:
-            chosen, why = digests[digest], "spec unchanged"
-        else:
-            chosen = max(digests.values(), default=0) + 1
-            why = "new version" if chosen == 1 else "spec changed"
+        chosen, why = choose_release(digests, digest, release,
+                                     lambda: held_release(cfg, name, record.rpm_version))
         digests[digest] = chosen
     # The SBOM names the release, so the numbered spec (its digest) is made again.
     text = spec_text(cfg, layout, flavour, record, str(chosen), known)
@@ -264,6 +269,40 @@ def render_spec(cfg: Config, layout: Layout, flavour: Flavour, release: int | No
     atomic_write(target, text)
     clock.done(f"{flavour.package}-{record.rpm_version}-{chosen} ({why})")
     return target
+
+
+def choose_release(digests: dict[str, int], digest: str, given: int | None,
+                   held: Callable[[], int]) -> tuple[int, str]:
+    """The Release for a spec digest, given the ledger's {spec digest:
+    release} of its (flavour, version); returns (release, why).
+
+    Releases only go up: the spec that got the highest release keeps it; any
+    other spec, a new one or one used before (a setting tried and reverted),
+    gets the next number, so a package built earlier never becomes the
+    newest again.  With no entry for the version (a new version, or a lost
+    ledger), ``held()`` tells the highest release the channel holds and the
+    numbering goes on from there.
+    """
+    highest = max(digests.values(), default=0)
+    if not digests:
+        highest = held()
+    if given is not None:
+        if given < highest and digests.get(digest) != given:
+            raise UserError(f"release {given} is lower than release {highest}, already used for this version:"
+                            " Releases only go up")
+        if given == highest and digests.get(digest) != given:
+            # one NEVR, two different packages: the channel would refuse the second
+            where = "by another spec" if digests else "in its channel"
+            raise UserError(f"release {given} is already used for this version {where}:"
+                            f" give {highest + 1} or more")
+        return given, "given"
+    if digest in digests and digests[digest] == highest:
+        return highest, "spec unchanged"
+    if digest in digests:
+        return highest + 1, f"an earlier spec again (release {digests[digest]}); Releases only go up"
+    if not digests and highest:
+        return highest + 1, f"the channel holds release {highest}"
+    return highest + 1, "new version" if highest == 0 else "spec changed"
 
 
 @contextmanager

@@ -66,8 +66,12 @@ reproduced (the signature carries its time), so each channel keeps
 ``repodata/mrpm-index.json``: the SHA-256 of each published package's main
 header (``%{SHA256HEADER}``, which signing leaves alone) by its file's
 checksum.  A package in dist/ whose file name is published with the same
-header digest is already there and is skipped (publishing again uploads no
-package bytes); with another digest the publish stops: raise the release.
+header digest is already there and is reported unchanged (publishing again
+uploads no package bytes).  The main header holds the payload's digest
+(PAYLOADDIGEST) and every file's, and signing adds only a signature header,
+so a bit-for-bit rebuild of a published package (``doit rebuild-check``)
+compares equal whatever was signed; with another digest the publish stops:
+raise the release.
 
 **The lock** (:meth:`.transport.Transport.lock`).  Local target:
 ``fcntl.flock`` on the lock file at the top (``layout.PUBLISH_LOCK_NAME``).
@@ -79,11 +83,17 @@ fetching the metadata to pruning, so two publishes (or the stable and the
 unstable one) never interleave and the second one builds on the first one's
 metadata.
 
+**Which packages.**  A publish adds only those the current rpm records
+name, plus the current ``mistralrs-release`` (:func:`current_packages`): a
+package left in dist/ by an earlier or abandoned build never reaches users.
+Other packages of dist/ serve only where their channel lists them already
+(restored when damaged, signed anew when the key is replaced).
+
 **Cancelled or killed**: :mod:`.cleanup`.
 
-**CI.**  ``doit publish`` reads only dist/*.rpm and depends on no build task,
-so a CI job that downloads the packages into dist/ publishes them with an
-empty doit state and runs no build.
+**CI.**  ``doit publish`` reads only dist/ (and build/rpm/ where present) and
+depends on no build task, so a CI job that downloads the packages into dist/
+publishes them with an empty doit state and runs no build.
 """
 
 from __future__ import annotations
@@ -97,12 +107,13 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from ..config import Channel, Config, LocalTarget, Publish, SshTarget
-from ..layout import SBOM_SUFFIX, Layout, sbom_beside
+from ..layout import INSTALLED_SBOM, SBOM_SUFFIX, Layout, sbom_beside
+from ..pipeline.records import RpmRecord
 from ..run import Stopwatch, atomic_write, log, require_tool, run, sha256_of
 from . import cleanup, signing, site
 from .channels import RELEASE_PACKAGE, REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
 from .repodata import INDEX_NAME, Metadata, read_metadata, referenced_files
-from .rpms import FILE_NAME, LocalRpm, newest_first, read_rpms
+from .rpms import FILE_NAME, LocalRpm, installed_file_sha256, newest_first, read_rpms
 from .transport import Entry, Transport
 from .transport_local import LocalTransport
 from .transport_ssh import SshTransport
@@ -133,7 +144,7 @@ def expire_minutes(seconds: int) -> int:
 class ChannelReport:
     channel: str
     added: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     metadata_rebuilt: bool = False
@@ -333,7 +344,10 @@ def check_sboms(target: Transport, rel: PurePosixPath, published: dict[str, str]
 
 
 def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing.SigningKey, anchor: Anchor,
-                    channel: Channel, rpms: Sequence[LocalRpm]) -> ChannelReport:
+                    channel: Channel, rpms: Sequence[LocalRpm],
+                    current: frozenset[str] | None = None) -> ChannelReport:
+    """current: the file names this publish may add (:func:`current_packages`;
+    None: any)."""
     report = ChannelReport(channel.name)
     rel = channel_dir(cfg, channel)
     stage = layout.staging(channel.name)
@@ -379,10 +393,12 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     new: list[LocalRpm] = []
     for rpm in rpms:
         href = rpm.path.name
-        if href not in base:
+        if href not in base and current is not None and href not in current and href not in old.packages:
+            log(f"{tag}: leaving out {href}: no current rpm record names it (an earlier or abandoned build)")
+        elif href not in base:
             new.append(rpm)
         elif base[href][1] == rpm.header_sha256:
-            report.skipped.append(href)
+            report.unchanged.append(href)
         else:
             raise PublishError(
                 f"{href} is already published in channel {channel.name} with other content;"
@@ -411,7 +427,7 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     dist_sboms = by_sbom(by_file)
 
     if not new and not report.pruned and trusted and not report.damaged:
-        log(f"{tag}: up to date ({len(report.skipped)} already published, every one as its metadata says)")
+        log(f"{tag}: up to date ({len(report.unchanged)} unchanged, already published, every one as its metadata says)")
         if sbom_fixes:
             for sbom in sbom_fixes:
                 shutil.copyfile(dist_sboms[sbom], stage / sbom)
@@ -522,10 +538,54 @@ def _upload_index(cfg: Config, target: Transport, key: signing.SigningKey, repor
     return held
 
 
+def current_packages(cfg: Config, layout: Layout) -> frozenset[str] | None:
+    """The file names in dist/ that a publish may add to a channel: those
+    the current rpm records name (one per configured flavour,
+    layout.rpm_record) and the current mistralrs-release package.  Any other
+    package in dist/ (an earlier version, a build abandoned when a setting
+    was reverted) is added nowhere; it is used only where its channel lists
+    it already (published before: restored or signed anew from dist/).
+    Each record's SBOM must be beside its package in dist/ and be the very
+    file the package installs (INSTALLED_SBOM, by rpm's file digest): it is
+    the copy that goes up with the package and that :func:`check_sboms`
+    holds the published one to.  None where there is no rpm record at all: dist/ was handed over without
+    them (a CI publish job downloads only the packages, built in the same
+    run), and any of its packages may be added."""
+    records = [RpmRecord.load(layout, f) for f in cfg.flavours if layout.rpm_record(f.name).exists()]
+    if not records:
+        log(f"publish: no rpm record of any flavour: every package in {layout.dist} counts (handed over, as in CI)")
+        return None
+    current = {layout.release_rpm(cfg.host.release_package_version, cfg.package.dist).name}
+    for record in records:
+        if not (layout.dist / record.file).is_file():
+            raise PublishError(f"{layout.rpm_record(record.flavour)} names {record.file}, which is not in"
+                               f" {layout.dist}: run `doit rpm:{record.flavour}` again")
+        # its SBOM goes up with it, and check_sboms holds the published one to this copy
+        sbom = layout.dist / sbom_beside(record.file)
+        if not sbom.is_file():
+            raise PublishError(f"{layout.rpm_record(record.flavour)} names {record.file}, but its SBOM {sbom.name}"
+                               f" is not beside it in {layout.dist}: run `doit rpm:{record.flavour}` again")
+        if installed_file_sha256(layout.dist / record.file, INSTALLED_SBOM) != sha256_of(sbom):
+            raise PublishError(f"{sbom.name} in {layout.dist} is not the SBOM {record.file} installs"
+                               f" ({INSTALLED_SBOM}): run `doit rpm:{record.flavour}` again")
+        current.add(record.file)
+    return frozenset(current)
+
+
+def check_selected_sboms(rpms: Sequence[LocalRpm], current: frozenset[str] | None) -> None:
+    """Before anything is uploaded: every package this publish may add
+    (current's, or all of dist/ where current is None) has its SBOM beside
+    it; mistralrs-release has none (:func:`_sbom_of`)."""
+    for rpm in rpms:
+        if current is None or rpm.path.name in current:
+            _sbom_of(rpm)
+
+
 def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dict:
-    """Publish dist/*.rpm: each to its channels (:func:`.channels.channels_for`), or
-    only to ``channel``; then the index page at the top.  SIGTERM, SIGHUP
-    and SIGINT end it with one line, its secrets removed (:mod:`.cleanup`)."""
+    """Publish dist/'s current packages (:func:`current_packages`): each to
+    its channels (:func:`.channels.channels_for`), or only to ``channel``;
+    then the index page at the top.  SIGTERM, SIGHUP and SIGINT end it with
+    one line, its secrets removed (:mod:`.cleanup`)."""
     with cleanup.cancellable("publish"):
         return _publish_dist(cfg, layout, channel)
 
@@ -536,6 +596,7 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
     if channel:
         cfg.channel(channel)  # validates the name
     paths = sorted(layout.dist.glob("*.rpm"))
+    current = current_packages(cfg, layout)
     if not paths:
         raise PublishError(f"nothing to publish: {layout.dist} holds no RPMs (run `doit package`, or put the packages there)")
     rpms = read_rpms(paths)
@@ -553,6 +614,7 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
             by_channel.setdefault(name, []).append(rpm)
     if not by_channel:
         raise PublishError(f"nothing to publish for channel {channel}: dist/ holds no package of that channel")
+    check_selected_sboms([r for rs in by_channel.values() for r in rs], current)
     reports = []
     layout.build.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=cleanup.SCRATCH_PREFIX) as scratch:
@@ -566,16 +628,16 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
             for name in configured:
                 if name in by_channel:
                     reports.append(publish_channel(cfg, layout, target, key, anchor, cfg.channel(name),
-                                                   by_channel[name]))
+                                                   by_channel[name], current))
             log("publish: index page")
             held = _upload_index(cfg, target, key, reports, datetime.now(timezone.utc))
         sent = dict(target.bytes_sent)
     summary = "; ".join(
-        f"{r.channel}: +{len(r.added)} ={len(r.skipped)} -{len(r.pruned)}" for r in reports
+        f"{r.channel}: +{len(r.added)} ={len(r.unchanged)} -{len(r.pruned)}" for r in reports
     )
     watch.done(f"{summary}; package bytes sent {sent.get('packages', 0)}")
     return {
-        "channels": {r.channel: {"added": r.added, "skipped": r.skipped, "pruned": r.pruned, "kept": r.kept,
+        "channels": {r.channel: {"added": r.added, "unchanged": r.unchanged, "pruned": r.pruned, "kept": r.kept,
                                  "metadata_rebuilt": r.metadata_rebuilt, "damaged": r.damaged,
                                  "healed": r.healed, "sbom_damaged": r.sbom_damaged} for r in reports},
         "index": held,

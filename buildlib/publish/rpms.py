@@ -90,3 +90,27 @@ def newest_first(evrs: Sequence[str]) -> list[str]:
         if not EVR.match(evr):
             raise PublishError(f"unexpected version {evr!r}")
     return sorted(evrs, key=functools.cmp_to_key(compare_evr), reverse=True)
+
+
+SHA256_ALGO = "8"
+"""rpm's FILEDIGESTALGO for SHA-256 (PGPHASHALGO_SHA256)."""
+
+
+def installed_file_sha256(rpm: Path, installed: str) -> str | None:
+    """The SHA-256 rpm records for the file the package installs at
+    ``installed``; None where the package has no such file.  A package whose
+    file digests are not SHA-256 is refused (rpm 4.14+ writes SHA-256)."""
+    qf = "%{FILEDIGESTALGO}\\n[%{FILENAMES}\\t%{FILEDIGESTS}\\n]"
+    proc = run(["rpm", "-qp", "--nosignature", "--nodigest", "--qf", qf, rpm], capture=True, check=False, quiet=True)
+    lines = proc.stdout.decode(errors="replace").splitlines()
+    if proc.returncode != 0 or not lines:
+        raise PublishError(f"rpm could not read the file list of {rpm.name}: "
+                           f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
+    if lines[0] != SHA256_ALGO:
+        raise PublishError(f"{rpm.name}: its file digests are not SHA-256 (algorithm {lines[0]}); rebuild it")
+    for line in lines[1:]:
+        name, _, digest = line.partition("\t")
+        if name == installed:
+            return digest
+    return None
+

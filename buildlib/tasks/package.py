@@ -7,6 +7,7 @@ from doit.tools import config_changed
 from .. import layout as paths
 from ..config import Flavour
 from ..layout import Layout, sbom_beside
+from ..pipeline.rebuild import check as rebuild_check
 from ..pipeline.records import RpmRecord
 from ..pipeline.rpmbuild import build_rpm
 from ..pipeline.spec import render_spec, spec_inputs, spec_settings, spec_sources
@@ -47,6 +48,22 @@ def task_rpm():
             "targets": [layout.rpm_record(flavour.name)],
             "uptodate": [config_changed({"dist": cfg.package.dist, "payload": cfg.package.payload}),
                          _rpm_in_place(layout, flavour)],
+            "verbosity": 2,
+        }
+
+
+def task_rebuild_check():
+    """Build a flavour again elsewhere and compare binary and unsigned RPM bit for bit."""
+    cfg, layout = context.current()
+    for flavour in cfg.flavours:
+        yield {
+            "basename": "rebuild-check",
+            "name": flavour.name,
+            "doc": f"rebuild mistralrs-{flavour.name} in a scratch location (another cache, build directory"
+                   " and CARGO_HOME) and compare, naming the first difference",
+            "actions": [action(rebuild_check, cfg, layout, flavour)],
+            # an act on the current build and package, asked for by name
+            "uptodate": [False],
             "verbosity": 2,
         }
 

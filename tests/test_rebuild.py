@@ -1,0 +1,343 @@
+"""Bit-for-bit rebuilds and Release numbers that only go up, on the demo
+upstream (PTX strings, an nvcc static library, vendored crates) with the
+real tools: cargo, nvcc, rpmbuild, rpmsign, createrepo_c."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from buildlib import repro
+from buildlib.config import load
+from buildlib.layout import Layout
+from buildlib.pipeline.records import BuildRecord, RpmRecord
+from buildlib.pipeline.spec import choose_release, render_spec
+from buildlib.publish import publisher, repodata
+from buildlib.publish.signing import make_demo_key
+from buildlib.run import UserError
+
+from pipeline import demo_config, git, run_doit, write_config
+
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("cargo", "nvcc", "rpmbuild", "rpmsign", "createrepo_c")),
+    reason="needs cargo, nvcc, rpmbuild, rpmsign and createrepo_c (scripts/bootstrap installs them)",
+)
+
+FLAVOUR = "ampere"
+
+
+def project(root: Path, upstream: Path, cache: Path, key: Path | None = None, **changes) -> Path:
+    """A demo project (ampere only) with every path under root but the cache."""
+    data = demo_config(root, upstream, cache, flavours=(FLAVOUR,), **changes)
+    if key:
+        data["publish"]["key_file"] = str(key)
+    return write_config(root, data)
+
+
+def doit(config: Path, *args: str, ref: str = "v0.9.2", cargo_home: Path | None = None) -> dict[str, str]:
+    env = {"MRPM_REF": ref}
+    if cargo_home:
+        env["CARGO_HOME"] = str(cargo_home)
+    rc, results, out = run_doit(config, *args, env=env)
+    assert rc == 0, out[-4000:]
+    return results
+
+
+def current_rpm(config: Path) -> Path:
+    cfg = load(config)
+    return RpmRecord.load(Layout.of(cfg), FLAVOUR).path
+
+
+def channel_files(config: Path) -> list[str]:
+    cfg = load(config)
+    return sorted(repodata.read_metadata(cfg.publish.target.path / "fedora" / "43" / "x86_64" / "repodata").packages)
+
+
+def repro_query(rpm: Path, fmt: str) -> str:
+    return subprocess.run(["rpm", "-qp", "--nosignature", "--nodigest", "--qf", fmt, str(rpm)], check=True,
+                          capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory) -> Path:
+    return make_demo_key(tmp_path_factory.mktemp("key"))[0]
+
+
+# --- bit for bit -------------------------------------------------------------------
+
+
+def test_two_pipelines_elsewhere_give_the_same_binary_and_rpm(tmp_path, demo_upstream):
+    """Other checkout, cache and target paths (of other lengths) and another
+    CARGO_HOME: the same binary and the same unsigned RPM, byte for byte."""
+    one = project(tmp_path / "one", demo_upstream.path, tmp_path / "one" / "cache")
+    two = project(tmp_path / "elsewhere" / "second", demo_upstream.path, tmp_path / "c2")
+    doit(one, f"rpm:{FLAVOUR}", cargo_home=tmp_path / "home-one")
+    doit(two, f"rpm:{FLAVOUR}", cargo_home=tmp_path / "cargo-home-two")
+
+    binaries = [Layout.of(load(c)).artifact(FLAVOUR) for c in (one, two)]
+    assert repro.first_binary_difference(*binaries) is None
+    assert binaries[0].read_bytes() == binaries[1].read_bytes()
+    for layout in (Layout.of(load(one)), Layout.of(load(two))):
+        assert repro.leaked_paths(binaries[0], [str(layout.cache), str(tmp_path)]) == []
+
+    rpms = [current_rpm(c) for c in (one, two)]
+    assert rpms[0].name == rpms[1].name == "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+    assert repro.first_difference(*rpms) is None
+    assert rpms[0].read_bytes() == rpms[1].read_bytes()
+    # ... though they package the license archive and the SBOM (the spec checks both), and the
+    # SBOMs beside them are the same bytes too
+    files = repro_query(rpms[0], "[%{FILENAMES}\n]").split()
+    assert "/usr/share/mistralrs/sbom.cdx.json" in files
+    assert any(f.endswith("/LICENSE.dependencies") for f in files)
+    sboms = [r.with_name(r.name.removesuffix(".rpm") + ".cdx.json") for r in rpms]
+    assert sboms[0].read_bytes() == sboms[1].read_bytes()
+    assert json.loads(sboms[0].read_text())["metadata"]["component"]["version"] == "0.9.2-1.fc43"
+    for layout in (Layout.of(load(one)), Layout.of(load(two))):
+        for text in (sboms[0].read_bytes(), layout.license_archive(FLAVOUR).read_bytes()):
+            assert str(tmp_path).encode() not in text and str(layout.cache).encode() not in text
+    archives = [Layout.of(load(c)).license_archive(FLAVOUR).read_bytes() for c in (one, two)]
+    assert archives[0] == archives[1]
+    # the build time is the upstream commit's, not today's
+    record = BuildRecord.load(Layout.of(load(one)), FLAVOUR)
+    commit_time = int(git(demo_upstream.path, "show", "-s", "--format=%ct", "v0.9.2^{commit}"))
+    assert record.source_date_epoch == commit_time
+    assert repro_query(rpms[0], "%{BUILDTIME}") == str(commit_time)
+    # ... and so is every file's time: nothing in the package says what day it was built
+    assert set(repro_query(rpms[0], "[%{FILEMTIMES}\n]").split()) == {str(commit_time)}
+
+
+def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path, demo_upstream, shared_cache):
+    config = project(tmp_path / "w", demo_upstream.path, shared_cache)
+    doit(config, f"rpm:{FLAVOUR}")
+    rc, results, out = run_doit(config, f"rebuild-check:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
+    assert rc == 0 and results == {f"rebuild-check:{FLAVOUR}": "success"}, out[-4000:]
+    assert (f"identical: mistralrs-{FLAVOUR}, mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm and"
+            " mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json") in out
+    layout = Layout.of(load(config))
+    assert not (layout.build / "rebuild-check" / FLAVOUR).exists()  # the scratch location is gone
+
+    # the SBOM beside the package is compared too: a changed one is named, with its first differing line
+    sbom = layout.dist / "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json"
+    original = sbom.read_bytes()
+    sbom.write_text(original.decode().replace("0.9.2-1.fc43", "0.9.2-9.fc43", 1))
+    assert sbom.read_bytes() != original
+    rc, _, out = run_doit(config, f"rebuild-check:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
+    assert rc != 0
+    assert re.search(r"error: rebuild-check ampere: the rebuild differs \(sbom mistralrs-ampere-0\.9\.2-1\.fc43"
+                     r"\.x86_64\.cdx\.json: line \d+: '[^']*0\.9\.2-9\.fc43[^']*' != '[^']*0\.9\.2-1\.fc43", out), out[-3000:]
+    sbom.write_bytes(original)
+
+    # a package built at another time than the commit's: the check names the header tag
+    record = json.loads(layout.build_record(FLAVOUR).read_text())
+    record["source_date_epoch"] -= 86400
+    layout.build_record(FLAVOUR).write_text(json.dumps(record))
+    doit(config, f"rpm:{FLAVOUR}")
+    rc, _, out = run_doit(config, f"rebuild-check:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
+    assert rc != 0
+    assert re.search(r"error: rebuild-check ampere: the rebuild differs \(rpm mistralrs-ampere-0\.9\.2-1\.fc43"
+                     r"\.x86_64\.rpm: header BUILDTIME: '\d+' != '\d+'\)", out), out[-3000:]
+
+
+# --- publishing again ----------------------------------------------------------------
+
+
+def test_switching_refs_and_back_publishes_the_package_unchanged(tmp_path, demo_upstream, shared_cache, key):
+    config = project(tmp_path / "w", demo_upstream.path, shared_cache, key)
+    cfg = load(config)
+    doit(config, f"rpm:{FLAVOUR}", ref="v0.9.2")
+    first = publisher.publish_dist(cfg, Layout.of(cfg))
+    assert first["channels"]["stable"]["added"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+
+    doit(config, f"rpm:{FLAVOUR}", ref="v0.9.1")
+    results = doit(config, f"rpm:{FLAVOUR}", ref="v0.9.2")
+    assert results[f"build:{FLAVOUR}"] == "success"  # built again, not taken from a cache of doit's
+
+    again = publisher.publish_dist(cfg, Layout.of(cfg))
+    assert again["channels"]["stable"]["added"] == []
+    assert again["channels"]["stable"]["unchanged"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+    assert again["bytes_sent"].get("packages", 0) == 0
+    # its SBOM, published with it, is checked and left as it is
+    sbom = "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json"
+    published = cfg.publish.target.path / "fedora" / "43" / "x86_64" / sbom
+    original = (cfg.paths.dist / sbom).read_bytes()
+    assert again["channels"]["stable"]["sbom_damaged"] == {} and published.read_bytes() == original
+    # the SBOM beside a current package is the one the package installs; another copy,
+    # or none, is refused before anything is uploaded
+    (cfg.paths.dist / sbom).write_bytes(original.replace(b"0.9.2-1.fc43", b"0.9.2-9.fc43", 1))
+    with pytest.raises(UserError, match=rf"^{re.escape(sbom)} in .* is not the SBOM"
+                                        r" mistralrs-ampere-0\.9\.2-1\.fc43\.x86_64\.rpm installs"
+                                        r" \(/usr/share/mistralrs/sbom\.cdx\.json\): run `doit rpm:ampere` again$"):
+        publisher.publish_dist(cfg, Layout.of(cfg))
+    (cfg.paths.dist / sbom).unlink()
+    with pytest.raises(UserError, match=rf"names mistralrs-ampere-0\.9\.2-1\.fc43\.x86_64\.rpm, but its SBOM"
+                                        rf" {re.escape(sbom)} is not beside it"):
+        publisher.publish_dist(cfg, Layout.of(cfg))
+    assert published.read_bytes() == original
+    (cfg.paths.dist / sbom).write_bytes(original)
+    # damaged on the host: restored from dist/'s copy on the unchanged path
+    published.write_text("{}")
+    healed = publisher.publish_dist(cfg, Layout.of(cfg))
+    assert healed["channels"]["stable"]["unchanged"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+    assert list(healed["channels"]["stable"]["sbom_damaged"]) == [sbom]
+    assert published.read_bytes() == original
+    # v0.9.1's package, built in between, is no current build: it stays in dist/
+    assert channel_files(config) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+    assert (cfg.paths.dist / "mistralrs-ampere-0.9.1-1.fc43.x86_64.rpm").is_file()
+
+
+def test_a_tried_and_reverted_setting_never_lowers_the_release(tmp_path, demo_upstream, shared_cache, key):
+    root = tmp_path / "w"
+    config = project(root, demo_upstream.path, shared_cache, key)
+    doit(config, f"rpm:{FLAVOUR}")
+    cfg = load(config)
+    publisher.publish_dist(cfg, Layout.of(cfg))
+
+    # a setting tried (and packaged, never published) ...
+    summary = load(config).package.summary
+    tried = project(root, demo_upstream.path, shared_cache, key, package__summary="A summary tried for a while")
+    doit(tried, f"rpm:{FLAVOUR}")
+    assert current_rpm(tried).name == "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm"
+    # ... and reverted: the Release goes on up, it never goes back to 1
+    reverted = project(root, demo_upstream.path, shared_cache, key, package__summary=summary)
+    doit(reverted, f"rpm:{FLAVOUR}")
+    assert current_rpm(reverted).name == "mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"
+
+    report = publisher.publish_dist(cfg, Layout.of(cfg))
+    assert report["channels"]["stable"]["added"] == ["mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"]
+    # the abandoned -2 is in dist/ but never reaches users
+    assert (cfg.paths.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm").is_file()
+    assert channel_files(config) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
+                                     "mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"]
+    # -1, no current build either, still serves its channel: damaged there, it is restored from dist/
+    on_host = cfg.publish.target.path / "fedora" / "43" / "x86_64" / "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+    on_host.write_bytes(on_host.read_bytes()[:-100])
+    healed = publisher.publish_dist(cfg, Layout.of(cfg))
+    assert healed["channels"]["stable"]["healed"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+    assert channel_files(config) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
+                                     "mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"]
+
+    # the ledger lost (a fresh CI checkout): the next Release follows the channel's highest
+    layout = Layout.of(cfg)
+    layout.release_ledger.unlink()
+    render_spec(cfg, layout, cfg.flavour(FLAVOUR))
+    assert re.search(r"^Release:\s+4%\{\?dist\}$", layout.spec(FLAVOUR).read_text(), re.M)
+
+
+def test_choose_release():
+    def never() -> int:
+        raise AssertionError("the channel is asked only for a version the ledger does not know")
+
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    assert choose_release({}, a, None, lambda: 0) == (1, "new version")
+    assert choose_release({a: 1}, a, None, never) == (1, "spec unchanged")
+    assert choose_release({a: 1}, b, None, never) == (2, "spec changed")
+    assert choose_release({a: 1, b: 2}, a, None, never)[0] == 3
+    assert choose_release({a: 3, b: 2}, b, None, never)[0] == 4
+    assert choose_release({a: 3, b: 2}, a, None, never)[0] == 3
+    assert choose_release({}, c, None, lambda: 5) == (6, "the channel holds release 5")
+    assert choose_release({a: 3}, a, 7, never) == (7, "given")
+    with pytest.raises(UserError, match="lower than release 3"):
+        choose_release({a: 3}, b, 2, never)
+    # a given release names one package: not another spec's, not the channel's highest
+    assert choose_release({a: 3}, a, 3, never) == (3, "given")
+    assert choose_release({a: 3}, b, 4, never) == (4, "given")
+    with pytest.raises(UserError, match="release 3 is already used for this version by another spec: give 4"):
+        choose_release({a: 3}, b, 3, never)
+    with pytest.raises(UserError, match="release 5 is already used for this version in its channel: give 6"):
+        choose_release({}, b, 5, lambda: 5)
+
+
+def test_rustc_remaps_cargo_home_and_the_target_directory(tmp_path, demo_upstream):
+    """What the demo does not show (its crates are vendored into the tree,
+    its sources name no path): a crate from cargo's home and code generated
+    into the target directory, both naming their file with file!(), built
+    with the build stage's environment in two places."""
+    from buildlib.pipeline.cargo import build_env
+    from buildlib.run import run
+
+    binaries = []
+    for root in (tmp_path / "a", tmp_path / "elsewhere" / "b"):
+        cfg = load(project(root, demo_upstream.path, root / "cache"))
+        layout = Layout.of(cfg)
+        home = root / "cargo-home"
+        # a crates.io crate as cargo's home holds it (a directory source standing
+        # in for the registry: the crate keeps its crates.io identity)
+        dep = home / "registry" / "src" / "index.crates.io-0000" / "dep-1.0.0"
+        tree = layout.source_tree("0" * 40)
+        (dep / "src").mkdir(parents=True)
+        (dep / "Cargo.toml").write_text('[package]\nname = "dep"\nversion = "1.0.0"\nedition = "2021"\n')
+        (dep / "src" / "lib.rs").write_text("pub fn here() -> &'static str { file!() }\n")
+        (dep / ".cargo-checksum.json").write_text('{"files": {}, "package": null}')
+        (tree / "src").mkdir(parents=True)
+        (tree / ".cargo").mkdir()
+        (tree / ".cargo" / "config.toml").write_text(
+            f'[source.crates-io]\nreplace-with = "home"\n[source.home]\ndirectory = "{dep.parent}"\n')
+        (tree / "Cargo.toml").write_text(
+            '[package]\nname = "probe"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\ndep = "1.0.0"\n')
+        (tree / "build.rs").write_text(
+            'fn main() {\n    let out = std::env::var("OUT_DIR").unwrap();\n'
+            '    std::fs::write(format!("{out}/gen.rs"), "pub fn generated() -> &\'static str { file!() }\\n").unwrap();\n}\n')
+        (tree / "src" / "main.rs").write_text(
+            'include!(concat!(env!("OUT_DIR"), "/gen.rs"));\n'
+            'fn main() { println!("{} {}", dep::here(), generated()); }\n')
+        env = build_env(cfg, layout, cfg.flavour(FLAVOUR), 1700000000, home)
+        env.pop("NVCC_APPEND_FLAGS")
+        run(["cargo", "build", "--release", "--offline"], cwd=tree, env=env)
+        binary = layout.target_dir(FLAVOUR) / "release" / "probe"
+        printed = subprocess.run([binary], check=True, capture_output=True, text=True).stdout
+        assert printed.startswith("/usr/src/cargo-home/registry/src/index.crates.io-0000/dep-1.0.0/src/lib.rs"
+                                  " /usr/src/mistralrs-target/release/build/probe-"), printed
+        assert repro.leaked_paths(binary, [str(root), str(home), str(layout.target_dir(FLAVOUR))]) == []
+        binaries.append(binary)
+    assert repro.first_binary_difference(*binaries) is None
+
+
+def test_a_lost_ledger_follows_the_channel_over_http(tmp_path, demo_upstream):
+    """A remote target: the channel as users read it, publish.base_url over
+    HTTP (a build job holds no upload key)."""
+    import functools
+    import http.server
+    import threading
+
+    from fixtures import fakerpm
+    from buildlib.publish.held import held_release
+
+    site = tmp_path / "site"
+    channel = site / "fedora" / "43" / "x86_64"
+    channel.mkdir(parents=True)
+    for release in ("1.fc43", "12.fc43"):
+        fakerpm.build(channel, FLAVOUR, "0.9.2", release)
+    fakerpm.build(channel, FLAVOUR, "0.9.3", "20.fc43")  # another version
+    subprocess.run(["createrepo_c", "-q", str(channel)], check=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host_key = "127.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    try:
+        config = project(tmp_path / "w", demo_upstream.path, tmp_path / "cache",
+                         publish__target="mrpm@127.0.0.1:/srv/mistralrs-rpm", publish__host_key=host_key,
+                         publish__base_url=f"http://127.0.0.1:{server.server_port}/", poll__retries=0,
+                         poll__timeout=5)
+        cfg = load(config)
+        assert held_release(cfg, "mistralrs-ampere", "0.9.2") == 12
+        assert held_release(cfg, "mistralrs-ampere", "0.9.4") == 0
+    finally:
+        server.shutdown()
+    with pytest.raises(UserError, match="cannot read channel stable at http://127.0.0.1:"):
+        held_release(cfg, "mistralrs-ampere", "0.9.2")
+
+
+def test_the_spec_template_sets_the_reproducible_macros():
+    """Literal lines of the template (values passed in are escaped, and a
+    macros file cannot override Debian's zeros): exactly repro.SPEC_MACROS."""
+    from buildlib.layout import SPEC_TEMPLATE
+
+    lines = [line for line in SPEC_TEMPLATE.read_text().splitlines()
+             if re.match(r"%global (source_date_epoch_from_changelog|use_source_date_epoch_as_buildtime|"
+                         r"clamp_mtime_to_source_date_epoch|build_mtime_policy|_buildhost) ", line)]
+    assert "\n".join(lines) + "\n" == repro.spec_lines()
