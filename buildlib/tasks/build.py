@@ -7,14 +7,32 @@ import os
 from doit.tools import config_changed
 
 from ..pipeline.cargo import adopt_prebuilt, build_flavour, build_inputs
-from ..pipeline.doctor import doctor
 from ..pipeline.history import tag_unchanged
-from ..pipeline.upstream import fetch
-from ..pipeline.verify import verify_artifact
 from . import context
 from .context import action
 
 PREBUILT_ENV = "MRPM_PREBUILT_VERSION"
+
+# The doctor, fetch and verify stages are imported on first use so a no-op
+# doit starts fast.
+
+
+def doctor(cfg, layout):
+    from ..pipeline.doctor import doctor
+
+    return doctor(cfg, layout)
+
+
+def fetch(cfg, layout):
+    from ..pipeline.upstream import fetch
+
+    return fetch(cfg, layout)
+
+
+def verify_artifact(cfg, layout, flavour):
+    from ..pipeline.verify import verify_artifact
+
+    return verify_artifact(cfg, layout, flavour)
 
 
 def task_doctor():
