@@ -7,7 +7,11 @@ stage every crate's license, the spec renderer the License tag."""
 from __future__ import annotations
 
 import functools
+import json
+import re
 from collections.abc import Iterable
+from importlib.util import find_spec
+from pathlib import Path
 
 from .run import UserError
 
@@ -19,9 +23,33 @@ def _licensing():
     return get_spdx_licensing()
 
 
+# A list of license ids joined by AND/OR: config.toml's usual form.
+_SIMPLE = re.compile(r"[A-Za-z0-9.+-]+(?: (?:AND|OR) [A-Za-z0-9.+-]+)*")
+
+
+@functools.cache
+def _plain_ids() -> frozenset[str]:
+    """The license list's ids (not exceptions, not deprecated) as the library
+    ships them, read without building its parser: config.toml is checked on
+    every `doit` run, and importing license_expression and building its
+    licensing costs more than the rest of the config load together.  Empty
+    when the list is not where expected (every check then takes the library)."""
+    try:
+        spec = find_spec("license_expression")
+        base = Path(next(iter(spec.submodule_search_locations)))  # type: ignore[union-attr]
+        index = json.loads((base / "data" / "scancode-licensedb-index.json").read_text())
+        return frozenset(entry["spdx_license_key"] for entry in index
+                         if entry.get("spdx_license_key") and not entry.get("is_exception")
+                         and not entry.get("is_deprecated"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, StopIteration):
+        return frozenset()
+
+
 @functools.lru_cache(maxsize=4096)  # most crates share a handful of expressions
 def spdx_problem(text: str) -> str:
     """Why text is not a valid SPDX expression of known licenses, or ''."""
+    if _SIMPLE.fullmatch(text) and all(part in _plain_ids() for part in text.split(" ")[::2]):
+        return ""  # what the library would say, without loading it
     try:
         info = _licensing().validate(text, strict=True)
     except Exception as exc:  # license-expression raises from inside validate on some syntax errors

@@ -296,3 +296,33 @@ def test_crate_license_config_errors():
         parse_bundled({"crate_license": [entry, entry]})
     with pytest.raises(ConfigError, match=r"bundled = \"cutlass\": expected an array of tables"):
         parse_bundled({"bundled": "cutlass"})
+
+
+def _library_verdict(text: str) -> bool:
+    from buildlib.spdx import _licensing
+
+    try:
+        return not _licensing().validate(text, strict=True).errors
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize("text", ["MIT", "Apache-2.0 OR MIT", "MIT AND BSD-3-Clause OR Zlib", "Foo-Custom",
+                                  "MIT OR Foo-Custom", "MIT OR", "AND MIT", "LLVM-exception",
+                                  "Apache-2.0 WITH LLVM-exception", "GPL-2.0", "mit"])
+def test_the_config_shortcut_gives_the_libraries_verdict(text):
+    """config.toml's plain license lists skip loading license-expression; the
+    verdict is the library's all the same."""
+    from buildlib import spdx
+
+    spdx.spdx_problem.cache_clear()
+    assert (spdx.spdx_problem(text) == "") == _library_verdict(text)
+
+
+def test_every_id_the_shortcut_knows_is_one_the_library_accepts():
+    from buildlib import spdx
+
+    ids = spdx._plain_ids()
+    assert {"MIT", "Apache-2.0", "BSD-3-Clause"} <= ids  # the shipped list was found
+    assert "LLVM-exception" not in ids  # exceptions stand only after WITH
+    assert all(_library_verdict(i) for i in sorted(ids))

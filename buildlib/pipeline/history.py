@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..publish.rpms import compare_evr
 from ..refs import COMMIT, TAG, Ref, rpm_version_of_tag
 from ..run import UserError, log, output, run
 
@@ -51,6 +50,11 @@ def _quick(cfg: Config) -> dict:
 
 def compare_versions(a: str, b: str) -> int:
     """rpm's order of two RPM versions (X.Y.Z, X.Y.Z~rcN, X.Y.Z^...): <0, 0 or >0."""
+    # publish.rpms (and through it channels, signing, templates) is imported
+    # on first use: the fetch task's up-to-date check loads this module on
+    # every doit run
+    from ..publish.rpms import compare_evr
+
     return compare_evr(f"0:{a}-0", f"0:{b}-0")
 
 

@@ -7,13 +7,37 @@ import os
 from doit.tools import config_changed
 
 from ..pipeline.cargo import adopt_prebuilt, build_flavour, build_inputs
-from ..pipeline.doctor import doctor
-from ..pipeline.upstream import fetch, tag_unchanged
-from ..pipeline.verify import verify_artifact
 from . import context
 from .context import action
 
+
+def _tag_unchanged(cfg, layout) -> bool:
+    from ..pipeline.upstream import tag_unchanged  # imported on first use so a no-op doit starts fast
+
+    return tag_unchanged(cfg, layout)
+
 PREBUILT_ENV = "MRPM_PREBUILT_VERSION"
+
+# The doctor, fetch and verify stages are imported on first use so a no-op
+# doit starts fast.
+
+
+def doctor(cfg, layout):
+    from ..pipeline.doctor import doctor
+
+    return doctor(cfg, layout)
+
+
+def fetch(cfg, layout):
+    from ..pipeline.upstream import fetch
+
+    return fetch(cfg, layout)
+
+
+def verify_artifact(cfg, layout, flavour):
+    from ..pipeline.verify import verify_artifact
+
+    return verify_artifact(cfg, layout, flavour)
 
 
 def task_doctor():
@@ -33,7 +57,7 @@ def task_fetch():
         # Also asks the remote, every run, whether a tag moved since.
         "uptodate": [config_changed({"url": cfg.upstream.url, "ref": cfg.upstream.ref.text,
                                      "branch": cfg.upstream.branch}),
-                     lambda: tag_unchanged(cfg, layout)],
+                     lambda: _tag_unchanged(cfg, layout)],
         "verbosity": 2,
     }
 

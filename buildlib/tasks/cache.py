@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from ..pipeline.cache import clean_cache
 from . import context
 from .context import action
 
 KEEP_DEFAULT = 2
+
+
+def _clean_cache(cfg, layout, keep):
+    from ..pipeline.cache import clean_cache  # imported on first use so a no-op doit starts fast
+
+    return clean_cache(cfg, layout, keep)
 
 
 def task_clean_cache():
@@ -14,7 +19,7 @@ def task_clean_cache():
     cfg, layout = context.current()
     return {
         "basename": "clean-cache",
-        "actions": [(lambda keep: action(clean_cache, cfg, layout, keep)[0]())],
+        "actions": [(lambda keep: action(_clean_cache, cfg, layout, keep)[0]())],
         "params": [{"name": "keep", "long": "keep", "type": int, "default": KEEP_DEFAULT,
                     "help": "versions to keep per flavour (newest by version)"}],
         "uptodate": [False],

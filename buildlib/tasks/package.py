@@ -7,13 +7,22 @@ from doit.tools import config_changed
 from .. import layout as paths
 from ..config import Flavour
 from ..layout import Layout, sbom_beside
-from ..pipeline.rebuild import check as rebuild_check
-from ..pipeline.records import RpmRecord
-from ..pipeline.rpmbuild import build_rpm
 from ..pipeline.spec import render_spec, spec_inputs, spec_settings, spec_sources
 from ..run import UserError
 from . import context
 from .context import action
+
+
+def rebuild_check(cfg, layout, flavour):
+    from ..pipeline.rebuild import check  # imported on first use so a no-op doit starts fast
+
+    return check(cfg, layout, flavour)
+
+
+def build_rpm(cfg, layout, flavour):
+    from ..pipeline.rpmbuild import build_rpm  # imported on first use so a no-op doit starts fast
+
+    return build_rpm(cfg, layout, flavour)
 
 
 def task_spec():
@@ -72,6 +81,8 @@ def _rpm_in_place(layout: Layout, flavour: Flavour):
     """Up to date only while the RPM its record names, and its SBOM, are still in dist/."""
 
     def check(task, values) -> bool:
+        from ..pipeline.records import RpmRecord
+
         try:
             file = RpmRecord.load(layout, flavour).file
             return (layout.dist / file).is_file() and (layout.dist / sbom_beside(file)).is_file()

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from ..ci.matrix import write_matrix
-from ..ci.poll import poll_upstream
 from . import context
 from .context import action
 
+# ci.poll, ci.matrix (and through them http.client, ssl) are imported on
+# first use so a no-op doit starts fast.
+
 
 def _poll(cfg, layout) -> None:
+    from ..ci.poll import poll_upstream
+
     poll_upstream(cfg, layout)
+
+
+def _write_matrix(cfg):
+    from ..ci.matrix import write_matrix
+
+    return write_matrix(cfg)
 
 
 def task_poll():
@@ -22,4 +31,4 @@ def task_poll():
 def task_matrix():
     """Print the flavours a CI build fans out over ($MRPM_FLAVOURS narrows them) to $GITHUB_OUTPUT."""
     cfg, _ = context.current()
-    return {"actions": [action(write_matrix, cfg)], "uptodate": [False], "verbosity": 2}
+    return {"actions": [action(_write_matrix, cfg)], "uptodate": [False], "verbosity": 2}

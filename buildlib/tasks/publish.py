@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from ..publish import publisher
 from .context import action, current
+
+
+def _publish_dist(cfg, layout, channel):
+    # imported on first use so a no-op doit starts fast
+    from ..publish import publisher
+
+    return publisher.publish_dist(cfg, layout, channel)
 
 
 def task_publish():
@@ -11,7 +17,7 @@ def task_publish():
     cfg, layout = current()
 
     def publish(channel):
-        return action(publisher.publish_dist, cfg, layout, channel or None)[0]()
+        return action(_publish_dist, cfg, layout, channel or None)[0]()
 
     # No file_dep and no task_dep on the build: publishing is an act on what
     # dist/ holds now (CI hands the packages over into an empty doit state),

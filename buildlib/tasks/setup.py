@@ -14,12 +14,49 @@ from __future__ import annotations
 
 from doit.tools import config_changed
 
-from ..host import firewall, gpgkey, nginx, release_package, selinux, tls, upload_user
-from ..host.dns import setup_dns
-from ..publish.cleanup import cancellable
+from ..host import gpgkey, release_package
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, REPO_FILE_TEMPLATE
 from . import context
 from .context import action
+
+
+# The steps' modules are imported on first use so a no-op doit starts fast.
+
+
+def setup_dns(host):
+    from ..host.dns import setup_dns
+
+    return setup_dns(host)
+
+
+def obtain_certificate(host):
+    from ..host import tls
+
+    return tls.obtain_certificate(host)
+
+
+def install_site(host):
+    from ..host import nginx
+
+    return nginx.install_site(host)
+
+
+def setup_upload_user(host):
+    from ..host import upload_user
+
+    return upload_user.setup_upload_user(host)
+
+
+def label_repository(host):
+    from ..host import selinux
+
+    return selinux.label_repository(host)
+
+
+def open_web_ports(host):
+    from ..host import firewall
+
+    return firewall.open_web_ports(host)
 
 
 def _host():
@@ -35,14 +72,14 @@ def task_setup():
          gpgkey.generate_signing_key),
         ("dns", f"point {host.domain}'s A/AAAA records at host.ipv4/ipv6 (Cloudflare API)", setup_dns),
         ("tls", f"certificate for {host.domain} via certbot's Cloudflare DNS challenge, renewal reloads nginx",
-         tls.obtain_certificate),
-        ("nginx", f"nginx site for {cfg.publish.base_url}: render, nginx -t, install, reload", nginx.install_site),
+         obtain_certificate),
+        ("nginx", f"nginx site for {cfg.publish.base_url}: render, nginx -t, install, reload", install_site),
         ("upload-user", f"account {host.upload_user} for CI: key forced to repo-shell, repository dir, lock",
-         upload_user.setup_upload_user),
+         setup_upload_user),
         ("selinux", f"SELinux: label {host.repo_root} for nginx (semanage fcontext, restorecon), if SELinux is on",
-         selinux.label_repository),
+         label_repository),
         ("firewall", "firewalld: open nginx's HTTP and HTTPS ports (permanent), if firewalld runs",
-         firewall.open_web_ports),
+         open_web_ports),
     ]
     for name, doc, fn in steps:
         yield {
@@ -56,6 +93,8 @@ def task_setup():
 
 def _release_package(cfg, layout, host):
     # SIGTERM/SIGHUP/SIGINT: the key's scratch keyring goes, one line, no traceback
+    from ..publish.cleanup import cancellable
+
     with cancellable("release-package"):
         return release_package.build_release_package(cfg, layout, host)
 
