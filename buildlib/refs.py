@@ -15,6 +15,7 @@ from .run import UserError
 # [0-9], never \d: \d also matches full-width and Arabic-Indic digits.
 TAG = re.compile(r"^v(?P<base>(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3}))(-rc(?P<rc>[1-9][0-9]{0,3}))?\Z")
 COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
+EVR = re.compile(r"^(?P<epoch>[0-9]+):(?P<version>[A-Za-z0-9._+~^]+)-(?P<release>[A-Za-z0-9._+~^]+)\Z")
 
 
 class RefError(UserError):
@@ -87,3 +88,17 @@ def check_rpm_version(version: str) -> str:
     if not RPM_VERSION.match(version):
         raise RefError(f"refusing RPM version {version!r}: expected X.Y.Z, X.Y.Z~rcN or X.Y.Z^YYYYMMDD.N.gSHA7")
     return version
+
+
+def compare_evr(a: str, b: str) -> int:
+    """rpm's own order of two EVR strings ("E:V-R"): <0, 0 or >0; the
+    project's one version comparison."""
+    import rpm  # Debian's python3-rpm (through the rpm shim in .venv); imported on first use
+
+    def label(evr: str) -> tuple[str, str, str]:
+        m = EVR.match(evr)
+        if not m:
+            raise RefError(f"unexpected version {evr!r}")
+        return m.group("epoch"), m.group("version"), m.group("release")
+
+    return rpm.labelCompare(label(a), label(b))

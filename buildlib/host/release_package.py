@@ -28,7 +28,7 @@ from pathlib import Path
 from ..config import Config
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, Layout
 from ..rpmtools import rpmbuild
-from ..run import Stopwatch, UserError
+from ..run import Stopwatch, UserError, atomic_copy
 from ..publish import signing
 from ..publish import channels
 from ..templates import render
@@ -129,9 +129,6 @@ def build_release_package(cfg: Config, layout: Layout, host: Host) -> Path:
     built = next((p for p in packages if p.name == dest.name), None)
     if built is None:
         raise ReleasePackageError(f"rpmbuild did not produce {dest.name} in {top}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(built, tmp)
-    tmp.replace(dest)
+    atomic_copy(built, dest)
     watch.done(f"{dest.name} (key {fingerprint[-16:]}, {len(cfg.flavours)} flavours)")
     return dest

@@ -3,7 +3,7 @@ contains and in what order, whether a snapshot is on the configured branch,
 whether a tag moved upstream, and which versions a %changelog lists.
 
 Order is always version order as rpm compares versions (rpm.labelCompare,
-through :func:`buildlib.publish.rpms.compare_evr`, the project's one
+through :func:`buildlib.refs.compare_evr`, the project's one
 comparison), never tag dates: release scripts make several tags in one
 second and tags are pushed late.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..refs import COMMIT, TAG, Ref, rpm_version_of_tag
+from ..refs import COMMIT, TAG, Ref, compare_evr, rpm_version_of_tag
 from ..run import UserError, log, output, run
 
 GIT = "git"
@@ -50,11 +50,6 @@ def _quick(cfg: Config) -> dict:
 
 def compare_versions(a: str, b: str) -> int:
     """rpm's order of two RPM versions (X.Y.Z, X.Y.Z~rcN, X.Y.Z^...): <0, 0 or >0."""
-    # publish.rpms (and through it channels, signing, templates) is imported
-    # on first use: the fetch task's up-to-date check loads this module on
-    # every doit run
-    from ..publish.rpms import compare_evr
-
     return compare_evr(f"0:{a}-0", f"0:{b}-0")
 
 

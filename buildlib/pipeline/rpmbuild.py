@@ -24,7 +24,7 @@ from .. import layout as paths
 from .. import repro
 from ..config import Config, Flavour
 from ..layout import Layout, sbom_beside
-from ..run import Stopwatch, UserError, atomic_write, output, run, sha256_of
+from ..run import Stopwatch, UserError, atomic_copy, atomic_write, output, run, sha256_of
 from ..rpmtools import rpmbuild
 from .records import BuildRecord, RpmRecord, VerifyRecord
 from .spec import spec_sources
@@ -140,9 +140,7 @@ def _move_into(rpm: Path, dist: Path) -> Path:
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
-        tmp = dist / f".{rpm.name}.tmp{os.getpid()}"
-        shutil.copyfile(rpm, tmp)
-        os.replace(tmp, target)
+        atomic_copy(rpm, target)
     return target
 
 

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..refs import EVR, compare_evr
 from ..run import run
 from .channels import BASEARCH, NOARCH, PublishError, channels_for
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^-]*$")
 SIGNATURE_TAGS = ("RSAHEADER", "DSAHEADER", "SIGPGP", "SIGGPG")
 """Where rpm 4.x keeps a package's OpenPGP signatures."""
-EVR = re.compile(r"^(?P<epoch>[0-9]+):(?P<version>[A-Za-z0-9._+~^]+)-(?P<release>[A-Za-z0-9._+~^]+)\Z")
 
 
 @dataclass(frozen=True)
@@ -67,19 +67,6 @@ def read_rpms(paths: Sequence[Path]) -> list[LocalRpm]:
             raise PublishError(f"{path.name}: architecture {arch}, but the repository is {BASEARCH}-only")
         rpms.append(LocalRpm(path, name, epoch, version, release, arch, digest, signers))
     return rpms
-
-
-def compare_evr(a: str, b: str) -> int:
-    """rpm's own order of two EVR strings ("E:V-R"): <0, 0 or >0."""
-    import rpm  # Debian's python3-rpm (through the rpm shim in .venv); imported on first use
-
-    def label(evr: str) -> tuple[str, str, str]:
-        m = EVR.match(evr)
-        if not m:
-            raise PublishError(f"unexpected version {evr!r}")
-        return m.group("epoch"), m.group("version"), m.group("release")
-
-    return rpm.labelCompare(label(a), label(b))
 
 
 def newest_first(evrs: Sequence[str]) -> list[str]:
