@@ -18,9 +18,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from .layout import DEFAULT_CONFIG
+from .layout import DEFAULT_CONFIG, RELEASE_PACKAGE
 from .refs import Ref, RefError, parse_ref
-from .run import UserError
+from .run import UserError, read_regular_file
 from .spdx import spdx_problem
 
 CONFIG_ENV = "MRPM_CONFIG"
@@ -718,6 +718,39 @@ def parse_host(h: _Table, publish: Publish, base: Path, packager: str) -> Host:
     return host
 
 
+DEBUG_SUFFIXES = ("-debuginfo", "-debugsource")
+"""Package names dnf treats as the debug data of another package."""
+
+
+def _check_flavour_package(name: str) -> None:
+    """A flavour's package name must not be another package's of this
+    repository, nor one dnf reads as a debug package: a flavour "release"
+    would be mistralrs-release, which every user installs first."""
+    package = package_name(name)
+    if package == RELEASE_PACKAGE:
+        raise ConfigError(f"flavours.{name}: its package would be {package}, the repository's release package;"
+                          " name the flavour after its GPU generation")
+    if package.endswith(DEBUG_SUFFIXES):
+        raise ConfigError(f"flavours.{name}: a package named {package} is read by dnf as debug data of another"
+                          " package; choose a name that does not end in -debuginfo or -debugsource")
+
+
+CHANNEL_RESERVED_SUBDIRS = ("repodata",)
+"""Directory names the top channel uses itself: a channel there would share its metadata."""
+
+
+def _check_channel_subdir(name: str, subdir: str, earlier: list[Channel]) -> None:
+    """Every channel has a directory of its own on the host."""
+    for other in earlier:
+        if other.subdir == subdir:
+            where = f'subdir = "{subdir}"' if subdir else 'subdir = "" (the top directory)'
+            raise ConfigError(f"channels.{name}.subdir: {where} is already used by channel {other.name!r};"
+                              " two channels would publish into one directory and one metadata")
+    if subdir in CHANNEL_RESERVED_SUBDIRS:
+        raise ConfigError(f"channels.{name}.subdir = {subdir!r}: the top channel's metadata directory has that name;"
+                          " choose another")
+
+
 def _programs(table: "_Table") -> tuple[Program, ...]:
     """[upstream.programs]: "X.Y.Z" = { package = "...", binary = "..." }."""
     programs = []
@@ -830,6 +863,7 @@ def parse(data: dict, source: Path) -> Config:
         fl.known.append(name)
         if not FLAVOUR_NAME.match(name):
             raise ConfigError(f"flavours.{name}: a flavour name is lower-case letters, digits and '-', starting with a letter")
+        _check_flavour_package(name)
         f = _Table(fl.data[name], f"flavours.{name}")
         flavour = Flavour(
             name=name,
@@ -854,6 +888,7 @@ def parse(data: dict, source: Path) -> Config:
         c = _Table(ch.data[name], f"channels.{name}")
         subdir = c.string("subdir", pattern=re.compile(r"^([a-z0-9][a-z0-9-]*)?\Z"), form='"" or a directory name such as "unstable"')
         c.finish()
+        _check_channel_subdir(name, subdir, channels)
         channels.append(Channel(name=name, subdir=subdir))
     for required in REQUIRED_CHANNELS:
         if required not in [c.name for c in channels]:
@@ -964,21 +999,29 @@ def default_path() -> Path:
     return DEFAULT_CONFIG
 
 
-def load(path: Path | None = None) -> Config:
-    path = path or default_path()
+MAX_CONFIG_BYTES = 1 << 20
+"""A configuration is a few KiB; anything past this is not one (/dev/zero)."""
+
+
+def read_config_text(path: Path) -> str:
+    """The configuration's text: a regular file of at most MAX_CONFIG_BYTES
+    (run.read_regular_file: a FIFO or /dev/zero is refused), UTF-8."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = read_regular_file(path, MAX_CONFIG_BYTES, "configuration", ConfigError)
     except FileNotFoundError:
         raise ConfigError(
             f"no configuration at {path}: copy config.toml from the project's top directory and edit it"
             f" (or point {CONFIG_ENV} at one)"
         ) from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory; give the configuration file (config.toml) itself") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read the configuration {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); TOML files are UTF-8") from None
+
+
+def load(path: Path | None = None) -> Config:
+    path = path or default_path()
+    text = read_config_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -10,6 +10,10 @@ from typing import Any
 
 from .run import UserError
 
+RELEASE_PACKAGE = "mistralrs-release"
+"""The package that configures users' dnf for the repository (its name is
+also a file name here, so it lives in this module)."""
+
 PROJECT = Path(__file__).resolve().parent.parent
 RPM_DIR = PROJECT / "rpm"
 
@@ -132,10 +136,10 @@ class Layout:
     # the mistralrs-release package (repository configuration for users)
     @property
     def release_topdir(self) -> Path:
-        return self.build / "rpmbuild" / "mistralrs-release"
+        return self.build / "rpmbuild" / RELEASE_PACKAGE
 
     def release_rpm(self, version: int, dist: str) -> Path:
-        return self.dist / f"mistralrs-release-{version}-1{dist}.noarch.rpm"
+        return self.dist / f"{RELEASE_PACKAGE}-{version}-1{dist}.noarch.rpm"
 
 
 SPEC_TEMPLATE = RPM_DIR / "mistralrs.spec.j2"

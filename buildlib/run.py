@@ -13,6 +13,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -227,3 +228,38 @@ def sha256_of(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_regular_file(path: Path, limit: int, what: str, error: type[UserError] = UserError) -> bytes:
+    """The bytes of a small file given from outside (a configuration, a key
+    file): a regular file of at most ``limit`` bytes, else ``error`` in one
+    line.  Opened without blocking, so a FIFO is refused instead of waited
+    on, and checked as what was opened, so a rename in between changes
+    nothing; /dev/zero is refused before a byte is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise error(f"cannot read the {what} {path}: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise error(f"{path} is a directory; give the {what} file itself")
+        if not stat.S_ISREG(mode):
+            raise error(f"{path} is not a regular file (a device, FIFO or socket); give the {what} file itself")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise error(f"cannot read the {what} {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise error(f"{path} is larger than {limit // 1024} KiB: not a {what} file")
+    return data

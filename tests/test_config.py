@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -285,6 +286,48 @@ def test_config_file_not_utf8_or_a_directory(tmp_path):
         rc, _, err = run_doit(path, "list")
         assert rc != 0 and "Traceback" not in err, err
         assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "oversize"])
+def test_a_config_that_is_not_a_small_regular_file_is_refused_at_once(tmp_path, kind):
+    """A FIFO used to hang doit forever (nobody writes to it) and /dev/zero
+    read until memory ran out; each is now one line, at once."""
+    if kind == "fifo":
+        path = tmp_path / "config.toml"
+        os.mkfifo(path)
+        expected = "not a regular file"
+    elif kind == "dev-zero":
+        path, expected = "/dev/zero", "not a regular file"
+    else:
+        path = tmp_path / "config.toml"
+        path.write_bytes(CONFIG.read_bytes() + b"#" * (configmod.MAX_CONFIG_BYTES + 1) + b"\n")
+        expected = "larger than 1024 KiB"
+    with pytest.raises(configmod.ConfigError, match=expected):
+        configmod.load(Path(path))
+    # as users meet it: doit ends (a hang or a MemoryError would fail the timeout), one line, no traceback
+    proc = subprocess.run([sys.executable, "-m", "doit", "-f", str(CONFIG.parent / "dodo.py"), "list"],
+                          cwd=CONFIG.parent, env=dict(os.environ, MRPM_CONFIG=str(path)),
+                          capture_output=True, text=True, timeout=60)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["flavours"].update(release={"compute_cap": 75, "gpus": ["T4"]}),
+     "flavours.release: its package would be mistralrs-release, the repository's release package"),
+    (lambda d: d["flavours"].update({"ampere-debuginfo": {"compute_cap": 75, "gpus": ["T4"]}}),
+     "read by dnf as debug data"),
+    (lambda d: d["channels"]["unstable"].update(subdir=""),
+     "channels.unstable.subdir: subdir = \"\" (the top directory) is already used by channel 'stable'"),
+    (lambda d: d["channels"].update(nightly={"subdir": "unstable"}),
+     "channels.nightly.subdir: subdir = \"unstable\" is already used by channel 'unstable'"),
+    (lambda d: d["channels"].update(meta={"subdir": "repodata"}), "the top channel's metadata directory"),
+])
+def test_names_that_clash_on_the_host_are_refused_at_load(tmp_path, mutate, message):
+    with pytest.raises(configmod.ConfigError) as e:
+        load_with(tmp_path, mutate)
+    assert message in str(e.value)
 
 
 @pytest.mark.parametrize("ref", ["v0.9.\uff12", "v0.9.2\u0660", "v\u0660.9.2", "v0.9.2-rc\u0661"])

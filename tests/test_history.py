@@ -139,13 +139,56 @@ def test_mistralrs_is_packaged_for_0_7_0_to_0_8_4_and_0_6_is_refused(tmp_path):
         assert run_artifact(layout) == f"mistralrs-cli {version}"
         record = json.loads(layout.build_record("ampere").read_text())
         assert (record["binary_name"], record["ref"]) == ("mistralrs", ref)
-        warned = "warning: v0.8.4-rc1 is version 0.8.4-rc1 but upstream's Cargo.toml says 0.8.4" in err
-        assert warned == (ref == "v0.8.4-rc1"), err
+        noted = "v0.8.4-rc1 is version 0.8.4-rc1; upstream's Cargo.toml says 0.8.4" in err
+        assert noted == (ref == "v0.8.4-rc1"), err
 
     rc, results, err = run_doit(config, "fetch", env={"MRPM_REF": "v0.6.3"})
     assert rc != 0 and results["fetch"] == "fail"
     lines = sorted({line for line in err.splitlines() if line.startswith("error:")})  # the report repeats it
     assert len(lines) == 1 and "0.6.3 is older than 0.7.0" in lines[0] and "not packaged" in lines[0], err
+
+
+@pytest.mark.parametrize("cargo_version", ["0.8.5", "0.9.3", "0.9.2-rc1"])
+def test_a_tag_whose_crate_is_another_release_is_refused_before_cargo_builds(tmp_path, cargo_version):
+    """A tag moved onto an older release's commit (or one naming the wrong
+    version) would give mistralrs-<flavour>-0.9.2 whose binary reports
+    0.8.5; only a pre-release suffix may differ (the rc1 case packs)."""
+    up = TinyUpstream(tmp_path / "up")
+    up.commit(cargo_version)
+    up.tag("v0.9.2")
+    config = tiny_config(tmp_path, up)
+    rc, results, err = run_doit(config, *STAGES, env={"MRPM_REF": "v0.9.2"})
+    layout = Layout.of(configmod.load(config))
+    if cargo_version == "0.9.2-rc1":
+        assert rc == 0, err
+        assert run_artifact(layout) == "mistralrs-cli 0.9.2-rc1"
+        return
+    assert rc != 0 and results["build:ampere"] == "fail", err
+    lines = {line for line in err.splitlines() if line.startswith("error:")}
+    assert any(f"refusing v0.9.2: its mistralrs-cli crate is version {cargo_version}, not 0.9.2" in line
+               for line in lines), err
+    # refused before cargo compiled anything, not an hour later
+    assert not list(layout.target_dir("ampere").glob("release/mistralrs*")), err
+    assert not layout.artifact("ampere").exists() and not layout.build_record("ampere").exists()
+
+
+def test_the_crate_version_check_after_the_build_is_the_same_rule():
+    """cargo's own report of the package it built is checked as well (the
+    early check reads the manifests; a build script cannot change a version,
+    but the check costs nothing)."""
+    from buildlib.pipeline.cargo import check_cargo_version
+    from buildlib.pipeline.upstream import Source
+
+    tag = Source(ref="v0.9.2", commit="a" * 40, version="0.9.2", rpm_version="0.9.2", is_snapshot=False,
+                 commit_date="2026-03-01T12:00:00+00:00", changelog=(), tree="")
+    check_cargo_version(tag, "mistralrs-cli", "0.9.2")
+    check_cargo_version(tag, "mistralrs-cli", "0.9.2-alpha.1+build5")
+    for bad in ("0.8.5", "0.9.20", "1.9.2", "not-a-version"):
+        with pytest.raises(UserError):
+            check_cargo_version(tag, "mistralrs-cli", bad)
+    snapshot = Source(ref="b" * 40, commit="b" * 40, version="0.9.2", rpm_version="0.9.2^20260301.1.gbbbbbbb",
+                      is_snapshot=True, commit_date="2026-03-01T12:00:00+00:00", changelog=(), tree="")
+    check_cargo_version(snapshot, "mistralrs-cli", "0.9.3")  # master moved on after the tag: said, not refused
 
 
 # --- 2. snapshot numbering -----------------------------------------------------

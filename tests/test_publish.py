@@ -608,3 +608,21 @@ def test_package_without_its_sbom_is_refused_before_any_upload(tmp_path, keys):
     with pytest.raises(UserError, match=r"mistralrs-hopper-0\.9\.2\^20261124.*\.rpm: its SBOM .* is not beside it"):
         publish(cfg)
     assert not list(stable_dir(target).rglob("*.rpm")) and not (stable_dir(target) / "repodata").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "missing"])
+def test_a_key_file_that_is_not_a_small_regular_file_is_one_line(tmp_path, kind):
+    """publish.key_file naming a FIFO waited forever, /dev/zero read until
+    memory ran out: both are refused before the key is used."""
+    path = tmp_path / "key.asc"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path = Path("/dev/zero")
+    pub = dataclasses.make_dataclass("P", ["key_file", "key_env", "passphrase_file", "passphrase_env"])
+    with pytest.raises(signing.SigningError) as e:
+        with signing.signing_key(pub(str(path), "", "", "")):
+            pass
+    message = str(e.value)
+    assert message.startswith("publish: ") and "\n" not in message
+    assert ("No such file" if kind == "missing" else "not a regular file") in message

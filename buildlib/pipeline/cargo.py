@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import Config, Flavour
+from ..config import SEMVER, Config, Flavour
 from ..layout import Layout
 from ..run import CommandFailed, Stopwatch, UserError, log, output, run, sha256_of
 from .cache import record_units
@@ -142,15 +143,48 @@ def cargo_argv(cfg: Config, flavour: Flavour, source: Source) -> list[str]:
     return argv
 
 
-def check_cargo_version(ref: str, version: str, cargo_version: str) -> bool:
-    """Warn (one line) when the tag's version and upstream's Cargo.toml
-    differ, e.g. an rc tag whose Cargo.toml already says the final version.
-    The package keeps the tag's version: that is what the channel orders by."""
-    if cargo_version == version:
-        return True
-    log(f"warning: {ref} is version {version} but upstream's Cargo.toml says {cargo_version}; "
-        f"packaging it as {version}")
-    return False
+def check_cargo_version(source: Source, package: str, cargo_version: str) -> None:
+    """The crate cargo builds must be the version the package will be named.
+
+    For a release tag, its X.Y.Z must be the tag's: only a pre-release
+    suffix may differ (v0.8.4-rc13 tags a Cargo.toml that already says
+    0.8.4), which is said in one line.  Anything else (a tag moved onto
+    another release's commit, a tag that names the wrong version) would give
+    a package whose binary reports another version than its name, so it is
+    refused.  A snapshot takes its version from the last tag in its history
+    while the branch's Cargo.toml has often moved on: a difference is only
+    said."""
+    m = SEMVER.match(cargo_version)
+    if m is None:
+        raise UserError(f"{package} at {source.ref}: cargo reports version {cargo_version[:60]!r}, which is not semver")
+    base = source.version.split("-", 1)[0]
+    if cargo_version == source.version:
+        return
+    if source.is_snapshot:
+        log(f"note: snapshot {source.ref[:12]} is numbered after tag v{source.version}; its Cargo.toml says {cargo_version}")
+        return
+    if m.group("core") != base:
+        raise UserError(f"refusing {source.ref}: its {package} crate is version {cargo_version}, not {base}"
+                        f" (the tag names another release's commit; a package named {source.rpm_version}"
+                        f" would run version {cargo_version})")
+    log(f"note: {source.ref} is version {source.version}; upstream's Cargo.toml says {cargo_version}"
+        f" (only the pre-release suffix differs); packaging it as {source.rpm_version}")
+
+
+def crate_version(tree: Path, package: str) -> str:
+    """The version of workspace member ``package`` as cargo reads it (workspace
+    inheritance included), from the manifests alone: no dependency is
+    fetched, so a wrong tag is refused before an hour of compiling."""
+    text = output(["cargo", "metadata", "--no-deps", "--offline", "--format-version", "1"],
+                  cwd=tree, quiet=True)
+    try:
+        members = [p for p in json.loads(text)["packages"] if p.get("name") == package]
+        version = members[0]["version"] if len(members) == 1 else None
+    except (ValueError, KeyError, TypeError, IndexError):
+        version = None
+    if not isinstance(version, str):
+        raise UserError(f"cargo metadata in {tree} does not list one package {package!r} with a version")
+    return version
 
 
 def tool_versions() -> dict[str, str]:
@@ -174,6 +208,7 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
     env = build_env(cfg, layout, flavour, sde, home)
     for d in (layout.target_dir(name), layout.cudaforge_home, layout.artifacts):
         d.mkdir(parents=True, exist_ok=True)
+    check_cargo_version(source, program.package, crate_version(tree, program.package))
     messages = layout.cargo_messages(name)
     messages.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -190,7 +225,7 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
     target_dir = layout.target_dir(name).resolve()
     if not built.resolve().is_relative_to(target_dir) or not built.is_file():
         raise UserError(f"cargo reported executable {built}, which is not a file under {target_dir}")
-    check_cargo_version(source.ref, source.version, made.version)
+    check_cargo_version(source, program.package, made.version)
     artifact = layout.artifact(name)
     tmp = artifact.with_name(f".{artifact.name}.tmp{os.getpid()}")
     shutil.copy2(built, tmp)

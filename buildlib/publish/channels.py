@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from ..config import STABLE, UNSTABLE, Channel, Config, format_duration
-from ..layout import REPO_FILE_TEMPLATE
+from ..layout import RELEASE_PACKAGE, REPO_FILE_TEMPLATE
 from ..run import UserError
 from ..templates import render
 from .signing import KEY_FILE_NAME
 
 BASEARCH = "x86_64"
 REPO_FILE_NAME = "mistralrs.repo"
-RELEASE_PACKAGE = "mistralrs-release"
 EVERY_CHANNEL = frozenset({RELEASE_PACKAGE})
 """Packages published in every channel, whatever their version."""
 NOARCH = frozenset({RELEASE_PACKAGE})

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..run import UserError, log, output, require_tool, run
+from ..run import UserError, log, output, read_regular_file, require_tool, run
 from . import cleanup
 
 if TYPE_CHECKING:
@@ -72,9 +72,16 @@ def _read_secret(file_setting: str, env_setting: str, what: str, required: bool)
     if file_setting:
         path = Path(file_setting).expanduser()
         try:
-            return path.read_text()
-        except OSError as e:
-            raise SigningError(f"publish: cannot read the {what} from {path}: {e.strerror}") from None
+            # an armored key is a few KiB; a FIFO or /dev/zero is refused, not read
+            data = read_regular_file(path, 1 << 20, what, SigningError)
+        except FileNotFoundError:
+            raise SigningError(f"publish: cannot read the {what} from {path}: No such file or directory") from None
+        except SigningError as e:
+            raise SigningError(f"publish: {e}") from None
+        try:
+            return data.decode("ascii")
+        except UnicodeDecodeError:
+            raise SigningError(f"publish: the {what} in {path} is not ASCII-armored text") from None
     if env_setting and env_setting in os.environ:
         return os.environ[env_setting]
     if required:
