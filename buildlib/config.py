@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from .layout import DEFAULT_CONFIG, RELEASE_PACKAGE
 from .refs import Ref, RefError, parse_ref
-from .run import UserError, read_regular_file
+from .run import Exit, UserError, read_regular_file
 from .spdx import spdx_problem
 
 CONFIG_ENV = "MRPM_CONFIG"
@@ -97,7 +97,7 @@ SEMVER = re.compile(
 
 
 class ConfigError(UserError):
-    pass
+    exit_code = Exit.CONFIG
 
 
 @dataclass(frozen=True)

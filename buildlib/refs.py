@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from .run import UserError
+from .run import Refused
 
 # [0-9], never \d: \d also matches full-width and Arabic-Indic digits.
 TAG = re.compile(r"^v(?P<base>(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3}))(-rc(?P<rc>[1-9][0-9]{0,3}))?\Z")
@@ -18,7 +18,7 @@ COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 EVR = re.compile(r"^(?P<epoch>[0-9]+):(?P<version>[A-Za-z0-9._+~^]+)-(?P<release>[A-Za-z0-9._+~^]+)\Z")
 
 
-class RefError(UserError):
+class RefError(Refused):
     pass
 
 

@@ -9,6 +9,7 @@ command, its exit code and the tail of its stderr.  A user's mistake raises
 from __future__ import annotations
 
 import codecs
+import enum
 import hashlib
 import os
 import shlex
@@ -21,8 +22,57 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
+class Exit(enum.IntEnum):
+    """doit's exit status, one per class of failure, so that CI can tell
+    them apart without reading text (README, "Exit codes").  A UserError
+    subclass names its class; any other UserError takes its task's
+    (:data:`buildlib.tasks.context.STAGE_EXIT`)."""
+
+    OK = 0
+    FAILED = 1
+    """A failure of no class below (the line above says what)."""
+    CONFIG = 2
+    """config.toml or an MRPM_* variable (doit's own usage errors exit 3)."""
+    HOST = 10
+    """The host is not ready: a tool, a package or disk space is missing."""
+    UNREACHABLE = 11
+    """Upstream (git, the GitHub API) did not answer after the retries."""
+    REFUSED = 12
+    """Refused by policy or integrity: a tag, a key, a signature, a digest."""
+    BUILD = 13
+    """cargo, nvcc or rpmbuild failed, or the package could not be made."""
+    PUBLISH = 14
+    """The repository host could not be updated (upload, lock, metadata)."""
+    CANCELLED = 15
+    """Stopped by a signal (a cancelled CI job); nothing was left half-done."""
+    INTERNAL = 70
+    """A bug: doit prints the traceback; please report it."""
+
+
 class UserError(Exception):
     """Something the user can fix; the message says what to change."""
+
+    exit_code: Exit | None = None
+    """The class of failure; None: the task's stage decides."""
+
+
+class HostNotReady(UserError):
+    """A tool, a package or disk space the task needs is missing."""
+
+    exit_code = Exit.HOST
+
+
+class Refused(UserError):
+    """Refused by policy or integrity (a tag, a key, a signature, a file
+    that escapes where it must stay)."""
+
+    exit_code = Exit.REFUSED
+
+
+class Unreachable(UserError):
+    """Something from outside did not answer after its retries."""
+
+    exit_code = Exit.UNREACHABLE
 
 
 class CommandFailed(UserError):
@@ -59,7 +109,7 @@ def require_tool(name: str, hint: str = "") -> str:
     """Path of a program on PATH, or a UserError saying how to get it."""
     path = shutil.which(name)
     if path is None:
-        raise UserError(f"required tool {name!r} not found on PATH" + (f" ({hint})" if hint else ""))
+        raise HostNotReady(f"required tool {name!r} not found on PATH" + (f" ({hint})" if hint else ""))
     return path
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config import Config, Flavour
 from ..layout import Layout
-from ..run import Stopwatch, UserError, output, sha256_of
+from ..run import Refused, Stopwatch, output, sha256_of
 from .records import BuildRecord, VerifyRecord
 
 FATBIN_MAGIC = struct.pack("<I", 0xBA55ED50)
@@ -31,7 +31,7 @@ PTX_TARGET = re.compile(rb"\.target\s+sm_(\d{2,3})[af]?\b")
 CUOBJDUMP_ARCH = re.compile(r"\bsm_([0-9]{2,3})[af]?\b")
 
 
-class VerifyError(UserError):
+class VerifyError(Refused):
     pass
 
 

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..run import UserError, log, run
+from ..run import Exit, UserError, log, run
 
 OWNER_FILE = ".mrpm-owner"
 SCRATCH_PREFIX = "mrpm-publish-"
@@ -43,6 +43,8 @@ SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGINT: "S
 
 class Cancelled(UserError):
     """A signal asked the publish to stop; raised where the program was."""
+
+    exit_code = Exit.CANCELLED
 
 
 # --- signals -----------------------------------------------------------------

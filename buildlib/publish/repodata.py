@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..run import UserError
+from ..run import Refused
 
 INDEX_NAME = "mrpm-index.json"
 """Our package index in each channel's repodata/: header digest by package id."""
@@ -24,7 +24,7 @@ MAX_PACKAGES = 100_000
 _COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".xml")
 
 
-class MetadataError(UserError):
+class MetadataError(Refused):
     pass
 
 

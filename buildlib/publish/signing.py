@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..run import UserError, log, output, read_regular_file, require_tool, run
+from ..run import Refused, log, output, read_regular_file, require_tool, run
 from . import cleanup
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ KEY_FILE_NAME = "RPM-GPG-KEY-mistralrs"
 DEMO_KEY_NAME = "mistralrs-signing-key.asc"
 
 
-class SigningError(UserError):
+class SigningError(Refused):
     pass
 
 
