@@ -89,6 +89,33 @@ def keys_read(monkeypatch) -> dict[str, set[str]]:
     return seen
 
 
+DOIT_COMMANDS = {"list", "info", "help", "clean", "forget", "ignore", "strace", "dumpdb", "run", "auto",
+                 "tabcompletion", "reset-dep"}
+
+
+def test_every_doit_command_the_readme_names_exists():
+    """Each `doit <task>` the README (or a message of the code) tells someone
+    to run names a task of `doit list --all` (`doit package` did not)."""
+    tasks = set(doit_tasks())
+    flavours = {f.name for f in configmod.load(CONFIG).flavours}
+    texts = {"README.md": README.read_text()}
+    texts.update({str(p.relative_to(PROJECT)): p.read_text() for p in (PROJECT / "buildlib").rglob("*.py")})
+    wrong = []
+    for where, text in texts.items():
+        # as a command: in backticks or at the start of a line (code blocks), maybe after VAR=value
+        for m in re.finditer(r"(?:`|^[ \t]*(?:\$ )?)(?:[A-Z_]+=\S+ )*(?:\.venv/bin/)?doit((?: -[-a-z]+(?:[ =][0-9]+)?)*)"
+                             r" ([a-z][a-z0-9_-]*(?::[a-z<>][a-z0-9<>_-]*)?)", text, re.M):
+            name = m.group(2)
+            base, _, sub = name.partition(":")
+            if base in DOIT_COMMANDS or base in {"and", "or", "the", "is", "as", "run", "runs", "itself", "then",
+                                                  "from", "with", "task", "tasks", "on", "in", "a", "to"}:
+                continue
+            known = name in tasks or (sub in ("<flavour>", *flavours) and any(t.startswith(base + ":") for t in tasks))
+            if not known:
+                wrong.append(f"{where}: doit {name}")
+    assert wrong == [], wrong
+
+
 def test_configuration_table_covers_every_key(monkeypatch):
     seen = keys_read(monkeypatch)
     assert "key_fingerprint" in seen["[publish]"] and "release_package_version" in seen["[host]"]

@@ -211,7 +211,7 @@ def refuse_foreign_signed(rpms: Sequence[LocalRpm], anchor: Anchor) -> None:
         if foreign:
             raise PublishError(
                 f"{rpm.path.name} in dist/ is already signed by key {foreign[0].upper()}, not the repository's key"
-                f" {own.upper()}; refusing to publish it (dist/ takes the unsigned packages `doit package` makes)")
+                f" {own.upper()}; refusing to publish it (dist/ takes the unsigned packages `doit rpm` makes)")
 
 
 def _select_kept(packages: dict[str, str], retention: int) -> tuple[list[str], list[str]]:
@@ -598,7 +598,7 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
     paths = sorted(layout.dist.glob("*.rpm"))
     current = current_packages(cfg, layout)
     if not paths:
-        raise PublishError(f"nothing to publish: {layout.dist} holds no RPMs (run `doit package`, or put the packages there)")
+        raise PublishError(f"nothing to publish: {layout.dist} holds no RPMs (run `doit rpm`, or put the packages there)")
     rpms = read_rpms(paths)
     configured = [c.name for c in cfg.channels]
     by_channel: dict[str, list[LocalRpm]] = {}
