@@ -138,8 +138,75 @@ def test_an_unknown_system_is_one_line_and_nothing_installed(host, tmp_path, os_
 
 def test_a_wrong_argument_is_one_line(host):
     result, calls = host(FEDORA_43, [], "--everything")
-    assert (result.returncode, result.stderr) == (2, "bootstrap: unknown argument '--everything' (use --packages-only or nothing)\n")
+    assert (result.returncode, result.stderr) == (
+        2, "bootstrap: unknown argument '--everything' (use --role ROLE, --packages-only or nothing)\n")
     assert calls == []
+    result, calls = host(FEDORA_43, [], "--role", "gpu")
+    assert (result.returncode, result.stderr) == (2, "bootstrap: --role takes build, publish, host or test, not 'gpu'\n")
+    assert calls == []
+
+
+# What each role needs, by what it runs (README, "Runners and roles").
+ROLES = {
+    "fedora": {
+        "build": ["git", "rpm", "python3-rpm", "python3-createrepo_c", "gcc", "rpm-build", "binutils", "file", "nodejs"],
+        "publish": ["git", "rpm", "python3-rpm", "python3-createrepo_c", "rpm-sign", "createrepo_c", "gnupg2",
+                    "openssh-clients", "rsync", "nodejs"],
+        "host": ["git", "rpm", "python3-rpm", "python3-createrepo_c", "rpm-build", "gnupg2", "nginx", "openssh-server",
+                 "rsync", "certbot", "python3-certbot-dns-cloudflare", "openssl", "systemd",
+                 "policycoreutils-python-utils"],
+    },
+    "debian": {
+        "build": ["git", "rpm", "python3-rpm", "python3-createrepo-c", "gcc", "binutils", "file", "nodejs"],
+        "publish": ["git", "rpm", "python3-rpm", "python3-createrepo-c", "createrepo-c", "gnupg", "openssh-client",
+                    "rsync", "nodejs"],
+        "host": ["git", "rpm", "python3-rpm", "python3-createrepo-c", "gnupg", "nginx-light", "openssh-server", "rsync",
+                 "certbot", "python3-certbot-dns-cloudflare", "openssl", "systemd"],
+    },
+}
+TEST_ONLY = {"chromium", "dnf", "dnf5", "devscripts", "devscripts-checkbashisms", "rpmlint", "rpmdevtools", "rpm2cpio"}
+
+
+@pytest.mark.parametrize("system", ["fedora", "debian"])
+@pytest.mark.parametrize("role", ["build", "publish", "host"])
+def test_each_role_installs_only_what_it_runs(host, system, role):
+    """A GPU build host gets no nginx, certbot or chromium; a host-mode
+    runner (build, publish) gets nodejs for the JavaScript actions."""
+    result, calls = host(FEDORA_43 if system == "fedora" else DEBIAN_12, [], "--role", role)
+    assert result.returncode == 0, result.stderr
+    wanted = ROLES[system][role]
+    asked = [c[-1] for c in calls if c[0] in ("rpm", "dpkg-query")]
+    assert asked == wanted
+    assert not TEST_ONLY & set(asked)
+    assert ("nodejs" in asked) == (role in ("build", "publish"))
+    if role == "build":
+        assert "nginx" not in asked and "nginx-light" not in asked and "certbot" not in asked
+
+
+def test_roles_combine_each_package_once(host):
+    result, calls = host(FEDORA_43, [], "--role", "build", "--role", "publish")
+    asked = [c[-1] for c in calls if c[0] == "rpm"]
+    assert result.returncode == 0 and len(asked) == len(set(asked))
+    assert set(asked) == set(ROLES["fedora"]["build"]) | set(ROLES["fedora"]["publish"])
+
+
+def test_a_publish_runner_needs_no_cargo_or_nvcc(host, tmp_path):
+    """Only build and test check for the host's Rust and CUDA: a runner
+    that signs and uploads has neither, and its bootstrap gets past that
+    check (it stops later, at the stand-in's missing sha256sum)."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("bash", "sed", "head", "tr", "grep", "dirname", "cat"):
+        (tools / name).symlink_to(subprocess.run(["bash", "-c", f"command -v {name}"], capture_output=True,
+                                                 text=True, check=True).stdout.strip())
+    (tmp_path / "os-release").write_text(FEDORA_43)
+    (tmp_path / "installed").write_text("".join(f"{p}\n" for p in ROLES["fedora"]["publish"]))
+    env = {"PATH": f"{tmp_path / 'bin'}:{tools}", "STANDIN_LOG": str(tmp_path / "calls.log"),
+           "STANDIN_INSTALLED": str(tmp_path / "installed"), "MRPM_OS_RELEASE": str(tmp_path / "os-release")}
+    result = subprocess.run(["bash", str(BOOTSTRAP), "--role", "publish"], env=env, capture_output=True, text=True)
+    assert "cargo is not on PATH" not in result.stderr and "sha256sum" in result.stderr, result.stderr
+    result = subprocess.run(["bash", str(BOOTSTRAP), "--role", "build"], env=env, capture_output=True, text=True)
+    assert "cargo is not on PATH" in result.stderr
 
 
 @pytest.mark.skipif(not Path("/usr/bin/dpkg-query").exists(), reason="not a Debian machine")
