@@ -341,3 +341,37 @@ def test_the_spec_template_sets_the_reproducible_macros():
              if re.match(r"%global (source_date_epoch_from_changelog|use_source_date_epoch_as_buildtime|"
                          r"clamp_mtime_to_source_date_epoch|build_mtime_policy|_buildhost) ", line)]
     assert "\n".join(lines) + "\n" == repro.spec_lines()
+
+
+def build_record(**changes) -> BuildRecord:
+    from dataclasses import replace
+    from datetime import date, datetime, timezone
+
+    from buildlib.pipeline.records import ChangelogEntry
+
+    record = BuildRecord(
+        source="cargo", ref="v0.9.2", commit="a" * 40, version="0.9.2", rpm_version="0.9.2", flavour=FLAVOUR,
+        compute_cap=86, features=("cuda", "cudnn"), package="mistralrs-cli", binary_name="mistralrs",
+        package_id="path+file:///one/src#mistralrs-cli@0.9.2", cargo_version="0.9.2",
+        cargo_executable="/one/target/release/mistralrs", cargo_fresh=False, rustc="rustc 1.94.0", cargo="cargo 1.94.0",
+        nvcc="13.0", rustflags="-C target-cpu=generic", sha256="b" * 64, size=1000, duration_s=60.0,
+        built_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        changelog=(ChangelogEntry("0.9.2", "v0.9.2", date(2026, 1, 1), "a" * 40),), source_date_epoch=1767225600)
+    return replace(record, **changes)
+
+
+def test_differing_build_inputs_are_named():
+    from buildlib.pipeline.rebuild import differing_inputs
+
+    reference = build_record()
+    # what came out, when and where is no input: the same inputs, whatever those say
+    elsewhere = build_record(sha256="c" * 64, size=2000, duration_s=1.0, cargo_fresh=True,
+                             package_id="path+file:///two/src#mistralrs-cli@0.9.2",
+                             cargo_executable="/two/target/release/mistralrs")
+    assert differing_inputs(reference, elsewhere) == ()
+    rebuild = build_record(rustc="rustc 1.95.0", features=("cuda",), source_date_epoch=1767225601)
+    assert differing_inputs(reference, rebuild) == (
+        "features: ['cuda', 'cudnn'] != ['cuda']",
+        "rustc: 'rustc 1.94.0' != 'rustc 1.95.0'",
+        "source_date_epoch: 1767225600 != 1767225601",
+    )

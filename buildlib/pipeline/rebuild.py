@@ -23,7 +23,7 @@ from ..layout import Layout, sbom_beside
 from ..run import Stopwatch, UserError, log, run
 from .cargo import build_flavour, cargo_home
 from .licenses import collect_licenses
-from .records import BuildRecord, RpmRecord
+from .records import BuildRecord, ChangelogEntry, RpmRecord
 from .rpmbuild import build_rpm
 from .spec import render_spec
 from .upstream import GIT, Source, fetch
@@ -40,6 +40,8 @@ class RebuildResult:
     """None if the SBOMs beside them in dist/ are the same bytes, else the first difference."""
     leaked: tuple[str, ...]
     """The reference build's paths found in its binary."""
+    inputs: tuple[str, ...] = ()
+    """The build inputs the two build records disagree on (:func:`differing_inputs`)."""
 
     @property
     def identical(self) -> bool:
@@ -103,7 +105,8 @@ def rebuild_check(cfg: Config, layout: Layout, flavour: Flavour, scratch: Layout
     sbom_difference = first_line_difference(layout.dist / sbom, scratch.dist / sbom_beside(again.name))
     leaked = tuple(repro.leaked_paths(layout.artifact(flavour.name), [
         str(layout.cache), str(layout.target_dir(flavour.name)), str(cargo_home())]))
-    result = RebuildResult(binary, rpm_difference, sbom_difference, leaked)
+    inputs = differing_inputs(record, BuildRecord.load(scratch, flavour))
+    result = RebuildResult(binary, rpm_difference, sbom_difference, leaked, inputs)
     if result.identical:
         watch.done(f"identical: {layout.artifact(flavour.name).name}, {rpm.file} and {sbom}")
         if not keep:
@@ -118,7 +121,26 @@ def rebuild_check(cfg: Config, layout: Layout, flavour: Flavour, scratch: Layout
         lines.append(f"sbom {sbom}: {sbom_difference}")
     if leaked:
         lines.append(f"build paths in the binary: {', '.join(leaked)}")
+    if inputs:
+        # the likely cause, e.g. another rustc on the host since the reference was built
+        lines.append(f"the build records' inputs differ: {'; '.join(inputs)}")
     raise UserError(f"rebuild-check {flavour.name}: the rebuild differs ({'; '.join(lines)}); the rebuild is in {root}")
+
+
+def differing_inputs(reference: BuildRecord, rebuild: BuildRecord) -> tuple[str, ...]:
+    """The build inputs (:attr:`BuildRecord.INPUTS`) the two records
+    disagree on, each as "name: reference's != rebuild's"."""
+    return tuple(f"{name}: {_shown(getattr(reference, name))} != {_shown(getattr(rebuild, name))}"
+                 for name in BuildRecord.INPUTS if getattr(reference, name) != getattr(rebuild, name))
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple) and all(isinstance(e, ChangelogEntry) for e in value):
+        value = [f"{e.rpm_version} {e.day}" for e in value]
+    elif isinstance(value, tuple):
+        value = list(value)
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def first_line_difference(a: Path, b: Path) -> str | None:

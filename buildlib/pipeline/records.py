@@ -194,6 +194,14 @@ class BuildRecord(_PerFlavour):
     the build and of rpmbuild.  None for an adopted binary (rpm then takes
     the time of the newest changelog entry)."""
 
+    INPUTS: ClassVar[tuple[str, ...]] = (
+        "ref", "commit", "version", "rpm_version", "compute_cap", "features", "package", "binary_name",
+        "cargo_version", "rustc", "cargo", "nvcc", "rustflags", "source_date_epoch", "changelog",
+    )
+    """The fields that say what went into the build (the rest say what came
+    out, when, or where: digest, size, times, cargo's paths and package id,
+    which name the source tree's directory)."""
+
     @property
     def tag(self) -> str | None:
         """The release tag built, or None for a snapshot."""
