@@ -120,6 +120,13 @@ def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path,
             " mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json") in out
     layout = Layout.of(load(config))
     assert not (layout.build / "rebuild-check" / FLAVOUR).exists()  # the scratch location is gone
+    # the pass is recorded, for build.rebuild_check = "releases", naming that very package
+    from buildlib.pipeline.records import RebuildRecord
+    from buildlib.run import sha256_of
+
+    record = RebuildRecord.load(layout, FLAVOUR)
+    assert (record.rpm_file, record.rpm_sha256) == ("mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
+                                                    sha256_of(current_rpm(config)))
 
     # the SBOM beside the package is compared too: a changed one is named, with its first differing line
     sbom = layout.dist / "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json"
@@ -130,6 +137,7 @@ def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path,
     assert rc != 0
     assert re.search(r"error: rebuild-check ampere: the rebuild differs \(sbom mistralrs-ampere-0\.9\.2-1\.fc43"
                      r"\.x86_64\.cdx\.json: line \d+: '[^']*0\.9\.2-9\.fc43[^']*' != '[^']*0\.9\.2-1\.fc43", out), out[-3000:]
+    assert not layout.rebuild_record(FLAVOUR).exists()  # a failed check leaves no pass behind
     sbom.write_bytes(original)
 
     # a package built at another time than the commit's: the check names the header tag
@@ -140,7 +148,8 @@ def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path,
     rc, _, out = run_doit(config, f"rebuild-check:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
     assert rc != 0
     assert re.search(r"error: rebuild-check ampere: the rebuild differs \(rpm mistralrs-ampere-0\.9\.2-1\.fc43"
-                     r"\.x86_64\.rpm: header BUILDTIME: '\d+' != '\d+'\)", out), out[-3000:]
+                     r"\.x86_64\.rpm: header BUILDTIME: '\d+' != '\d+'; the build records' inputs differ:"
+                     r" source_date_epoch: (\d+) != (\d+)\)", out), out[-3000:]
 
 
 # --- publishing again ----------------------------------------------------------------

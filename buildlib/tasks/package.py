@@ -29,7 +29,7 @@ def build_rpm(cfg, layout, flavour):
     # build.rebuild_check = "releases": a release's package is built a second
     # time, independently, here, so that CI's build job (which hands dist/ to
     # the publish job without records) fails before it hands anything over
-    if rebuild.required(cfg, BuildRecord.load(layout, flavour)):
+    if cfg.build.rebuild_releases and rebuild.required(cfg, BuildRecord.load(layout, flavour)):
         rebuild.check(cfg, layout, flavour)
     return path
 
