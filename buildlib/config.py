@@ -39,6 +39,7 @@ BRANCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,100}\Z")
 VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\Z")
 RUST_VERSION = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?\Z")
 CUDA_VERSION = re.compile(r"^[0-9]+\.[0-9]+\Z")
+REBUILD_CHECK = re.compile(r"^(off|releases)\Z")
 # rpm's payload syntax; zstd's long window (L) only up to 27: rpm 4.18 writes
 # L28 but cannot read it back.
 PAYLOAD = re.compile(r"^(w[0-9]+(L(1[0-9]|2[0-7]))?(T[0-9]+)?\.zstdio|w[0-9]+(T[0-9]+)?\.(xzdio|gzdio|ufdio|bzdio|lzdio))\Z")
@@ -159,6 +160,13 @@ class Build:
     min_rust: str
     cuda_version: str
     min_free_gib: int
+    rebuild_check: str = "off"
+    """"releases": a release tag's RPM is built a second time, independently
+    (rebuild-check), and published only if the two are the same bytes."""
+
+    @property
+    def rebuild_releases(self) -> bool:
+        return self.rebuild_check == "releases"
 
 
 @dataclass(frozen=True)
@@ -851,6 +859,7 @@ def parse(data: dict, source: Path) -> Config:
         min_rust=b.string("min_rust", "1.94", pattern=RUST_VERSION, form="a Rust version such as \"1.94\""),
         cuda_version=b.string("cuda_version", pattern=CUDA_VERSION, form="a CUDA version such as \"13.0\""),
         min_free_gib=b.get("min_free_gib", int, 50, form="an integer (GiB)"),
+        rebuild_check=b.string("rebuild_check", "off", pattern=REBUILD_CHECK, form='"off" or "releases"'),
     )
     if build.nvcc_threads < 1:
         raise ConfigError(f"build.nvcc_threads = {build.nvcc_threads}: expected 1 or more")

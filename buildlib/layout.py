@@ -110,6 +110,10 @@ class Layout:
     def rpm_record(self, flavour: str) -> Path:
         return self.build / "rpm" / f"mistralrs-{flavour}.json"
 
+    def rebuild_record(self, flavour: str) -> Path:
+        """Written by a rebuild-check that found the rebuild identical."""
+        return self.build / "rpm" / f"mistralrs-{flavour}.rebuilt.json"
+
     @property
     def release_ledger(self) -> Path:
         """Which release number each (flavour, version, spec digest) got."""

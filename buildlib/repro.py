@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import filecmp
 import os
-import struct
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .run import output
@@ -134,40 +135,142 @@ def _first_differing_byte(a: Path, b: Path) -> int:
             offset += len(ca)
 
 
+# Sections whose bytes are computed from the rest of the file: they differ
+# whenever anything else does, so they are never the difference to name.
+# .note.gnu.build-id is a hash of the linked output; .gnu_debuglink holds the
+# CRC of the separate debug file.
+DERIVED_SECTIONS = frozenset({".note.gnu.build-id", ".gnu_debuglink"})
+_SECTION_LINE = re.compile(r"^\s*\[\s*(\d+)\]\s+(\S+)\s+(\S+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s")
+_SYMBOL_LINE = re.compile(r"^\s*\d+:\s+([0-9a-f]+)\s+(0x[0-9a-f]+|\d+)\s+(\S+)\s+\S+\s+\S+\s+(\S+)\s+(.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    kind: str
+    """readelf's type: PROGBITS, NOBITS (no bytes in the file), NOTE, ..."""
+    address: int
+    offset: int
+    size: int
+
+    @property
+    def file_size(self) -> int:
+        return 0 if self.kind == "NOBITS" else self.size
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    address: int
+    size: int
+
+
+def elf_sections(path: Path) -> list[Section]:
+    """The sections of an ELF file as readelf lists them (any class and byte
+    order), in file order; [] for a file that is not ELF."""
+    listing = output(["readelf", "--section-headers", "--wide", str(path)], quiet=True, check=False,
+                     env={"LC_ALL": "C"})
+    sections = []
+    for line in listing.splitlines():
+        m = _SECTION_LINE.match(line)
+        if m and m.group(3) != "NULL":
+            sections.append(Section(m.group(2), m.group(3), int(m.group(4), 16), int(m.group(5), 16),
+                                    int(m.group(6), 16)))
+    return sorted(sections, key=lambda s: s.offset)
+
+
+def elf_symbols(path: Path) -> list[Symbol]:
+    """The sized symbols of .symtab and .dynsym (demangled); [] where the
+    binary has none (stripped)."""
+    listing = output(["readelf", "--syms", "--wide", "--demangle", str(path)], quiet=True, check=False,
+                     env={"LC_ALL": "C"})
+    symbols = []
+    for line in listing.splitlines():
+        m = _SYMBOL_LINE.match(line)
+        if m and m.group(3) in ("OBJECT", "FUNC", "TLS", "COMMON") and m.group(4) not in ("UND", "ABS"):
+            size = int(m.group(2), 0)
+            if size:
+                symbols.append(Symbol(m.group(5), int(m.group(1), 16), size))
+    return symbols
+
+
+def symbol_at(symbols: Iterable[Symbol], address: int) -> str:
+    """'name+0xN' of the symbol whose extent holds address, or ''."""
+    for symbol in symbols:
+        if symbol.address <= address < symbol.address + symbol.size:
+            return f"{symbol.name}+{address - symbol.address:#x}"
+    return ""
+
+
+def _first_differing_range(fa, fb, offset_a: int, offset_b: int, size_a: int, size_b: int) -> int | None:
+    """Index of the first differing byte of two ranges of two open files
+    (the shorter one's length where one is a prefix of the other), or None."""
+    done = 0
+    size = min(size_a, size_b)
+    fa.seek(offset_a)
+    fb.seek(offset_b)
+    while done < size:
+        n = min(1 << 20, size - done)
+        ca, cb = fa.read(n), fb.read(n)
+        if ca != cb:
+            return done + next((i for i in range(min(len(ca), len(cb))) if ca[i] != cb[i]), min(len(ca), len(cb)))
+        done += n
+    return None if size_a == size_b else size
+
+
 def first_binary_difference(a: Path, b: Path) -> str | None:
-    """None if equal, else where two builds of a binary first differ,
-    with the ELF section that holds that byte."""
+    """None if equal, else where two builds of a binary first differ: the
+    first ELF section in file order whose bytes differ, leaving out
+    :data:`DERIVED_SECTIONS`, with the offset in the section and in the file
+    and the symbol there where the symbol table has one; else the ELF
+    headers; else that only a derived section (the build id) differs."""
     if filecmp.cmp(a, b, shallow=False):
         return None
-    offset = _first_differing_byte(a, b)
     size_a, size_b = a.stat().st_size, b.stat().st_size
-    section = _elf_section_at(a, offset)
-    where = f" (section {section})" if section else ""
     sizes = f"; sizes {size_a} and {size_b}" if size_a != size_b else ""
-    return f"first difference at byte {offset}{where}{sizes}"
-
-
-def _elf_section_at(path: Path, offset: int) -> str:
-    """Name of the ELF64 little-endian section containing offset, or ''."""
-    with path.open("rb") as f:
-        ident = f.read(64)
-        if len(ident) < 64 or ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
-            return ""
-        shoff, = struct.unpack_from("<Q", ident, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", ident, 0x3A)
-        f.seek(shoff)
-        table = f.read(shentsize * shnum)
-        sections = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)]
-        if not sections or shstrndx >= len(sections):
-            return ""
-        f.seek(sections[shstrndx][4])
-        names = f.read(sections[shstrndx][5])
-    for name, kind, _flags, _addr, sh_offset, sh_size in sections:
-        if kind != 8 and sh_offset <= offset < sh_offset + sh_size:  # 8: SHT_NOBITS
-            return names[name: names.index(b"\0", name)].decode(errors="replace")
-    if offset < 64:
-        return "ELF header"
-    return "section header table" if offset >= shoff else ""
+    sections_a, sections_b = elf_sections(a), elf_sections(b)
+    if not sections_a or not sections_b:
+        return f"first difference at byte {_first_differing_byte(a, b)} (not ELF){sizes}"
+    by_name = {s.name: s for s in sections_b}
+    with a.open("rb") as fa, b.open("rb") as fb:
+        for section in sections_a:
+            if section.name in DERIVED_SECTIONS:
+                continue
+            other = by_name.get(section.name)
+            if other is None:
+                return f"section {section.name} only in the reference{sizes}"
+            at = _first_differing_range(fa, fb, section.offset, other.offset, section.file_size, other.file_size)
+            if at is None and section.size == other.size:
+                continue
+            if at is None:  # NOBITS of another size
+                return f"section {section.name}: size {section.size:#x} != {other.size:#x}{sizes}"
+            where = f"section {section.name} at offset {at:#x} (file offset {section.offset + at:#x})"
+            symbol = symbol_at(elf_symbols(a), section.address + at) if section.address else ""
+            if symbol:
+                where += f", in symbol {symbol}"
+            if section.size != other.size:
+                where += f"; section sizes {section.size:#x} and {other.size:#x}"
+            return where + sizes
+        missing = sorted({s.name for s in sections_b} - {s.name for s in sections_a})
+        if missing:
+            return f"section {missing[0]} only in the rebuild{sizes}"
+        # every section agrees: what differs is in the headers, or only in a derived section
+        derived = sorted((s.offset, s.offset + s.file_size) for s in sections_a if s.name in DERIVED_SECTIONS)
+        common = min(size_a, size_b)
+        start = 0
+        for lo, hi in [*derived, (common, common)]:
+            end = min(lo, common)
+            if start < end:
+                at = _first_differing_range(fa, fb, start, start, end - start, end - start)
+                if at is not None:
+                    return (f"outside every section at file offset {start + at:#x} (ELF, program or section headers,"
+                                f" padding); every section agrees{sizes}")
+            start = max(start, hi)
+    if size_a != size_b:
+        return f"every section agrees; the files' sizes differ{sizes}"
+    names = ", ".join(s.name for s in sections_a if s.name in DERIVED_SECTIONS)
+    return (f"only {names} differs, every other byte agrees (a note derived from the content"
+            " cannot differ alone: a binary edited after the build?)")
 
 
 def leaked_paths(binary: Path, prefixes: Iterable[str]) -> list[str]:

@@ -411,3 +411,14 @@ def test_ssh_key_path_is_plain(tmp_path, value):
         load_with(tmp_path, lambda d: d["publish"].update(ssh_key=value))
     for good in ("~/.ssh/id_ed25519", "/etc/mistralrs-rpm/upload_key", "keys/ci"):
         assert load_with(tmp_path, lambda d: d["publish"].update(ssh_key=good)).publish.ssh_key == good
+
+
+def test_rebuild_check_switch(tmp_path):
+    assert load_with(tmp_path, lambda d: d["build"].pop("rebuild_check", None)).build.rebuild_check == "off"
+    assert not load_with(tmp_path, lambda d: d["build"].update(rebuild_check="off")).build.rebuild_releases
+    cfg = load_with(tmp_path, lambda d: d["build"].update(rebuild_check="releases"))
+    assert cfg.build.rebuild_check == "releases" and cfg.build.rebuild_releases
+    for bad, shown in (("always", '"always"'), ("Releases", '"Releases"'), (True, "true"), ("", '""')):
+        with pytest.raises(configmod.ConfigError) as e:
+            load_with(tmp_path, lambda d: d["build"].update(rebuild_check=bad))
+        assert str(e.value).endswith(f'config.toml: build.rebuild_check = {shown}: expected "off" or "releases"')

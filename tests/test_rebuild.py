@@ -120,6 +120,13 @@ def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path,
             " mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json") in out
     layout = Layout.of(load(config))
     assert not (layout.build / "rebuild-check" / FLAVOUR).exists()  # the scratch location is gone
+    # the pass is recorded, for build.rebuild_check = "releases", naming that very package
+    from buildlib.pipeline.records import RebuildRecord
+    from buildlib.run import sha256_of
+
+    record = RebuildRecord.load(layout, FLAVOUR)
+    assert (record.rpm_file, record.rpm_sha256) == ("mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
+                                                    sha256_of(current_rpm(config)))
 
     # the SBOM beside the package is compared too: a changed one is named, with its first differing line
     sbom = layout.dist / "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json"
@@ -130,6 +137,7 @@ def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path,
     assert rc != 0
     assert re.search(r"error: rebuild-check ampere: the rebuild differs \(sbom mistralrs-ampere-0\.9\.2-1\.fc43"
                      r"\.x86_64\.cdx\.json: line \d+: '[^']*0\.9\.2-9\.fc43[^']*' != '[^']*0\.9\.2-1\.fc43", out), out[-3000:]
+    assert not layout.rebuild_record(FLAVOUR).exists()  # a failed check leaves no pass behind
     sbom.write_bytes(original)
 
     # a package built at another time than the commit's: the check names the header tag
@@ -140,7 +148,8 @@ def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path,
     rc, _, out = run_doit(config, f"rebuild-check:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
     assert rc != 0
     assert re.search(r"error: rebuild-check ampere: the rebuild differs \(rpm mistralrs-ampere-0\.9\.2-1\.fc43"
-                     r"\.x86_64\.rpm: header BUILDTIME: '\d+' != '\d+'\)", out), out[-3000:]
+                     r"\.x86_64\.rpm: header BUILDTIME: '\d+' != '\d+'; the build records' inputs differ:"
+                     r" source_date_epoch: (\d+) != (\d+)\)", out), out[-3000:]
 
 
 # --- publishing again ----------------------------------------------------------------
@@ -341,3 +350,119 @@ def test_the_spec_template_sets_the_reproducible_macros():
              if re.match(r"%global (source_date_epoch_from_changelog|use_source_date_epoch_as_buildtime|"
                          r"clamp_mtime_to_source_date_epoch|build_mtime_policy|_buildhost) ", line)]
     assert "\n".join(lines) + "\n" == repro.spec_lines()
+
+
+def build_record(**changes) -> BuildRecord:
+    from dataclasses import replace
+    from datetime import date, datetime, timezone
+
+    from buildlib.pipeline.records import ChangelogEntry
+
+    record = BuildRecord(
+        source="cargo", ref="v0.9.2", commit="a" * 40, version="0.9.2", rpm_version="0.9.2", flavour=FLAVOUR,
+        compute_cap=86, features=("cuda", "cudnn"), package="mistralrs-cli", binary_name="mistralrs",
+        package_id="path+file:///one/src#mistralrs-cli@0.9.2", cargo_version="0.9.2",
+        cargo_executable="/one/target/release/mistralrs", cargo_fresh=False, rustc="rustc 1.94.0", cargo="cargo 1.94.0",
+        nvcc="13.0", rustflags="-C target-cpu=generic", sha256="b" * 64, size=1000, duration_s=60.0,
+        built_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        changelog=(ChangelogEntry("0.9.2", "v0.9.2", date(2026, 1, 1), "a" * 40),), source_date_epoch=1767225600)
+    return replace(record, **changes)
+
+
+def test_differing_build_inputs_are_named():
+    from buildlib.pipeline.rebuild import differing_inputs
+
+    reference = build_record()
+    # what came out, when and where is no input: the same inputs, whatever those say
+    elsewhere = build_record(sha256="c" * 64, size=2000, duration_s=1.0, cargo_fresh=True,
+                             package_id="path+file:///two/src#mistralrs-cli@0.9.2",
+                             cargo_executable="/two/target/release/mistralrs")
+    assert differing_inputs(reference, elsewhere) == ()
+    rebuild = build_record(rustc="rustc 1.95.0", features=("cuda",), source_date_epoch=1767225601)
+    assert differing_inputs(reference, rebuild) == (
+        "features: ['cuda', 'cudnn'] != ['cuda']",
+        "rustc: 'rustc 1.94.0' != 'rustc 1.95.0'",
+        "source_date_epoch: 1767225600 != 1767225601",
+    )
+
+
+def packaged(tmp_path: Path, rebuild_check: str, ref: str = "v0.9.2"):
+    """A config (build.rebuild_check as given) and the records of a packaged
+    build of ref, without building: the rpm file is a stand-in."""
+    from datetime import datetime, timezone
+
+    from pipeline import project_config
+
+    data = project_config()
+    data["build"]["rebuild_check"] = rebuild_check
+    data["upstream"]["ref"] = ref
+    data["flavours"] = {FLAVOUR: data["flavours"][FLAVOUR]}
+    cfg = load(write_config(tmp_path, data))
+    layout = Layout.of(cfg)
+    version = "0.9.2" if ref.startswith("v") else "0.9.2^20260101.3.g" + ref[:7]
+    build_record(ref=ref, rpm_version=version).write(layout)
+    rpm_file = f"mistralrs-{FLAVOUR}-{version}-1.fc43.x86_64.rpm"
+    layout.dist.mkdir(parents=True)
+    (layout.dist / rpm_file).write_bytes(b"an rpm")
+    RpmRecord(flavour=FLAVOUR, path=layout.dist / rpm_file, name=f"mistralrs-{FLAVOUR}", version=version,
+              release="1.fc43", arch="x86_64", sha256="d" * 64, size=6, payload="w3T0.zstdio",
+              payload_compressor="zstd", payload_flags="3T0", artifact_sha256="b" * 64, duration_s=1.0,
+              built_at=datetime(2026, 1, 1, tzinfo=timezone.utc)).write(layout)
+    return cfg, layout, rpm_file
+
+
+def passed(layout: Layout, rpm_file: str, digest: str) -> None:
+    from datetime import datetime, timezone
+
+    from buildlib.pipeline.records import RebuildRecord
+
+    RebuildRecord(flavour=FLAVOUR, rpm_file=rpm_file, rpm_sha256=digest, artifact_sha256="b" * 64, ref="v0.9.2",
+                  commit="a" * 40, checked_at=datetime(2026, 1, 2, tzinfo=timezone.utc)).write(layout)
+
+
+def test_publish_refuses_a_release_without_a_passing_rebuild_check(tmp_path, monkeypatch):
+    import hashlib
+
+    from buildlib.publish import publisher as publisher_module
+    from buildlib.tasks import publish as publish_task
+
+    published = []
+    monkeypatch.setattr(publisher_module, "publish_dist", lambda cfg, layout, channel: published.append(channel) or {})
+    cfg, layout, rpm_file = packaged(tmp_path / "on", "releases")
+    with pytest.raises(UserError, match=rf"^{re.escape(rpm_file)} has no passing rebuild-check: run"
+                                        rf" `doit rebuild-check:{FLAVOUR}` \(build\.rebuild_check = \"releases\"\)$"):
+        publish_task._publish_dist(cfg, layout, None)
+    # a pass of another package (an earlier build of the same name) does not count
+    passed(layout, rpm_file, "e" * 64)
+    with pytest.raises(UserError, match=rf"\.rebuilt\.json names another package than {re.escape(rpm_file)}"):
+        publish_task._publish_dist(cfg, layout, None)
+    assert published == []
+    passed(layout, rpm_file, hashlib.sha256(b"an rpm").hexdigest())
+    publish_task._publish_dist(cfg, layout, "stable")
+    assert published == ["stable"]
+
+    # off (the default): published without a rebuild-check
+    cfg, layout, rpm_file = packaged(tmp_path / "off", "off")
+    publish_task._publish_dist(cfg, layout, None)
+    # on, but a snapshot: not a release, published without one
+    cfg, layout, rpm_file = packaged(tmp_path / "snapshot", "releases", ref="c" * 40)
+    publish_task._publish_dist(cfg, layout, None)
+    assert published == ["stable", None, None]
+
+
+def test_the_rpm_task_of_a_release_runs_the_rebuild_check_when_on(tmp_path, monkeypatch):
+    from buildlib.pipeline import rebuild, rpmbuild
+    from buildlib.tasks import package as package_task
+
+    checked = []
+    monkeypatch.setattr(rpmbuild, "build_rpm", lambda cfg, layout, flavour: layout.dist / "built.rpm")
+    monkeypatch.setattr(rebuild, "check", lambda cfg, layout, flavour: checked.append(flavour.name) or {})
+    for name, setting, ref, runs in (("on", "releases", "v0.9.2", True), ("off", "off", "v0.9.2", False),
+                                     ("snapshot", "releases", "c" * 40, False)):
+        cfg, layout, _ = packaged(tmp_path / name, setting, ref)
+        checked.clear()
+        package_task.build_rpm(cfg, layout, cfg.flavour(FLAVOUR))
+        assert checked == ([FLAVOUR] if runs else []), name
+    # the switch is part of the rpm task's settings only when on (off leaves saved states alone)
+    assert "rebuild_check" not in package_task._rpm_settings(packaged(tmp_path / "s1", "off")[0])
+    assert package_task._rpm_settings(packaged(tmp_path / "s2", "releases")[0])["rebuild_check"] == "releases"

@@ -144,17 +144,62 @@ def test_payload_threads_setting_is_recorded(two):
     assert repro.first_difference(first, second) == "header PAYLOADFLAGS: '3T0' != '3T2'"
 
 
+def compile_c(root: Path, source: str, *flags: str) -> Path:
+    src = root / "main.c"
+    src.parent.mkdir(parents=True)
+    src.write_text(source)
+    out = root / "prog"
+    subprocess.run(["gcc", "-O1", *flags, "-o", str(out), str(src)], check=True)
+    return out
+
+
+GREETING = '#include <stdio.h>\n__attribute__((used)) const char greeting[] = "{}";\nint main(void) {{ puts(greeting); puts(__FILE__); return 0; }}\n'
+
+
 def test_elf_difference_names_the_section(tmp_path):
-    binaries = []
-    for n, message in enumerate(("built here", "built there")):
-        src = tmp_path / f"p{n}" / "main.c"
-        src.parent.mkdir()
-        src.write_text(f'#include <stdio.h>\nint main(void) {{ puts("{message}"); puts(__FILE__); return 0; }}\n')
-        out = src.parent / "prog"
-        # (no build-id note: it would be the first difference, a hash of the rest)
-        subprocess.run(["gcc", "-O1", "-Wl,--build-id=none", "-o", str(out), str(src)], check=True)
-        binaries.append(out)
-    a, b = binaries
+    a, b = (compile_c(tmp_path / f"p{n}", GREETING.format(message), "-Wl,--build-id=none")
+            for n, message in enumerate(("built here", "built there")))
     assert repro.first_binary_difference(a, a) is None
-    assert repro.first_binary_difference(a, b).endswith("(section .rodata)")
+    assert repro.first_binary_difference(a, b).startswith("section .rodata at offset ")
     assert repro.leaked_paths(a, [str(tmp_path / "p0"), str(tmp_path / "p1"), "/nowhere"]) == [str(tmp_path / "p0")]
+
+
+def test_a_rodata_change_is_named_not_the_build_id(tmp_path):
+    """With a build-id note (as every real build has), the note is the first
+    byte that differs, yet it is a hash of the rest: the difference named is
+    the string constant in .rodata, with its offsets and its symbol."""
+    # one string of the same length, and one directory, so nothing else moves
+    a = compile_c(tmp_path / "a", GREETING.format("built here"), "-Wl,--build-id=sha1")
+    shutil.copy(a, tmp_path / "reference")
+    a.parent.joinpath("main.c").write_text(GREETING.format("built hXre"))
+    subprocess.run(["gcc", "-O1", "-Wl,--build-id=sha1", "-o", str(a), str(a.parent / "main.c")], check=True,
+                   cwd=a.parent)
+    reference, rebuilt = tmp_path / "reference", a
+    sections = {s.name: s for s in repro.elf_sections(reference)}
+    rodata = sections[".rodata"]
+    greeting = next(s for s in repro.elf_symbols(reference) if s.name == "greeting")
+    changed = greeting.address + len("built h") - rodata.address  # the "X"
+    difference = repro.first_binary_difference(reference, rebuilt)
+    assert difference == (f"section .rodata at offset {changed:#x} (file offset {rodata.offset + changed:#x}),"
+                          f" in symbol greeting+{len('built h'):#x}")
+    assert "build-id" not in difference
+    # the build-id note did change, and comes first in the file
+    note = sections[".note.gnu.build-id"]
+    assert note.offset < rodata.offset
+    assert reference.read_bytes()[note.offset:note.offset + note.size] != rebuilt.read_bytes()[note.offset:note.offset + note.size]
+
+
+def test_only_the_build_id_differs(tmp_path):
+    binary = compile_c(tmp_path / "a", GREETING.format("built here"), "-Wl,--build-id=sha1")
+    note = next(s for s in repro.elf_sections(binary) if s.name == ".note.gnu.build-id")
+    edited = bytearray(binary.read_bytes())
+    edited[note.offset + note.size - 1] ^= 0xFF  # the last byte of the hash
+    other = tmp_path / "edited"
+    other.write_bytes(bytes(edited))
+    assert repro.first_binary_difference(binary, other) == (
+        "only .note.gnu.build-id differs, every other byte agrees (a note derived from the content cannot"
+        " differ alone: a binary edited after the build?)")
+    # a byte of the headers outside any section is named as such
+    edited[0x30] ^= 0xFF
+    other.write_bytes(bytes(edited))
+    assert repro.first_binary_difference(binary, other).startswith("outside every section at file offset 0x30 ")

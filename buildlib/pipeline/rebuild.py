@@ -5,6 +5,11 @@ packages the license archive and the SBOM), and compare the binary, the
 unsigned RPM and the SBOM beside it with the current ones, naming the first
 difference.
 
+An identical rebuild is recorded (:class:`.records.RebuildRecord`); with
+``build.rebuild_check = "releases"`` a release tag's RPM is built and
+checked by the rpm task and published only with that record
+(:func:`check_rebuilt`).
+
 The scratch build takes the same configuration and the current release
 ledger (a copy), so it renders the same spec with the same Release; what can
 still differ is what the build leaks of where and when it ran, which
@@ -15,15 +20,16 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import repro
 from ..config import Config, Flavour
 from ..layout import Layout, sbom_beside
-from ..run import Stopwatch, UserError, log, run
+from ..run import Stopwatch, UserError, log, run, sha256_of
 from .cargo import build_flavour, cargo_home
 from .licenses import collect_licenses
-from .records import BuildRecord, RpmRecord
+from .records import BuildRecord, ChangelogEntry, RebuildRecord, RpmRecord
 from .rpmbuild import build_rpm
 from .spec import render_spec
 from .upstream import GIT, Source, fetch
@@ -40,6 +46,8 @@ class RebuildResult:
     """None if the SBOMs beside them in dist/ are the same bytes, else the first difference."""
     leaked: tuple[str, ...]
     """The reference build's paths found in its binary."""
+    inputs: tuple[str, ...] = ()
+    """The build inputs the two build records disagree on (:func:`differing_inputs`)."""
 
     @property
     def identical(self) -> bool:
@@ -69,6 +77,8 @@ def rebuild_check(cfg: Config, layout: Layout, flavour: Flavour, scratch: Layout
     """Rebuild the flavour in scratch (default :func:`scratch_layout`) and
     compare; the scratch location is removed unless keep or a difference."""
     record, rpm = reference(layout, flavour)
+    # a pass is recorded only by this check finding the rebuild identical
+    layout.rebuild_record(flavour.name).unlink(missing_ok=True)
     if record.ref != cfg.upstream.ref.text:
         raise UserError(f"the current build of {flavour.name} is of {record.ref}, config.toml names"
                         f" {cfg.upstream.ref.text}: build and package that first")
@@ -103,8 +113,12 @@ def rebuild_check(cfg: Config, layout: Layout, flavour: Flavour, scratch: Layout
     sbom_difference = first_line_difference(layout.dist / sbom, scratch.dist / sbom_beside(again.name))
     leaked = tuple(repro.leaked_paths(layout.artifact(flavour.name), [
         str(layout.cache), str(layout.target_dir(flavour.name)), str(cargo_home())]))
-    result = RebuildResult(binary, rpm_difference, sbom_difference, leaked)
+    inputs = differing_inputs(record, BuildRecord.load(scratch, flavour))
+    result = RebuildResult(binary, rpm_difference, sbom_difference, leaked, inputs)
     if result.identical:
+        RebuildRecord(flavour=flavour.name, rpm_file=rpm.file, rpm_sha256=sha256_of(rpm.path),
+                      artifact_sha256=record.sha256, ref=record.ref, commit=record.commit,
+                      checked_at=datetime.now(timezone.utc)).write(layout)
         watch.done(f"identical: {layout.artifact(flavour.name).name}, {rpm.file} and {sbom}")
         if not keep:
             shutil.rmtree(root)
@@ -118,7 +132,26 @@ def rebuild_check(cfg: Config, layout: Layout, flavour: Flavour, scratch: Layout
         lines.append(f"sbom {sbom}: {sbom_difference}")
     if leaked:
         lines.append(f"build paths in the binary: {', '.join(leaked)}")
+    if inputs:
+        # the likely cause, e.g. another rustc on the host since the reference was built
+        lines.append(f"the build records' inputs differ: {'; '.join(inputs)}")
     raise UserError(f"rebuild-check {flavour.name}: the rebuild differs ({'; '.join(lines)}); the rebuild is in {root}")
+
+
+def differing_inputs(reference: BuildRecord, rebuild: BuildRecord) -> tuple[str, ...]:
+    """The build inputs (:attr:`BuildRecord.INPUTS`) the two records
+    disagree on, each as "name: reference's != rebuild's"."""
+    return tuple(f"{name}: {_shown(getattr(reference, name))} != {_shown(getattr(rebuild, name))}"
+                 for name in BuildRecord.INPUTS if getattr(reference, name) != getattr(rebuild, name))
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple) and all(isinstance(e, ChangelogEntry) for e in value):
+        value = [f"{e.rpm_version} {e.day}" for e in value]
+    elif isinstance(value, tuple):
+        value = list(value)
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def first_line_difference(a: Path, b: Path) -> str | None:
@@ -134,6 +167,46 @@ def first_line_difference(a: Path, b: Path) -> str | None:
         if x != y:
             return f"line {number}: {x.strip()[:120]!r} != {y.strip()[:120]!r}"
     return "the bytes differ (line endings)"
+
+
+def required(cfg: Config, record: BuildRecord) -> bool:
+    """Whether build.rebuild_check asks for a passing rebuild-check before
+    this build's RPM is published: "releases" and a build of a release tag
+    (rc tags too: they are signed and published, to unstable)."""
+    return cfg.build.rebuild_releases and record.tag is not None
+
+
+def check_rebuilt(cfg: Config, layout: Layout, flavour: Flavour) -> None:
+    """Refuse, in one line, the flavour's current RPM where
+    :func:`required` and no passing rebuild-check names that very RPM
+    (its file name and SHA-256)."""
+    if not cfg.build.rebuild_releases:
+        return  # off: no record is read, so a publish is as it was without the switch
+    record = BuildRecord.load(layout, flavour)
+    if not required(cfg, record):
+        return
+    rpm = RpmRecord.load(layout, flavour)
+    why = 'build.rebuild_check = "releases"'
+    if record.source != "cargo":
+        raise UserError(f"{rpm.file} packages a binary built elsewhere (adopted), which no rebuild-check can"
+                        f" reproduce, and {why}: build {flavour.name} here, or set build.rebuild_check = \"off\"")
+    hint = f"run `doit rebuild-check:{flavour.name}` ({why})"
+    if not layout.rebuild_record(flavour.name).is_file():
+        raise UserError(f"{rpm.file} has no passing rebuild-check: {hint}")
+    passed = RebuildRecord.load(layout, flavour)
+    if (passed.rpm_file, passed.rpm_sha256) != (rpm.file, sha256_of(rpm.path)):
+        raise UserError(f"{layout.rebuild_record(flavour.name)} names another package than {rpm.file}"
+                        f" in {layout.dist}: {hint}")
+
+
+def check_current_rebuilt(cfg: Config, layout: Layout) -> None:
+    """:func:`check_rebuilt` for every flavour with a current package (an
+    rpm record), before a publish.  Without rpm records (CI's publish job,
+    given dist/ only) there is nothing to check here: there the build job's
+    rpm task ran the rebuild-check and handed over nothing when it failed."""
+    for flavour in cfg.flavours:
+        if layout.rpm_record(flavour.name).exists():
+            check_rebuilt(cfg, layout, flavour)
 
 
 def check(cfg: Config, layout: Layout, flavour: Flavour) -> dict:

@@ -9,6 +9,8 @@ written and read here only.
   the binary bundles, from the licenses stage (crates, licenses, components).
 - :class:`RpmRecord` (``build/rpm/mistralrs-<flavour>.json``): the package
   rpmbuild put into dist/.
+- :class:`RebuildRecord` (``build/rpm/mistralrs-<flavour>.rebuilt.json``):
+  a rebuild-check reproduced that package bit for bit (written only then).
 
 Loading checks every field (a record is a file anyone can edit);
 :meth:`BuildRecord.check_fits` is the one check that a record still fits the
@@ -193,6 +195,14 @@ class BuildRecord(_PerFlavour):
     """The upstream commit's time (seconds since 1970): SOURCE_DATE_EPOCH of
     the build and of rpmbuild.  None for an adopted binary (rpm then takes
     the time of the newest changelog entry)."""
+
+    INPUTS: ClassVar[tuple[str, ...]] = (
+        "ref", "commit", "version", "rpm_version", "compute_cap", "features", "package", "binary_name",
+        "cargo_version", "rustc", "cargo", "nvcc", "rustflags", "source_date_epoch", "changelog",
+    )
+    """The fields that say what went into the build (the rest say what came
+    out, when, or where: digest, size, times, cargo's paths and package id,
+    which name the source tree's directory)."""
 
     @property
     def tag(self) -> str | None:
@@ -420,6 +430,49 @@ class RpmRecord(_PerFlavour):
             artifact_sha256=f.matching("artifact_sha256", SHA256, "64 lower-case hex digits"),
             duration_s=float(f.get("duration_s", (int, float))),
             built_at=built_at,
+        )
+
+
+@dataclass(frozen=True)
+class RebuildRecord(_PerFlavour):
+    """A rebuild-check that found the rebuild identical: the unsigned RPM
+    (by digest) that a second, independent build reproduced."""
+
+    _where = "rebuild_record"
+
+    flavour: str
+    rpm_file: str
+    rpm_sha256: str
+    artifact_sha256: str
+    ref: str
+    commit: str
+    checked_at: datetime
+
+    def to_json(self) -> dict:
+        return {"flavour": self.flavour, "rpm_file": self.rpm_file, "rpm_sha256": self.rpm_sha256,
+                "artifact_sha256": self.artifact_sha256, "ref": self.ref, "commit": self.commit,
+                "checked_at": utc_stamp(self.checked_at)}
+
+    @classmethod
+    def load(cls, layout: Layout, flavour: Flavour | str) -> "RebuildRecord":
+        name = _name(flavour)
+        path = layout.rebuild_record(name)
+        f = _Fields(path, read_json(path, "rebuild-check record", hint=f"run `doit rebuild-check:{name}`"))
+        record_flavour = f.matching("flavour", FLAVOUR_NAME, "a flavour name")
+        if record_flavour != name:
+            raise UserError(f"{path}: written for flavour {record_flavour!r}, not {name!r}")
+        ref = f.get("ref", str)
+        if not (TAG.match(ref) or COMMIT.match(ref)):
+            raise UserError(f"{path}: field 'ref' = {ref!r}: expected a release tag or a 40-hex commit id")
+        rpm_file = f.get("rpm_file", str)
+        if "/" in rpm_file or not rpm_file.endswith(".rpm"):
+            raise UserError(f"{path}: field 'rpm_file' = {rpm_file!r}: expected the file name of an RPM")
+        return cls(
+            flavour=record_flavour, rpm_file=rpm_file,
+            rpm_sha256=f.matching("rpm_sha256", SHA256, "64 lower-case hex digits"),
+            artifact_sha256=f.matching("artifact_sha256", SHA256, "64 lower-case hex digits"),
+            ref=ref, commit=f.matching("commit", COMMIT, "a 40-hex commit id"),
+            checked_at=f.time("checked_at"),
         )
 
 

@@ -20,9 +20,18 @@ def rebuild_check(cfg, layout, flavour):
 
 
 def build_rpm(cfg, layout, flavour):
-    from ..pipeline.rpmbuild import build_rpm  # imported on first use so a no-op doit starts fast
+    # imported on first use so a no-op doit starts fast
+    from ..pipeline import rebuild
+    from ..pipeline.records import BuildRecord
+    from ..pipeline.rpmbuild import build_rpm
 
-    return build_rpm(cfg, layout, flavour)
+    path = build_rpm(cfg, layout, flavour)
+    # build.rebuild_check = "releases": a release's package is built a second
+    # time, independently, here, so that CI's build job (which hands dist/ to
+    # the publish job without records) fails before it hands anything over
+    if cfg.build.rebuild_releases and rebuild.required(cfg, BuildRecord.load(layout, flavour)):
+        rebuild.check(cfg, layout, flavour)
+    return path
 
 
 def task_spec():
@@ -44,7 +53,7 @@ def task_spec():
 
 
 def task_rpm():
-    """rpmbuild each flavour's spec into dist/."""
+    """rpmbuild each flavour's spec into dist/ (and, with build.rebuild_check = "releases", check a release's by a second build)."""
     cfg, layout = context.current()
     for flavour in cfg.flavours:
         yield {
@@ -55,8 +64,7 @@ def task_rpm():
                          layout.spec(flavour.name), *spec_sources(layout, flavour)[1:],
                          paths.COMPAT_MACROS],
             "targets": [layout.rpm_record(flavour.name)],
-            "uptodate": [config_changed({"dist": cfg.package.dist, "payload": cfg.package.payload}),
-                         _rpm_in_place(layout, flavour)],
+            "uptodate": [config_changed(_rpm_settings(cfg)), _rpm_in_place(layout, flavour)],
             "verbosity": 2,
         }
 
@@ -75,6 +83,14 @@ def task_rebuild_check():
             "uptodate": [False],
             "verbosity": 2,
         }
+
+
+def _rpm_settings(cfg) -> dict:
+    settings = {"dist": cfg.package.dist, "payload": cfg.package.payload}
+    # named only when on, so that the default leaves every rpm task's saved state as it was
+    if cfg.build.rebuild_releases:
+        settings["rebuild_check"] = cfg.build.rebuild_check
+    return settings
 
 
 def _rpm_in_place(layout: Layout, flavour: Flavour):

@@ -7,8 +7,11 @@ from .context import action, current
 
 def _publish_dist(cfg, layout, channel):
     # imported on first use so a no-op doit starts fast
+    from ..pipeline.rebuild import check_current_rebuilt
     from ..publish import publisher
 
+    # build.rebuild_check = "releases": no release package goes out that a second build did not reproduce
+    check_current_rebuilt(cfg, layout)
     return publisher.publish_dist(cfg, layout, channel)
 
 
