@@ -18,7 +18,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -125,6 +125,7 @@ def run(
     timeout: float | None = None,
     inherit_env: bool = True,
     stdout_file: Path | None = None,
+    progress: Callable[[], str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv; stream its output unless capture is set.
 
@@ -133,6 +134,9 @@ def run(
     or replaces it with inherit_env=False.
     stdout_file, when given, receives stdout (a tool's machine-readable
     output, e.g. cargo's JSON messages) while stderr is still shown live.
+    Where stderr is no terminal (CI), a shown command that runs long says
+    so every HEARTBEAT_S seconds (:class:`Heartbeat`), with ``progress()``'s
+    words when given.
     """
     args = [os.fspath(a) for a in argv]
     if not quiet:
@@ -158,7 +162,8 @@ def run(
         if out_file is not None:
             out_file.close()  # the child holds its own copy
     try:
-        stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout)
+        beat = None if quiet or capture or _terminal() else Heartbeat(shlex.join(args[:3]), HEARTBEAT_S, progress)
+        stdout, stderr = _communicate(proc, input, echo_stderr=not capture, timeout=timeout, heartbeat=beat)
     except subprocess.TimeoutExpired as e:
         _stop(proc)
         raise CommandTimedOut(args, timeout or 0, _tail(e.stderr)) from None
@@ -183,7 +188,44 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _communicate(proc, input, *, echo_stderr, timeout):
+HEARTBEAT_S = 60.0
+"""How often a long command says it is still running where no terminal shows progress."""
+
+
+def _terminal() -> bool:
+    return sys.__stderr__ is not None and sys.__stderr__.isatty()
+
+
+class Heartbeat:
+    """One line every ``interval`` seconds while a command runs: in CI no
+    terminal shows git's or cargo's progress, and an hour of compiling
+    kernels inside build scripts would otherwise print nothing.  ``tick()``
+    is driven by a thread in :func:`run` and, in the tests, by a fake clock."""
+
+    def __init__(self, what: str, interval: float, progress: Callable[[], str] | None = None,
+                 clock: Callable[[], float] = time.monotonic, emit: Callable[[str], None] | None = None):
+        self.what, self.interval, self.progress, self.clock = what, interval, progress, clock
+        self.emit = emit or log
+        self.started = clock()
+        self.next = self.started + interval
+
+    def tick(self) -> None:
+        now = self.clock()
+        if now < self.next:
+            return
+        minutes, seconds = divmod(int(now - self.started), 60)
+        detail = ""
+        if self.progress is not None:
+            try:
+                detail = self.progress()
+            except Exception as e:  # a progress report must never stop the command
+                detail = f"progress unknown ({e.__class__.__name__})"
+        self.emit(f"... {self.what}: still running after {minutes} min {seconds:02d} s" + (f"; {detail}" if detail else ""))
+        while self.next <= now:
+            self.next += self.interval
+
+
+def _communicate(proc, input, *, echo_stderr, timeout, heartbeat: Heartbeat | None = None):
     if not echo_stderr:
         try:
             return proc.communicate(input, timeout=timeout)
@@ -209,6 +251,12 @@ def _communicate(proc, input, *, echo_stderr, timeout):
 
     t = threading.Thread(target=pump, daemon=True)
     t.start()
+    beating = threading.Event()
+    if heartbeat is not None:
+        def beat():
+            while not beating.wait(min(5.0, heartbeat.interval)):
+                heartbeat.tick()
+        threading.Thread(target=beat, daemon=True).start()
     if input is not None:
         assert proc.stdin is not None
         proc.stdin.write(input)
@@ -221,6 +269,8 @@ def _communicate(proc, input, *, echo_stderr, timeout):
         t.join(5)
         e.stderr = b"".join(chunks)
         raise
+    finally:
+        beating.set()
     t.join()
     return None, b"".join(chunks)
 

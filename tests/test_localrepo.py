@@ -103,3 +103,21 @@ def test_demo_starts_a_repository_published_for_another_port_afresh(tmp_path):
     driver.forget_other_address(repo, "http://127.0.0.1:9000")
     assert not repo.exists()
     driver.forget_other_address(repo, "http://127.0.0.1:9000")  # nothing there: nothing to do
+
+
+def test_the_demo_refuses_a_busy_port_before_it_builds(tmp_path, monkeypatch, capsys):
+    """The port is checked first, not after a minute of building."""
+    import socket
+
+    from buildlib.demo import driver
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        monkeypatch.setenv("MRPM_DEMO_DIR", str(tmp_path / "demo"))
+        monkeypatch.setenv("MRPM_DEMO_PORT", str(port))
+        assert driver.main() == 1
+    err = capsys.readouterr().err
+    assert err == f"error: 127.0.0.1:{port} is already in use: stop what listens there or set MRPM_DEMO_PORT\n"
+    assert not (tmp_path / "demo" / "upstream").exists()  # nothing made, nothing built

@@ -138,3 +138,63 @@ def test_the_branch_check_does_not_hang_on_a_silent_upstream(tmp_path, silent_se
     assert not worker.is_alive(), "git fetch of upstream.branch from a silent upstream did not end"
     assert len(errors) == 1 and errors[0].startswith("cannot fetch branch master (upstream.branch)"), errors
     assert "\n" not in errors[0]
+
+
+# --- progress where no terminal shows it (CI) ------------------------------------
+
+
+def test_a_long_command_says_it_is_still_running_every_interval_on_a_fake_clock():
+    from buildlib.run import Heartbeat
+
+    now = [1000.0]
+    lines: list[str] = []
+    beat = Heartbeat("cargo build --release", 60, progress=lambda: "cargo: 3 units compiled",
+                     clock=lambda: now[0], emit=lines.append)
+    for t in (1000.0, 1030.0, 1059.9):
+        now[0] = t
+        beat.tick()
+    assert lines == []
+    now[0] = 1060.0
+    beat.tick()
+    beat.tick()  # once per interval, however often it is asked
+    now[0] = 1000.0 + 3 * 3600 + 5  # three hours later (a thread stalled): one line, not 180
+    beat.tick()
+    assert lines == ["... cargo build --release: still running after 1 min 00 s; cargo: 3 units compiled",
+                     "... cargo build --release: still running after 180 min 05 s; cargo: 3 units compiled"]
+    now[0] += 60
+    beat.tick()
+    assert len(lines) == 3
+
+
+def test_a_broken_progress_report_never_stops_the_command():
+    from buildlib.run import Heartbeat
+
+    now = [0.0]
+    lines: list[str] = []
+    beat = Heartbeat("git clone", 10, progress=lambda: 1 / 0, clock=lambda: now[0], emit=lines.append)
+    now[0] = 10
+    beat.tick()
+    assert lines == ["... git clone: still running after 0 min 10 s; progress unknown (ZeroDivisionError)"]
+
+
+def test_cargo_progress_reads_cargo_messages(tmp_path):
+    from buildlib.pipeline.cargo import cargo_progress
+
+    messages = tmp_path / "messages.json"
+    messages.write_text(
+        '{"reason":"compiler-artifact","target":{"name":"serde"}}\n'
+        '{"reason":"build-script-executed","package_id":"x"}\n'
+        '{"reason":"compiler-artifact","target":{"name":"candle-flash-attn"}}\n'
+        '{"reason":"compiler-message"}\n')
+    assert cargo_progress(messages).startswith("cargo: 2 units compiled, 1 build scripts run, last candle-flash-attn")
+
+
+def test_run_beats_where_stderr_is_no_terminal(monkeypatch, capsys):
+    """The thread run() starts: a short interval here, a command that lasts a little longer."""
+    from buildlib import run as runmod
+
+    monkeypatch.setattr(runmod, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(runmod, "_terminal", lambda: False)  # as in CI, whatever runs the tests
+    runmod.run([sys.executable, "-c", "import time; time.sleep(0.7)"], progress=lambda: "working")
+    err = capsys.readouterr().err
+    assert "still running after 0 min 00 s; working" in err

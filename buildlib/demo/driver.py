@@ -34,7 +34,7 @@ from ..config import CONFIG_ENV, REF_ENV, Config, load
 from ..pipeline.records import BuildRecord, RpmRecord
 from .upstream import create_demo_repo
 from ..layout import DEFAULT_CONFIG, DODO, PROJECT, Layout, demo_dir
-from .localrepo import DnfRoot, build_standin_repo, make_dnf_root, serve
+from .localrepo import DnfRoot, build_standin_repo, claim_port, make_dnf_root, serve
 from ..run import UserError, log, output, run
 
 DEMO_REF = "v0.9.2"
@@ -295,6 +295,7 @@ def main() -> int:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise UserError(f"{DEMO_PORT_ENV}={port_text!r}: expected a port number (1-65535)")
         port = int(port_text)
+        claim_port(demo / "nginx", port)
         upstream = timings.stage("demo upstream", create_demo_repo, demo / "upstream")
         key_file, fingerprint = timings.stage("demo key", demo_key, demo / "keys")
         url = f"http://127.0.0.1:{port}"

@@ -63,11 +63,18 @@ def port_is_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def serve(root: Path, prefix: Path, port: int) -> str:
-    """Start (or restart) a background nginx for root; returns its URL."""
+def claim_port(prefix: Path, port: int) -> None:
+    """Stop the demo's own nginx of an earlier run (prefix), then refuse a
+    port something else listens on: the demo asks before it builds, not
+    after a minute of building."""
     stop(prefix)
     if port_is_open(port):
         raise UserError(f"127.0.0.1:{port} is already in use: stop what listens there or set MRPM_DEMO_PORT")
+
+
+def serve(root: Path, prefix: Path, port: int) -> str:
+    """Start (or restart) a background nginx for root; returns its URL."""
+    claim_port(prefix, port)
     conf = write_nginx_conf(prefix, root, port)
     run([nginx_binary(), "-p", prefix, "-c", conf])
     deadline = time.monotonic() + 10
@@ -82,6 +89,10 @@ def stop(prefix: Path) -> None:
     conf = prefix / "nginx.conf"
     if (prefix / "nginx.pid").exists() and conf.exists():
         run([nginx_binary(), "-p", prefix, "-c", conf, "-s", "stop"], check=False, quiet=True)
+        # the signal is sent, not yet obeyed: nginx removes its pid file as it exits
+        deadline = time.monotonic() + 10
+        while (prefix / "nginx.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 STANDIN_SPEC = """\

@@ -171,6 +171,26 @@ def check_cargo_version(source: Source, package: str, cargo_version: str) -> Non
         f" (only the pre-release suffix differs); packaging it as {source.rpm_version}")
 
 
+def cargo_progress(messages: Path) -> str:
+    """What cargo has done so far, from its JSON messages (CI's heartbeat
+    line; cargo's own progress bar needs a terminal)."""
+    compiled, scripts, last = 0, 0, b""
+    with open(messages, "rb") as f:
+        for line in f:
+            if b'"reason":"compiler-artifact"' in line:
+                compiled, last = compiled + 1, line
+            elif b'"reason":"build-script-executed"' in line:
+                scripts += 1
+    name = ""
+    if last:
+        try:
+            name = str(json.loads(last)["target"]["name"])[:64]
+        except (ValueError, KeyError, TypeError):
+            name = ""
+    return (f"cargo: {compiled} units compiled, {scripts} build scripts run"
+            + (f", last {name}" if name else "") + " (a build script compiling CUDA kernels prints nothing until done)")
+
+
 def crate_version(tree: Path, package: str) -> str:
     """The version of workspace member ``package`` as cargo reads it (workspace
     inheritance included), from the manifests alone: no dependency is
@@ -212,7 +232,8 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
     messages = layout.cargo_messages(name)
     messages.parent.mkdir(parents=True, exist_ok=True)
     try:
-        run(cargo_argv(cfg, flavour, source), cwd=tree, env=env, stdout_file=messages)
+        run(cargo_argv(cfg, flavour, source), cwd=tree, env=env, stdout_file=messages,
+            progress=lambda: cargo_progress(messages))
     except CommandFailed as e:
         raise UserError(f"cargo build of {program.package} at {source.ref} for {name} failed (exit code "
                         f"{e.returncode}): {failure_line(e.stderr.decode(errors='replace'))}") from None

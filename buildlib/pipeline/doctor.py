@@ -282,7 +282,7 @@ def cutlass_check(layout: Layout, url: str) -> Check:
     return Check("CUTLASS", f"no checkout in {checkouts}; {url} unreachable",
                  f"CUTLASS: no checkout in {checkouts} and {url} is unreachable ({reason[0]}): "
                  "the build would fail where it clones it; give the host access to github.com or copy a "
-                 "CUTLASS checkout there as cutlass-<commit[:16]>")
+                 "CUTLASS checkout there as cutlass-<the first 16 hex digits of its commit>")
 
 
 # --- all checks --------------------------------------------------------------------

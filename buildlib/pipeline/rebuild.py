@@ -80,8 +80,8 @@ def rebuild_check(cfg: Config, layout: Layout, flavour: Flavour, scratch: Layout
     # a pass is recorded only by this check finding the rebuild identical
     layout.rebuild_record(flavour.name).unlink(missing_ok=True)
     if record.ref != cfg.upstream.ref.text:
-        raise UserError(f"the current build of {flavour.name} is of {record.ref}, config.toml names"
-                        f" {cfg.upstream.ref.text}: build and package that first")
+        raise UserError(f"the current build of {flavour.name} is of {record.ref}, {cfg.source} names"
+                        f" {cfg.upstream.ref.text} (upstream.ref, or MRPM_REF): build and package that first")
     source = Source.load(layout.source_record)
     if source.commit != record.commit:
         raise UserError(f"{layout.source_record} names commit {source.commit[:12]}, the build record"

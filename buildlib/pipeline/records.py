@@ -288,12 +288,12 @@ class BuildRecord(_PerFlavour):
         if self.compute_cap != flavour.compute_cap:
             raise UserError(
                 f"{path}: built for compute capability {self.compute_cap},"
-                f" but config.toml says flavours.{flavour.name}.compute_cap = {flavour.compute_cap}: rebuild the flavour"
+                f" but {cfg.source} says flavours.{flavour.name}.compute_cap = {flavour.compute_cap}: rebuild the flavour"
             )
         program = cfg.upstream.program(self.version)
         if self.binary_name != program.binary:
             raise UserError(
-                f"{path}: binary_name {self.binary_name!r}, but config.toml's"
+                f"{path}: binary_name {self.binary_name!r}, but {cfg.source}'s"
                 f" upstream.programs gives {program.binary!r} for version {self.version}"
             )
         if self.package != program.package:

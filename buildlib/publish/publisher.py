@@ -606,7 +606,7 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
         targets = rpm.channels(configured)
         for name in targets:
             if name not in configured:
-                raise PublishError(f"{rpm.path.name} belongs to channel {name}, which config.toml has no [channels.{name}] for")
+                raise PublishError(f"{rpm.path.name} belongs to channel {name}, which {cfg.source} has no [channels.{name}] for")
         if channel and channel not in targets:
             log(f"publish: {rpm.path.name} belongs to channel {', '.join(targets)}; not publishing it (--channel {channel})")
             continue

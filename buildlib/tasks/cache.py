@@ -21,7 +21,7 @@ def task_clean_cache():
         "basename": "clean-cache",
         "actions": [(lambda keep: action(_clean_cache, cfg, layout, keep)[0]())],
         "params": [{"name": "keep", "long": "keep", "type": int, "default": KEEP_DEFAULT,
-                    "help": "versions to keep per flavour (newest by version)"}],
+                    "help": f"versions to keep per flavour, newest by version (default {KEEP_DEFAULT})"}],
         "uptodate": [False],
         "verbosity": 2,
     }
