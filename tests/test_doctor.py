@@ -309,3 +309,37 @@ def test_doctor_prints_the_table_and_one_line_per_problem(tmp_path, capsys):
     rows = dict(re.match(r"^  (\S+(?: \S+)?) +(ok|FAIL) ", line).groups() for line in table)
     assert rows["cuDNN"] == rows["NCCL"] == rows["memory"] == rows["CUTLASS"] == "FAIL"
     assert rows["rpmbuild"] == rows["host compiler"] == rows["git"] == "ok"
+
+
+def test_a_wrapper_nvcc_with_a_broken_ccbin_still_finds_the_real_toolkit(tmp_path, monkeypatch):
+    """nvcc on PATH a wrapper script, NVCC_CCBIN naming nothing: the toolkit
+    is still nvcc's own (asked again without NVCC_CCBIN), not the wrapper's
+    directory, and doctor says where it looked; the host compiler is the
+    one problem it reports about the compiler."""
+    real = Path(shutil.which("nvcc")).resolve()
+    top = Path(subprocess.run([str(real), "--dryrun", "-E", "-x", "cu", os.devnull], capture_output=True,
+                              text=True).stderr.split("#$ TOP=")[1].split()[0]).resolve()
+    wrapper = stand_in(tmp_path / "wrap" / "bin", "nvcc", f'exec {real} "$@"\n')
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("NVCC_CCBIN", str(tmp_path / "nowhere" / "g++"))
+    cfg = make_cfg(tmp_path)
+    found = by_name(checks(cfg, Layout.of(cfg), empty_probe(tmp_path)))
+    assert found["CUDA toolkit"].found == f"{top} (nvcc's dry run without NVCC_CCBIN)"
+    for native in ("cuDNN", "NCCL"):
+        text = found[native].found + found[native].problem
+        assert str(tmp_path / "wrap") not in text, text  # never the wrapper's directory
+        if found[native].problem:
+            assert str(top) in found[native].problem  # says where it looked
+    assert "NVCC_CCBIN" in found["host compiler"].problem
+
+
+def test_a_wrapper_nvcc_that_cannot_run_leaves_the_toolkit_unknown_not_guessed(tmp_path, monkeypatch):
+    wrapper = stand_in(tmp_path / "wrap" / "bin", "nvcc",
+                       'case "$*" in *--version*) echo "Cuda compilation tools, release 13.0, V13.0.48";;'
+                       ' *) echo "nvcc fatal   : Failed to preprocess host compiler properties." >&2; exit 1;; esac\n')
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    cfg = make_cfg(tmp_path)
+    found = by_name(checks(cfg, Layout.of(cfg), empty_probe(tmp_path)))
+    assert found["CUDA toolkit"].found.startswith("unknown (")
+    assert "cannot tell which CUDA toolkit" in found["cuDNN"].problem
+    assert "libcudnn9-devel" not in found["cuDNN"].problem  # no package it may well have

@@ -99,22 +99,53 @@ def _install(fedora: str, debian: str) -> str:
 
 @dataclass(frozen=True)
 class Nvcc:
-    top: Path
-    """The toolkit nvcc belongs to."""
+    top: Path | None
+    """The toolkit nvcc belongs to; None where nothing can tell."""
     complaint: str = ""
     """nvcc's own error when it cannot use its host compiler."""
+    how: str = "nvcc's dry run"
+    """How top was found (doctor says which directory it searched, and why)."""
+
+
+def _dry_run(nvcc: str, env: dict[str, str] | None) -> tuple[Path | None, str]:
+    """(TOP from nvcc's dry run, its last complaint)."""
+    proc = run([nvcc, "--dryrun", "-E", "-x", "cu", os.devnull], capture=True, check=False, quiet=True,
+               env=env, inherit_env=env is None)
+    text = proc.stderr.decode(errors="replace")
+    m = re.search(r"^#\$ TOP=(.+)$", text, re.M)
+    last = [" ".join(line.split()).rstrip(".") for line in text.splitlines() if line.strip() and not line.startswith("#$")][-1:]
+    complaint = "" if proc.returncode == 0 else (last[0] if last else f"exit code {proc.returncode}")
+    return (Path(m.group(1).strip()).resolve() if m else None), complaint
 
 
 def probe_nvcc(nvcc: str) -> Nvcc:
-    """nvcc's toolkit (its TOP), also when PATH holds a wrapper script: nvcc
-    says so in a dry run, after asking its host compiler what it targets."""
-    proc = run([nvcc, "--dryrun", "-E", "-x", "cu", os.devnull], capture=True, check=False, quiet=True)
-    text = proc.stderr.decode(errors="replace")
-    m = re.search(r"^#\$ TOP=(.+)$", text, re.M)
-    if m and proc.returncode == 0:
-        return Nvcc(Path(m.group(1).strip()).resolve())
-    last = [" ".join(line.split()).rstrip(".") for line in text.splitlines() if line.strip() and not line.startswith("#$")][-1:]
-    return Nvcc(Path(nvcc).resolve().parent.parent, last[0] if last else f"exit code {proc.returncode}")
+    """nvcc's toolkit (its TOP) as nvcc itself finds it, also when PATH holds
+    a wrapper script: nvcc says so in a dry run, after asking its host
+    compiler what it targets.  Where that host compiler is broken (an
+    NVCC_CCBIN naming nothing), the dry run is asked again without
+    NVCC_CCBIN: the toolkit does not depend on the compiler.  Only a real
+    nvcc binary's own directory is taken as a last resort; a wrapper
+    script's directory says nothing, and then the toolkit is unknown rather
+    than guessed (a guess sent maintainers to install packages they had)."""
+    top, complaint = _dry_run(nvcc, None)
+    if top is not None and not complaint:
+        return Nvcc(top)
+    if os.environ.get("NVCC_CCBIN"):
+        env = {k: v for k, v in os.environ.items() if k != "NVCC_CCBIN"}
+        again, _ = _dry_run(nvcc, env)
+        if again is not None:
+            return Nvcc(again, complaint, "nvcc's dry run without NVCC_CCBIN")
+    if top is not None:
+        return Nvcc(top, complaint)
+    binary = Path(nvcc).resolve()
+    try:
+        with open(binary, "rb") as f:
+            script = f.read(2) == b"#!"
+    except OSError:
+        script = True
+    if script:
+        return Nvcc(None, complaint, f"{nvcc} is a script and its dry run failed")
+    return Nvcc(binary.parent.parent, complaint, f"the directory of {binary}")
 
 
 def toolkit_roots(top: Path | None) -> list[Path]:
@@ -230,6 +261,9 @@ def compiler_check(nvcc: Nvcc | None, cuda_version: str) -> Check:
                      f"nvcc {cuda_version} cannot use its host compiler {path} ({label}): {nvcc.complaint}: "
                      "point NVCC_CCBIN at a g++ for x86_64 Linux")
     top = nvcc.top
+    if top is None:
+        return Check("host compiler", f"{path}: not checked (the CUDA toolkit is unknown)",
+                     f"cannot tell which CUDA toolkit nvcc belongs to ({nvcc.how}): set CUDA_HOME")
     header = next((p for p in (top / "include" / "crt" / "host_config.h",
                                top / "targets" / "x86_64-linux" / "include" / "crt" / "host_config.h") if p.is_file()), None)
     if header is None:
@@ -320,11 +354,18 @@ def checks(cfg: Config, layout: Layout, probe: Probe = Probe()) -> list[Check]:
     skipped = "skipped (doctor.skip)"
     features = {f for flavour in cfg.flavours for f in flavour.features(cfg.build)}
     roots = toolkit_roots(probed.top if probed else None)
+    if probed is not None:
+        result.append(Check("CUDA toolkit", f"{probed.top} ({probed.how})" if probed.top else f"unknown ({probed.how})"))
     for feature, native in NATIVE.items():
         if feature in skip:
             result.append(Check(native.name, skipped))
         elif feature not in features:
             result.append(Check(native.name, f"not needed (no flavour enables feature {feature})"))
+        elif probed is not None and probed.top is None and not roots:
+            result.append(Check(native.name, "not checked: the CUDA toolkit is unknown",
+                                f"{native.name} (feature {feature}): cannot tell which CUDA toolkit {nvcc} belongs to"
+                                f" ({probed.how}: {probed.complaint}); fix nvcc's host compiler or set CUDA_HOME,"
+                                " then run doctor again"))
         else:
             result.append(native_check(feature, native, roots, probe, cfg.build.cuda_version))
 
