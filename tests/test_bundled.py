@@ -43,8 +43,10 @@ EXCLUDED = (
 CONFIG = {
     "crate_license": [{"name": "licfile-only", "version": "0.1.0", "license": "BSL-1.0"}],
     "bundled": [
-        {"name": "cutlass", "version": "3.9.2", "license": "BSD-3-Clause", "url": "https://github.com/NVIDIA/cutlass", "commit": "ad7b2f5e84fcfa124cb02b91d5bd26d238c0459e"},
-        {"name": "flash-kernels", "version": "0^20250101git1a2b3c4", "license": "BSD-3-Clause AND Apache-2.0", "url": "https://example.org/flash-kernels"},
+        {"name": "cutlass", "version": "3.9.2", "license": "BSD-3-Clause", "url": "https://github.com/NVIDIA/cutlass", "commit": "ad7b2f5e84fcfa124cb02b91d5bd26d238c0459e",
+         "evidence": {"path": "kernels/SOURCES.txt", "contains": "ad7b2f5e84fcfa124cb02b91d5bd26d238c0459e"}},
+        {"name": "flash-kernels", "version": "0^20250101git1a2b3c4", "license": "BSD-3-Clause AND Apache-2.0", "url": "https://example.org/flash-kernels",
+         "evidence": {"path": "kernels/flash"}},
     ],
 }
 
@@ -231,6 +233,7 @@ def test_license_texts_are_the_crates_own_files(workspace, tmp_path):
     bundle = collect(workspace)
     written = bundled.write_license_files(bundle, tmp_path / "out")
     assert set(written.texts) == {
+        "LICENSE",  # upstream's own, from the workspace root
         "crates/bsd-thing-2.0.0/LICENSE",
         "crates/demo-app-0.3.0/LICENSE",
         "crates/dual-lic-1.2.0/LICENSE-APACHE",
@@ -242,6 +245,7 @@ def test_license_texts_are_the_crates_own_files(workspace, tmp_path):
         "crates/slashy-0.4.1/LICENSE-MIT",
     }
     out = tmp_path / "out"
+    assert (out / "LICENSE").read_bytes() == (FIXTURE / "LICENSE").read_bytes()
     assert (out / "crates/licfile-only-0.1.0/LICENSE.txt").read_text() == "licfile-only: Boost Software License text\n"
     assert (out / "LICENSE.dependencies").read_text() == bundle.license_dependencies()
     assert (out / "cargo-vendor.txt").read_text() == bundle.vendor_manifest()
@@ -283,7 +287,7 @@ def test_combine_keeps_choices_and_drops_only_duplicates():
 )
 def test_bundled_config_errors_name_the_key(entry, message):
     with pytest.raises(ConfigError) as err:
-        parse_bundled({"bundled": [entry]})
+        parse_bundled({"bundled": [{**entry, "evidence": {"path": "build.rs"}}]})
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
