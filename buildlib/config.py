@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -764,11 +764,11 @@ def parse_bundled(data: dict) -> BundledConfig:
             license=t.string("license", form="an SPDX license expression"),
             url=t.string("url", pattern=COMPONENT_URL, form="an https:// URL of the component's source"),
             commit=t.string("commit", "", pattern=COMPONENT_COMMIT, form="a full 40-hex commit id"),
-            evidence=_evidence(t),
         )
-        t.finish()
         _spdx_or_config_error(comp.license, t.key("license"))
-        components.append(comp)
+        t.known.append("evidence")  # read last: a misspelt key is named first
+        t.finish()
+        components.append(replace(comp, evidence=_evidence(t)))
     names = [c.name for c in components]
     for name in names:
         if names.count(name) > 1:
@@ -795,7 +795,6 @@ def _evidence(entry: _Table) -> Evidence:
     inside upstream's tree, in the form git prints it (no "..", no leading
     "/"; the licenses stage checks where it resolves)."""
     if "evidence" not in entry.data:
-        entry.known.append("evidence")
         raise ConfigError(f"{entry.key('evidence')} is missing; expected what proves the component is in upstream's"
                           ' source, e.g. evidence = { path = "dir/build.rs", contains = "text" }')
     t = entry.table("evidence")

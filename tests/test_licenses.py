@@ -149,6 +149,8 @@ def test_demo_sbom_validates_names_the_build_and_lies_beside_the_rpm(demo_built)
     props = {p["name"]: p["value"] for p in json.loads(text)["metadata"]["component"]["properties"]}
     assert props["mistralrs-rpm:upstream:tag"] == "v0.9.2" and props["mistralrs-rpm:upstream:commit"] == build["commit"]
     assert props["mistralrs-rpm:binary:sha256"] == build["sha256"]
+    # the repository actually fetched (upstream.url), not the project's home page (package.url)
+    assert props["mistralrs-rpm:upstream:url"] == str(demo_upstream_path(work))
     assert props["mistralrs-rpm:cuda:compute_cap"] == "86"
     assert props["mistralrs-rpm:toolchain:rustc"] == build["rustc"] and props["mistralrs-rpm:toolchain:nvcc"] == build["nvcc"]
     assert str(work) not in text  # no path of this machine
