@@ -84,9 +84,6 @@ GIT_SOURCE = re.compile(
 LICENSE_FILE_NAME = re.compile(r"^(licen[cs]e|copying|copyright|notice|unlicense)", re.IGNORECASE)
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
 UPSTREAM_LICENSE_NAME = re.compile(r"^(licen[cs]e|copying)", re.IGNORECASE)
-# Names the stage writes itself at the top of the license archive: an
-# upstream license file of one of these names would overwrite ours.
-RESERVED_NAMES = frozenset({"LICENSE.dependencies", "cargo-vendor.txt", "crates"})
 # The most a file named by upstream may hold.  The longest license texts
 # (AGPL-3.0, ~34 KiB) and a crate's NOTICE files fit thirty times over; a
 # file past this is no license text but a device, a core dump or an attempt
@@ -575,6 +572,11 @@ class LicenseFiles:
     license_dependencies: str = "LICENSE.dependencies"
     vendor_manifest: str = "cargo-vendor.txt"
     texts: tuple[str, ...] = field(default_factory=tuple)
+
+
+# Names the stage writes itself at the top of the license archive: an
+# upstream license file of one of these names would overwrite ours.
+RESERVED_NAMES = frozenset({LicenseFiles.license_dependencies, LicenseFiles.vendor_manifest, "crates"})
 
 
 def write_license_files(bundle: Bundle, dest: Path) -> LicenseFiles:
