@@ -268,7 +268,7 @@ class Bundle:
     def license_texts(self) -> tuple[LicenseText, ...]:
         """Every license file to pack: upstream's own at the top, then each
         linked crate's under crates/<crate>-<version>/."""
-        out = [LicenseText(path, self.tree, f"upstream's license text", path.name) for path in self.upstream_licenses]
+        out = [LicenseText(path, self.tree, "upstream's license text", path.name) for path in self.upstream_licenses]
         for crate in self.crates:
             what = f"crate {crate.name} v{crate.version}"
             for path in crate.license_files:
