@@ -345,6 +345,7 @@ def write_standin_bundle(cfg, layout, flavour: str, version: str, features: list
     """The licenses stage's record for a binary without its source: the
     packaged crate alone (MIT) and config's [[bundled]] components.  The
     payload is what is measured here, not the license data."""
+    from buildlib.layout import DEMO_UPSTREAM_SOURCES
     from buildlib.pipeline.bundled import Bundle, Crate
     from buildlib.pipeline.licenses import write_bundle
     from buildlib.spdx import combine
@@ -353,8 +354,10 @@ def write_standin_bundle(cfg, layout, flavour: str, version: str, features: list
     root = Crate(name=package, version=version, source="", license="MIT", declared_license="MIT",
                  license_from_config=False, checksum="", directory=Path("."), license_files=(), workspace_member=True)
     components = cfg.bundled.components
+    # upstream's license text: the demo upstream's stands in (the real one is read from the tree)
     bundle = Bundle(package=package, crates=(root,), components=components, edges=((root.key, ()),),
-                    license=combine(["MIT", *(c.license for c in components)]))
+                    license=combine(["MIT", *(c.license for c in components)]),
+                    upstream_licenses=(DEMO_UPSTREAM_SOURCES / "LICENSE",), tree=DEMO_UPSTREAM_SOURCES)
     write_bundle(layout, flavour, bundle, commit="0" * 40, version=version, source_date_epoch=1735689600,
                  features=tuple(features))
 

@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,6 +88,7 @@ COMPONENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
 COMPONENT_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^]{0,99}\Z")
 COMPONENT_COMMIT = re.compile(r"^([0-9a-f]{40})?\Z")  # or empty: not pinned to a commit
 COMPONENT_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?\Z")
+EVIDENCE_PATH = re.compile(r"^[A-Za-z0-9._+-]{1,100}(/[A-Za-z0-9._+-]{1,100}){0,15}\Z")
 CRATE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
 # semver: X.Y.Z[-pre][+build]
 SEMVER = re.compile(
@@ -464,6 +465,19 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What proves a [[bundled]] component is in upstream's source at a
+    commit: ``path`` (relative to the tree's root) exists, and, where
+    ``contains`` is given, is a file that holds that text."""
+
+    path: str
+    contains: str = ""
+
+    def describe(self) -> str:
+        return f"{self.path} containing {self.contains!r}" if self.contains else self.path
+
+
+@dataclass(frozen=True)
 class BundledComponent:
     """Code compiled into the binary that no Cargo.lock lists."""
 
@@ -472,6 +486,8 @@ class BundledComponent:
     license: str
     url: str
     commit: str = ""
+    # None only in records read back (the licenses stage checked it then)
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True)
@@ -790,9 +806,10 @@ def parse_bundled(data: dict) -> BundledConfig:
             url=t.string("url", pattern=COMPONENT_URL, form="an https:// URL of the component's source"),
             commit=t.string("commit", "", pattern=COMPONENT_COMMIT, form="a full 40-hex commit id"),
         )
-        t.finish()
         _spdx_or_config_error(comp.license, t.key("license"))
-        components.append(comp)
+        t.known.append("evidence")  # read last: a misspelt key is named first
+        t.finish()
+        components.append(replace(comp, evidence=_evidence(t)))
     names = [c.name for c in components]
     for name in names:
         if names.count(name) > 1:
@@ -812,6 +829,24 @@ def parse_bundled(data: dict) -> BundledConfig:
             raise ConfigError(f"crate_license: {entry.name} {entry.version} is declared twice; keep one entry")
         crate_licenses.append(entry)
     return BundledConfig(components=tuple(components), crate_licenses=tuple(crate_licenses))
+
+
+def _evidence(entry: _Table) -> Evidence:
+    """bundled[i].evidence = { path = "dir/file", contains = "text" }: a path
+    inside upstream's tree, in the form git prints it (no "..", no leading
+    "/"; the licenses stage checks where it resolves)."""
+    if "evidence" not in entry.data:
+        raise ConfigError(f"{entry.key('evidence')} is missing; expected what proves the component is in upstream's"
+                          ' source, e.g. evidence = { path = "dir/build.rs", contains = "text" }')
+    t = entry.table("evidence")
+    path = t.string("path", pattern=EVIDENCE_PATH, form='a relative path in upstream\'s tree such as "mistralrs-quant/build.rs"')
+    if any(part in (".", "..") for part in path.split("/")):
+        raise ConfigError(f"{t.key('path')} = {_show(path)}: expected a path inside upstream's tree, without . or ..")
+    contains = t.string("contains", "", form="the text the file must contain")
+    if "contains" in t.data and not 0 < len(contains) <= 200:
+        raise ConfigError(f"{t.key('contains')} = {_show(contains)}: expected 1 to 200 characters")
+    t.finish()
+    return Evidence(path=path, contains=contains)
 
 
 def _array(data: dict, key: str) -> list:

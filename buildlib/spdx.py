@@ -48,16 +48,63 @@ def _plain_ids() -> frozenset[str]:
 @functools.lru_cache(maxsize=4096)  # most crates share a handful of expressions
 def spdx_problem(text: str) -> str:
     """Why text is not a valid SPDX expression of known licenses, or ''."""
+    if not text.strip():
+        return "empty; expected an SPDX expression"
     if _SIMPLE.fullmatch(text) and all(part in _plain_ids() for part in text.split(" ")[::2]):
         return ""  # what the library would say, without loading it
     try:
         info = _licensing().validate(text, strict=True)
-    except Exception as exc:  # license-expression raises from inside validate on some syntax errors
-        return f"not an SPDX expression ({exc})"
+    except Exception:  # license-expression fails inside validate on some syntax errors (its own bug)
+        return f"not an SPDX expression: {syntax_problem(text) or 'the license-expression library cannot parse it'}"
     if info.invalid_symbols and any(e.startswith("Unknown license key") for e in info.errors):
         return f"unknown license {', '.join(map(str, info.invalid_symbols))} (not on the SPDX license list)"
     if info.errors:
-        return f"not an SPDX expression ({info.errors[0]})"
+        return f"not an SPDX expression: {syntax_problem(text) or info.errors[0]}"
+    return ""
+
+
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+_ID_CHARACTERS = re.compile(r"[A-Za-z0-9.+:-]")
+_OPERATORS = ("AND", "OR", "WITH")
+
+
+def syntax_problem(text: str) -> str:
+    """What is wrong with text's form, in words ('' where the form is fine
+    and only the library can tell, e.g. an unknown id or a license after
+    WITH): a stray character, an unbalanced parenthesis, an operator with
+    nothing on one side, two licenses with no operator between them.  The
+    library's own messages for these are its internals (an AttributeError
+    from inside the parser, for one)."""
+    for i, char in enumerate(text):
+        if not (_ID_CHARACTERS.match(char) or char in "() "):
+            return f"stray character {char!r} at position {i + 1}"
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return f"unbalanced parenthesis: ')' at position {i + 1} closes nothing"
+    if depth:
+        return f"unbalanced parenthesis: {depth} '(' never closed"
+    want_operand = True  # at the start, after an operator and after "("
+    previous = ""
+    for m in _TOKEN.finditer(text):
+        token, where = m.group(), m.start() + 1
+        operator = token.upper() in _OPERATORS
+        if want_operand:
+            if operator:
+                return (f"{token!r} at position {where} has no license before it" if previous in ("", "(")
+                        else f"{token!r} at position {where} follows {previous!r} without a license between them")
+            if token == ")":
+                return (f"empty parentheses before position {where}" if previous == "("
+                        else f"{previous!r} has no license after it (')' at position {where})")
+            want_operand = token == "("
+        else:
+            if not operator and token != ")":
+                return f"{token!r} at position {where} follows {previous!r} without AND, OR or WITH between them"
+            want_operand = operator
+        previous = token
+    if want_operand:
+        return f"{previous!r} at the end has no license after it" if previous else "empty expression"
     return ""
 
 

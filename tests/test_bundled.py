@@ -21,6 +21,7 @@ small vendored workspace (tests/fixtures/bundled-ws):
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -43,8 +44,10 @@ EXCLUDED = (
 CONFIG = {
     "crate_license": [{"name": "licfile-only", "version": "0.1.0", "license": "BSL-1.0"}],
     "bundled": [
-        {"name": "cutlass", "version": "3.9.2", "license": "BSD-3-Clause", "url": "https://github.com/NVIDIA/cutlass", "commit": "ad7b2f5e84fcfa124cb02b91d5bd26d238c0459e"},
-        {"name": "flash-kernels", "version": "0^20250101git1a2b3c4", "license": "BSD-3-Clause AND Apache-2.0", "url": "https://example.org/flash-kernels"},
+        {"name": "cutlass", "version": "3.9.2", "license": "BSD-3-Clause", "url": "https://github.com/NVIDIA/cutlass", "commit": "ad7b2f5e84fcfa124cb02b91d5bd26d238c0459e",
+         "evidence": {"path": "kernels/SOURCES.txt", "contains": "ad7b2f5e84fcfa124cb02b91d5bd26d238c0459e"}},
+        {"name": "flash-kernels", "version": "0^20250101git1a2b3c4", "license": "BSD-3-Clause AND Apache-2.0", "url": "https://example.org/flash-kernels",
+         "evidence": {"path": "kernels/flash"}},
     ],
 }
 
@@ -231,6 +234,7 @@ def test_license_texts_are_the_crates_own_files(workspace, tmp_path):
     bundle = collect(workspace)
     written = bundled.write_license_files(bundle, tmp_path / "out")
     assert set(written.texts) == {
+        "LICENSE",  # upstream's own, from the workspace root
         "crates/bsd-thing-2.0.0/LICENSE",
         "crates/demo-app-0.3.0/LICENSE",
         "crates/dual-lic-1.2.0/LICENSE-APACHE",
@@ -242,6 +246,7 @@ def test_license_texts_are_the_crates_own_files(workspace, tmp_path):
         "crates/slashy-0.4.1/LICENSE-MIT",
     }
     out = tmp_path / "out"
+    assert (out / "LICENSE").read_bytes() == (FIXTURE / "LICENSE").read_bytes()
     assert (out / "crates/licfile-only-0.1.0/LICENSE.txt").read_text() == "licfile-only: Boost Software License text\n"
     assert (out / "LICENSE.dependencies").read_text() == bundle.license_dependencies()
     assert (out / "cargo-vendor.txt").read_text() == bundle.vendor_manifest()
@@ -283,7 +288,7 @@ def test_combine_keeps_choices_and_drops_only_duplicates():
 )
 def test_bundled_config_errors_name_the_key(entry, message):
     with pytest.raises(ConfigError) as err:
-        parse_bundled({"bundled": [entry]})
+        parse_bundled({"bundled": [{**entry, "evidence": {"path": "build.rs"}}]})
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -326,3 +331,173 @@ def test_every_id_the_shortcut_knows_is_one_the_library_accepts():
     assert {"MIT", "Apache-2.0", "BSD-3-Clause"} <= ids  # the shipped list was found
     assert "LLVM-exception" not in ids  # exceptions stand only after WITH
     assert all(_library_verdict(i) for i in sorted(ids))
+
+
+# --- files named by upstream stay inside their crate (issue 16, item 1) ---------------
+
+SECRET = "host-secret-7f3a9c1e"
+
+
+def _license_file(workspace: Path, value: str) -> None:
+    """licfile-only's Cargo.toml naming another license file."""
+    manifest = workspace / "vendor" / "licfile-only" / "Cargo.toml"
+    manifest.write_text(manifest.read_text().replace('license-file = "LICENSE.txt"', f'license-file = "{value}"'))
+
+
+@pytest.fixture
+def secret(tmp_path) -> Path:
+    """A file of the build host, outside every crate."""
+    path = tmp_path / "host" / "secret.txt"
+    path.parent.mkdir()
+    path.write_text(f"{SECRET}\n")
+    return path
+
+
+def _refused(workspace, *texts):
+    with pytest.raises(UserError) as err:
+        collect(workspace)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("crate licfile-only v0.1.0: ")
+    for text in texts:
+        assert text in message
+    return message
+
+
+def test_license_file_escaping_by_dot_dot_is_refused(workspace, secret):
+    crate = workspace / "vendor" / "licfile-only"
+    relative = os.path.relpath(secret, crate)
+    assert relative.startswith("../")
+    _license_file(workspace, relative)
+    _refused(workspace, relative, "outside")
+
+
+def test_license_file_with_an_absolute_path_is_refused(workspace, secret):
+    _license_file(workspace, str(secret))
+    _refused(workspace, str(secret), "outside")
+
+
+def test_license_file_through_a_symlinked_directory_is_refused(workspace, secret):
+    (workspace / "vendor" / "licfile-only" / "legal").symlink_to(secret.parent, target_is_directory=True)
+    _license_file(workspace, "legal/secret.txt")
+    _refused(workspace, "legal/secret.txt", "outside")
+
+
+def test_license_named_file_that_links_outside_is_refused(workspace, secret):
+    (workspace / "vendor" / "dual-lic" / "LICENSE-BSD").symlink_to(secret)
+    with pytest.raises(UserError, match=r"^crate dual-lic v1\.2\.0: .*LICENSE-BSD resolves to .*outside"):
+        collect(workspace)
+
+
+def test_a_fifo_license_is_refused_without_blocking(workspace):
+    os.mkfifo(workspace / "vendor" / "dual-lic" / "LICENSE-FIFO")
+    with pytest.raises(UserError, match=r"^crate dual-lic v1\.2\.0: .*LICENSE-FIFO is not a regular file"):
+        collect(workspace)
+    # and read_contained, handed one directly, does not wait for a writer either
+    with pytest.raises(UserError, match="is not a regular file"):
+        bundled.read_contained(workspace / "vendor" / "dual-lic" / "LICENSE-FIFO", workspace, "x")
+
+
+def test_an_oversized_license_is_refused(workspace, tmp_path):
+    big = workspace / "vendor" / "licfile-only" / "LICENSE.txt"
+    big.write_bytes(b"x" * (bundled.UPSTREAM_FILE_LIMIT + 1))
+    bundle = collect(workspace)
+    with pytest.raises(UserError, match=r"^crate licfile-only v0\.1\.0: .*LICENSE\.txt is larger than 1024 KiB"):
+        bundled.write_license_files(bundle, tmp_path / "out")
+
+
+def test_a_license_swapped_for_a_symlink_after_the_check_is_refused(workspace, tmp_path, secret):
+    bundle = collect(workspace)
+    license = workspace / "vendor" / "licfile-only" / "LICENSE.txt"
+    license.unlink()
+    license.symlink_to(secret)
+    with pytest.raises(UserError, match="outside"):
+        bundled.write_license_files(bundle, tmp_path / "out")
+
+
+# --- refusals in words (item 3) --------------------------------------------------------
+
+
+def test_a_malformed_license_is_refused_with_the_reason(workspace):
+    manifest = workspace / "vendor" / "slashy" / "Cargo.toml"
+    manifest.write_text(manifest.read_text().replace('license = "MIT/Apache-2.0"', 'license = "MIT OR %(touch x)"'))
+    with pytest.raises(UserError) as err:
+        collect(workspace)
+    message = str(err.value)
+    assert message.startswith("crate slashy v0.4.1 declares license 'MIT OR %(touch x)': not an SPDX expression:"
+                              " stray character '%' at position 8;")
+    assert "token_string" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("MIT OR", "'OR' at the end has no license after it"),
+    ("AND MIT", "'AND' at position 1 has no license before it"),
+    ("(MIT OR Apache-2.0", "unbalanced parenthesis: 1 '(' never closed"),
+    ("MIT OR Apache-2.0)", "unbalanced parenthesis: ')' at position 18 closes nothing"),
+    ("MIT Apache-2.0", "'Apache-2.0' at position 5 follows 'MIT' without AND, OR or WITH between them"),
+    ("MIT OR ()", "empty parentheses before position 9"),
+    ("MIT;Zlib", "stray character ';' at position 4"),
+])
+def test_spdx_problems_are_said_in_words(text, reason):
+    assert spdx_problem(text) == f"not an SPDX expression: {reason}"
+
+
+def test_a_crate_with_neither_license_nor_license_file_has_its_own_message(workspace):
+    manifest = workspace / "vendor" / "licfile-only" / "Cargo.toml"
+    manifest.write_text(manifest.read_text().replace('license-file = "LICENSE.txt"\n', ""))
+    with pytest.raises(UserError) as err:
+        collect(workspace, config={})
+    message = str(err.value)
+    assert message.startswith("crate licfile-only v0.1.0 declares neither a license nor a license file;")
+    assert "only a license file" not in message
+    assert '[[crate_license]] name = "licfile-only", version = "0.1.0"' in message
+
+
+# --- provenance from the tree (item 8) ------------------------------------------------
+
+
+def test_a_component_without_its_evidence_is_left_out(workspace, capsys):
+    (workspace / "kernels" / "SOURCES.txt").write_text("CUTLASS is no longer used\n")
+    bundle = collect(workspace)
+    assert [c.name for c in bundle.components] == ["flash-kernels"]
+    assert not any("cutlass" in p for p in bundle.provides())
+    assert "cutlass" not in bundle.license_dependencies()
+    assert "left out bundled component cutlass: kernels/SOURCES.txt does not contain" in capsys.readouterr().err
+    shutil.rmtree(workspace / "kernels" / "flash")
+    assert collect(workspace).components == ()
+    assert "left out bundled component flash-kernels: upstream's tree has no kernels/flash" in capsys.readouterr().err
+
+
+def test_evidence_through_a_symlink_out_of_the_tree_is_refused(workspace, secret):
+    shutil.rmtree(workspace / "kernels")
+    (workspace / "kernels").symlink_to(secret.parent, target_is_directory=True)
+    with pytest.raises(UserError, match=r"^bundled component cutlass's evidence: .*resolves to .*outside"):
+        collect(workspace)
+
+
+def test_upstream_license_is_the_packaged_crates_license_file(workspace, tmp_path):
+    (workspace / "app" / "COPYING.app").write_text("the app's own terms\n")
+    manifest = workspace / "app" / "Cargo.toml"
+    manifest.write_text(manifest.read_text().replace('license = "MIT"', 'license = "MIT"\nlicense-file = "COPYING.app"'))
+    bundle = collect(workspace)
+    assert [p.name for p in bundle.upstream_licenses] == ["COPYING.app"]
+    bundled.write_license_files(bundle, tmp_path / "out")
+    assert (tmp_path / "out" / "COPYING.app").read_text() == "the app's own terms\n"
+
+
+def test_a_tree_without_a_license_text_is_refused(workspace):
+    (workspace / "LICENSE").unlink()
+    with pytest.raises(UserError, match=r"^upstream's tree has no license text: demo-app names no license-file and"
+                                        r" the workspace root \(.*\) holds no LICENSE\* or COPYING\* file\Z"):
+        collect(workspace)
+
+
+def test_a_path_crate_outside_the_tree_is_refused(workspace, tmp_path):
+    outside = tmp_path / "elsewhere-helper"
+    shutil.move(workspace / "helper", outside)
+    manifest = workspace / "app" / "Cargo.toml"
+    manifest.write_text(manifest.read_text().replace('path = "../helper"', f'path = "{outside}"'))
+    root = workspace / "Cargo.toml"
+    root.write_text(root.read_text().replace('"helper", ', ""))
+    with pytest.raises(UserError, match=r"crate demo-helper v0\.3\.0: a path crate at .*, outside upstream's tree"):
+        bundled.collect(workspace, "demo-app", ("extra",), parse_bundled(CONFIG))

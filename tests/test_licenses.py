@@ -26,7 +26,8 @@ from buildlib.pipeline import sbom
 from buildlib.pipeline.licenses import collect_licenses, tar_bytes
 from buildlib.pipeline.records import BundleRecord
 from buildlib.run import UserError
-from pipeline import demo_config, ran, run_doit, write_config
+from pipeline import demo_config, project_config, ran, run_doit, write_config
+from tiny_upstream import TinyUpstream
 from test_bundled import CONFIG as FIXTURE_CONFIG, FIXTURE
 from test_package import FEDORA_PROFILE, cpio_members, rpmlint, rpmq
 
@@ -69,6 +70,14 @@ DEMO_LICENSE_DEPENDENCIES = (
 )
 
 
+def git_show(repo: Path, spec: str) -> bytes:
+    return subprocess.run(["git", "-C", str(repo), "show", spec], check=True, capture_output=True).stdout
+
+
+def demo_upstream_path(work: Path) -> Path:
+    return Path(configmod.load(work / "config.toml").upstream.url)
+
+
 def demo_rpm(directory: Path, flavour: str = "ampere") -> Path:
     (rpm,) = (directory / "dist").glob(f"mistralrs-{flavour}-*.rpm")
     return rpm
@@ -106,6 +115,8 @@ def test_every_demo_crate_is_provided_listed_and_in_the_sbom(demo_built):
     assert vendor.splitlines() == sorted(e[2] for e in DEMO_VENDORED.values())
     dependencies = members[f"{licenses}/LICENSE.dependencies"].decode()
     assert dependencies == DEMO_LICENSE_DEPENDENCIES
+    # upstream's own license text: its file at the tag, not one of this project's
+    assert members[f"{licenses}/LICENSE"] == git_show(demo_upstream_path(work), "v0.9.2:LICENSE")
     for name, (_, license, line, provided, files) in DEMO_VENDORED.items():
         assert f"{license}: {line}\n" in dependencies
         for file in files:  # crates/<name>-<version>[+git<commit8>]/: the provide's version here
@@ -138,6 +149,8 @@ def test_demo_sbom_validates_names_the_build_and_lies_beside_the_rpm(demo_built)
     props = {p["name"]: p["value"] for p in json.loads(text)["metadata"]["component"]["properties"]}
     assert props["mistralrs-rpm:upstream:tag"] == "v0.9.2" and props["mistralrs-rpm:upstream:commit"] == build["commit"]
     assert props["mistralrs-rpm:binary:sha256"] == build["sha256"]
+    # the repository actually fetched (upstream.url), not the project's home page (package.url)
+    assert props["mistralrs-rpm:upstream:url"] == str(demo_upstream_path(work))
     assert props["mistralrs-rpm:cuda:compute_cap"] == "86"
     assert props["mistralrs-rpm:toolchain:rustc"] == build["rustc"] and props["mistralrs-rpm:toolchain:nvcc"] == build["nvcc"]
     assert str(work) not in text  # no path of this machine
@@ -176,7 +189,8 @@ def test_bundled_config_change_redoes_licenses_and_package_not_the_build(demo_bu
     data = demo_config(work, Path(configmod.load(config).upstream.url), configmod.load(config).paths.cache,
                        flavours=("ampere",))
     data["bundled"] = [*DEMO_BUNDLED, {"name": "demo-extra", "version": "3", "license": "Zlib",
-                                       "url": "https://example.invalid/demo-extra"}]
+                                       "url": "https://example.invalid/demo-extra",
+                                       "evidence": {"path": "mistralrs-cli/Cargo.toml"}}]
     write_config(work, data)
     rc, results, err = run_doit(config, "rpm:ampere")
     assert rc == 0, err
@@ -279,3 +293,55 @@ def test_license_archive_does_not_depend_on_times_or_order(tmp_path):
     subprocess.run(["touch", "-d", "2001-01-01", str(b / "x" / "LICENSE")], check=True)
     assert tar_bytes(a, 1767225600) == tar_bytes(b, 1767225600)
     assert tar_bytes(a, 1767225600) != tar_bytes(a, 1767225601)
+
+
+# --- a hostile upstream, through the whole pipeline (issue 16) ---------------------------
+
+SECRET = "host-secret-c0ffee-5e1f"
+
+
+def test_hostile_license_files_never_reach_a_package(tmp_path):
+    """A tag whose packaged crate names a build-host file as its license file,
+    by ../, by an absolute path and through a symlinked directory, is refused
+    by the licenses stage in one line; the clean tag before it is packaged
+    with upstream's own LICENSE at that tag and none of the real config's
+    [[bundled]] components, whose evidence (CUTLASS's build script, ...) this
+    upstream does not have."""
+    secret = tmp_path / "host" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text(f"{SECRET}\n")
+    up = TinyUpstream(tmp_path / "up")
+    up.commit("0.9.2")
+    up.tag("v0.9.2")
+    work = tmp_path / "work"
+    data = demo_config(work, up.path, tmp_path / "cache", flavours=("ampere",), build__features=[])
+    data["bundled"], data["crate_license"] = project_config()["bundled"], []
+    config = write_config(work, data)
+
+    rc, results, err = run_doit(config, "rpm:ampere", env={"MRPM_REF": "v0.9.2"})
+    assert rc == 0, err
+    (rpm,) = (work / "dist").glob("mistralrs-ampere-0.9.2-*.rpm")
+    assert not [p for p in rpmq(rpm, "--provides").splitlines() if p.startswith("bundled(")]
+    assert rpmq(rpm, "--qf", "%{LICENSE}") == "MIT"
+    assert "left out bundled component cutlass: upstream's tree has no mistralrs-flash-attn/build.rs" in err
+    members = cpio_members(rpm)
+    assert members["/usr/share/licenses/mistralrs-ampere/LICENSE"] == git_show(up.path, "v0.9.2:LICENSE")
+    sbom_doc = json.loads(members["/usr/share/mistralrs/sbom.cdx.json"])
+    assert not {"cutlass", "flash-attention"} & {c["name"] for c in sbom_doc["components"]}
+
+    escapes = {
+        "0.9.3": ({"license-file": "../" * 40 + str(secret).lstrip("/")}, None),
+        "0.9.4": ({"license-file": str(secret)}, None),
+        "0.9.5": ({"license-file": "legal/secret.txt"}, {"mistralrs-cli/legal": str(secret.parent)}),
+    }
+    for version, (keys, links) in escapes.items():
+        up.commit(version, package_keys=keys, symlinks=links)
+        up.tag(f"v{version}")
+        rc, results, err = run_doit(config, "rpm:ampere", env={"MRPM_REF": f"v{version}"})
+        assert rc != 0 and results.get("licenses:ampere") == "fail", (version, results)
+        line = next(x for x in err.splitlines() if f"crate mistralrs-cli v{version}: " in x)
+        assert keys["license-file"] in line and "outside" in line, line
+    # one RPM, the clean one; nothing of the host file in any package's payload
+    assert [p.name for p in (work / "dist").glob("*.rpm")] == [rpm.name]
+    for built in (work / "dist").glob("*.rpm"):
+        assert not any(SECRET.encode() in data for data in cpio_members(built).values())

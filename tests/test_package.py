@@ -32,7 +32,8 @@ from buildlib.pipeline.rpmbuild import build_rpm, compat_blocks, host_macro_args
 from buildlib.run import UserError
 from buildlib.pipeline.records import BuildRecord
 from buildlib.pipeline.spec import render_spec
-from buildlib.pipeline.bundled import Bundle, collect
+from buildlib.pipeline.bundled import Bundle, cargo_metadata, cargo_tree, read_lock, resolve
+from buildlib.pipeline.cargo import cargo_home
 from buildlib.pipeline.licenses import write_bundle
 
 from pipeline import project_config, vercmp, write_config
@@ -141,7 +142,13 @@ def fixture_bundle() -> Bundle:
     what a fabricated artifact bundles."""
     components = load(paths.DEFAULT_CONFIG).bundled.components
     config = BundledConfig(components=components, crate_licenses=parse_bundled(BUNDLED_FIXTURE_CONFIG).crate_licenses)
-    return collect(BUNDLED_FIXTURE, "demo-app", ("extra",), config)
+    # resolve, not collect: the fixture holds none of the real components'
+    # evidence (collect's check of it is test_bundled's), and the fabricated
+    # artifacts claim all of them.
+    metadata = cargo_metadata(BUNDLED_FIXTURE, "demo-app", ("extra",))
+    tree = cargo_tree(BUNDLED_FIXTURE, "demo-app", ("extra",))
+    return resolve(metadata, tree, read_lock(BUNDLED_FIXTURE), "demo-app", config, workspace=BUNDLED_FIXTURE,
+                   cargo_home=cargo_home())
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +314,10 @@ def test_license_files_and_sbom_in_the_package(pkg_built):
     assert members[f"{licenses}/LICENSE.dependencies"].decode() == bundle.license_dependencies()
     assert members[f"{licenses}/cargo-vendor.txt"].decode() == bundle.vendor_manifest()
     assert "cutlass" not in bundle.vendor_manifest()  # Fedora would make a crate of it
-    for source, rel in bundle.license_texts():
-        assert members[f"{licenses}/{rel}"] == source.read_bytes()
+    for text in bundle.license_texts():
+        assert members[f"{licenses}/{text.dest}"] == text.source.read_bytes()
+    # upstream's own license text, from the tree (the fixture's root LICENSE)
+    assert members[f"{licenses}/LICENSE"] == (BUNDLED_FIXTURE / "LICENSE").read_bytes()
     # The SBOM: installed, the same bytes beside the RPM in dist/, for this release.
     sbom = members["/usr/share/mistralrs/sbom.cdx.json"]
     assert (layout.dist / "mistralrs-ampere-0.9.2-1.fc43.x86_64.cdx.json").read_bytes() == sbom
@@ -320,6 +329,7 @@ def test_license_files_and_sbom_in_the_package(pkg_built):
     assert props["mistralrs-rpm:upstream:tag"] == "v0.9.2" and props["mistralrs-rpm:upstream:commit"] == COMMIT
     assert props["mistralrs-rpm:cuda:compute_cap"] == "86" and props["mistralrs-rpm:toolchain:rustc"] == "rustc 1.94.0"
     assert props["mistralrs-rpm:cargo:features"] == "cuda,cudnn,flash-attn,nccl"
+    assert props["mistralrs-rpm:upstream:url"] == cfg.upstream.url  # what was fetched, not package.url
     assert {c["name"] for c in doc["components"]} >= {"bsd-thing", "gitdep", "cutlass", "flash-attention"}
     # a snapshot names no tag; its commit is the snapshot's
     hopper = json.loads(cpio_members(rpms["hopper"])["/usr/share/mistralrs/sbom.cdx.json"])
@@ -343,7 +353,7 @@ def test_sbom_follows_the_release(tmp_path, pkg_libs, monkeypatch):
     doc = json.loads(layout.sbom("ampere").read_text())
     assert doc["metadata"]["component"]["version"] == "0.9.2-2.fc43"
     digest = hashlib.sha256(layout.sbom("ampere").read_bytes()).hexdigest()
-    assert f"{digest}  %{{SOURCE7}}" in layout.spec("ampere").read_text()
+    assert f"{digest}  %{{SOURCE6}}" in layout.spec("ampere").read_text()
     build_rpm(cfg, layout, cfg.flavour("ampere"))
     assert (layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.cdx.json").read_bytes() == layout.sbom("ampere").read_bytes()
 
@@ -426,7 +436,7 @@ def test_files_and_modes(pkg_built):
     files = {line.split()[2]: line.split()[:2] for line in listing.splitlines()}
     # Fedora's %_docdir_fmt: the license directory is named by the package alone.
     licenses = "/usr/share/licenses/mistralrs-ampere"
-    texts = [f"{licenses}/{rel}" for _, rel in fixture_bundle().license_texts()]
+    texts = [f"{licenses}/{t.dest}" for t in fixture_bundle().license_texts() if t.dest.startswith("crates/")]
     crate_dirs = {t.rsplit("/", 1)[0] for t in texts}
     license_files = [f"{licenses}/LICENSE", f"{licenses}/LICENSE.dependencies", f"{licenses}/cargo-vendor.txt", *texts]
     assert files == {

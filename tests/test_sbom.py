@@ -169,3 +169,15 @@ def test_validate_rejects_a_broken_document(workspace):
 def test_bad_binary_digest_is_refused(workspace):
     with pytest.raises(UserError, match="binary SHA-256 'xyz' is not 64 lowercase hex digits"):
         make(workspace, replace(SUBJECT, binary_sha256="xyz"))
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://ghp_secret123@github.com/EricLBuehler/mistral.rs.git", "https://github.com/EricLBuehler/mistral.rs.git"),
+    ("https://user:pass@git.example.org:8443/m.git", "https://git.example.org:8443/m.git"),
+    ("https://github.com/EricLBuehler/mistral.rs", "https://github.com/EricLBuehler/mistral.rs"),
+    ("ssh://git:pw@host/m.git", "ssh://git@host/m.git"),
+    ("git@github.com:EricLBuehler/mistral.rs.git", "git@github.com:EricLBuehler/mistral.rs.git"),
+    ("/srv/mirrors/mistral.rs", "/srv/mirrors/mistral.rs"),
+])
+def test_the_sboms_repository_carries_no_credentials(url, shown):
+    assert sbom.without_credentials(url) == shown

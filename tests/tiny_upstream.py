@@ -14,6 +14,7 @@ import tomli_w
 import pipeline
 
 DAY = "2026-03-01T12:00:00+00:00"
+LICENSE_TEXT = "MIT License\n\nCopyright (c) the tiny upstream's authors\n"
 
 
 class TinyUpstream:
@@ -26,9 +27,13 @@ class TinyUpstream:
         return pipeline.git(self.path, *args, date=date)
 
     def commit(self, version: str, packages: dict[str, list[str]] | None = None, *, date: str = DAY,
-               build_rs: str | None = None, note: str = "") -> str:
+               build_rs: str | None = None, note: str = "", license: str | None = LICENSE_TEXT,
+               package_keys: dict | None = None, symlinks: dict[str, str] | None = None) -> str:
         """Write the workspace at `version` with packages {package: [binaries]}
-        (default: mistralrs-cli building `mistralrs`), commit, return the id."""
+        (default: mistralrs-cli building `mistralrs`), commit, return the id.
+        license: the root LICENSE file's text (None: no such file);
+        package_keys: added to every package's [package] table;
+        symlinks: {path in the tree: target}, committed as symlinks."""
         packages = packages or {"mistralrs-cli": ["mistralrs"]}
         for old in self.path.iterdir():
             if old.name != ".git":
@@ -42,7 +47,7 @@ class TinyUpstream:
             src.mkdir(parents=True)
             (self.path / package / "Cargo.toml").write_text(tomli_w.dumps({
                 "package": {"name": package, "version": {"workspace": True}, "edition": {"workspace": True},
-                            "license": "MIT"},
+                            "license": "MIT", **(package_keys or {})},
                 "bin": [{"name": b, "path": "src/main.rs"} for b in binaries],
             }))
             (src / "main.rs").write_text(
@@ -51,6 +56,11 @@ class TinyUpstream:
                 (self.path / package / "build.rs").write_text(build_rs)
         if note:
             (self.path / "NOTE").write_text(note + "\n")
+        if license is not None:
+            (self.path / "LICENSE").write_text(license)
+        for link, target in (symlinks or {}).items():
+            (self.path / link).parent.mkdir(parents=True, exist_ok=True)
+            (self.path / link).symlink_to(target)
         subprocess.run(["cargo", "generate-lockfile", "--offline", "--quiet"], cwd=self.path, check=True)
         self.git("add", "-A")
         self.git("commit", "--quiet", "--allow-empty", "-m", f"{version} {note}".strip(), date=date)

@@ -56,11 +56,16 @@ class Timings:
 # upstream's (the demo compiles in no CUTLASS or flash-attention): stand-ins
 # of the two kinds, a library pinned to a commit and kernels copied without
 # a version, so that every path of the license and SBOM code runs.
+# Their evidence lies in examples/demo-upstream (mistralrs-core/kernels/):
+# one entry proved by a text in a file, one by a path alone.
 DEMO_BUNDLED = [
     {"name": "demo-kernel-lib", "version": "1.2.0^20260105git0123abc", "license": "BSD-3-Clause",
-     "url": "https://example.invalid/demo-kernel-lib", "commit": "0123abc4567890abcdef0123456789abcdef0123"},
+     "url": "https://example.invalid/demo-kernel-lib", "commit": "0123abc4567890abcdef0123456789abcdef0123",
+     "evidence": {"path": "mistralrs-core/kernels/THIRD-PARTY.md",
+                  "contains": "demo-kernel-lib (BSD-3-Clause), at commit 0123abc4567890abcdef0123456789abcdef0123"}},
     {"name": "demo-quant-kernels", "version": "0", "license": "Apache-2.0",
-     "url": "https://example.invalid/demo-quant-kernels"},
+     "url": "https://example.invalid/demo-quant-kernels",
+     "evidence": {"path": "mistralrs-core/kernels/quant.cu"}},
 ]
 # demo-banner names only a license file (license-file = "LICENSE"); its text
 # is the ISC license, read and declared here as a packager would.

@@ -30,7 +30,26 @@ Non-crate code (CUTLASS, flash-attention kernels, ...) is declared in config
 (``[[bundled]]``) and appears in the License tag, LICENSE.dependencies and
 the provides (``bundled(NAME) = VERSION``), but not in cargo-vendor.txt:
 Fedora's generator would turn each line there into a ``bundled(crate(...))``
-provide, which would be false for them.
+provide, which would be false for them.  Each entry names its evidence (a
+path in upstream's tree, and optionally a text that file must contain); an
+entry whose evidence the tree at the packaged commit lacks is left out, with
+a log line naming it: upstream dropping a component is legitimate, and a
+package must not claim code (or a license term) its source does not have.
+
+Upstream's own license text is read from the tree too: the file the packaged
+crate's ``license-file`` names, else every ``LICENSE*``/``COPYING*`` file at
+the workspace root; a tree with neither is refused.
+
+Every file this stage copies into the package is named by upstream content
+(a ``license-file`` key, a file name in a crate's directory, an evidence
+path), so none is trusted: each must resolve, after every symlink, inside its
+crate's source (a registry or git crate: its own directory; a workspace
+member or path dependency: upstream's tree), be a regular file (a FIFO or
+device is refused without blocking on it) and hold at most
+:data:`UPSTREAM_FILE_LIMIT` bytes; otherwise the stage stops with one line
+naming the crate and the path.  The crates' directories themselves (from
+cargo metadata's manifest paths) must lie in upstream's tree or in cargo's
+registry and git checkouts under CARGO_HOME.
 
 A crate whose Cargo.toml names only a license file (no ``license``) has no
 machine-readable license: a person reads the file and declares it in config
@@ -42,14 +61,16 @@ declaration so that an update of the crate asks again.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config import CRATE_NAME, SEMVER, BundledComponent, BundledConfig
-from ..run import UserError, atomic_write, output
+from ..run import UserError, atomic_write, log, output
 from ..spdx import cargo_legacy, combine, normalize, spdx_problem
 
 TARGET = "x86_64-unknown-linux-gnu"
@@ -62,6 +83,79 @@ GIT_SOURCE = re.compile(
 )
 LICENSE_FILE_NAME = re.compile(r"^(licen[cs]e|copying|copyright|notice|unlicense)", re.IGNORECASE)
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
+UPSTREAM_LICENSE_NAME = re.compile(r"^(licen[cs]e|copying)", re.IGNORECASE)
+# The most a file named by upstream may hold.  The longest license texts
+# (AGPL-3.0, ~34 KiB) and a crate's NOTICE files fit thirty times over; a
+# file past this is no license text but a device, a core dump or an attempt
+# to bloat every package, and reading it whole would cost memory.
+UPSTREAM_FILE_LIMIT = 1 << 20
+
+
+# --- files named by upstream -------------------------------------------------
+
+
+def contained(path: Path, root: Path, what: str) -> Path:
+    """path's real location (every symlink of every component resolved),
+    which must lie inside root's; otherwise a one-line UserError naming
+    ``what`` (the crate) and the path."""
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(real_root):
+        raise UserError(f"{what}: {path} resolves to {real}, outside {real_root}: refusing to package a file from"
+                        " outside its source")
+    return real
+
+
+def read_contained(path: Path, root: Path, what: str, limit: int = UPSTREAM_FILE_LIMIT) -> bytes:
+    """The bytes of path, a regular file inside root (after symlinks) of at
+    most ``limit`` bytes.  The checked location is opened with O_NOFOLLOW
+    (a symlink swapped in since is refused) and O_NONBLOCK (a FIFO does not
+    block the open), and the type is checked on the open descriptor."""
+    real = contained(path, root, what)
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UserError(f"{what}: cannot open {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{what}: {path} is not a regular file; refusing to read it")
+        data = f.read(limit + 1)
+    if len(data) > limit or info.st_size > limit:
+        raise UserError(f"{what}: {path} is larger than {limit // 1024} KiB; refusing to package it")
+    return data
+
+
+def _regular_file(path: Path, root: Path, what: str) -> bool:
+    """Whether path (inside root, after symlinks) is a file to copy: False
+    for a missing path or a directory, a UserError for anything else that is
+    not a regular file (a FIFO, a socket, a device)."""
+    real = contained(path, root, what)
+    try:
+        mode = os.lstat(real).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise UserError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        return False
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{what}: {path} is not a regular file; refusing to package it")
+    return True
+
+
+@dataclass(frozen=True)
+class LicenseText:
+    """One license file to pack: where it is, the directory it must stay in,
+    whose it is (for messages) and its path in the license archive."""
+
+    source: Path
+    root: Path
+    owner: str
+    dest: str
+
+    def read(self) -> bytes:
+        return read_contained(self.source, self.root, self.owner)
 
 
 # --- the graph ---------------------------------------------------------------
@@ -79,6 +173,9 @@ class Crate:
     directory: Path
     license_files: tuple[Path, ...]
     workspace_member: bool
+    # The directory its license files must stay in: its own for a registry or
+    # git crate, upstream's tree for a path crate.  "." in records read back.
+    root: Path = Path(".")
 
     @property
     def is_local(self) -> bool:
@@ -136,6 +233,11 @@ class Bundle:
     components: tuple[BundledComponent, ...]  # sorted by name
     edges: tuple[tuple[str, tuple[str, ...]], ...]  # crate key -> linked dependency keys, sorted
     license: str
+    # Upstream's own license texts (the packaged crate's license-file, else
+    # LICENSE*/COPYING* at the workspace root): their paths in the tree, and
+    # the tree.  Packed at the top of the license archive under their names.
+    upstream_licenses: tuple[Path, ...] = ()
+    tree: Path = Path(".")
 
     @property
     def root(self) -> Crate:
@@ -163,13 +265,14 @@ class Bundle:
         comps = {f"bundled({c.name}) = {c.version}" for c in self.components}
         return tuple(sorted(crates)) + tuple(sorted(comps))
 
-    def license_texts(self) -> tuple[tuple[Path, str], ...]:
-        """(file in a crate's directory, path under the package's license
-        directory) for every license file a linked crate ships."""
-        out = []
+    def license_texts(self) -> tuple[LicenseText, ...]:
+        """Every license file to pack: upstream's own at the top, then each
+        linked crate's under crates/<crate>-<version>/."""
+        out = [LicenseText(path, self.tree, "upstream's license text", path.name) for path in self.upstream_licenses]
         for crate in self.crates:
+            what = f"crate {crate.name} v{crate.version}"
             for path in crate.license_files:
-                out.append((path, f"crates/{crate.license_dir()}/{path.name}"))
+                out.append(LicenseText(path, crate.root, what, f"crates/{crate.license_dir()}/{path.name}"))
         return tuple(out)
 
 
@@ -228,7 +331,8 @@ def cargo_tree(workspace: Path, package: str, features: Iterable[str], *, target
 TREE_LINE = re.compile(r"^(?P<depth>[0-9]+)(?P<pkg>\S+ v\S+( \(.*\))?)\Z")
 
 
-def resolve(metadata: dict, tree: list[str], checksums: Mapping[tuple[str, str, str], str], package: str, config: BundledConfig) -> Bundle:
+def resolve(metadata: dict, tree: list[str], checksums: Mapping[tuple[str, str, str], str], package: str,
+            config: BundledConfig, *, workspace: Path, cargo_home: Path) -> Bundle:
     """The Bundle of ``package``: its linked graph from cargo tree's lines,
     each crate's data from cargo metadata.
 
@@ -236,7 +340,11 @@ def resolve(metadata: dict, tree: list[str], checksums: Mapping[tuple[str, str, 
     whole workspace at once, so a crate that only another member's features
     pull in (upstream's mistralrs-pyo3 turns on mistralrs-core's optional
     pyo3) would look linked.  cargo tree -p resolves the package alone, as
-    ``cargo build -p`` does."""
+    ``cargo build -p`` does.
+
+    workspace: upstream's tree (path crates and their files must lie in it);
+    cargo_home: the CARGO_HOME whose registry and git checkouts hold the
+    other crates (or they are vendored in the tree)."""
     check_member(metadata, package)
     packages = {p["id"]: p for p in metadata["packages"]}
     members = set(metadata["workspace_members"])
@@ -265,12 +373,15 @@ def resolve(metadata: dict, tree: list[str], checksums: Mapping[tuple[str, str, 
     if not linked:
         raise UserError(f"cargo tree printed nothing for package {package!r}")
 
-    crates = {pid: _crate(packages[pid], pid in members, checksums, config) for pid in linked}
+    places = _Places(workspace, cargo_home)
+    crates = {pid: _crate(packages[pid], pid in members, checksums, config, places) for pid in linked}
     edges = tuple(sorted((crates[pid].key, tuple(sorted({crates[d].key for d in deps}))) for pid, deps in linked.items()))
     ordered = tuple(sorted(crates.values(), key=lambda c: (c.name, _version_key(c.version), c.source)))
     components = tuple(sorted(config.components, key=lambda c: c.name))
     license = combine([c.license for c in ordered] + [normalize(c.license) for c in components])
-    return Bundle(package=package, crates=ordered, components=components, edges=edges, license=license)
+    root = next(packages[pid] for pid in linked if pid in members and packages[pid]["name"] == package)
+    return Bundle(package=package, crates=ordered, components=components, edges=edges, license=license,
+                  upstream_licenses=upstream_licenses(workspace, root), tree=workspace)
 
 
 def check_member(metadata: dict, package: str) -> None:
@@ -298,7 +409,34 @@ def _version_key(version: str) -> tuple:
     return core, version
 
 
-def _crate(pkg: dict, member: bool, checksums, config: BundledConfig) -> Crate:
+@dataclass(frozen=True)
+class _Places:
+    """Where crates may come from: upstream's tree, and cargo's registry
+    sources and git checkouts."""
+
+    workspace: Path
+    cargo_home: Path
+
+    def root_of(self, what: str, directory: Path, source: str) -> Path:
+        """The directory a crate's files must stay in; the crate's own
+        directory must lie in the tree (a path crate) or in cargo's caches
+        or the tree (vendored sources)."""
+        tree = Path(os.path.realpath(self.workspace))
+        real = Path(os.path.realpath(directory))
+        if not source:
+            if not real.is_relative_to(tree):
+                raise UserError(f"{what}: a path crate at {directory}, outside upstream's tree {tree}:"
+                                " refusing to package files from outside it")
+            return tree
+        home = Path(os.path.realpath(self.cargo_home))
+        allowed = (home / "registry" / "src", home / "git" / "checkouts", tree)
+        if not any(real.is_relative_to(base) for base in allowed):
+            raise UserError(f"{what}: its source is at {directory}, neither in upstream's tree nor in cargo's"
+                            f" registry or git checkouts under {home}")
+        return real
+
+
+def _crate(pkg: dict, member: bool, checksums, config: BundledConfig, places: _Places) -> Crate:
     name, version, source = pkg["name"], pkg["version"], pkg.get("source") or ""
     what = f"crate {name} v{version}"
     if not CRATE_NAME.match(name) or not SEMVER.match(version):
@@ -306,24 +444,26 @@ def _crate(pkg: dict, member: bool, checksums, config: BundledConfig) -> Crate:
     if source and not (source == CRATES_IO or GIT_SOURCE.match(source)):
         raise UserError(f"{what}: source {source!r} is neither crates.io nor a git repository pinned to a commit")
     directory = Path(pkg["manifest_path"]).parent
+    root = places.root_of(what, directory, source)
     declared = pkg.get("license") or ""
+    license_file = pkg.get("license_file") or ""
     override = config.crate_license(name, version)
+    declare = (f'read it and declare it in config.toml: [[crate_license]] name = "{name}", version = "{version}",'
+               ' license = "<SPDX expression>"')
     if override is not None:
         license = normalize(override.license)
     elif declared:
         problem = spdx_problem(cargo_legacy(declared))
         if problem:
-            raise UserError(
-                f"{what} declares license {declared!r}: {problem}; read its license and declare it in config.toml: "
-                f'[[crate_license]] name = "{name}", version = "{version}", license = "<SPDX expression>"'
-            )
+            raise UserError(f"{what} declares license {declared!r}: {problem}; read its license and"
+                            f" {declare.removeprefix('read it and ')}")
         license = normalize(cargo_legacy(declared))
+    elif license_file:
+        raise UserError(f"{what} declares no SPDX license, only a license file ({license_file}); {declare}")
     else:
-        where = f" ({pkg['license_file']})" if pkg.get("license_file") else ""
-        raise UserError(
-            f"{what} declares no SPDX license, only a license file{where}; read it and declare it in config.toml: "
-            f'[[crate_license]] name = "{name}", version = "{version}", license = "<SPDX expression>"'
-        )
+        raise UserError(f"{what} declares neither a license nor a license file; find its license in its source"
+                        f" and declare it in config.toml: [[crate_license]] name = \"{name}\", version = \"{version}\","
+                        ' license = "<SPDX expression>"')
     return Crate(
         name=name,
         version=version,
@@ -333,27 +473,82 @@ def _crate(pkg: dict, member: bool, checksums, config: BundledConfig) -> Crate:
         license_from_config=override is not None,
         checksum=checksums.get((name, version, source), "") if source == CRATES_IO else "",
         directory=directory,
-        license_files=_license_files(directory, pkg.get("license_file")),
+        license_files=_license_files(what, directory, root, license_file),
         workspace_member=member,
+        root=root,
     )
 
 
-def _license_files(directory: Path, license_file: str | None) -> tuple[Path, ...]:
+def _license_files(what: str, directory: Path, root: Path, license_file: str) -> tuple[Path, ...]:
+    """The crate's license files: those named like one in its directory, and
+    the one its license-file key names, each checked by _regular_file."""
     found = set()
     try:
-        entries = list(directory.iterdir())
+        entries = sorted(directory.iterdir())
     except OSError:
         entries = []
     for path in entries:
-        if LICENSE_FILE_NAME.match(path.name) and SAFE_FILE_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+        if LICENSE_FILE_NAME.match(path.name) and SAFE_FILE_NAME.match(path.name) and _regular_file(path, root, what):
             found.add(path)
     if license_file:
-        path = directory / license_file
-        if SAFE_FILE_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+        path = directory / license_file  # an absolute license_file replaces directory: contained() refuses it
+        if _regular_file(path, root, what) and SAFE_FILE_NAME.match(path.name):
             found.add(path)
     names = [p.name for p in found]
     # Two files of one name (LICENSE and sub/LICENSE): keep the crate-root one.
     return tuple(sorted((p for p in found if names.count(p.name) == 1 or p.parent == directory), key=lambda p: p.name))
+
+
+def upstream_licenses(workspace: Path, package: dict) -> tuple[Path, ...]:
+    """Upstream's license texts at this commit: the packaged crate's
+    license-file, else LICENSE*/COPYING* at the workspace root."""
+    what = f"the packaged crate {package['name']}"
+    if package.get("license_file"):
+        path = Path(package["manifest_path"]).parent / package["license_file"]
+        if not _regular_file(path, workspace, what):
+            raise UserError(f"{what}: its license-file {package['license_file']} is not a file in upstream's tree")
+        found = [path]
+    else:
+        try:
+            entries = sorted(workspace.iterdir())
+        except OSError as exc:
+            raise UserError(f"cannot list upstream's tree {workspace}: {exc.strerror}") from None
+        found = [p for p in entries if UPSTREAM_LICENSE_NAME.match(p.name)
+                 and _regular_file(p, workspace, "upstream's license text")]
+    if not found:
+        raise UserError(f"upstream's tree has no license text: {package['name']} names no license-file and the"
+                        f" workspace root ({workspace}) holds no LICENSE* or COPYING* file")
+    for path in found:
+        if not SAFE_FILE_NAME.match(path.name) or path.name in RESERVED_NAMES:
+            raise UserError(f"upstream's license file {path.name!r}: expected a plain file name other than"
+                            f" {', '.join(sorted(RESERVED_NAMES))}")
+    return tuple(found)
+
+
+def present_components(workspace: Path, components: Iterable[BundledComponent]) -> tuple[BundledComponent, ...]:
+    """The [[bundled]] components whose evidence upstream's tree holds; each
+    other one is left out with a log line.  Evidence paths are named by
+    config, but resolve inside the tree, whose symlinks upstream controls:
+    they go through the same checks as license files."""
+    present = []
+    for comp in components:
+        evidence = comp.evidence
+        if evidence is None:
+            raise UserError(f"bundled component {comp.name}: no evidence configured")
+        what = f"bundled component {comp.name}'s evidence"
+        path = workspace / evidence.path
+        real = contained(path, workspace, what)
+        if not os.path.lexists(real):
+            log(f"licenses: left out bundled component {comp.name}: upstream's tree has no {evidence.path}")
+            continue
+        if evidence.contains:
+            text = read_contained(path, workspace, what)
+            if evidence.contains.encode() not in text:
+                log(f"licenses: left out bundled component {comp.name}: {evidence.path} does not contain"
+                    f" {evidence.contains!r}")
+                continue
+        present.append(comp)
+    return tuple(present)
 
 
 def collect(workspace: Path, package: str, features: Iterable[str], config: BundledConfig, *, target: str = TARGET,
@@ -363,7 +558,11 @@ def collect(workspace: Path, package: str, features: Iterable[str], config: Bund
     metadata = cargo_metadata(workspace, package, features, target=target, env=env)
     check_member(metadata, package)
     tree = cargo_tree(workspace, package, features, target=target, env=env)
-    return resolve(metadata, tree, read_lock(workspace), package, config)
+    config = replace(config, components=present_components(workspace, config.components))
+    from .cargo import cargo_home  # not at the top: cargo -> records -> bundled
+
+    home = Path(env["CARGO_HOME"]) if env and env.get("CARGO_HOME") else cargo_home()
+    return resolve(metadata, tree, read_lock(workspace), package, config, workspace=workspace, cargo_home=home)
 
 
 @dataclass(frozen=True)
@@ -375,13 +574,20 @@ class LicenseFiles:
     texts: tuple[str, ...] = field(default_factory=tuple)
 
 
+# Names the stage writes itself at the top of the license archive: an
+# upstream license file of one of these names would overwrite ours.
+RESERVED_NAMES = frozenset({LicenseFiles.license_dependencies, LicenseFiles.vendor_manifest, "crates"})
+
+
 def write_license_files(bundle: Bundle, dest: Path) -> LicenseFiles:
-    """LICENSE.dependencies, cargo-vendor.txt and crates/<crate>/<file> under dest."""
+    """LICENSE.dependencies, cargo-vendor.txt, upstream's license texts and
+    crates/<crate>/<file> under dest.  Each text is read again through
+    read_contained, not trusted from when the bundle was computed."""
     files = LicenseFiles()
     atomic_write(dest / files.license_dependencies, bundle.license_dependencies())
     atomic_write(dest / files.vendor_manifest, bundle.vendor_manifest())
     texts = []
-    for src, rel in bundle.license_texts():
-        atomic_write(dest / rel, src.read_bytes())
-        texts.append(rel)
+    for text in bundle.license_texts():
+        atomic_write(dest / text.dest, text.read())
+        texts.append(text.dest)
     return LicenseFiles(texts=tuple(texts))

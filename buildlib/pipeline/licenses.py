@@ -31,7 +31,8 @@ def bundle_inputs(cfg: Config, flavour: Flavour) -> dict:
     return {
         "programs": [[".".join(map(str, p.first)), p.package, p.binary] for p in cfg.upstream.programs],
         "features": list(flavour.features(cfg.build)),
-        "bundled": [[c.name, c.version, c.license, c.url, c.commit] for c in cfg.bundled.components],
+        "bundled": [[c.name, c.version, c.license, c.url, c.commit, c.evidence.path if c.evidence else "",
+                     c.evidence.contains if c.evidence else ""] for c in cfg.bundled.components],
         "crate_license": [[c.name, c.version, c.license] for c in cfg.bundled.crate_licenses],
     }
 

@@ -34,7 +34,7 @@ from ..layout import Layout
 from ..refs import COMMIT, TAG, check_rpm_version
 from ..run import UserError, atomic_write
 from ..spdx import spdx_problem
-from .bundled import CRATES_IO, GIT_SOURCE, SAFE_FILE_NAME, Bundle, Crate
+from .bundled import CRATES_IO, GIT_SOURCE, RESERVED_NAMES, SAFE_FILE_NAME, Bundle, Crate
 from .cargo_messages import package_name_version
 from .upstream import Source
 
@@ -516,6 +516,7 @@ class BundleRecord(_PerFlavour):
             "components": [{"name": c.name, "version": c.version, "license": c.license, "url": c.url,
                             "commit": c.commit} for c in b.components],
             "edges": [[key, list(deps)] for key, deps in b.edges],
+            "upstream_license_files": [p.name for p in b.upstream_licenses],
         }
 
     @classmethod
@@ -543,8 +544,14 @@ class BundleRecord(_PerFlavour):
         problem = spdx_problem(license)
         if problem:
             raise UserError(f"{path}: field 'license' = {license!r}: {problem}")
+        upstream_files = f.get("upstream_license_files", list)
+        if not upstream_files or not all(isinstance(n, str) and SAFE_FILE_NAME.match(n) and n not in RESERVED_NAMES
+                                         for n in upstream_files):
+            raise UserError(f"{path}: upstream_license_files {upstream_files!r}: expected plain file names,"
+                            " at least one: run the licenses task again")
         bundle = Bundle(package=f.matching("package", PACKAGE_NAME, "a cargo package name"), crates=crates,
-                        components=components, edges=tuple(edges), license=license)
+                        components=components, edges=tuple(edges), license=license,
+                        upstream_licenses=tuple(Path(n) for n in upstream_files))
         if not any(c.name == bundle.package and c.workspace_member for c in crates):
             raise UserError(f"{path}: the packaged crate {bundle.package!r} is not among the crates")
         epoch = f.get("source_date_epoch", int)

@@ -212,6 +212,21 @@ def _other_component(comp: BundledComponent):
     )
 
 
+def without_credentials(url: str) -> str:
+    """url with the user part of an http(s) address removed: a token there
+    (https://TOKEN@host/...) must not be published.  ssh's user@host (no
+    secret) and local paths are kept as written."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if parts.scheme in ("ssh", "git") and ":" in parts.netloc.rpartition("@")[0]:
+        user, _, host = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}@{host}"))
+    return url
+
+
 def validate(text: str) -> None:
     """Raise a one-line UserError unless text is a valid CycloneDX 1.6 JSON BOM."""
     from cyclonedx.schema import SchemaVersion
@@ -238,14 +253,14 @@ def package_sbom(cfg: Config, flavour: Flavour, build: BuildRecord, bundle: Bund
     """The SBOM of mistralrs-<flavour> at Release ``release``, from
     the build record (tag, commit, flavour, compute capability, features,
     toolchain, the binary's SHA-256) and the bundle record.  The upstream URL
-    is package.url (public; upstream.url may be a local path or carry
-    credentials)."""
+    is upstream.url, the repository actually fetched (package.url is only
+    the project's home page), without any credentials it carries."""
     subject = Subject(
         rpm_name=flavour.package,
         rpm_version=build.rpm_version,
         rpm_release=f"{release}{cfg.package.dist}",
         arch="x86_64",
-        upstream_url=cfg.package.url,
+        upstream_url=without_credentials(cfg.upstream.url),
         upstream_tag=build.tag or "",
         upstream_commit=bundle.commit,
         flavour=flavour.name,

@@ -46,6 +46,7 @@ from ..publish.held import held_release
 from ..run import Stopwatch, UserError, atomic_write, sha256_of
 from ..spdx import spdx_problem
 from ..templates import SpecLines, render
+from .bundled import RESERVED_NAMES, SAFE_FILE_NAME
 from .history import changelog_order, packaged_versions
 from .records import SHA256, BuildRecord, BundleRecord, ChangelogEntry, read_json
 from .sbom import package_sbom
@@ -70,7 +71,6 @@ def spec_sources(layout: Layout, flavour: Flavour) -> tuple[Path, ...]:
         paths.UNIT_EXAMPLE,
         paths.SYSUSERS,
         paths.NVIDIA_DEVICES_UNIT,
-        paths.LICENSE_TEXT,
         layout.license_archive(flavour.name),
         layout.sbom(flavour.name),
     )
@@ -187,7 +187,9 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
         "summary": rpm_text(settings["summary"], "package.summary"),
         "license": license,
         "bundled_provides": list(bundle.bundle.provides()),
-        "license_texts": bool(bundle.bundle.license_texts()),
+        "license_texts": any(c.license_files for c in bundle.bundle.crates),
+        # upstream's own license text(s) at this commit, at the top of the archive
+        "upstream_licenses": [_upstream_license_name(p.name) for p in bundle.bundle.upstream_licenses],
         "url": url,
         "payload": settings["payload"],
         "artifact_name": layout.artifact(flavour.name).name,
@@ -211,6 +213,14 @@ def _license(expression: str) -> str:
     if problem:
         raise UserError(f"License {expression!r}: {problem}")
     return expression
+
+
+def _upstream_license_name(name: str) -> str:
+    """A name for %license: a plain file name (no glob or macro character),
+    checked once more (the bundle record is a file on disk, read back)."""
+    if not SAFE_FILE_NAME.match(name) or name in RESERVED_NAMES:
+        raise UserError(f"upstream license file {name!r}: expected a plain file name; run the licenses task again")
+    return name
 
 
 def _description(gpus: tuple[str, ...], compute_cap: int, record: BuildRecord) -> SpecLines:
