@@ -202,3 +202,8 @@ def sbom_beside(rpm_file: str) -> str:
 PUBLISH_LOCK_NAME = ".publish.lock"
 """The lock every publish holds on the repository root; scripts/repo-shell
 spells it too (a test checks the two agree)."""
+
+
+def cargo_home() -> Path:
+    """cargo's home as cargo itself finds it (CARGO_HOME, else ~/.cargo)."""
+    return Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo").resolve()

@@ -33,7 +33,7 @@ from buildlib.run import UserError
 from buildlib.pipeline.records import BuildRecord
 from buildlib.pipeline.spec import render_spec
 from buildlib.pipeline.bundled import Bundle, cargo_metadata, cargo_tree, read_lock, resolve
-from buildlib.pipeline.cargo import cargo_home
+from buildlib.layout import cargo_home
 from buildlib.pipeline.licenses import write_bundle
 
 from pipeline import project_config, vercmp, write_config

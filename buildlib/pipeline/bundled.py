@@ -70,6 +70,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config import CRATE_NAME, SEMVER, BundledComponent, BundledConfig
+from ..layout import cargo_home
 from ..run import UserError, atomic_write, log, output
 from ..spdx import cargo_legacy, combine, normalize, spdx_problem
 
@@ -559,7 +560,6 @@ def collect(workspace: Path, package: str, features: Iterable[str], config: Bund
     check_member(metadata, package)
     tree = cargo_tree(workspace, package, features, target=target, env=env)
     config = replace(config, components=present_components(workspace, config.components))
-    from .cargo import cargo_home  # not at the top: cargo -> records -> bundled
 
     home = Path(env["CARGO_HOME"]) if env and env.get("CARGO_HOME") else cargo_home()
     return resolve(metadata, tree, read_lock(workspace), package, config, workspace=workspace, cargo_home=home)

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import SEMVER, Config, Flavour
-from ..layout import Layout
+from ..layout import Layout, cargo_home
 from ..run import CommandFailed, Stopwatch, UserError, log, output, run, sha256_of
 from .cache import record_units
 from .cargo_messages import executable_of, failure_line, read_messages
@@ -54,11 +54,6 @@ def cuda_home(nvcc: str) -> Path:
 REMAPPED_SOURCE = "/usr/src/mistralrs"
 REMAPPED_TARGET = "/usr/src/mistralrs-target"
 REMAPPED_CARGO_HOME = "/usr/src/cargo-home"
-
-
-def cargo_home() -> Path:
-    """cargo's home as cargo itself finds it (CARGO_HOME, else ~/.cargo)."""
-    return Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo").resolve()
 
 
 def path_remaps(layout: Layout, flavour: Flavour, home: Path | None = None) -> list[tuple[Path, str]]:

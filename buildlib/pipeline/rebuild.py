@@ -25,9 +25,9 @@ from pathlib import Path
 
 from .. import repro
 from ..config import Config, Flavour
-from ..layout import Layout, sbom_beside
+from ..layout import Layout, cargo_home, sbom_beside
 from ..run import Stopwatch, UserError, log, run, sha256_of
-from .cargo import build_flavour, cargo_home
+from .cargo import build_flavour
 from .licenses import collect_licenses
 from .records import BuildRecord, ChangelogEntry, RebuildRecord, RpmRecord
 from .rpmbuild import build_rpm
