@@ -16,6 +16,7 @@ import pytest
 from buildlib import config as configmod
 from buildlib.ci import github as github_api
 from buildlib.ci import matrix, poll
+from buildlib.ci.http import UpstreamUnreachable
 from buildlib.layout import Layout
 from buildlib.run import UserError
 from fake_github import FakeGitHub, Reply, StaticServer, release_object
@@ -101,9 +102,20 @@ def setup(tmp_path, github, base_url, **settings):
 def run_poll(tmp_path, github, base_url, **settings):
     cfg, layout, s = setup(tmp_path, github, base_url, **settings)
     sleeps: list[float] = []
-    decision = poll.poll_upstream(cfg, layout, s, sleep=sleeps.append)
+    decision = poll_or_unreachable(cfg, layout, s, sleep=sleeps.append)
     decision["sleeps"] = sleeps
     return decision
+
+
+def poll_or_unreachable(cfg, layout, s, **kwargs):
+    """The decision; for a GitHub that stays unreachable, the one the poll
+    wrote before it ended with UpstreamUnreachable (its line in "raised")."""
+    try:
+        return poll.poll_upstream(cfg, layout, s, **kwargs)
+    except UpstreamUnreachable as e:
+        decision = json.loads(poll.decision_file(layout).read_text())
+        decision["raised"] = str(e)
+        return decision
 
 
 def everything_published(published):
@@ -290,7 +302,33 @@ def test_api_unreachable_after_retries(tmp_path, github, published, env):
     github.fail(github.release_path, 3, 500)
     d = run_poll(tmp_path, github, published.base_url)
     assert d["status"] == "unreachable" and not d["release"]["build"] and not d["prerelease"]["build"]
-    assert "HTTP 500 after 3 attempts" in d["release"]["reason"]
+    assert "HTTP 500 after 3 attempts" in d["release"]["reason"] and "HTTP 500 after 3 attempts" in d["raised"]
+    assert "\n" not in d["raised"]
+
+
+def test_each_retry_is_one_line_and_unreachable_github_fails_the_poll(tmp_path, github, published, env):
+    """Not silent: a line per retry (what failed, when the next try comes),
+    then `doit poll` ends non-zero with one line; a rate limit ends 0."""
+    from pipeline import run_doit
+
+    everything_published(published)
+    data = demo_config(tmp_path / "project", Path("x"), tmp_path / "cache", flavours=FLAVOURS,
+                       publish__base_url=published.base_url)
+    data["upstream"]["url"] = "https://github.com/EricLBuehler/mistral.rs.git"
+    data["poll"] = {"api_url": github.url, "retries": 2, "backoff": 0.01}
+    config = write_config(tmp_path / "project", data)
+    github.fail(github.release_path, 3, 503)
+    rc, results, err = run_doit(config, "poll")
+    assert rc != 0 and results["poll"] == "fail", err
+    # doit repeats a failed task's output (another change quiets it): the lines, once each
+    retries = list(dict.fromkeys(line for line in err.splitlines() if "next try in" in line))
+    assert retries == [f"==> poll: {github.url}{github.release_path}: HTTP 503; next try in {w} s (attempt {n} of 3)"
+                       for w, n in (("0.01", 2), ("0.02", 3))], err
+    assert [line for line in err.splitlines() if "GitHub API unreachable" in line and "HTTP 503 after 3 attempts" in line], err
+    github.rate_limit(github.release_path)
+    rc, results, err = run_doit(config, "poll")
+    assert rc == 0 and results["poll"] == "success", err
+    assert len({line for line in err.splitlines() if "rate limit reached" in line}) == 1, err
 
 
 GARBAGE_RELEASES = {
@@ -566,6 +604,7 @@ def test_deeply_nested_json_is_refused_in_one_line(tmp_path, github, published, 
         assert d["release"]["ref"] == "v0.9.3"
     else:
         assert d["status"] == "unreachable" and "unexpected HTTP 403" in d["release"]["reason"]
+        assert "unexpected HTTP 403" in d["raised"]
 
 
 @pytest.mark.parametrize("body, depth", [
@@ -662,7 +701,7 @@ def test_trickling_answer_ends_within_the_timeout(tmp_path, request, published, 
                                             trickle_head=phase == "head"))
     cfg, layout, s = setup(tmp_path, github, published.base_url, timeout=2.0)
     started = time.monotonic()
-    d = poll.poll_upstream(cfg, layout, s, sleep=lambda _: None)
+    d = poll_or_unreachable(cfg, layout, s, sleep=lambda _: None)
     elapsed = time.monotonic() - started
     assert elapsed < 3 * s.timeout, f"the poll took {elapsed:.1f} s with poll.timeout = {s.timeout} s"
     assert d["status"] == "unreachable" and not d["release"]["build"] and not d["prerelease"]["build"]
