@@ -414,10 +414,10 @@ def test_workflows_are_as_config_writes_them(tmp_path):
         (copies / p.name).write_text(p.read_text())
     assert workflows.write_workflows(more, copies) == [copies / p.name for p in BUILD_WORKFLOWS]
     assert workflows.drifted(more, copies) == []
-    poll = load(copies / "poll-upstream.yml")["jobs"]
-    assert poll["build-release"]["strategy"]["matrix"]["flavour"] == [*FLAVOURS, "turing"]
-    assert [s["with"]["name"] for s in poll["publish-prerelease"]["steps"] if "with" in s][-1] == \
-        "rpm-unstable-turing"
+    release = load(copies / "build-release.yml")["jobs"]
+    assert release["build"]["strategy"]["matrix"]["flavour"] == [*FLAVOURS, "turing"]
+    prerelease = load(copies / "build-prerelease.yml")["jobs"]
+    assert [s["with"]["name"] for s in prerelease["publish"]["steps"] if "with" in s][-1] == "rpm-unstable-turing"
 
 
 def test_doit_workflows_task_is_up_to_date():
