@@ -5,7 +5,7 @@ about everything else: a key, an action or an expression it does not know
 stops the run with a clear error instead of being skipped, so a workflow
 that grows beyond what this driver understands fails its test.
 
-It follows Gitea 1.23, the oldest version the workflows are written for
+It follows Gitea 1.24, the oldest version the workflows are written for
 (README, "CI"), where that differs from GitHub:
 
 * a matrix given by an expression (``fromJSON(needs.x.outputs.y)``) is one
