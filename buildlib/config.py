@@ -337,9 +337,16 @@ class Poll:
     """Seconds before the same build (channel, ref, flavours) is started
     again while its packages are still missing: a build that fails must not
     take the GPU runners every 15 minutes."""
+    snapshot_interval: float = 86400.0
+    """Seconds from one snapshot build (unstable channel) started by the
+    poll to the next: upstream's default branch moves many times a day, a
+    build of every flavour takes hours."""
+    dispatch_token_env: str = "MRPM_DISPATCH_TOKEN"
+    """Environment variable holding the Gitea token (write access to the
+    repository's actions) the poll starts the build workflows with."""
 
     LIMITS = {"timeout": (0.0, 600.0), "backoff": (0.0, 120.0), "retrigger_after": (0.0, 366 * 86400.0),
-              "retries": (0, 10)}
+              "snapshot_interval": (0.0, 366 * 86400.0), "retries": (0, 10)}
     """Closed ranges, except that timeout must be above 0.  TOML has nan and
     inf: both fail a range check (nan compares false to everything)."""
 
@@ -998,6 +1005,9 @@ def parse(data: dict, source: Path) -> Config:
         retries=po.get("retries", int, 3, form="an integer"),
         backoff=po.number("backoff", 2.0),
         retrigger_after=po.number("retrigger_after", 21600),
+        snapshot_interval=po.number("snapshot_interval", 86400),
+        dispatch_token_env=po.string("dispatch_token_env", "MRPM_DISPATCH_TOKEN",
+                                     pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z"), form="an environment variable name"),
     )
     if poll.timeout <= 0 or poll.retries < 0 or poll.backoff < 0 or poll.retrigger_after < 0:
         raise ConfigError("poll: timeout must be > 0, retries and backoff >= 0")

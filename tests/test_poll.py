@@ -16,6 +16,7 @@ import pytest
 from buildlib import config as configmod
 from buildlib.ci import github as github_api
 from buildlib.ci import matrix, poll
+from buildlib.ci.http import UpstreamUnreachable
 from buildlib.layout import Layout
 from buildlib.run import UserError
 from fake_github import FakeGitHub, Reply, StaticServer, release_object
@@ -101,9 +102,20 @@ def setup(tmp_path, github, base_url, **settings):
 def run_poll(tmp_path, github, base_url, **settings):
     cfg, layout, s = setup(tmp_path, github, base_url, **settings)
     sleeps: list[float] = []
-    decision = poll.poll_upstream(cfg, layout, s, sleep=sleeps.append)
+    decision = poll_or_unreachable(cfg, layout, s, sleep=sleeps.append)
     decision["sleeps"] = sleeps
     return decision
+
+
+def poll_or_unreachable(cfg, layout, s, **kwargs):
+    """The decision; for a GitHub that stays unreachable, the one the poll
+    wrote before it ended with UpstreamUnreachable (its line in "raised")."""
+    try:
+        return poll.poll_upstream(cfg, layout, s, **kwargs)
+    except UpstreamUnreachable as e:
+        decision = json.loads(poll.decision_file(layout).read_text())
+        decision["raised"] = str(e)
+        return decision
 
 
 def everything_published(published):
@@ -290,7 +302,33 @@ def test_api_unreachable_after_retries(tmp_path, github, published, env):
     github.fail(github.release_path, 3, 500)
     d = run_poll(tmp_path, github, published.base_url)
     assert d["status"] == "unreachable" and not d["release"]["build"] and not d["prerelease"]["build"]
-    assert "HTTP 500 after 3 attempts" in d["release"]["reason"]
+    assert "HTTP 500 after 3 attempts" in d["release"]["reason"] and "HTTP 500 after 3 attempts" in d["raised"]
+    assert "\n" not in d["raised"]
+
+
+def test_each_retry_is_one_line_and_unreachable_github_fails_the_poll(tmp_path, github, published, env):
+    """Not silent: a line per retry (what failed, when the next try comes),
+    then `doit poll` ends non-zero with one line; a rate limit ends 0."""
+    from pipeline import run_doit
+
+    everything_published(published)
+    data = demo_config(tmp_path / "project", Path("x"), tmp_path / "cache", flavours=FLAVOURS,
+                       publish__base_url=published.base_url)
+    data["upstream"]["url"] = "https://github.com/EricLBuehler/mistral.rs.git"
+    data["poll"] = {"api_url": github.url, "retries": 2, "backoff": 0.01}
+    config = write_config(tmp_path / "project", data)
+    github.fail(github.release_path, 3, 503)
+    rc, results, err = run_doit(config, "poll")
+    assert rc != 0 and results["poll"] == "fail", err
+    # doit repeats a failed task's output (another change quiets it): the lines, once each
+    retries = list(dict.fromkeys(line for line in err.splitlines() if "next try in" in line))
+    assert retries == [f"==> poll: {github.url}{github.release_path}: HTTP 503; next try in {w} s (attempt {n} of 3)"
+                       for w, n in (("0.01", 2), ("0.02", 3))], err
+    assert [line for line in err.splitlines() if "GitHub API unreachable" in line and "HTTP 503 after 3 attempts" in line], err
+    github.rate_limit(github.release_path)
+    rc, results, err = run_doit(config, "poll")
+    assert rc == 0 and results["poll"] == "success", err
+    assert len({line for line in err.splitlines() if "rate limit reached" in line}) == 1, err
 
 
 GARBAGE_RELEASES = {
@@ -566,6 +604,7 @@ def test_deeply_nested_json_is_refused_in_one_line(tmp_path, github, published, 
         assert d["release"]["ref"] == "v0.9.3"
     else:
         assert d["status"] == "unreachable" and "unexpected HTTP 403" in d["release"]["reason"]
+        assert "unexpected HTTP 403" in d["raised"]
 
 
 @pytest.mark.parametrize("body, depth", [
@@ -662,7 +701,7 @@ def test_trickling_answer_ends_within_the_timeout(tmp_path, request, published, 
                                             trickle_head=phase == "head"))
     cfg, layout, s = setup(tmp_path, github, published.base_url, timeout=2.0)
     started = time.monotonic()
-    d = poll.poll_upstream(cfg, layout, s, sleep=lambda _: None)
+    d = poll_or_unreachable(cfg, layout, s, sleep=lambda _: None)
     elapsed = time.monotonic() - started
     assert elapsed < 3 * s.timeout, f"the poll took {elapsed:.1f} s with poll.timeout = {s.timeout} s"
     assert d["status"] == "unreachable" and not d["release"]["build"] and not d["prerelease"]["build"]
@@ -748,3 +787,125 @@ def test_garbage_repomd_decides_nothing_in_one_line(tmp_path, github, published,
     # (createrepo_c itself may print a CRITICAL line of its own before)
     (stable,) = [line for line in err.splitlines() if line.startswith("    stable ")]
     assert "nothing decided: repository unreachable" in stable and "repomd.xml" in stable, err
+
+
+# --- starting builds: Gitea's dispatch API, one snapshot in flight -------------
+
+DISPATCH_TOKEN = "dispatch-t0ken-for-tests"
+
+
+@pytest.fixture
+def gitea(tmp_path, env):
+    """The stand-in Gitea (tests/fake_gitea.py) over this project's workflows,
+    and the environment poll-upstream.yml gives the poll."""
+    from fake_gitea import FakeGitea
+    from workflow_driver import Gitea
+
+    from buildlib.ci import dispatch
+
+    g = Gitea("1.24.0", tmp_path / "gitea")
+    api = FakeGitea(g, DISPATCH_TOKEN, read_only_token="read-only").start()
+    env.setenv(dispatch.API_ENV, api.api_url)
+    env.setenv(dispatch.REPOSITORY_ENV, g.repository)
+    env.setenv(dispatch.REF_ENV, g.branch)
+    env.setenv("MRPM_DISPATCH_TOKEN", DISPATCH_TOKEN)
+    yield g
+    api.stop()
+
+
+def dispatched(g) -> list[tuple[str, dict]]:
+    return [(r.workflow, r.driver.inputs) for r in g.runs]
+
+
+def test_the_poll_starts_the_build_workflows_through_gitea(tmp_path, github, published, gitea):
+    published.channel("stable", [(f, "0.9.2") for f in FLAVOURS])
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["release"]["started"] == "build-release.yml" and d["prerelease"]["started"] == "build-prerelease.yml"
+    assert dispatched(gitea) == [
+        ("build-release.yml", {"ref": "v0.9.3", "flavours": '["ampere","hopper"]'}),
+        ("build-prerelease.yml", {"ref": HEAD, "flavours": '["ampere","hopper"]', "newest": "true"})]
+    assert {r.event for r in gitea.runs} == {"workflow_dispatch"}
+    # the next poll: both in flight, nothing dispatched again
+    d = run_poll(tmp_path, github, published.base_url)
+    assert not d["release"]["build"] and not d["prerelease"]["build"] and len(gitea.runs) == 2
+
+
+@pytest.mark.parametrize("version, token, message", [
+    ("1.23.6", DISPATCH_TOKEN, "HTTP 404: Gitea before 1.24 has no dispatch API"),
+    ("1.24.0", "wrong", "refused the token (HTTP 401)"),
+    ("1.24.0", "read-only", "refused the token (HTTP 403)"),
+])
+def test_a_refused_dispatch_is_one_line_and_not_recorded(tmp_path, github, published, gitea, env, version, token,
+                                                         message):
+    from workflow_driver import version as parse_version
+
+    published.channel("stable", [(f, "0.9.2") for f in FLAVOURS])
+    published.channel("unstable", [(f, SNAPSHOT_OF[HEAD]) for f in FLAVOURS])
+    gitea.version = parse_version(version)
+    env.setenv("MRPM_DISPATCH_TOKEN", token)
+    with pytest.raises(UserError, match=re.escape(message)) as e:
+        run_poll(tmp_path, github, published.base_url)
+    assert "\n" not in str(e.value) and token not in str(e.value) and gitea.runs == []
+    # not recorded as started: once Gitea takes it, the same build is started
+    gitea.version = parse_version("1.24.0")
+    env.setenv("MRPM_DISPATCH_TOKEN", DISPATCH_TOKEN)
+    assert run_poll(tmp_path, github, published.base_url)["release"]["started"] == "build-release.yml"
+
+
+def test_no_dispatch_token_is_one_line(tmp_path, github, published, gitea, env):
+    env.delenv("MRPM_DISPATCH_TOKEN")
+    with pytest.raises(UserError, match=r"\$MRPM_DISPATCH_TOKEN is empty"):
+        run_poll(tmp_path, github, published.base_url)
+
+
+def test_snapshots_one_in_flight_and_one_per_interval_while_master_moves(tmp_path, github, published, gitea,
+                                                                         monkeypatch):
+    """master moves at every tick; runner capacity 1 and hour-long builds
+    must not grow a queue: one snapshot build in flight per flavour, a newer
+    head waits for it (the build, when it starts, builds the newest head),
+    and snapshot builds start at most once per poll.snapshot_interval."""
+    published.channel("stable", [(f, RELEASE) for f in FLAVOURS])
+    published.channel("unstable", [(f, SNAPSHOT_OF[OLD_HEAD]) for f in FLAVOURS])
+    clock = [1_800_000_000.0]
+    monkeypatch.setattr(poll.time, "time", lambda: clock[0])
+    heads = iter(f"{i:x}" * 40 for i in range(2, 16))
+    decisions = []
+    for tick in range(8):  # two hours of polls, a new head each time
+        github.head = next(heads)
+        decisions.append(run_poll(tmp_path, github, published.base_url, snapshot_interval=6 * 3600.0)["prerelease"])
+        clock[0] += 15 * 60
+    snapshot_runs = [i for r, i in dispatched(gitea) if r == "build-prerelease.yml"]
+    assert snapshot_runs == [{"ref": "2" * 40, "flavours": '["ampere","hopper"]', "newest": "true"}]
+    assert decisions[0]["build"] and not any(d["build"] for d in decisions[1:])
+    assert all(d["reason"].startswith(f"snapshot of {'2' * 12} in flight since 2027-01-15 08:00 UTC")
+               for d in decisions[1:]), decisions[1]["reason"]
+
+    # the build published (a newer head than it was started for): no longer in
+    # flight, and the next snapshot waits for the interval
+    shutil.rmtree(published.root / "mistralrs-rpm" / CHANNEL_DIR["unstable"])
+    shutil.rmtree(published.root.parent / "staging-unstable")
+    published.channel("unstable", [(f, v) for f in FLAVOURS for v in (SNAPSHOT_OF[OLD_HEAD], SNAPSHOT_OF[HEAD])])
+    github.head = next(heads)
+    d = run_poll(tmp_path, github, published.base_url, snapshot_interval=6 * 3600.0)["prerelease"]
+    assert not d["build"] and d["reason"] == "next snapshot after 2027-01-15 14:00 UTC (poll.snapshot_interval)"
+    assert "next snapshot after 2027-01-15 14:00 UTC" in poll.summary({"status": "decided", "release": {
+        "ref": None, "missing": [], "build": False, "reason": ""}, "prerelease": d})
+    clock[0] += 4 * 3600  # past the interval: the newest head
+    github.head = next(heads)
+    d = run_poll(tmp_path, github, published.base_url, snapshot_interval=6 * 3600.0)["prerelease"]
+    assert d["build"] and d["started"] == "build-prerelease.yml"
+    assert [i["ref"] for r, i in dispatched(gitea) if r == "build-prerelease.yml"] == ["2" * 40, github.head]
+
+
+def test_a_snapshot_build_that_never_publishes_is_given_up_after_retrigger_after(tmp_path, github, published,
+                                                                                  gitea, monkeypatch):
+    published.channel("stable", [(f, RELEASE) for f in FLAVOURS])
+    clock = [1_800_000_000.0]
+    monkeypatch.setattr(poll.time, "time", lambda: clock[0])
+    settings = {"snapshot_interval": 0.0, "retrigger_after": 3 * 3600.0}
+    assert run_poll(tmp_path, github, published.base_url, **settings)["prerelease"]["build"]
+    clock[0] += 2 * 3600
+    assert "in flight" in run_poll(tmp_path, github, published.base_url, **settings)["prerelease"]["reason"]
+    clock[0] += 3600
+    assert run_poll(tmp_path, github, published.base_url, **settings)["prerelease"]["build"]
+    assert len([r for r in gitea.runs if r.workflow == "build-prerelease.yml"]) == 2

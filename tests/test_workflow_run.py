@@ -135,83 +135,88 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
 POLL_WORKFLOW = PROJECT / ".gitea" / "workflows" / "poll-upstream.yml"
 
 
-def test_poll_workflow_builds_and_publishes_what_is_missing_then_nothing(tmp_path, demo_upstream, shared_cache):
-    """poll-upstream.yml as a Gitea 1.23 runner runs it on a schedule: the
-    poll finds the release and master's head missing for the one configured
-    flavour, the gated build jobs build it for both channels (the other
-    flavours of the static matrix skip their steps) and publish it.  The next
-    poll finds everything published and runs no build job; with its state
-    (ETags) lost it decides the same, at the cost of full API answers."""
+BUILD_S = 40 * 60
+"""A build step longer than two poll ticks (virtual time)."""
+
+
+@pytest.mark.parametrize("gitea_version", ["1.24.0", "1.25.4", "1.26.0"])
+def test_a_build_longer_than_two_poll_ticks_is_published_and_installs(tmp_path, demo_upstream, shared_cache,
+                                                                       gitea_version):
+    """The poll workflow on its cron, on a simulated Gitea of each supported
+    version boundary (a virtual clock: nothing sleeps): the poll finds the
+    release and master's head missing for the one configured flavour and
+    dispatches the build workflows; each build step lasts 40 minutes, so
+    several ticks pass while it runs (up to 1.25 each tick cancels the
+    scheduled runs before it: a build that was a job of the poll's run never
+    ended).  The dispatched runs build, publish, and dnf installs the
+    release; the polls during the builds start nothing again."""
+    from fake_gitea import FakeGitea
+    from workflow_driver import TICK_S, Gitea
+
     key_file, fingerprint = signing.make_demo_key(tmp_path / "key", passphrase=PASSPHRASE)
-    secrets = {"MRPM_SIGNING_KEY": key_file.read_text(), "MRPM_SIGNING_PASSPHRASE": PASSPHRASE}
+    token = "dispatch-t0ken-for-the-test"
+    secrets = {"MRPM_SIGNING_KEY": key_file.read_text(), "MRPM_SIGNING_PASSPHRASE": PASSPHRASE,
+               "MRPM_DISPATCH_TOKEN": token}
     target = tmp_path / "srv"
     target.mkdir()
     github = FakeGitHub().start()
     github.release = release_object("v0.9.2")
     github.head = demo_upstream.head
-    cache = tmp_path / "cache"  # the poll runner's MRPM_CACHE: the mirror and cargo's work shared, the poll state not
+    cache = tmp_path / "cache"  # the runners' MRPM_CACHE: the mirror and cargo's work shared, the poll state not
     cache.mkdir()
     for part in ("upstream.git", "target", "cudaforge"):
         if (shared_cache / part).exists():
             (cache / part).symlink_to(shared_cache / part)
-    labels = ("cuda-13.0", "mistralrs-poll")
+    gitea = Gitea(gitea_version, tmp_path / "gitea", runners={"mistralrs-poll": 1, "cuda-13.0": 1},
+                  secrets=secrets, durations=lambda job, step: BUILD_S if step.get("name") == "build" else 60)
+    api = FakeGitea(gitea, token).start()
     try:
         with services.nginx(target) as url:
             data = demo_config(tmp_path, demo_upstream.path, cache, flavours=("hopper",),
                                publish__target=str(target), publish__base_url=url, poll__api_url=github.url,
-                               poll__repository="EricLBuehler/mistral.rs")
-            overrides = {"config.toml": tomli_w.dumps(data)}
+                               poll__repository="EricLBuehler/mistral.rs", poll__snapshot_interval=0)
+            gitea.overrides = {"config.toml": tomli_w.dumps(data)}
+            gitea.run_until(4 * 3600)
+            transcript = "\n".join(gitea.log)
+            polls = gitea.runs_of("poll-upstream.yml")
+            assert len(polls) == 4 * 3600 // TICK_S and all(p.conclusion == "success" for p in polls[:-1]), \
+                transcript + "".join(p.run.transcript() for p in polls if p.conclusion == "failure")
+            (release,) = gitea.runs_of("build-release.yml")
+            (snapshot,) = gitea.runs_of("build-prerelease.yml")
+            for run in (release, snapshot):
+                assert run.event == "workflow_dispatch" and run.conclusion == "success", \
+                    transcript + run.run.transcript()
+                assert run.run.leaks == []
+            assert release.driver.inputs == {"ref": "v0.9.2", "flavours": '["hopper"]'}
+            # the builds outlived several ticks
+            assert sum(1 for p in polls if release.created < p.created) >= 3
+            (build,) = [j for j in release.run.jobs["build"] if j.matrix["flavour"] == "hopper"]
+            assert [s.name for s in build.steps if not s.skipped and s.name == "build"] == ["build"]
 
-            run = Driver(POLL_WORKFLOW, tmp_path / "run1", event="schedule", secrets=secrets,
-                         checkout_overrides=overrides, runner_labels=labels).execute()
-            run.check()
-            assert run.leaks == []
-            (poll_job,) = run.jobs["poll"]
-            out = poll_job.outputs
-            assert (out["build_release"], out["release_ref"], out["release_flavours"]) == ("true", "v0.9.2", '["hopper"]')
-            assert (out["build_prerelease"], out["prerelease_ref"]) == ("true", demo_upstream.head)
-            static = list(project_config()["flavours"])
-            for kind, channel in (("release", "stable"), ("prerelease", "unstable")):
-                jobs = run.jobs[f"build-{kind}"]
-                assert [j.matrix["flavour"] for j in jobs] == static
-                for job in jobs:
-                    ran = [s for s in job.steps if not s.skipped]
-                    assert job.conclusion == "success" and len(ran) == (len(job.steps) if job.matrix["flavour"] == "hopper" else 0)
-                assert [p.name for p in (run.artifacts / f"rpm-{channel}-hopper").iterdir()]
-                (publish,) = run.jobs[f"publish-{kind}"]
-                assert publish.conclusion == "success"
-            assert sorted(p.name for p in run.artifacts.iterdir()) == ["rpm-stable-hopper", "rpm-unstable-hopper"]
             stable = repodata.read_metadata(channel_dir(target) / "repodata").packages
             unstable = repodata.read_metadata(channel_dir(target, "unstable") / "repodata").packages
-            assert sorted(stable) == ["mistralrs-hopper-0.9.2-1.fc43.x86_64.rpm"]
-            (snapshot,) = unstable
-            assert snapshot.startswith("mistralrs-hopper-") and f".g{demo_upstream.head[:7]}-" in snapshot
+            assert "mistralrs-hopper-0.9.2-1.fc43.x86_64.rpm" in stable
+            assert any(n.startswith("mistralrs-hopper-") and f".g{demo_upstream.head[:7]}-" in n for n in unstable)
             public = (target / signing.KEY_FILE_NAME).read_text()
             signing.verify_repomd(public, fingerprint, channel_dir(target) / "repodata")
 
-            # the next poll: everything published, no build job runs; its
-            # ETags came from the state in the cache
-            github.requests.clear()
-            run = Driver(POLL_WORKFLOW, tmp_path / "run2", event="schedule", secrets=secrets,
-                         checkout_overrides=overrides, runner_labels=labels).execute()
-            run.check()
-            assert run.jobs["poll"][0].outputs["build_release"] == "false"
-            assert run.jobs["poll"][0].outputs["build_prerelease"] == "false"
-            skipped = [j.conclusion for k in run.jobs if k != "poll" for j in run.jobs[k]]
-            assert skipped and set(skipped) == {"skipped"}
-            assert {r.status for r in github.requests} == {304}
-
-            # the state lost (another runner, a wiped disk): the same decision, full answers
-            (cache / "poll" / "state.json").unlink()
-            github.requests.clear()
-            run = Driver(POLL_WORKFLOW, tmp_path / "run3", event="schedule", secrets=secrets,
-                         checkout_overrides=overrides, runner_labels=labels).execute()
-            run.check()
-            assert {k: run.jobs["poll"][0].outputs[k] for k in ("build_release", "build_prerelease")} == {
-                "build_release": "false", "build_prerelease": "false"}
-            assert {j.conclusion for k in run.jobs if k != "poll" for j in run.jobs[k]} == {"skipped"}
-            assert {r.status for r in github.requests} == {200}
+            # dnf installs the release from the served repository
+            rpm = release.run.artifacts / "rpm-stable-hopper" / "mistralrs-hopper-0.9.2-1.fc43.x86_64.rpm"
+            requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], check=True, capture_output=True,
+                                      text=True).stdout.splitlines()
+            cfg = load(write_config(tmp_path / "config", data))
+            nvidia = cfg.package.requires_for(cfg.flavour("hopper").features(cfg.build))
+            standin = build_standin_repo(tmp_path / "standin",
+                                         sorted({r for r in requires if FEDORA_BASE.match(r)} | set(nvidia)))
+            repo_file = requests.get(f"{url}/mistralrs.repo", timeout=10)
+            repo_file.raise_for_status()
+            root = services.make_dnf_root(tmp_path / "dnf", repo_file.text, standin)
+            root.dnf("install", "mistralrs-hopper", check=True, timeout=300)
+            info = json.loads(subprocess.run([str(root.root / "usr" / "bin" / "mistralrs"), "info"], check=True,
+                                             capture_output=True, text=True).stdout)
+            assert info["compute_cap"] == CAPS["hopper"] and info["version"] == "0.9.2"
     finally:
+        api.stop()
         github.stop()
 
 

@@ -5,7 +5,7 @@ about everything else: a key, an action or an expression it does not know
 stops the run with a clear error instead of being skipped, so a workflow
 that grows beyond what this driver understands fails its test.
 
-It follows Gitea 1.23, the oldest version the workflows are written for
+It follows Gitea 1.24, the oldest version the workflows are written for
 (README, "CI"), where that differs from GitHub:
 
 * a matrix given by an expression (``fromJSON(needs.x.outputs.y)``) is one
@@ -379,7 +379,7 @@ class Driver:
                  secrets: dict[str, str] | None = None, checkout_overrides: dict[str, str] | None = None,
                  runner_labels: tuple[str, ...] = ("cuda-13.0",), project: Path = PROJECT,
                  event: str = "workflow_dispatch", keep_workspaces: bool = False,
-                 runner_timeout: float = RUNNER_TIMEOUT_S):
+                 runner_timeout: float = RUNNER_TIMEOUT_S, github: dict[str, str] | None = None):
         self.path = workflow
         self.workflow = load_workflow(workflow)
         self.root = root
@@ -390,6 +390,7 @@ class Driver:
         self.keep_workspaces = keep_workspaces
         self.runner_timeout = runner_timeout
         self.event = event
+        self.github = dict(github or {})
         self.inputs = self._inputs(event, inputs or {})
         self.artifacts = root / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
@@ -467,7 +468,7 @@ class Driver:
     def _contexts(self, needs_ctx: dict | None = None, **more: Any) -> dict[str, Any]:
         return {"inputs": self.inputs, "secrets": self.secrets, "needs": needs_ctx or {},
                 "github": {"run_id": "1", "run_number": "1", "event_name": self.event,
-                           "workflow": self.workflow.get("name", self.path.stem)},
+                           "workflow": self.workflow.get("name", self.path.stem), **self.github},
                 **more}
 
     def _matrix(self, job: dict, contexts: dict) -> list[dict[str, Any]]:
@@ -494,6 +495,18 @@ class Driver:
         return [dict(zip(keys, combo)) for combo in itertools.product(*(written[k] for k in keys))]
 
     def _run_job(self, job_id: str, job: dict, combo: dict, contexts: dict) -> JobRun:
+        steps = self._job_steps(job_id, job, combo, contexts)
+        try:
+            while True:
+                next(steps)
+        except StopIteration as done:
+            return done.value
+
+    def _job_steps(self, job_id: str, job: dict, combo: dict, contexts: dict):
+        """One job, as a generator: it yields (the JobRun, the step) before
+        each step that runs, so that a :class:`Gitea` can let virtual time
+        pass, or close it (the job cancelled: the step never runs); it
+        returns the JobRun."""
         contexts = dict(contexts, matrix=combo, steps={})
         name = substitute(job.get("name", job_id), contexts)
         workspace = self.root / "runners" / f"{next(self._counter):02d}-{job_id}" / "workspace"
@@ -511,6 +524,9 @@ class Driver:
         deadline = time.monotonic() + self.runner_timeout
         try:
             for step in job.get("steps") or []:
+                step_contexts = dict(contexts, env={**contexts["env"], **as_env(step.get("env"), contexts)})
+                if "if" not in step or truthy(_condition(step["if"], step_contexts)):
+                    yield jr, step
                 result = self._run_step(jr, step, env, contexts, workspace, temp, deadline)
                 jr.steps.append(result)
                 if result.returncode != 0:
@@ -764,3 +780,278 @@ def _bash(script: Path, cwd: Path, env: dict[str, str], limit: float) -> tuple[i
         out, _ = proc.communicate()
         return 124, out.decode(errors="replace") + "\n(the runner's timeout ran out)"
     return proc.returncode, out.decode(errors="replace")
+
+
+# --- a Gitea server on a virtual clock ------------------------------------------
+
+TICK_S = 15 * 60
+"""poll-upstream.yml's cron, */15."""
+
+
+def version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("."))
+
+
+@dataclass
+class GiteaRun:
+    """One run of a workflow on the simulated server."""
+    number: int
+    workflow: str  # file name under .gitea/workflows
+    event: str
+    ref: str
+    created: float
+    driver: Driver
+    state: dict[str, str] = field(default_factory=dict)
+    """job id -> waiting, running, success, failure, skipped, cancelled"""
+    results: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def run(self) -> Run:
+        return self.driver.run
+
+    @property
+    def done(self) -> bool:
+        return all(v not in ("waiting", "running") for v in self.state.values())
+
+    @property
+    def conclusion(self) -> str:
+        if not self.done:
+            return "running"
+        states = set(self.state.values())
+        return "cancelled" if "cancelled" in states else "failure" if "failure" in states else "success"
+
+
+@dataclass
+class _Active:
+    run: GiteaRun
+    job_id: str
+    runner: str
+    steps: Any  # the generators of the job's matrix combinations, one after another
+    until: float  # when the current step ends
+    jobs: list[JobRun] = field(default_factory=list)
+    current: Any = None
+
+
+class Gitea:
+    """A Gitea server and its runners on a virtual clock, for the workflows
+    of one repository (the files of ``project``'s .gitea/workflows).
+
+    What it models, by Gitea version (the brief's table: go-gitea/gitea
+    pull requests):
+
+    * a cron tick of each scheduled workflow every ``TICK_S``; before 1.26
+      (#32751 removed it) the tick first cancels every unfinished job of the
+      earlier *scheduled* runs of that workflow (``CancelPreviousJobs`` in
+      ``startTasks``);
+    * :meth:`push`: before 1.26, a push run cancels the unfinished jobs of
+      earlier push runs of the same workflow on the same ref;
+    * :meth:`dispatch` (the REST API of :mod:`fake_gitea`, from 1.24): a
+      run that nothing cancels;
+    * runners by label, each one job at a time (``runner.capacity: 1``);
+      a waiting job goes to the first free runner that serves its label,
+      oldest run first;
+    * time: each step that runs takes ``durations(job_id, step)`` virtual
+      seconds (default 60); a step ends, and only then runs for real, at
+      its virtual end; a job cancelled before that never runs the step.
+      Nothing sleeps.
+
+    Each run executes through a :class:`Driver` (its artifacts, contexts,
+    steps), so a run here behaves as one run of ``Driver.execute``.
+    """
+
+    def __init__(self, gitea_version: str, root: Path, *, runners: dict[str, int] | None = None,
+                 secrets: dict[str, str] | None = None, checkout_overrides: dict[str, str] | None = None,
+                 project: Path = PROJECT, durations=None, repository: str = "ci/mistralrs-rpm",
+                 branch: str = "main", api_url: str = "http://127.0.0.1:0/api/v1"):
+        import threading
+
+        self.version = version(gitea_version)
+        self.root = root
+        self.project = project
+        self.runners = {f"{label}-{i}": label for label, count in (runners or {"cuda-13.0": 1}).items()
+                        for i in range(count)}
+        self.busy: dict[str, _Active] = {}
+        self.secrets = dict(secrets or {})
+        self.overrides = dict(checkout_overrides or {})
+        self.durations = durations or (lambda job_id, step: 60.0)
+        self.repository, self.branch, self.api_url = repository, branch, api_url
+        self.now = 0.0
+        self.next_tick = TICK_S
+        self.runs: list[GiteaRun] = []
+        self.log: list[str] = []
+        self._lock = threading.RLock()
+
+    # -- what starts runs
+
+    @property
+    def cancels_earlier_runs(self) -> bool:
+        return self.version < (1, 26)
+
+    @property
+    def has_dispatch_api(self) -> bool:
+        return self.version >= (1, 24)
+
+    def workflow_path(self, name: str) -> Path:
+        return self.project / ".gitea" / "workflows" / name
+
+    def _start(self, workflow: str, event: str, ref: str, inputs: dict[str, str] | None = None) -> GiteaRun:
+        with self._lock:
+            number = len(self.runs) + 1
+            driver = Driver(self.workflow_path(workflow), self.root / f"run-{number:03d}", inputs=inputs,
+                            secrets=self.secrets, checkout_overrides=self.overrides,
+                            runner_labels=tuple(sorted(set(self.runners.values()))), project=self.project,
+                            event=event, github={"api_url": self.api_url, "repository": self.repository,
+                                                 "ref": f"refs/heads/{ref}", "ref_name": ref,
+                                                 "run_id": str(number), "run_number": str(number)})
+            jobs = driver.workflow.get("jobs") or {}
+            driver._order(jobs)  # refuses what the driver does not do, before anything runs
+            run = GiteaRun(number, workflow, event, ref, self.now, driver, {j: "waiting" for j in jobs})
+            self.runs.append(run)
+            self.log.append(f"{self._clock()} run {number} {workflow} ({event})")
+            return run
+
+    def _cancel(self, runs: list[GiteaRun], why: str) -> None:
+        for run in runs:
+            for job_id, state in run.state.items():
+                if state == "waiting":
+                    run.state[job_id] = "cancelled"
+                    run.results[job_id] = {"result": "cancelled", "outputs": {}}
+                    run.run.jobs[job_id] = [JobRun(job_id, job_id, {}, self.root, "cancelled")]
+                elif state == "running":
+                    active = next(a for a in self.busy.values() if a.run is run and a.job_id == job_id)
+                    self._stop(active, "cancelled")
+                else:
+                    continue
+                self.log.append(f"{self._clock()} cancelled run {run.number} {run.workflow} job {job_id} ({why})")
+
+    def tick(self) -> None:
+        """A cron tick: each workflow with a schedule gets a new run."""
+        for path in sorted((self.project / ".gitea" / "workflows").glob("*.yml")):
+            if "schedule" not in (load_workflow(path).get("on") or {}):
+                continue
+            with self._lock:
+                if self.cancels_earlier_runs:
+                    self._cancel([r for r in self.runs if r.workflow == path.name and r.event == "schedule"
+                                  and not r.done], "a newer scheduled run, Gitea < 1.26")
+                self._start(path.name, "schedule", self.branch)
+
+    def push(self, workflow: str, ref: str) -> GiteaRun:
+        with self._lock:
+            if self.cancels_earlier_runs:
+                self._cancel([r for r in self.runs if r.workflow == workflow and r.event == "push" and r.ref == ref
+                              and not r.done], "a newer push run on the same ref, Gitea < 1.26")
+            return self._start(workflow, "push", ref)
+
+    def dispatch(self, workflow: str, ref: str, inputs: dict[str, str]) -> GiteaRun:
+        """workflow_dispatch: never cancelled by later runs."""
+        return self._start(workflow, "workflow_dispatch", ref, inputs)
+
+    # -- the runners
+
+    def _clock(self) -> str:
+        return f"[{int(self.now) // 3600:02d}:{int(self.now) % 3600 // 60:02d}]"
+
+    def _assign(self) -> None:
+        with self._lock:
+            for runner, label in self.runners.items():
+                if runner in self.busy:
+                    continue
+                for run in self.runs:
+                    job_id = next((j for j in self._ready(run) if run.driver.workflow["jobs"][j].get("runs-on") == label),
+                                  None)
+                    if job_id is not None:
+                        self._begin(run, job_id, runner)
+                        break
+
+    def _ready(self, run: GiteaRun) -> list[str]:
+        """The waiting jobs of run whose needs are done; those that will not run are settled here."""
+        jobs = run.driver.workflow["jobs"]
+        ready = []
+        for job_id, state in run.state.items():
+            if state != "waiting":
+                continue
+            needs = _as_list(jobs[job_id].get("needs"))
+            if any(run.state[n] in ("waiting", "running") for n in needs):
+                continue
+            contexts = run.driver._contexts(needs_ctx={n: run.results[n] for n in needs})
+            if any(run.results[n]["result"] != "success" for n in needs) or (
+                    "if" in jobs[job_id] and not truthy(_condition(jobs[job_id]["if"], contexts))):
+                run.state[job_id] = "skipped"
+                run.results[job_id] = {"result": "skipped", "outputs": {}}
+                run.run.jobs[job_id] = [JobRun(job_id, jobs[job_id].get("name", job_id), {}, self.root, "skipped")]
+                continue
+            ready.append(job_id)
+        return ready
+
+    def _begin(self, run: GiteaRun, job_id: str, runner: str) -> None:
+        job = run.driver.workflow["jobs"][job_id]
+        needs = _as_list(job.get("needs"))
+        contexts = run.driver._contexts(needs_ctx={n: run.results[n] for n in needs})
+        combos = run.driver._matrix(job, contexts)
+        steps = (run.driver._job_steps(job_id, job, combo, contexts) for combo in combos)
+        run.state[job_id] = "running"
+        active = _Active(run, job_id, runner, steps, self.now)
+        self.busy[runner] = active
+        self.log.append(f"{self._clock()} run {run.number} job {job_id} starts on {runner}")
+        self._advance(active)
+
+    def _advance(self, active: _Active) -> None:
+        """Run the step that just ended (if any) and schedule the next."""
+        while True:
+            if active.current is None:
+                active.current = next(active.steps, None)
+                if active.current is None:
+                    return self._finish(active)
+            try:
+                jr, step = next(active.current)
+            except StopIteration as done:
+                active.jobs.append(done.value)
+                active.current = None
+                continue
+            active.until = self.now + float(self.durations(active.job_id, step))
+            return
+
+    def _finish(self, active: _Active) -> None:
+        run = active.run
+        result = "success" if all(j.conclusion == "success" for j in active.jobs) else "failure"
+        outputs: dict[str, str] = {}
+        for j in active.jobs:
+            outputs.update({k: v for k, v in j.outputs.items() if v != ""})
+        run.state[active.job_id] = result
+        run.results[active.job_id] = {"result": result, "outputs": outputs}
+        run.run.jobs[active.job_id] = active.jobs
+        del self.busy[active.runner]
+        self.log.append(f"{self._clock()} run {run.number} job {active.job_id}: {result}")
+
+    def _stop(self, active: _Active, conclusion: str) -> None:
+        if active.current is not None:
+            active.current.close()  # the step in progress never ends; the workspace goes
+        name = active.run.driver.workflow["jobs"][active.job_id].get("name", active.job_id)
+        active.jobs.append(JobRun(active.job_id, name, {}, self.root, conclusion))
+        active.run.state[active.job_id] = conclusion
+        active.run.results[active.job_id] = {"result": conclusion, "outputs": {}}
+        active.run.run.jobs[active.job_id] = active.jobs
+        del self.busy[active.runner]
+
+    # -- time
+
+    def run_until(self, end: float) -> None:
+        """Let virtual time pass up to end: cron ticks, steps ending, jobs
+        starting.  A step that ends at a tick ends first."""
+        while True:
+            self._assign()
+            step_end = min((a.until for a in self.busy.values()), default=float("inf"))
+            upcoming = min(step_end, self.next_tick)
+            if upcoming > end:
+                self.now = end
+                return
+            self.now = upcoming
+            if step_end <= self.next_tick:
+                active = min(self.busy.values(), key=lambda a: a.until)
+                self._advance(active)
+            else:
+                self.next_tick += TICK_S
+                self.tick()
+
+    def runs_of(self, workflow: str) -> list[GiteaRun]:
+        return [r for r in self.runs if r.workflow == workflow]

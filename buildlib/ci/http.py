@@ -26,6 +26,7 @@ from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
 
 from ..config import Poll
+from ..run import UserError, log
 
 if TYPE_CHECKING:
     import requests
@@ -58,6 +59,11 @@ class RateLimited(Exception):
 
 class Unreachable(Exception):
     """No usable answer after the retries; the next poll tries again."""
+
+
+class UpstreamUnreachable(UserError):
+    """GitHub's API gave no usable answer after the poll's retries: the poll
+    ends non-zero with this one line (a rate limit is not this: it ends 0)."""
 
 
 class NotFound(Exception):
@@ -204,10 +210,18 @@ def _retry(settings: PollSettings, sleep: Callable[[float], None], deadline: _De
         def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
             if deadline.expired:
                 raise MaxRetryError(_pool, url, error)
-            return super().increment(method, url, response, error, _pool, _stacktrace)
+            retry = super().increment(method, url, response, error, _pool, _stacktrace)
+            retry.failed = (f"HTTP {response.status}" if response is not None and error is None
+                            else type(error).__name__ if error is not None else "no answer")
+            retry.failed_url = _pool_url(_pool, url)
+            return retry
 
         def sleep(self, response=None) -> None:
-            sleep(self.get_backoff_time())
+            wait = self.get_backoff_time()
+            attempt = len(self.history) + 1
+            log(f"==> poll: {getattr(self, 'failed_url', '?')}: {getattr(self, 'failed', 'no answer')};"
+                f" next try in {wait:g} s (attempt {attempt} of {1 + settings.retries})")
+            sleep(wait)
             deadline.start()
 
     return _Retry(total=settings.retries, connect=settings.retries, read=settings.retries,
@@ -310,6 +324,12 @@ class Http:
     def _too_slow(self, url: str) -> str:
         return (f"{_safe(url)}: no complete answer within {self.settings.timeout:g} s (poll.timeout);"
                 " not asked again in this poll")
+
+
+def _pool_url(pool, url: str | None) -> str:
+    """The URL a retry is for, as one safe line (urllib3 gives the pool and the path)."""
+    where = f"{pool.scheme}://{pool.host}:{pool.port}" if pool is not None else ""
+    return _safe(where + (url or ""))[:200]
 
 
 def _storable(text: str) -> bool:

@@ -12,6 +12,10 @@ from .poll import write_outputs
 
 FLAVOURS_ENV = "MRPM_FLAVOURS"
 """For `doit matrix`: a JSON list of flavours to build (default: all)."""
+NEWEST_ENV = "MRPM_NEWEST"
+"""For `doit matrix` on the unstable channel: "true" builds the branch's
+head as it is now instead of the commit given (the poll starts snapshot
+builds so: one that waited in the queue builds the newest head)."""
 CHANNEL_ENV = "MRPM_CHANNEL"
 """For `doit matrix`: the channel a CI workflow builds for; its ref must fit
 (stable: a release tag, unstable: a commit)."""
@@ -53,9 +57,38 @@ def check_ref_fits_channel(cfg: Config, channel: str | None) -> None:
         raise UserError(f"ref {ref.text}: the unstable channel takes 40-hex commit ids; use build-release for tags")
 
 
+def newest_head(cfg: Config) -> str | None:
+    """The head of upstream's branch now, validated; None when GitHub gives
+    no usable answer (the build then takes the commit it was given)."""
+    from .github import github_repository, head_commit
+    from .http import Http, RateLimited, Unreachable
+
+    settings = cfg.poll
+    token = os.environ.get(settings.token_env) or None
+    http = Http(settings, token)
+    try:
+        head, problem = head_commit(http, settings.api_url.rstrip("/"), github_repository(cfg, settings),
+                                    cfg.upstream.branch)
+    except (RateLimited, Unreachable) as e:
+        head, problem = None, str(e)
+    finally:
+        http.close()
+    if head is None:
+        log(f"==> matrix: the head of {cfg.upstream.branch} is not known ({problem}); building the commit given")
+    return head
+
+
 def write_matrix(cfg: Config) -> None:
-    check_ref_fits_channel(cfg, os.environ.get(CHANNEL_ENV))
+    channel = os.environ.get(CHANNEL_ENV)
+    check_ref_fits_channel(cfg, channel)
     flavours = flavour_matrix(cfg, os.environ.get(FLAVOURS_ENV))
+    ref = cfg.upstream.ref.text
+    if channel == UNSTABLE and os.environ.get(NEWEST_ENV, "").strip().lower() == "true":
+        head = newest_head(cfg)
+        if head and head != ref:
+            log(f"==> matrix: {cfg.upstream.branch} moved from {ref[:12]} to {head[:12]} before this build"
+                " started: building the newest")
+            ref = head
     text = json.dumps(flavours, separators=(",", ":"))
-    write_outputs({"flavours": text})
-    log(f"==> matrix: {text}")
+    write_outputs({"flavours": text, "ref": ref})
+    log(f"==> matrix: {text} at {ref}")

@@ -44,10 +44,11 @@ from ..config import STABLE, UNSTABLE, Config, Poll, package_name
 from ..layout import Layout
 from ..publish import repodata
 from ..publish.channels import channel_dir
-from ..refs import rpm_version_of_tag
+from ..refs import COMMIT, rpm_version_of_tag
 from ..run import UserError, atomic_write, log
 from .github import Upstream, ask_upstream, github_repository
-from .http import MAX_METADATA_BYTES, Http, RateLimited, Unreachable, checked_etags
+from .dispatch import WORKFLOWS, dispatch, gitea_from_env
+from .http import MAX_METADATA_BYTES, Http, RateLimited, Unreachable, UpstreamUnreachable, checked_etags
 
 
 GITHUB_OUTPUT_ENV = "GITHUB_OUTPUT"
@@ -173,27 +174,36 @@ def undecided(status: str, reason: str) -> dict:
 
 def poll_upstream(cfg: Config, layout: Layout, settings: PollSettings | None = None, *,
                   sleep: Callable[[float], None] = time.sleep) -> dict:
-    """Ask GitHub and the published repositories; write and return the decision."""
+    """Ask GitHub and the published repositories; start the builds missing
+    (:mod:`.dispatch`, in CI); write and return the decision."""
     settings = settings or settings_of(cfg)
     repository = github_repository(cfg, settings)
     token = (os.environ.get(settings.token_env) or None) if settings.token_env else None
-    etags, started = _load_state(state_file(layout))
-    http = Http(settings, token, etags, sleep)
+    gitea = gitea_from_env(settings)
+    state = _load_state(state_file(layout))
+    http = Http(settings, token, state["etags"], sleep)
+    unreachable = None
     try:
         upstream = ask_upstream(http, settings, repository, cfg.upstream.branch)
     except RateLimited as e:
         decision = undecided("rate-limited", str(e))
     except Unreachable as e:
-        decision = undecided("unreachable", f"GitHub API unreachable: {e}; nothing triggered, the next poll asks again")
+        unreachable = f"GitHub API unreachable: {e}; nothing started, the next poll asks again"
+        decision = undecided("unreachable", unreachable)
     else:
         stable = read_repository(http, channel_url(cfg, STABLE)) if upstream.release else None
         unstable = read_repository(http, channel_url(cfg, UNSTABLE)) if upstream.head else None
         decision = decide(cfg, upstream, stable, unstable)
-        hold_back_repeats(decision, started, settings.retrigger_after)
+        now = time.time()
+        hold_back_repeats(decision, state["started"], settings.retrigger_after, now)
+        previous_snapshot = state["last_snapshot"]
+        hold_back_snapshots(decision, state, unstable, settings, now)
+        if gitea:
+            start_builds(decision, state, gitea, settings, previous_snapshot)
     finally:
         http.close()
         # ETags with the checked values taken from the answers, never the answers
-        atomic_write(state_file(layout), json.dumps({"etags": etags, "started": started}, indent=1, sort_keys=True) + "\n")
+        atomic_write(state_file(layout), json.dumps(state, indent=1, sort_keys=True) + "\n")
     decision.update({
         "upstream": repository,
         "branch": cfg.upstream.branch,
@@ -202,47 +212,127 @@ def poll_upstream(cfg: Config, layout: Layout, settings: PollSettings | None = N
     })
     atomic_write(decision_file(layout), json.dumps(decision, indent=2) + "\n")
     write_outputs(outputs_of(decision))
+    if unreachable:
+        raise UpstreamUnreachable(f"poll: {repository}: {unreachable}")
     log(summary(decision))
     return decision
 
 
-def _load_state(path: Path) -> tuple[dict, dict]:
-    """(ETag and checked value by URL, builds started by key); a damaged
-    file starts afresh, and an ETag entry of another shape is dropped
-    (:func:`.http.checked_etags`)."""
+def _number(v: Any, now: float) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= now + 86400
+
+
+def _load_state(path: Path) -> dict:
+    """{"etags": ETag and checked value by URL, "started": builds started by
+    key, "snapshots": snapshot builds in flight by flavour, "last_snapshot":
+    when the poll last started one}; a damaged file starts afresh, and an
+    entry of another shape is dropped (:func:`.http.checked_etags`)."""
+    state: dict[str, Any] = {"etags": {}, "started": {}, "snapshots": {}, "last_snapshot": None}
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError, RecursionError):
-        return {}, {}
+        return state
     if not isinstance(data, dict):
-        return {}, {}
-    started = data.get("started")
+        return state
     now = time.time()
-    started = {k: v for k, v in started.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-               and 0 <= v <= now + 86400} if isinstance(started, dict) else {}
-    return checked_etags(data.get("etags")), started
+    started = data.get("started")
+    state["started"] = {k: v for k, v in started.items() if _number(v, now)} if isinstance(started, dict) else {}
+    state["etags"] = checked_etags(data.get("etags"))
+    snapshots = data.get("snapshots")
+    if isinstance(snapshots, dict):
+        state["snapshots"] = {
+            f: {"ref": r["ref"], "since": r["since"], "before": [v for v in r["before"] if isinstance(v, str)]}
+            for f, r in snapshots.items()
+            if isinstance(r, dict) and isinstance(r.get("ref"), str) and COMMIT.match(r["ref"])
+            and _number(r.get("since"), now) and isinstance(r.get("before"), list)}
+    if _number(data.get("last_snapshot"), now):
+        state["last_snapshot"] = data["last_snapshot"]
+    return state
+
+
+def _utc(t: float) -> str:
+    return f"{datetime.fromtimestamp(t, timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 def hold_back_repeats(decision: dict, started: dict, retrigger_after: float, now: float | None = None) -> None:
-    """Record the builds this decision starts; hold back one started for
-    the same packages less than retrigger_after seconds ago (it is still
-    running, or it failed and would fail again)."""
+    """Record the release build this decision starts; hold back one started
+    for the same packages less than retrigger_after seconds ago (it is still
+    running, or it failed and would fail again).  Snapshots: see
+    :func:`hold_back_snapshots`."""
     now = time.time() if now is None else now
-    for key, channel in (("release", STABLE), ("prerelease", UNSTABLE)):
-        part = decision[key]
-        if not part["build"]:
-            continue
-        build_key = f"{channel} {part['ref']} {','.join(part['missing'])}"
+    part = decision["release"]
+    if part["build"]:
+        build_key = f"{STABLE} {part['ref']} {','.join(part['missing'])}"
         if build_key in started and now - started[build_key] < retrigger_after:
-            at = datetime.fromtimestamp(started[build_key], timezone.utc)
-            again = datetime.fromtimestamp(started[build_key] + retrigger_after, timezone.utc)
             part["build"] = False
-            part["reason"] = (f"the same build was started at {at:%Y-%m-%d %H:%M} UTC; not again before"
-                              f" {again:%Y-%m-%d %H:%M} UTC (poll.retrigger_after)")
+            part["reason"] = (f"the same build was started at {_utc(started[build_key])}; not again before"
+                              f" {_utc(started[build_key] + retrigger_after)} (poll.retrigger_after)")
         else:
             started[build_key] = now
     for build_key in [k for k, t in started.items() if now - t > max(retrigger_after, 86400) * 7]:
         del started[build_key]
+
+
+def hold_back_snapshots(decision: dict, state: dict, unstable: Repository | None, settings: PollSettings,
+                        now: float) -> None:
+    """At most one snapshot build per flavour in flight, and one started per
+    poll.snapshot_interval at most.
+
+    A snapshot build is in flight from the poll starting it until the
+    unstable repository holds a snapshot of that flavour it did not hold
+    then (the build may have built a newer head than the one it was started
+    for: build-prerelease builds the branch's head as it is when it starts),
+    or until poll.retrigger_after has passed (it failed, or was lost).  A
+    running build is never cancelled for a newer head: it publishes, and a
+    later poll builds the newest."""
+    snapshots = state["snapshots"]
+    for flavour, record in list(snapshots.items()):
+        published = unstable.versions.get(package_name(flavour)) if unstable and unstable.state == "published" else None
+        if now - record["since"] >= settings.retrigger_after or (published and set(published) - set(record["before"])):
+            del snapshots[flavour]
+    part = decision["prerelease"]
+    if not part["build"]:
+        return
+    in_flight = [f for f in part["missing"] if f in snapshots]
+    if in_flight:
+        record = snapshots[in_flight[0]]
+        part["build"] = False
+        part["reason"] = (f"snapshot of {record['ref'][:12]} in flight since {_utc(record['since'])}"
+                          f" ({', '.join(in_flight)}; until published, or poll.retrigger_after)")
+        return
+    last = state.get("last_snapshot")
+    if last is not None and now - last < settings.snapshot_interval:
+        part["build"] = False
+        part["reason"] = f"next snapshot after {_utc(last + settings.snapshot_interval)} (poll.snapshot_interval)"
+        return
+    for flavour in part["missing"]:
+        before = unstable.versions.get(package_name(flavour), frozenset()) if unstable else frozenset()
+        snapshots[flavour] = {"ref": part["ref"], "since": now, "before": sorted(before)}
+    state["last_snapshot"] = now
+
+
+def start_builds(decision: dict, state: dict, gitea, settings: PollSettings, previous_snapshot: float | None) -> None:
+    """Dispatch the build workflow of each channel the decision builds.  A
+    dispatch Gitea refuses takes back what the poll recorded as started and
+    ends the poll with one line."""
+    for key, channel in (("release", STABLE), ("prerelease", UNSTABLE)):
+        part = decision[key]
+        if not part["build"]:
+            continue
+        inputs = {"ref": part["ref"], "flavours": json.dumps(part["missing"], separators=(",", ":"))}
+        if channel == UNSTABLE:
+            inputs["newest"] = "true"
+        try:
+            dispatch(gitea, WORKFLOWS[channel], inputs, settings.timeout)
+        except UserError:
+            if channel == STABLE:
+                state["started"].pop(f"{STABLE} {part['ref']} {','.join(part['missing'])}", None)
+            else:
+                for f in part["missing"]:
+                    state["snapshots"].pop(f, None)
+                state["last_snapshot"] = previous_snapshot
+            raise
+        part["started"] = WORKFLOWS[channel]
 
 
 def outputs_of(decision: dict) -> dict[str, str]:
