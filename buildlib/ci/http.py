@@ -26,7 +26,8 @@ from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
 
 from ..config import Poll
-from ..run import UserError, log
+from ..run import log
+from ..run import Unreachable as UnreachableError
 
 if TYPE_CHECKING:
     import requests
@@ -61,7 +62,7 @@ class Unreachable(Exception):
     """No usable answer after the retries; the next poll tries again."""
 
 
-class UpstreamUnreachable(UserError):
+class UpstreamUnreachable(UnreachableError):
     """GitHub's API gave no usable answer after the poll's retries: the poll
     ends non-zero with this one line (a rate limit is not this: it ends 0)."""
 
