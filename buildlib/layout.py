@@ -106,11 +106,6 @@ class Layout:
     def rpm_record(self, flavour: str) -> Path:
         return self.build / "rpm" / f"mistralrs-{flavour}.json"
 
-    @property
-    def release_ledger(self) -> Path:
-        """Which release number each (flavour, version, spec digest) got."""
-        return self.build / "releases.json"
-
     # poll
     @property
     def poll_state(self) -> Path:
