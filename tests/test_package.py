@@ -769,6 +769,23 @@ def test_release_follows_what_the_channel_holds(tmp_path, pkg_libs, monkeypatch)
         render_spec(cfg, layout, cfg.flavour("ampere"), release=0)
 
 
+def test_an_unreadable_channel_stops_the_spec_unless_a_release_is_given(tmp_path, pkg_libs, monkeypatch):
+    from buildlib.pipeline import spec as specmod
+    from buildlib.publish.held import ChannelUnreadable
+
+    def unreadable(*args):
+        raise ChannelUnreadable("cannot read channel stable at http://127.0.0.1:1/ (HTTP 503): ...")
+
+    cfg, layout = make_project(tmp_path)
+    fabricate(layout, pkg_libs, "ampere", 86)
+    monkeypatch.setattr(specmod, "held_releases", unreadable)
+    with pytest.raises(ChannelUnreadable, match="cannot read channel stable"):
+        render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert not layout.spec("ampere").exists()
+    render_spec(cfg, layout, cfg.flavour("ampere"), release=4)
+    assert release_of(layout, "ampere") == "4%{?dist}"
+
+
 def test_an_old_release_ledger_is_ignored(tmp_path, pkg_libs):
     cfg, layout = make_project(tmp_path)
     fabricate(layout, pkg_libs, "ampere", 86)
