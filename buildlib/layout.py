@@ -114,11 +114,6 @@ class Layout:
         """Written by a rebuild-check that found the rebuild identical."""
         return self.build / "rpm" / f"mistralrs-{flavour}.rebuilt.json"
 
-    @property
-    def release_ledger(self) -> Path:
-        """Which release number each (flavour, version, spec digest) got."""
-        return self.build / "releases.json"
-
     # poll
     @property
     def poll_state(self) -> Path:

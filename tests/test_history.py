@@ -302,7 +302,7 @@ def test_failure_line_picks_the_panic_or_the_compiler_error():
 # --- 6. %changelog ---------------------------------------------------------------------
 
 
-def test_changelog_is_in_version_order_and_lists_only_packaged_versions(tmp_path):
+def test_changelog_is_in_version_order_and_lists_only_final_releases(tmp_path):
     cfg = configmod.load(write_config(tmp_path, demo_config(tmp_path, tmp_path, tmp_path / "cache",
                                                             flavours=("ampere",))))
     layout = Layout.of(cfg)
@@ -327,18 +327,17 @@ def test_changelog_is_in_version_order_and_lists_only_packaged_versions(tmp_path
                          cargo_version="0.9.3", cargo_executable="/x/target/release/mistralrs", cargo_fresh=False,
                          rustc="rustc", cargo="cargo", nvcc="nvcc", rustflags="", sha256="0" * 64, size=4,
                          duration_s=1.0, built_at=datetime(2026, 3, 6, tzinfo=timezone.utc), changelog=entries)
-    # the release ledger: 0.9.2 packaged twice, the rc 0.9.1~rc2 once; the rc
-    # 0.9.2~rc1 never (release candidates are listed only when packaged)
-    known = {"0.9.2": 2, "0.9.1~rc2": 1}
-    expected = ["0.9.3-1", "0.9.2-2", "0.9.1-1", "0.9.1~rc2-1", "0.8.9-1"]
+    # only final releases, each at the Release that brought it (1), whatever
+    # was packaged here or published: no rc besides the one packaged now
+    expected = ["0.9.3-1", "0.9.2-1", "0.9.1-1", "0.8.9-1"]
     # the spec's License, provides and SBOM come from the licenses stage's record
     write_bundle(layout, "ampere", fixture_bundle(), commit=record.commit, version=record.version,
                  source_date_epoch=int(record.built_at.timestamp()), features=record.features)
-    text = spec_text(cfg, layout, cfg.flavour("ampere"), record, "1", known)
+    text = spec_text(cfg, layout, cfg.flavour("ampere"), record, "1", "0" * 64)
     headers = re.findall(r"^\* (.+) - (\S+)$", text.split("%changelog", 1)[1], re.M)
     assert [v for _, v in headers] == expected
     assert [d[:15] for d, _ in headers] == ["Thu Mar 05 2026", "Sun Mar 01 2026", "Sun Mar 01 2026",
-                                           "Fri Feb 20 2026", "Fri Feb 20 2026"]  # the late tag's date clamped
+                                           "Sun Mar 01 2026"]  # the late tag's date clamped
     spec = tmp_path / "x.spec"
     spec.write_text(text)
     # rpm's own spec parser accepts the order (it refuses dates that rise going down)

@@ -339,13 +339,15 @@ def test_license_files_and_sbom_in_the_package(pkg_built):
 
 def test_sbom_follows_the_release(tmp_path, pkg_libs, monkeypatch):
     """The SBOM names the release; a spec that differs only there keeps its
-    release, and a changed toolchain (only the SBOM shows it) raises it."""
+    release, and a changed toolchain (only the SBOM shows it) raises it over
+    the published -1."""
     cfg, layout = make_project(tmp_path)
     fabricate(layout, pkg_libs, "ampere", 86)
     render_spec(cfg, layout, cfg.flavour("ampere"))
     first = layout.sbom("ampere").read_bytes()
     render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "1%{?dist}" and layout.sbom("ampere").read_bytes() == first
+    into_channel(cfg, build_rpm(cfg, layout, cfg.flavour("ampere")))
     record = json.loads(layout.build_record("ampere").read_text())
     layout.build_record("ampere").write_text(json.dumps({**record, "nvcc": "Build cuda_13.1"}))
     render_spec(cfg, layout, cfg.flavour("ampere"))
@@ -693,65 +695,114 @@ def release_of(layout: Layout, flavour: str) -> str:
     return re.search(r"^Release:\s+(\S+)", layout.spec(flavour).read_text(), re.M).group(1)
 
 
-def test_release_kept_for_an_unchanged_spec_and_raised_for_a_changed_one(tmp_path, pkg_libs, monkeypatch):
+def into_channel(cfg, rpm: Path) -> None:
+    """rpm as published in the stable channel of the local target (unsigned:
+    the spec stage reads only the metadata)."""
+    channel = cfg.publish.target.path / "fedora" / "43" / "x86_64"
+    channel.mkdir(parents=True, exist_ok=True)
+    shutil.copy(rpm, channel / rpm.name)
+    subprocess.run(["createrepo_c", "-q", str(channel)], check=True)
+
+
+def test_release_follows_what_the_channel_holds(tmp_path, pkg_libs, monkeypatch):
+    from buildlib.publish.repodata import SPEC_PROVIDE, read_metadata
+
     cfg, layout = make_project(tmp_path)
     fabricate(layout, pkg_libs, "ampere", 86)
     render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "1%{?dist}"
-    render_spec(cfg, layout, cfg.flavour("ampere"))
-    assert release_of(layout, "ampere") == "1%{?dist}"
-
-    # A changed template: the same version packaged again gets release 2.
+    # Nothing published yet: whatever was rendered here before, still 1.
     template = tmp_path / "mistralrs.spec.j2"
     template.write_text(paths.SPEC_TEMPLATE.read_text().replace("%description", "# changed\n%description"))
     monkeypatch.setattr(paths, "SPEC_TEMPLATE", template)
     render_spec(cfg, layout, cfg.flavour("ampere"))
-    assert release_of(layout, "ampere") == "2%{?dist}"
-    build_rpm(cfg, layout, cfg.flavour("ampere"))
-    assert (layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm").is_file()
-    assert rpmq(layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm", "--changelog").splitlines()[0].endswith(" - 0.9.2-2")
+    assert release_of(layout, "ampere") == "1%{?dist}"
+    monkeypatch.undo()
 
-    # A changed packaged file (the unit) changes the spec too.
+    # The first spec (A) published as -1: the package carries its spec digest.
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    first = build_rpm(cfg, layout, cfg.flavour("ampere"))
+    (digest,) = re.findall(rf"^{re.escape(SPEC_PROVIDE)} = ([0-9a-f]{{64}})$", rpmq(first, "--provides"), re.M)
+    into_channel(cfg, first)
+    channel = cfg.publish.target.path / "fedora" / "43" / "x86_64"
+    assert [p.spec_sha256 for p in read_metadata(channel / "repodata").packages.values()] == [digest]
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "1%{?dist}"
+    assert build_rpm(cfg, layout, cfg.flavour("ampere")).read_bytes() == first.read_bytes()
+
+    # A changed template (B): the channel's -1 is another package, so 2; published.
+    monkeypatch.setattr(paths, "SPEC_TEMPLATE", template)
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "2%{?dist}"
+    second = build_rpm(cfg, layout, cfg.flavour("ampere"))
+    assert second.name == "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm"
+    assert rpmq(second, "--changelog").splitlines()[0].endswith(" - 0.9.2-2")
+    into_channel(cfg, second)
+
+    # A changed packaged file (the unit, C) changes the spec too: 3, never published.
     unit = tmp_path / "mistralrs@.service"
     unit.write_text(paths.UNIT_TEMPLATE.read_text().replace("RestartSec=10s", "RestartSec=20s"))
     monkeypatch.setattr(paths, "UNIT_TEMPLATE", unit)
     render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "3%{?dist}"
 
-    # Back to the first spec (a setting tried and reverted): Releases only
-    # go up, so it gets the next one, never its old 1 (which dnf would take
-    # for older than the abandoned 3).  Rendered again, it keeps 4.
+    # Back to A (a setting tried, published and reverted): A is the channel's
+    # -1, but -2 is newer, so A gets 3 (Releases only go up; dnf must see it
+    # as newest).  Back to B: the channel's newest, so its -2 again.
     monkeypatch.undo()
     render_spec(cfg, layout, cfg.flavour("ampere"))
-    assert release_of(layout, "ampere") == "4%{?dist}"
-    render_spec(cfg, layout, cfg.flavour("ampere"))
-    assert release_of(layout, "ampere") == "4%{?dist}"
-    with pytest.raises(UserError, match="lower than release 4"):
+    assert release_of(layout, "ampere") == "3%{?dist}"
+    with pytest.raises(UserError, match="release 2 of this version is published with another spec: give 3"):
         render_spec(cfg, layout, cfg.flavour("ampere"), release=2)
+    render_spec(cfg, layout, cfg.flavour("ampere"), release=1)  # A's own published -1
+    assert release_of(layout, "ampere") == "1%{?dist}"
+    monkeypatch.setattr(paths, "SPEC_TEMPLATE", template)
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "2%{?dist}"
+    assert build_rpm(cfg, layout, cfg.flavour("ampere")).read_bytes() == second.read_bytes()
+    monkeypatch.undo()
 
-    # A new version starts again at 1; the ledger keeps both.
+    # A new version starts at 1; an older version shows the Release that brought it.
     fabricate(layout, pkg_libs, "ampere", 86, tag="v0.9.3", day="2026-12-01",
               older=(("v0.9.2", "2026-11-20", COMMIT), *OLDER))
     render_spec(cfg, layout, cfg.flavour("ampere"))
     assert release_of(layout, "ampere") == "1%{?dist}"
-    ledger = json.loads(layout.release_ledger.read_text())
-    assert sorted(ledger["ampere"]["0.9.2"].values()) == [2, 3, 4]
-    assert list(ledger["ampere"]["0.9.3"].values()) == [1]
-    # The changelog shows the highest release an older version reached.
-    assert "- 0.9.2-4\n" in layout.spec("ampere").read_text()
+    assert "- 0.9.2-1\n" in layout.spec("ampere").read_text()
 
-    # CI may impose a release.
+    # CI may impose a release; the SBOM names it.  Not published, it is not remembered.
     render_spec(cfg, layout, cfg.flavour("ampere"), release=7)
     assert release_of(layout, "ampere") == "7%{?dist}"
-    # The digest is the same whatever the number (the SBOM in it names the
-    # placeholder): rendered again, the imposed 7 is this spec's, unchanged,
-    # and the SBOM names it.
-    render_spec(cfg, layout, cfg.flavour("ampere"))
-    assert release_of(layout, "ampere") == "7%{?dist}"
-    assert list(json.loads(layout.release_ledger.read_text())["ampere"]["0.9.3"].values()) == [7]
     assert re.fullmatch(r"0\.9\.3-7\..+", json.loads(layout.sbom("ampere").read_text())["metadata"]["component"]["version"])
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "1%{?dist}"
     with pytest.raises(UserError, match="release"):
         render_spec(cfg, layout, cfg.flavour("ampere"), release=0)
+
+
+def test_an_unreadable_channel_stops_the_spec_unless_a_release_is_given(tmp_path, pkg_libs, monkeypatch):
+    from buildlib.pipeline import spec as specmod
+    from buildlib.publish.held import ChannelUnreadable
+
+    def unreadable(*args):
+        raise ChannelUnreadable("cannot read channel stable at http://127.0.0.1:1/ (HTTP 503): ...")
+
+    cfg, layout = make_project(tmp_path)
+    fabricate(layout, pkg_libs, "ampere", 86)
+    monkeypatch.setattr(specmod, "held_releases", unreadable)
+    with pytest.raises(ChannelUnreadable, match="cannot read channel stable"):
+        render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert not layout.spec("ampere").exists()
+    render_spec(cfg, layout, cfg.flavour("ampere"), release=4)
+    assert release_of(layout, "ampere") == "4%{?dist}"
+
+
+def test_an_old_release_ledger_is_ignored(tmp_path, pkg_libs):
+    cfg, layout = make_project(tmp_path)
+    fabricate(layout, pkg_libs, "ampere", 86)
+    layout.build.mkdir(parents=True, exist_ok=True)
+    (layout.build / "releases.json").write_text(json.dumps({"ampere": {"0.9.2": {"a" * 64: 5}}}))
+    render_spec(cfg, layout, cfg.flavour("ampere"))
+    assert release_of(layout, "ampere") == "1%{?dist}"
 
 
 # --- refusals ---------------------------------------------------------------------
@@ -923,6 +974,8 @@ def test_tasks_rerun_on_a_template_change_only(tmp_path, pkg_libs, monkeypatch):
     assert results(run_tasks(layout, "rpm:ampere")) == {"spec:ampere": "success", "rpm:ampere": "success"}
     assert results(run_tasks(layout, "rpm:ampere")) == {"spec:ampere": "up-to-date", "rpm:ampere": "up-to-date"}
 
+    # -1 published: the changed template's package is another one, so -2
+    into_channel(cfg, layout.dist / "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm")
     template.write_text(template.read_text().replace("%description", "# changed\n%description"))
     assert results(run_tasks(layout, "rpm:ampere")) == {"spec:ampere": "success", "rpm:ampere": "success"}
     assert (layout.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm").is_file()

@@ -16,8 +16,9 @@ from buildlib import repro
 from buildlib.config import load
 from buildlib.layout import Layout
 from buildlib.pipeline.records import BuildRecord, RpmRecord
-from buildlib.pipeline.spec import choose_release, render_spec
+from buildlib.pipeline.spec import choose_release
 from buildlib.publish import publisher, repodata
+from buildlib.publish.held import ChannelUnreadable, HeldRelease
 from buildlib.publish.signing import make_demo_key
 from buildlib.run import UserError
 
@@ -199,66 +200,100 @@ def test_switching_refs_and_back_publishes_the_package_unchanged(tmp_path, demo_
     assert (cfg.paths.dist / "mistralrs-ampere-0.9.1-1.fc43.x86_64.rpm").is_file()
 
 
-def test_a_tried_and_reverted_setting_never_lowers_the_release(tmp_path, demo_upstream, shared_cache, key):
+def test_release_follows_the_channel_from_any_build_directory(tmp_path, demo_upstream, shared_cache, key):
+    """The Release comes from what the channel holds, never from build/: a
+    package the channel holds keeps its Release (publish finds it unchanged),
+    another package of that version takes the channel's highest + 1, from
+    the long-lived directory and from a fresh clone alike."""
+    target = tmp_path / "repo"
     root = tmp_path / "w"
-    config = project(root, demo_upstream.path, shared_cache, key)
+    config = project(root, demo_upstream.path, shared_cache, key, publish__target=str(target))
     doit(config, f"rpm:{FLAVOUR}")
     cfg = load(config)
     publisher.publish_dist(cfg, Layout.of(cfg))
 
-    # a setting tried (and packaged, never published) ...
-    summary = load(config).package.summary
-    tried = project(root, demo_upstream.path, shared_cache, key, package__summary="A summary tried for a while")
+    # a fresh clone (build/ empty, as on a CI runner): the published package again, unchanged
+    fresh = project(tmp_path / "fresh", demo_upstream.path, shared_cache, key, publish__target=str(target))
+    doit(fresh, f"rpm:{FLAVOUR}")
+    assert current_rpm(fresh).read_bytes() == current_rpm(config).read_bytes()
+    report = publisher.publish_dist(load(fresh), Layout.of(load(fresh)))
+    assert report["channels"]["stable"]["unchanged"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+    assert report["channels"]["stable"]["added"] == []
+
+    # a setting changed: another package of 0.9.2, so the channel's highest + 1, published
+    summary = cfg.package.summary
+    tried = project(root, demo_upstream.path, shared_cache, key, publish__target=str(target),
+                    package__summary="A summary tried for a while")
     doit(tried, f"rpm:{FLAVOUR}")
     assert current_rpm(tried).name == "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm"
-    # ... and reverted: the Release goes on up, it never goes back to 1
-    reverted = project(root, demo_upstream.path, shared_cache, key, package__summary=summary)
+    assert publisher.publish_dist(cfg, Layout.of(cfg))["channels"]["stable"]["added"] == [
+        "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm"]
+    # ... and reverted: -1 is that package, but -2 is newer for dnf: Releases only go up
+    reverted = project(root, demo_upstream.path, shared_cache, key, publish__target=str(target),
+                       package__summary=summary)
     doit(reverted, f"rpm:{FLAVOUR}")
     assert current_rpm(reverted).name == "mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"
-
     report = publisher.publish_dist(cfg, Layout.of(cfg))
     assert report["channels"]["stable"]["added"] == ["mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"]
-    # the abandoned -2 is in dist/ but never reaches users
-    assert (cfg.paths.dist / "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm").is_file()
-    assert channel_files(config) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
-                                     "mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"]
-    # -1, no current build either, still serves its channel: damaged there, it is restored from dist/
-    on_host = cfg.publish.target.path / "fedora" / "43" / "x86_64" / "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+    assert channel_files(config) == [f"mistralrs-ampere-0.9.2-{n}.fc43.x86_64.rpm" for n in (1, 2, 3)]
+    # -1, no current build, still serves its channel: damaged there, it is restored from dist/
+    on_host = target / "fedora" / "43" / "x86_64" / "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
     on_host.write_bytes(on_host.read_bytes()[:-100])
     healed = publisher.publish_dist(cfg, Layout.of(cfg))
     assert healed["channels"]["stable"]["healed"] == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
-    assert channel_files(config) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
-                                     "mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"]
 
-    # the ledger lost (a fresh CI checkout): the next Release follows the channel's highest
-    layout = Layout.of(cfg)
-    layout.release_ledger.unlink()
-    render_spec(cfg, layout, cfg.flavour(FLAVOUR))
-    assert re.search(r"^Release:\s+4%\{\?dist\}$", layout.spec(FLAVOUR).read_text(), re.M)
+    # another fresh clone now: the channel's newest, -3, byte for byte
+    again = project(tmp_path / "ci", demo_upstream.path, shared_cache, key, publish__target=str(target))
+    doit(again, f"rpm:{FLAVOUR}")
+    assert current_rpm(again).name == "mistralrs-ampere-0.9.2-3.fc43.x86_64.rpm"
+    assert current_rpm(again).read_bytes() == current_rpm(reverted).read_bytes()
+
+
+def test_a_fresh_clone_and_a_reused_build_directory_make_the_same_rpm(tmp_path, demo_upstream, shared_cache):
+    """Issue 16, item 5: a build directory that packaged v0.9.2, then the rc
+    v0.9.2-rc1, then v0.9.2 again, and a fresh clone (a CI runner: build/
+    empty) that packages v0.9.2 once make the same unsigned RPM; rebuild-check
+    in the reused directory, which starts from nothing local, agrees."""
+    reused = project(tmp_path / "reused", demo_upstream.path, shared_cache)
+    doit(reused, f"rpm:{FLAVOUR}", ref="v0.9.2")
+    doit(reused, f"rpm:{FLAVOUR}", ref="v0.9.2-rc1")
+    assert current_rpm(reused).name == "mistralrs-ampere-0.9.2~rc1-1.fc43.x86_64.rpm"
+    doit(reused, f"rpm:{FLAVOUR}", ref="v0.9.2")
+    fresh = project(tmp_path / "fresh", demo_upstream.path, shared_cache)
+    doit(fresh, f"rpm:{FLAVOUR}", ref="v0.9.2")
+
+    rpms = [current_rpm(c) for c in (reused, fresh)]
+    assert rpms[0].name == rpms[1].name == "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+    assert repro.first_difference(*rpms) is None
+    assert rpms[0].read_bytes() == rpms[1].read_bytes()
+    # the rc packaged in between is not in the changelog: only final releases are
+    changelog = repro_query(rpms[0], "[%{CHANGELOGNAME}\n]").splitlines()
+    assert [line.rsplit(" - ", 1)[1] for line in changelog] == ["0.9.2-1", "0.9.1-1", "0.9.0-1", "0.8.5-1",
+                                                                "0.8.4-1", "0.7.0-1"]
+
+    rc, results, out = run_doit(reused, f"rebuild-check:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
+    assert rc == 0 and results == {f"rebuild-check:{FLAVOUR}": "success"}, out[-4000:]
+    assert "identical: " in out
 
 
 def test_choose_release():
-    def never() -> int:
-        raise AssertionError("the channel is asked only for a version the ledger does not know")
-
     a, b, c = "a" * 64, "b" * 64, "c" * 64
-    assert choose_release({}, a, None, lambda: 0) == (1, "new version")
-    assert choose_release({a: 1}, a, None, never) == (1, "spec unchanged")
-    assert choose_release({a: 1}, b, None, never) == (2, "spec changed")
-    assert choose_release({a: 1, b: 2}, a, None, never)[0] == 3
-    assert choose_release({a: 3, b: 2}, b, None, never)[0] == 4
-    assert choose_release({a: 3, b: 2}, a, None, never)[0] == 3
-    assert choose_release({}, c, None, lambda: 5) == (6, "the channel holds release 5")
-    assert choose_release({a: 3}, a, 7, never) == (7, "given")
+    assert choose_release([], a, None) == (1, "new version")
+    assert choose_release([HeldRelease(1, a)], a, None) == (1, "published with this spec")
+    assert choose_release([HeldRelease(1, a)], b, None) == (2, "the channel holds release 1 with another spec")
+    # a package made before packages carried their spec digest matches no spec
+    assert choose_release([HeldRelease(4, "")], a, None)[0] == 5
+    # a spec published earlier, but not the newest: the next one (Releases only go up)
+    assert choose_release([HeldRelease(1, a), HeldRelease(2, b)], a, None)[0] == 3
+    assert choose_release([HeldRelease(1, a), HeldRelease(2, b), HeldRelease(3, a)], a, None)[0] == 3
+    assert choose_release([HeldRelease(5, c)], a, 7) == (7, "given")
+    assert choose_release([HeldRelease(3, a)], a, 3) == (3, "given")
+    assert choose_release([HeldRelease(1, a), HeldRelease(2, b)], a, 1) == (1, "given")
     with pytest.raises(UserError, match="lower than release 3"):
-        choose_release({a: 3}, b, 2, never)
-    # a given release names one package: not another spec's, not the channel's highest
-    assert choose_release({a: 3}, a, 3, never) == (3, "given")
-    assert choose_release({a: 3}, b, 4, never) == (4, "given")
-    with pytest.raises(UserError, match="release 3 is already used for this version by another spec: give 4"):
-        choose_release({a: 3}, b, 3, never)
-    with pytest.raises(UserError, match="release 5 is already used for this version in its channel: give 6"):
-        choose_release({}, b, 5, lambda: 5)
+        choose_release([HeldRelease(3, a)], b, 2)
+    # a given release names one package: not another one the channel holds
+    with pytest.raises(UserError, match="release 3 of this version is published with another spec: give 4"):
+        choose_release([HeldRelease(3, a)], b, 3)
 
 
 def test_rustc_remaps_cargo_home_and_the_target_directory(tmp_path, demo_upstream):
@@ -306,7 +341,7 @@ def test_rustc_remaps_cargo_home_and_the_target_directory(tmp_path, demo_upstrea
     assert repro.first_binary_difference(*binaries) is None
 
 
-def test_a_lost_ledger_follows_the_channel_over_http(tmp_path, demo_upstream):
+def test_the_channel_is_read_over_http(tmp_path, demo_upstream):
     """A remote target: the channel as users read it, publish.base_url over
     HTTP (a build job holds no upload key)."""
     import functools
@@ -314,7 +349,7 @@ def test_a_lost_ledger_follows_the_channel_over_http(tmp_path, demo_upstream):
     import threading
 
     from fixtures import fakerpm
-    from buildlib.publish.held import held_release
+    from buildlib.publish.held import held_releases
 
     site = tmp_path / "site"
     channel = site / "fedora" / "43" / "x86_64"
@@ -333,12 +368,14 @@ def test_a_lost_ledger_follows_the_channel_over_http(tmp_path, demo_upstream):
                          publish__base_url=f"http://127.0.0.1:{server.server_port}/", poll__retries=0,
                          poll__timeout=5)
         cfg = load(config)
-        assert held_release(cfg, "mistralrs-ampere", "0.9.2") == 12
-        assert held_release(cfg, "mistralrs-ampere", "0.9.4") == 0
+        # packages made without the spec provide carry no digest
+        assert held_releases(cfg, "mistralrs-ampere", "0.9.2") == [HeldRelease(1, ""), HeldRelease(12, "")]
+        assert held_releases(cfg, "mistralrs-ampere", "0.9.4") == []
     finally:
         server.shutdown()
-    with pytest.raises(UserError, match="cannot read channel stable at http://127.0.0.1:"):
-        held_release(cfg, "mistralrs-ampere", "0.9.2")
+    with pytest.raises(ChannelUnreadable, match="cannot read channel stable at http://127.0.0.1:.*: the Release of"
+                                                " mistralrs-ampere 0.9.2 follows what the channel holds"):
+        held_releases(cfg, "mistralrs-ampere", "0.9.2")
 
 
 def test_the_spec_template_sets_the_reproducible_macros():

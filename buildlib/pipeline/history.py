@@ -159,14 +159,13 @@ def note_moved_tag(before: str | None, ref: Ref, commit: str) -> None:
 # --- %changelog -----------------------------------------------------------------
 
 
-def packaged_versions(cfg: Config, entries: Sequence, ledger_versions: Iterable[str]) -> set[str]:
+def changelog_versions(cfg: Config, entries: Sequence) -> set[str]:
     """The versions a %changelog may list besides the one packaged now:
     every final release from the first row of upstream.programs on (the
-    poll builds each release; this holds on a CI runner whose build
-    directory, and so its ledger, starts empty), and any other version
-    (a release candidate) only where this flavour's release ledger shows it
-    was packaged.  Releases older than the first row were never packaged."""
-    versions = set(ledger_versions)
+    poll builds each release).  Nothing local and nothing from the channel
+    decides it (buildlib/pipeline/spec.py says why release candidates are
+    left out); releases older than the first row were never packaged."""
+    versions = set()
     for entry in entries:
         m = TAG.match(entry.tag or "")
         if not m or m.group("rc"):
@@ -181,7 +180,7 @@ def packaged_versions(cfg: Config, entries: Sequence, ledger_versions: Iterable[
 
 def changelog_order(entries: Sequence, packaged: Iterable[str]) -> list:
     """The %changelog entries: entries[0] (the version being packaged) first,
-    then only the versions in `packaged` (packaged_versions), highest
+    then only the versions in `packaged` (changelog_versions), highest
     version first.  Dates never rise going down (rpm
     refuses that): an older version tagged later shows the date of the entry
     above it."""

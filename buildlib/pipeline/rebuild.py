@@ -10,8 +10,9 @@ An identical rebuild is recorded (:class:`.records.RebuildRecord`); with
 checked by the rpm task and published only with that record
 (:func:`check_rebuilt`).
 
-The scratch build takes the same configuration and the current release
-ledger (a copy), so it renders the same spec with the same Release; what can
+The scratch build takes the same configuration and nothing else of the
+current build directory (the spec's Release comes from the channel, as on a
+CI runner), so it renders the same spec with the same Release; what can
 still differ is what the build leaks of where and when it ran, which
 :mod:`buildlib.repro` names.
 """
@@ -97,8 +98,6 @@ def rebuild_check(cfg: Config, layout: Layout, flavour: Flavour, scratch: Layout
     home.mkdir()
     # the mirror from the reference's (local), then fetched from upstream as usual
     run([GIT, "clone", "--quiet", "--mirror", "--", str(layout.mirror), str(scratch.mirror)])
-    if layout.release_ledger.exists():
-        shutil.copyfile(layout.release_ledger, scratch.release_ledger)
     log(f"rebuild-check {flavour.name}: building {record.ref} again in {root} (CARGO_HOME {home})")
     fetch(cfg, scratch)
     build_flavour(cfg, scratch, flavour, home=home)

@@ -6,22 +6,50 @@ configuration's values were checked when it loaded), free text is one line of
 printable characters, and the renderer (templates.render with spec=True)
 escapes ``%`` in every value it writes into the spec.
 
-The Release is decided here (:func:`choose_release`).  It is 1 for a new
-(flavour, version) and goes up by one whenever that version is packaged
-again from a different spec, never down; a ledger (layout.release_ledger)
-remembers which spec digest got which release, so rendering the spec that
-got the highest release again keeps its release, while going back to an
-earlier spec (a setting tried and reverted) gets the next one.  Where the
-ledger has no entry for the version (a fresh CI checkout), the numbering
-goes on after the highest release the package's channel holds
-(:mod:`buildlib.publish.held`).  The digest covers
-the spec with the release left out, and the spec names the SHA-256 of every
-file it packages, so a changed binary, unit or example file is a changed spec.
-One of those files, the SBOM, names the release itself: the digest is taken
-over the spec rendered with a placeholder release, which names the digest of
-the SBOM made with that placeholder (so every other change to the SBOM, a
-toolchain's version say, is a changed spec); the numbered spec and its SBOM
-are then made again.
+The unsigned RPM is a function of the tag, the flavour, the configuration and
+what the package's channel has published, and of nothing in the build
+directory: a fresh clone, a long-lived build directory and a CI runner whose
+``build/`` starts empty make the same bytes.  (An old ``build/releases.json``,
+the local ledger this once kept, is ignored.)
+
+**Release** (:func:`choose_release`).  The spec is first rendered with a
+placeholder Release; its SHA-256 (the *spec digest*) covers everything that
+reaches the package: the spec names the SHA-256 of every file it packages
+(the binary, the unit, the example, the license archive, the SBOM), every
+setting of config.toml and the %changelog.  One of those files, the SBOM,
+names the release itself: the digest is taken over the spec rendered with the
+placeholder, which names the digest of the SBOM made with that placeholder
+(so every other change to the SBOM, a toolchain's version say, is a changed
+spec).  The package carries the digest as a provide
+(``repodata.SPEC_PROVIDE``), so the channel's metadata tells which spec each
+published Release was built from (:mod:`buildlib.publish.held`), and:
+
+- the channel's highest Release of this version carries this digest: that
+  Release again (the same package; publish finds it unchanged);
+- else the channel holds the version: its highest Release + 1 (also when an
+  older Release carries this digest: a setting tried, published and
+  reverted must become the newest for dnf; Releases only go up);
+- else 1.
+
+The digest of the spec, not only of the binary, is what is matched: the same
+binary with other Requires, another unit or another summary is another
+unsigned RPM, and giving it a published NEVR would only have publish refuse
+it.  A channel that cannot be read stops the stage in one line, unless the
+release is given (``render_spec(release=...)``).  Packages published before
+they carried the provide match no spec: the next build of such a version
+takes the next Release, once.
+
+**%changelog** (:func:`buildlib.pipeline.history.changelog_versions`): the
+version packaged now, then every final release among upstream's tags in the
+commit's history (the build record's changelog) from the first row of
+upstream.programs on, each as ``V-1``, the Release that brought that upstream
+version (later Releases of a version change packaging, not upstream, and get
+no entry; Fedora's changelog formats all carry a version-release, so it is
+not left out).  Release candidates other than the one packaged now are never
+listed, and nothing comes from the channel: whether an rc was ever packaged
+is not in the tags, and a channel forgets packages (retention), so a
+changelog read from it would change the spec of one tag over time and turn a
+rebuild of a published package into a new Release.
 
 License and the bundled() provides come from the licenses stage's record
 (:class:`.records.BundleRecord`), never from config.toml's free text.
@@ -29,30 +57,30 @@ License and the bundled() provides come from the licenses stage's record
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import re
 import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 from .. import layout as paths
 from ..config import URL, Config, Flavour, package_name
 from ..layout import Layout
-from ..publish.held import held_release
-from ..run import Stopwatch, UserError, atomic_write, sha256_of
+from ..publish.held import ChannelUnreadable, HeldRelease, held_releases
+from ..publish.repodata import SPEC_PROVIDE
+from ..run import Stopwatch, UserError, atomic_write, log, sha256_of
 from ..spdx import spdx_problem
 from ..templates import SpecLines, render
 from .bundled import RESERVED_NAMES, SAFE_FILE_NAME
-from .history import changelog_order, packaged_versions
-from .records import SHA256, BuildRecord, BundleRecord, ChangelogEntry, read_json
+from .history import changelog_order, changelog_versions
+from .records import BuildRecord, BundleRecord, ChangelogEntry
 from .sbom import package_sbom
 from .sbom import validate as validate_sbom
 
 RELEASE_PLACEHOLDER = "@@RELEASE@@"
+SPEC_DIGEST_PLACEHOLDER = "@@SPEC_SHA256@@"
+"""What the spec provides as its own digest while the digest is taken."""
 # What the License tag may hold besides spdx_problem's check: SPDX ids
 # (LicenseRef-/DocumentRef- included), AND/OR/WITH and parentheses, single
 # spaces.  No '%' and no line break ever reach templates.spec_value.
@@ -144,8 +172,10 @@ def _describe_change(entry: ChangelogEntry) -> str:
 
 
 def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord, release: str,
-              known_releases: dict[str, int]) -> str:
-    """The rendered spec, with `release` (a number or the placeholder) as Release."""
+              spec_sha256: str = SPEC_DIGEST_PLACEHOLDER) -> str:
+    """The rendered spec, with `release` (a number or the placeholder) as
+    Release and `spec_sha256` (the digest or its placeholder) as the
+    SPEC_PROVIDE's version."""
     record.check_fits(cfg, layout, flavour)
     bundle = BundleRecord.load(layout, flavour)
     bundle.check_fits(layout, record)
@@ -162,12 +192,13 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
         day = (datetime.fromtimestamp(record.source_date_epoch, timezone.utc).date()
                if record.source_date_epoch is not None else record.built_at.date())
         changelog.insert(0, ChangelogEntry(record.rpm_version, record.tag, day, record.commit))
-    # Version order, only versions packaged (history.packaged_versions),
+    # Version order, only the versions history.changelog_versions lists,
     # dates clamped so that rpm accepts the order (history.changelog_order).
-    ordered = changelog_order(changelog, packaged_versions(cfg, changelog, known_releases))
+    # An older version shows Release 1, the one that brought it (see above).
+    ordered = changelog_order(changelog, changelog_versions(cfg, changelog))
     entries = []
     for i, entry in enumerate(ordered):
-        entry_release = release if i == 0 else str(known_releases.get(entry.rpm_version, 1))
+        entry_release = release if i == 0 else "1"
         entries.append({
             "header": f"{_changelog_day(entry.day)} {packager} - {entry.rpm_version}-{entry_release}",
             "lines": [rpm_text(_describe_change(entry), "changelog line")],
@@ -184,6 +215,8 @@ def spec_text(cfg: Config, layout: Layout, flavour: Flavour, record: BuildRecord
         "name": name,
         "version": record.rpm_version,
         "release": release,
+        "spec_provide": SPEC_PROVIDE,
+        "spec_sha256": spec_sha256,
         "summary": rpm_text(settings["summary"], "package.summary"),
         "license": license,
         "bundled_provides": list(bundle.bundle.provides()),
@@ -260,18 +293,19 @@ def render_spec(cfg: Config, layout: Layout, flavour: Flavour, release: int | No
     if release is not None and (isinstance(release, bool) or not isinstance(release, int) or release < 1):
         raise UserError(f"release {release!r}: expected a whole number of 1 or more")
     record = BuildRecord.load(layout, flavour)
-    name = f"mistralrs-{flavour.name}"
-    with _ledger(layout) as ledger:
-        versions = ledger.setdefault(flavour.name, {})
-        known = {v: max(digests.values()) for v, digests in versions.items() if digests}
-        unnumbered = spec_text(cfg, layout, flavour, record, RELEASE_PLACEHOLDER, known)
-        digest = hashlib.sha256(unnumbered.encode()).hexdigest()
-        digests = versions.setdefault(record.rpm_version, {})
-        chosen, why = choose_release(digests, digest, release,
-                                     lambda: held_release(cfg, name, record.rpm_version))
-        digests[digest] = chosen
+    unnumbered = spec_text(cfg, layout, flavour, record, RELEASE_PLACEHOLDER)
+    digest = hashlib.sha256(unnumbered.encode()).hexdigest()
+    try:
+        held = held_releases(cfg, flavour.package, record.rpm_version)
+    except ChannelUnreadable as e:
+        if release is None:
+            raise
+        # the release was given for this case; publish still refuses a NEVR it holds with other content
+        log(f"warning: {e}; taking the given release {release}")
+        held = []
+    chosen, why = choose_release(held, digest, release)
     # The SBOM names the release, so the numbered spec (its digest) is made again.
-    text = spec_text(cfg, layout, flavour, record, str(chosen), known)
+    text = spec_text(cfg, layout, flavour, record, str(chosen), digest)
     sbom_text = package_sbom(cfg, flavour, record, BundleRecord.load(layout, flavour), str(chosen))
     validate_sbom(sbom_text)
     atomic_write(layout.sbom(flavour.name), sbom_text)
@@ -281,59 +315,27 @@ def render_spec(cfg: Config, layout: Layout, flavour: Flavour, release: int | No
     return target
 
 
-def choose_release(digests: dict[str, int], digest: str, given: int | None,
-                   held: Callable[[], int]) -> tuple[int, str]:
-    """The Release for a spec digest, given the ledger's {spec digest:
-    release} of its (flavour, version); returns (release, why).
-
-    Releases only go up: the spec that got the highest release keeps it; any
-    other spec, a new one or one used before (a setting tried and reverted),
-    gets the next number, so a package built earlier never becomes the
-    newest again.  With no entry for the version (a new version, or a lost
-    ledger), ``held()`` tells the highest release the channel holds and the
-    numbering goes on from there.
-    """
-    highest = max(digests.values(), default=0)
-    if not digests:
-        highest = held()
+def choose_release(held: Sequence[HeldRelease], digest: str, given: int | None) -> tuple[int, str]:
+    """The Release for the spec digest `digest`, given what the channel
+    holds of its (flavour, version) (:func:`buildlib.publish.held.held_releases`);
+    returns (release, why).  The rules are the module's."""
+    highest = max((h.release for h in held), default=0)
+    same = sorted(h.release for h in held if h.spec_sha256 == digest)
     if given is not None:
-        if given < highest and digests.get(digest) != given:
-            raise UserError(f"release {given} is lower than release {highest}, already used for this version:"
-                            " Releases only go up")
-        if given == highest and digests.get(digest) != given:
-            # one NEVR, two different packages: the channel would refuse the second
-            where = "by another spec" if digests else "in its channel"
-            raise UserError(f"release {given} is already used for this version {where}:"
+        taken = {h.release for h in held if h.spec_sha256 != digest}
+        if given in taken:
+            # one NEVR, two different packages: publish would refuse the second
+            raise UserError(f"release {given} of this version is published with another spec:"
                             f" give {highest + 1} or more")
+        if given < highest and given not in same:
+            raise UserError(f"release {given} is lower than release {highest}, published for this version:"
+                            " Releases only go up")
         return given, "given"
-    if digest in digests and digests[digest] == highest:
-        return highest, "spec unchanged"
-    if digest in digests:
-        return highest + 1, f"an earlier spec again (release {digests[digest]}); Releases only go up"
-    if not digests and highest:
-        return highest + 1, f"the channel holds release {highest}"
-    return highest + 1, "new version" if highest == 0 else "spec changed"
-
-
-@contextmanager
-def _ledger(layout: Layout) -> Iterator[dict]:
-    """The release ledger, read and written under a lock (flavours render in parallel)."""
-    path = layout.release_ledger
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        ledger = read_json(path, "release ledger", hint="") if path.exists() else {}
-        _check_ledger(path, ledger)
-        yield ledger
-        atomic_write(path, json.dumps(ledger, indent=2, sort_keys=True) + "\n")
-
-
-def _check_ledger(path: Path, ledger: dict) -> None:
-    for flavour, versions in ledger.items():
-        if not isinstance(versions, dict):
-            raise UserError(f"{path}: entry {flavour!r} is not an object; fix or remove the file")
-        for version, digests in versions.items():
-            if not isinstance(digests, dict) or not all(
-                SHA256.match(d) and isinstance(r, int) and not isinstance(r, bool) and r >= 1 for d, r in digests.items()
-            ):
-                raise UserError(f"{path}: entry {flavour}/{version} is not {{spec digest: release}}; fix or remove the file")
+    if same and same[-1] == highest:
+        return highest, "published with this spec"
+    if same:
+        return highest + 1, (f"this spec is published as release {same[-1]}, release {highest} is newer;"
+                             " Releases only go up")
+    if highest:
+        return highest + 1, f"the channel holds release {highest} with another spec"
+    return 1, "new version"

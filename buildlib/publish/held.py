@@ -1,15 +1,16 @@
 """What a channel already holds of a package version, read as the publish
 reads it (a local target's directory) or as users read it (``publish.base_url``
-over HTTP, where a build job needs no upload key): the Release numbers used.
+over HTTP, where a build job needs no upload key): the Release numbers used,
+and the spec digest each of those packages carries (``repodata.SPEC_PROVIDE``).
 
-The spec stage asks when its release ledger has no entry for a (flavour,
-version), as after a fresh CI checkout: the next Release then follows the
-highest one the channel holds, so a Release never goes back.
+The spec stage decides a Release from this alone (:func:`buildlib.pipeline.spec.choose_release`),
+so that every machine, whatever its build directory holds, decides the same.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..config import Config, LocalTarget
 from ..run import UserError
@@ -19,24 +20,39 @@ from .channels import channel_dir, channels_for
 RELEASE_NUMBER = re.compile(r"^(\d+)")
 
 
+class ChannelUnreadable(UserError):
+    """The channel's metadata could not be read (over HTTP)."""
+
+
+@dataclass(frozen=True)
+class HeldRelease:
+    """One published package of a name-version."""
+
+    release: int
+    """The leading number of its Release."""
+    spec_sha256: str
+    """The spec digest it carries ("" if none)."""
+
+
 def release_number(release: str) -> int:
     """The leading number of a Release ("3.fc43" -> 3; 0 if there is none)."""
     m = RELEASE_NUMBER.match(release)
     return int(m.group(1)) if m else 0
 
 
-def highest_release(packages: dict[str, repodata.Published], name: str, version: str) -> int:
-    """The highest Release number of name-version among packages (0: none)."""
-    return max((release_number(p.release) for p in packages.values() if p.name == name and p.version == version),
-               default=0)
+def releases_in(packages: dict[str, repodata.Published], name: str, version: str) -> list[HeldRelease]:
+    """The packages of name-version among packages, lowest Release first."""
+    return sorted((HeldRelease(release_number(p.release), p.spec_sha256)
+                   for p in packages.values() if p.name == name and p.version == version),
+                  key=lambda h: (h.release, h.spec_sha256))
 
 
-def held_release(cfg: Config, name: str, version: str) -> int:
-    """The highest Release number of name-version the package's channel
-    holds (0: none, or no channel yet); a UserError where the channel
-    cannot be read."""
+def held_releases(cfg: Config, name: str, version: str) -> list[HeldRelease]:
+    """The packages of name-version the package's channel holds (none, if
+    the channel has none or does not exist yet); ChannelUnreadable where
+    the channel cannot be read."""
     configured = [c.name for c in cfg.channels]
-    highest = 0
+    held: list[HeldRelease] = []
     for channel_name in channels_for(name, version, configured):
         if channel_name not in configured:
             continue
@@ -51,9 +67,9 @@ def held_release(cfg: Config, name: str, version: str) -> int:
             url = channel_url(cfg, channel_name)
             repo = read_repository(Http(cfg.poll), url)
             if repo.state == "unreachable":
-                raise UserError(f"cannot read channel {channel_name} at {url} ({repo.problem}): the release ledger"
-                                f" has no Release for {name} {version}, and the channel's highest decides it;"
-                                " restore build/releases.json, or try again once the repository answers")
+                raise ChannelUnreadable(
+                    f"cannot read channel {channel_name} at {url} ({repo.problem}): the Release of {name} {version}"
+                    " follows what the channel holds; try again once the repository answers")
             packages = repo.packages
-        highest = max(highest, highest_release(packages, name, version))
-    return highest
+        held += releases_in(packages, name, version)
+    return sorted(set(held), key=lambda h: (h.release, h.spec_sha256))

@@ -3,7 +3,8 @@ channel's fetched metadata) and the poll (a channel's metadata over HTTP)
 alike, with createrepo_c's own parser (the ``createrepo_c`` Python module).
 
 Only ``repomd.xml`` and the primary metadata are read: which packages (name,
-epoch, version, release, file, package id) a channel lists.  Our own
+epoch, version, release, file, package id, and the spec digest our packages
+provide) a channel lists.  Our own
 ``repodata/mrpm-index.json`` (header digests by package id, see
 :mod:`.publisher`) is read beside them.
 """
@@ -19,6 +20,11 @@ from ..run import Refused
 
 INDEX_NAME = "mrpm-index.json"
 """Our package index in each channel's repodata/: header digest by package id."""
+SPEC_PROVIDE = "mistralrs-rpm(spec-sha256)"
+"""The provide that carries, as its version, the SHA-256 of the spec a
+package was built from with its Release left out (buildlib/pipeline/spec.py):
+how the spec stage tells, from a channel's metadata alone, whether the
+channel already holds the package it is about to make."""
 MAX_PACKAGES = 100_000
 """More packages than any channel of ours holds: the parse stops there."""
 _COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".xml")
@@ -62,6 +68,9 @@ class Published:
     mtime: int = -1
     """The package file's modification time when the metadata was made
     (rsync keeps it on the host)."""
+    spec_sha256: str = ""
+    """The version of its ``SPEC_PROVIDE`` provide ("" if it has none: not
+    ours, or made before packages carried it)."""
 
     @property
     def evr(self) -> str:
@@ -126,9 +135,11 @@ def read_primary(path: Path) -> dict[str, Published]:
         if len(packages) >= MAX_PACKAGES:
             too_many = True
             return False
+        # provides are (name, flags, epoch, version, release, pre)
+        spec = next((p[3] or "" for p in pkg.provides if p[0] == SPEC_PROVIDE), "")
         packages[pkg.location_href] = Published(pkg.name, pkg.epoch or "0", pkg.version, pkg.release,
                                                 pkg.location_href, pkg.pkgId, (pkg.checksum_type or "").lower(),
-                                                int(pkg.size_package or -1), int(pkg.time_file or -1))
+                                                int(pkg.size_package or -1), int(pkg.time_file or -1), spec)
         return True
 
     with tempfile.TemporaryDirectory(prefix="mrpm-primary-") as tmp:

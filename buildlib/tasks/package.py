@@ -40,7 +40,7 @@ def task_spec():
     for flavour in cfg.flavours:
         yield {
             "name": flavour.name,
-            "doc": f"render mistralrs-{flavour.name}.spec (Release raised when the spec changed)",
+            "doc": f"render mistralrs-{flavour.name}.spec (Release from what its channel holds)",
             "actions": [action(render_spec, cfg, layout, flavour)],
             # The spec names the digest of every file it packages.  The binary
             # itself is covered by the small build record, never hashed here.
