@@ -155,6 +155,9 @@ def write_nvcc_wrapper(layout: Layout, sccache: Path, nvcc: Path) -> Path:
     root = wrapper.parent.parent
     wrapper.parent.mkdir(parents=True, exist_ok=True)
     toolkit = Path(os.path.realpath(nvcc)).parent.parent
+    if not (toolkit / "include" / "cuda.h").is_file():
+        # nvcc on PATH may be a script that execs the toolkit's
+        toolkit = Path(os.environ.get("CUDA_HOME") or toolkit)
     for name in ("include", "lib64"):
         link = root / name
         if link.is_symlink() or link.exists():
@@ -162,7 +165,12 @@ def write_nvcc_wrapper(layout: Layout, sccache: Path, nvcc: Path) -> Path:
         link.symlink_to(toolkit / name)
     # Paths are quoted for sh; the build refuses paths with white space
     # (RUSTFLAGS), and these come from the layout and PATH.
-    atomic_write(wrapper, f"#!/bin/sh\n# written by mistralrs-rpm: nvcc through sccache\n"
+    # Queries (a build script's `nvcc --dryrun` for the library paths,
+    # --version) go straight to nvcc: their output is what is asked for.
+    atomic_write(wrapper, "#!/bin/sh\n# written by mistralrs-rpm: compilations through sccache\n"
+                          'for a in "$@"; do case "$a" in\n'
+                          f"  --dryrun|-dryrun|--version|-V|--list-gpu-code|--list-gpu-arch) exec '{nvcc}' \"$@\" ;;\n"
+                          "esac; done\n"
                           f"exec '{sccache}' '{nvcc}' \"$@\"\n")
     wrapper.chmod(0o755)
     return wrapper

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -195,7 +195,7 @@ class BuildRecord(_PerFlavour):
     """The upstream commit's time (seconds since 1970): SOURCE_DATE_EPOCH of
     the build and of rpmbuild.  None for an adopted binary (rpm then takes
     the time of the newest changelog entry)."""
-    compile_cache: dict | None = None
+    compile_cache: dict | None = field(default=None, compare=False)
     """What sccache did in this build (pipeline/compile_cache.py,
     CacheStats.to_json): backend, rustc and nvcc hits and totals; None with
     [build.cache] off or for an adopted binary.  Not an input: a cached
