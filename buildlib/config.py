@@ -7,6 +7,8 @@ known one.
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 import math
 import os
@@ -153,6 +155,35 @@ class Upstream:
         return self.programs[-1].package
 
 
+CACHE_BACKENDS = ("off", "local", "redis", "s3", "webdav")
+CACHE_SIZE = re.compile(r"^[1-9][0-9]*[KMGT]$")
+
+
+@dataclass(frozen=True)
+class BuildCache:
+    """[build.cache]: sccache in front of rustc and nvcc.  "local" keeps it
+    under the cache directory; "redis", "s3" and "webdav" share it between
+    runners.  Secrets (passwords, keys, tokens) never come from here: the
+    sccache server reads them from its environment (SCCACHE_REDIS_PASSWORD,
+    AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SCCACHE_WEBDAV_TOKEN, ...)."""
+
+    backend: str = "local"
+    url: str = ""
+    """redis:// endpoint, S3 endpoint (https://...), or WebDAV base URL."""
+    bucket: str = ""
+    """S3 only."""
+    prefix: str = ""
+    """S3/WebDAV key prefix (one store, several projects)."""
+    size: str = "20G"
+    """The local cache's size limit (sccache evicts the least recently used).
+    A shared backend's limit is the server's (redis maxmemory, a bucket's
+    lifecycle rule)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "off"
+
+
 @dataclass(frozen=True)
 class Build:
     features: tuple[str, ...]
@@ -164,6 +195,7 @@ class Build:
     rebuild_check: str = "off"
     """"releases": a release tag's RPM is built a second time, independently
     (rebuild-check), and published only if the two are the same bytes."""
+    cache: BuildCache = BuildCache()
 
     @property
     def rebuild_releases(self) -> bool:
@@ -611,6 +643,37 @@ class _Table:
                 raise ConfigError(f"unknown key {self.key(name)}{hint}")
 
 
+_CACHE_URL = {"redis": re.compile(r"^rediss?://[^\s/@]+(/[0-9]+)?$"),
+              "s3": re.compile(r"^https?://[^\s/@]+/?$"),
+              "webdav": re.compile(r"^https?://[^\s@]+$")}
+_CACHE_URL_FORM = {"redis": "redis://HOST:PORT[/DB] (a password goes in SCCACHE_REDIS_PASSWORD, never here)",
+                   "s3": "the S3 endpoint, https://HOST[:PORT] (keys go in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+                   "webdav": "https://HOST[:PORT]/PATH (credentials go in SCCACHE_WEBDAV_USERNAME/_PASSWORD or _TOKEN)"}
+
+
+def _build_cache(t: _Table) -> BuildCache:
+    backend = t.string("backend", "local", form=" or ".join(f'"{b}"' for b in CACHE_BACKENDS))
+    if backend not in CACHE_BACKENDS:
+        raise ConfigError(f"{t.key('backend')} = {_show(backend)}: expected "
+                          + " or ".join(f'"{b}"' for b in CACHE_BACKENDS))
+    url = t.string("url", "")
+    bucket = t.string("bucket", "", pattern=re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$|^$"), form="an S3 bucket name")
+    prefix = t.string("prefix", "", pattern=re.compile(r"^[A-Za-z0-9._/-]*$"), form="letters, digits, . _ / -")
+    size = t.string("size", "20G", pattern=CACHE_SIZE, form='a size such as "20G" (K, M, G or T)')
+    t.finish()
+    if backend in _CACHE_URL:
+        if not url:
+            raise ConfigError(f"{t.key('url')} is missing; [build.cache] backend = \"{backend}\" needs {_CACHE_URL_FORM[backend]}")
+        if not _CACHE_URL[backend].match(url):
+            raise ConfigError(f"{t.key('url')} = {_show(url)}: expected {_CACHE_URL_FORM[backend]}")
+    elif url:
+        raise ConfigError(f"{t.key('url')} = {_show(url)}: backend \"{backend}\" takes no url")
+    if (backend == "s3") != bool(bucket):
+        raise ConfigError(f"{t.key('bucket')}: " + ("backend \"s3\" needs a bucket" if backend == "s3"
+                                                   else f"backend \"{backend}\" takes no bucket"))
+    return BuildCache(backend=backend, url=url, bucket=bucket, prefix=prefix, size=size)
+
+
 def _show(value: Any) -> str:
     """A value as TOML would write it, on one line whatever it holds."""
     if isinstance(value, str):
@@ -905,6 +968,7 @@ def parse(data: dict, source: Path) -> Config:
     )
     if build.nvcc_threads < 1:
         raise ConfigError(f"build.nvcc_threads = {build.nvcc_threads}: expected 1 or more")
+    build = dataclasses.replace(build, cache=_build_cache(b.table("cache", {})))
     b.finish()
 
     fl = top.table("flavours")

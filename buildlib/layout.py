@@ -70,6 +70,22 @@ class Layout:
         return self.target_dir(flavour) / "mrpm-units.json"
 
     @property
+    def compile_cache(self) -> Path:
+        """sccache's local store ([build.cache] backend = "local")."""
+        return self.cache / "sccache"
+
+    @property
+    def nvcc_wrapper(self) -> Path:
+        """The nvcc the kernel build scripts are given (NVCC): runs the real
+        one through sccache.  Its bin/ sits beside include/ and lib64/ links,
+        as cudaforge derives the toolkit from NVCC's grandparent."""
+        return self.build / "sccache" / "cuda" / "bin" / "nvcc"
+
+    @property
+    def sccache_log(self) -> Path:
+        return self.build / "sccache" / "server.log"
+
+    @property
     def cudaforge_home(self) -> Path:
         return self.cache / "cudaforge"
 

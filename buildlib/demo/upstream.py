@@ -316,6 +316,22 @@ def set_members(repo: Path, servers: dict[str, str]) -> None:
     toml.write_text(text)
 
 
+def add_rust_only_release(repo: Path, tag: str, version: str) -> str:
+    """Commit and tag the next release in a clone of the demo repository
+    (a work tree): the version bump and a change to Rust code only, no
+    kernel or build script touched, as most of upstream's releases are.
+    Returns the commit id."""
+    main = repo / "mistralrs-cli" / "src" / "main.rs"
+    text = main.read_text()
+    if "fn main" not in text:
+        raise UserError(f"{main} changed: cannot find fn main to add the release's Rust change")
+    main.write_text(text + f"\n/// Added in {version}: a Rust-only change.\npub const RELEASE_NOTE: &str = \"{version}\";\n")
+    set_version(repo, version)
+    commit = _commit(repo, len(RELEASES) + COMMITS_AFTER_LAST_TAG, f"Release {tag}")
+    _git(repo, "tag", tag)
+    return commit
+
+
 def set_version(repo: Path, version: str) -> None:
     """Set the workspace version in Cargo.toml and the workspace crates' Cargo.lock entries."""
     toml = repo / "Cargo.toml"

@@ -13,6 +13,7 @@ from ..config import SEMVER, Config, Flavour
 from ..layout import Layout, cargo_home
 from ..run import CommandFailed, Stopwatch, UserError, log, output, run, sha256_of
 from .cache import record_units
+from .compile_cache import CompileCache
 from .cargo_messages import executable_of, failure_line, read_messages
 from .records import UNKNOWN, BuildRecord, ChangelogEntry
 from .upstream import Source, ensure_tree
@@ -226,12 +227,23 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
     check_cargo_version(source, program.package, crate_version(tree, program.package))
     messages = layout.cargo_messages(name)
     messages.parent.mkdir(parents=True, exist_ok=True)
+    compile_cache = None
+    if cfg.build.cache.enabled:
+        # Started (and a shared backend checked) before cargo: a dead
+        # backend is one line now, not hours of compiling everything.
+        compile_cache = CompileCache(cfg, layout, cache_basedirs(layout, flavour, env))
+        compile_cache.start()
+        env.update(compile_cache.env())
     try:
         run(cargo_argv(cfg, flavour, source), cwd=tree, env=env, stdout_file=messages,
             progress=lambda: cargo_progress(messages))
+        stats = compile_cache.stats() if compile_cache else None
     except CommandFailed as e:
         raise UserError(f"cargo build of {program.package} at {source.ref} for {name} failed (exit code "
                         f"{e.returncode}): {failure_line(e.stderr.decode(errors='replace'))}") from None
+    finally:
+        if compile_cache:
+            compile_cache.stop()
 
     # The binary cargo says this run made, never a file that merely exists
     # in the (kept) target directory.
@@ -271,6 +283,7 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
         built_at=datetime.now(timezone.utc),
         changelog=tuple(ChangelogEntry.from_json(f"{layout.source_record}: changelog[{i}]", e)
                         for i, e in enumerate(source.changelog)),
+        compile_cache=stats.to_json() if stats else None,
     )
     # The binary first, then its record: a record never describes a binary
     # that is not in place.
@@ -278,8 +291,16 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
     record.write(layout)
     record_units(layout, name, source, cargo_run, built)
     watch.done(f"{artifact.name} {record.size / 2**20:.1f} MiB, sm_{flavour.compute_cap}, "
-               f"features {','.join(record.features) or '-'}")
+               f"features {','.join(record.features) or '-'}; "
+               + (stats.summary() if stats else "compile cache off"))
     return {}
+
+
+def cache_basedirs(layout: Layout, flavour: Flavour, env: dict[str, str]) -> list[Path]:
+    """The build's own directories, which sccache strips from preprocessed
+    sources so that runners with other paths share nvcc's steps."""
+    return [path for path, _ in path_remaps(layout, flavour, Path(env["CARGO_HOME"]))] + [
+        layout.cudaforge_home.resolve()]
 
 
 def adopt_prebuilt(cfg: Config, layout: Layout, flavour: Flavour, version: str) -> dict:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -195,6 +195,11 @@ class BuildRecord(_PerFlavour):
     """The upstream commit's time (seconds since 1970): SOURCE_DATE_EPOCH of
     the build and of rpmbuild.  None for an adopted binary (rpm then takes
     the time of the newest changelog entry)."""
+    compile_cache: dict | None = field(default=None, compare=False)
+    """What sccache did in this build (pipeline/compile_cache.py,
+    CacheStats.to_json): backend, rustc and nvcc hits and totals; None with
+    [build.cache] off or for an adopted binary.  Not an input: a cached
+    build gives the same bytes."""
 
     INPUTS: ClassVar[tuple[str, ...]] = (
         "ref", "commit", "version", "rpm_version", "compute_cap", "features", "package", "binary_name",
@@ -220,6 +225,7 @@ class BuildRecord(_PerFlavour):
             "sha256": self.sha256, "size": self.size, "duration_s": self.duration_s,
             "built_at": utc_stamp(self.built_at), "changelog": [e.to_json() for e in self.changelog],
             "source_date_epoch": self.source_date_epoch,
+            **({"compile_cache": self.compile_cache} if self.compile_cache is not None else {}),
         }
 
     @classmethod
@@ -278,6 +284,7 @@ class BuildRecord(_PerFlavour):
             built_at=built_at,
             changelog=tuple(ChangelogEntry.from_json(f"{path}: changelog[{i}]", e) for i, e in enumerate(entries)),
             source_date_epoch=sde,
+            compile_cache=f.maybe("compile_cache", dict),
         )
 
     def check_fits(self, cfg: Config, layout: Layout, flavour: Flavour) -> None:

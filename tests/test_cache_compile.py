@@ -1,0 +1,192 @@
+"""The compile cache ([build.cache], sccache in front of rustc and nvcc) on
+the demo upstream with the real tools: a cached build is the same bytes as
+an uncached one, a second runner at other paths gets hits from a real
+redis-server, a version that changes only Rust code compiles no kernel, the
+build record keeps the counts, and a dead backend stops the build before
+cargo starts."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from buildlib import repro
+from buildlib.config import ConfigError, load
+from buildlib.demo.upstream import add_rust_only_release
+from buildlib.layout import Layout
+from buildlib.pipeline.records import BuildRecord, RpmRecord
+
+from pipeline import demo_config, project_config, run_doit, write_config
+
+TOOLS = ("cargo", "nvcc", "rpmbuild")
+needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
+                                 reason="needs cargo, nvcc and rpmbuild (scripts/bootstrap installs them)")
+FLAVOUR = "ampere"
+
+
+def project(root: Path, upstream: Path, cache: dict | None = None) -> Path:
+    """A demo project (ampere only) with every path, the cache too, under root."""
+    data = demo_config(root, upstream, root / "cache", flavours=(FLAVOUR,))
+    data["build"]["cache"] = cache if cache is not None else {"backend": "local"}
+    return write_config(root, data)
+
+
+def build(config: Path, target: str = f"build:{FLAVOUR}", ref: str = "v0.9.2", home: Path | None = None) -> str:
+    env = {"MRPM_REF": ref, **({"CARGO_HOME": str(home)} if home else {})}
+    rc, _, out = run_doit(config, target, env=env)
+    assert rc == 0, out[-4000:]
+    return out
+
+
+def record(config: Path) -> BuildRecord:
+    return BuildRecord.load(Layout.of(load(config)), FLAVOUR)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def redis(tmp_path):
+    """A real redis-server on a free local port, in its own directory; its URL."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server (scripts/bootstrap installs it for the test role)")
+    port = free_port()
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(directory), "--maxmemory", "256mb",
+                             "--maxmemory-policy", "allkeys-lru"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+def parse(tmp_path: Path, cache: dict):
+    data = project_config()
+    data["build"]["cache"] = cache
+    return load(write_config(tmp_path, data)).build.cache
+
+
+def test_cache_config(tmp_path):
+    assert parse(tmp_path, {}).backend == "local"
+    assert not parse(tmp_path, {"backend": "off"}).enabled
+    shared = parse(tmp_path, {"backend": "redis", "url": "redis://cache.example.org:6379"})
+    assert (shared.backend, shared.url) == ("redis", "redis://cache.example.org:6379")
+    s3 = parse(tmp_path, {"backend": "s3", "url": "https://s3.example.org", "bucket": "mrpm-cache", "prefix": "ci"})
+    assert (s3.bucket, s3.prefix) == ("mrpm-cache", "ci")
+    for cache, message in (
+        ({"backend": "memcached"}, r'build\.cache\.backend = "memcached": expected "off" or "local"'),
+        ({"backend": "redis"}, r"build\.cache\.url is missing"),
+        # a password in the config is refused: secrets come from the environment
+        ({"backend": "redis", "url": "redis://:hunter2@cache:6379"}, r"SCCACHE_REDIS_PASSWORD, never here"),
+        ({"backend": "s3", "url": "https://s3.example.org"}, r'backend "s3" needs a bucket'),
+        ({"backend": "local", "url": "redis://x:1"}, r'backend "local" takes no url'),
+        ({"size": "lots"}, r'build\.cache\.size = "lots": expected a size such as "20G"'),
+        ({"sise": "2G"}, r"unknown key build\.cache\.sise; did you mean 'size'"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse(tmp_path, cache)
+
+
+# --- builds ----------------------------------------------------------------------------
+
+
+@needs_tools
+def test_cached_and_uncached_builds_give_the_same_binary_and_rpm(tmp_path, demo_upstream):
+    off = project(tmp_path / "off", demo_upstream.path, {"backend": "off"})
+    on = project(tmp_path / "on", demo_upstream.path)
+    build(off, f"rpm:{FLAVOUR}", home=tmp_path / "home-off")
+    assert record(off).compile_cache is None
+    out = build(on, f"build:{FLAVOUR}", home=tmp_path / "home-on")  # cold: fills the cache
+    cold = record(on).compile_cache
+    assert cold["rustc_hits"] == 0 and cold["nvcc_hits"] == 0 and cold["nvcc_total"] > 0
+    # from the cache: a fresh target directory, every compilation a hit
+    layout = Layout.of(load(on))
+    shutil.rmtree(layout.target_dir(FLAVOUR))
+    layout.artifact(FLAVOUR).unlink()  # else the build task is up to date
+    out = build(on, f"rpm:{FLAVOUR}", home=tmp_path / "home-on")
+    warm = record(on).compile_cache
+    assert warm["backend"] == "local"
+    # the stage summary says what the cache did
+    assert f"rustc {warm['rustc_hits']}/{warm['rustc_total']} cached, nvcc {warm['nvcc_hits']}/" in out
+
+    binaries = [Layout.of(load(c)).artifact(FLAVOUR) for c in (off, on)]
+    assert repro.first_binary_difference(*binaries) is None
+    assert binaries[0].read_bytes() == binaries[1].read_bytes()
+    rpms = [RpmRecord.load(Layout.of(load(c)), FLAVOUR).path for c in (off, on)]
+    assert repro.first_difference(*rpms) is None
+    assert rpms[0].read_bytes() == rpms[1].read_bytes()
+    assert warm["rustc_hits"] == warm["rustc_total"] > 0, warm
+    assert warm["nvcc_hits"] == warm["nvcc_total"] > 0, warm
+
+
+@needs_tools
+def test_a_second_runner_at_other_paths_gets_hits_from_redis(tmp_path, demo_upstream, redis):
+    """Two runners: other checkout of this project, other cache and target
+    directories, other CARGO_HOME; one redis-server between them."""
+    shared = {"backend": "redis", "url": redis}
+    first = project(tmp_path / "runner-1", demo_upstream.path, shared)
+    second = project(tmp_path / "elsewhere" / "runner-two", demo_upstream.path, shared)
+    build(first, home=tmp_path / "home-1")
+    cold = record(first).compile_cache
+    assert cold["nvcc_hits"] == 0 and cold["backend"] == "redis"
+    build(second, home=tmp_path / "elsewhere" / "cargo-home-2")
+    other = record(second).compile_cache
+    # ptxas (the kernels' machine code, the bulk of upstream's kernel build)
+    # is shared whatever the paths; rustc and cicc key on absolute paths
+    # (README, "Compile cache").
+    assert other["nvcc_hits"] > 0, other
+    assert record(first).sha256 == record(second).sha256
+
+
+@needs_tools
+def test_a_rust_only_release_compiles_no_kernel(tmp_path, demo_upstream):
+    upstream = tmp_path / "upstream"
+    subprocess.run(["git", "clone", "--quiet", str(demo_upstream.path), str(upstream)], check=True)
+    add_rust_only_release(upstream, "v0.9.3", "0.9.3")
+    config = project(tmp_path / "p", upstream)
+    build(config, ref="v0.9.2", home=tmp_path / "home")
+    first = record(config).compile_cache
+    build(config, ref="v0.9.3", home=tmp_path / "home")
+    nxt = record(config)
+    assert nxt.version == "0.9.3"
+    # the version bump reran the kernel build script (a new OUT_DIR): ptxas,
+    # the kernels' machine code, comes from the cache.  KNOWN GAP: sccache
+    # 0.16 hashes cicc's and cudafe++'s output paths, which name OUT_DIR, so
+    # those steps run again (issue 19 is not closed by this).
+    assert first["nvcc_calls"] > 0 and nxt.compile_cache["nvcc_calls"] > 0, (first, nxt.compile_cache)
+    assert nxt.compile_cache["nvcc_hits"] > 0, nxt.compile_cache
+
+
+@needs_tools
+def test_a_dead_backend_fails_in_one_line_before_cargo(tmp_path, demo_upstream):
+    url = f"redis://127.0.0.1:{free_port()}"  # nothing listens there
+    config = project(tmp_path / "p", demo_upstream.path, {"backend": "redis", "url": url})
+    rc, results, out = run_doit(config, f"build:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
+    assert rc != 0, out[-3000:]  # (the JSON reporter exits 1; the project's own exits Exit.UNREACHABLE)
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    # (run_doit joins stderr and the task's report: the one line appears in both)
+    assert len(set(errors)) == 1 and f"compile cache redis {url} does not answer" in errors[0], out[-3000:]
+    layout = Layout.of(load(config))
+    assert not layout.cargo_messages(FLAVOUR).exists()  # cargo never started
+    assert not layout.build_record(FLAVOUR).exists()
