@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -290,5 +291,26 @@ def test_release_package_installs_and_its_repo_file_alone_installs_a_flavour(tmp
             # and the packaged mistralrs-flavour picks ampere on an 8.6 GPU
             proc = run_flavour(root / "usr/bin/mistralrs-flavour", tmp_path, "8.6")
             assert proc.stdout == "ampere\n"
+
+            # A re-key by whoever holds the upload key and another signing secret (README, Threat
+            # model): with the key pinned in config.toml the publish refuses it ...
+            (tmp_path / "other").mkdir()
+            _, other, other_pass = make_key(tmp_path / "other")
+            (target / signing.KEY_FILE_NAME).write_text(other.public.read_text())  # the upload key's part
+            fakerpm.build(layout.dist, "ampere", "0.9.3", "1.fc43", marker="re-keyed")
+            pinned = make_cfg(tmp_path, base_url=url, key_file=str(other.secret), passphrase_file=str(other_pass),
+                              key_fingerprint=keys.fingerprint)
+            with pytest.raises(signing.SigningError):
+                publisher.publish_dist(pinned, layout)
+            # ... without the pin it goes through (what does not hold), and every existing user's dnf
+            # refuses the re-signed repository: their key is the one mistralrs-release brought
+            rekeyed = make_cfg(tmp_path, base_url=url, key_file=str(other.secret), passphrase_file=str(other_pass))
+            publisher.publish_dist(rekeyed, layout)
+            upgrade = _dnf(root, [root / "etc/yum.repos.d", extra], f"--setopt=mistralrs.gpgkey={key_in_root}",
+                           "--refresh", "upgrade", "mistralrs-ampere")
+            assert upgrade.returncode != 0, upgrade.stdout + upgrade.stderr
+            assert re.search(r"(?i)gpg|signature", upgrade.stdout + upgrade.stderr), upgrade.stdout + upgrade.stderr
+            out = subprocess.run([str(root / "usr/bin/mistralrs")], capture_output=True, text=True, check=True).stdout
+            assert "version=0.9.2-1.fc43" in out  # still the package the repository's own key signed
         finally:
             _stop_dnf_agents(root)
