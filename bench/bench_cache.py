@@ -36,6 +36,11 @@ from pipeline import demo_config, write_config
 TAG, NEXT_TAG, NEXT_VERSION = "v0.9.2", "v0.9.3", "0.9.3"
 
 
+def redis_server() -> str | None:
+    """Debian's redis-server, or Fedora's Valkey (its fork, same protocol)."""
+    return shutil.which("redis-server") or shutil.which("valkey-server")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,11 +48,11 @@ def free_port() -> int:
 
 
 def start_redis(directory) -> tuple[subprocess.Popen, str]:
-    if shutil.which("redis-server") is None:
+    if redis_server() is None:
         raise SystemExit("error: redis-server is not installed (scripts/bootstrap installs it for the test role)")
     port = free_port()
     directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    proc = subprocess.Popen([redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(directory)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):

@@ -50,6 +50,11 @@ def record(config: Path) -> BuildRecord:
     return BuildRecord.load(Layout.of(load(config)), FLAVOUR)
 
 
+def redis_server() -> str | None:
+    """Debian's redis-server, or Fedora's Valkey (its fork, same protocol)."""
+    return shutil.which("redis-server") or shutil.which("valkey-server")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,12 +64,12 @@ def free_port() -> int:
 @pytest.fixture
 def redis(tmp_path):
     """A real redis-server on a free local port, in its own directory; its URL."""
-    if shutil.which("redis-server") is None:
+    if redis_server() is None:
         pytest.skip("needs redis-server (scripts/bootstrap installs it for the test role)")
     port = free_port()
     directory = tmp_path / "redis"
     directory.mkdir()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    proc = subprocess.Popen([redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(directory), "--maxmemory", "256mb",
                              "--maxmemory-policy", "allkeys-lru"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -452,3 +452,22 @@ def test_published_sboms_are_checked_against_dist(tmp_path, keys, request, where
     report = publish(cfg)["channels"]["stable"]
     assert report["sbom_damaged"] == {ada: "is missing, and dist/ does not hold it to restore it from"}
     assert ada.replace(".cdx.json", ".rpm") in published(target) and not (channel / ada).exists()
+
+
+def test_metadata_rebuilt_after_a_bad_signature_keeps_what_clients_may_still_fetch(tmp_path, keys):
+    """A bad repomd.xml.asc makes the publish rebuild the metadata from the
+    packages; the files the last good repomd.xml names stay on the host for
+    metadata_expire, as on every publish, for clients that still hold it."""
+    target = tmp_path / "srv"
+    cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)
+    fakerpm.build(cfg.paths.dist, "ampere", version="0.9.1")
+    publish(cfg)
+    channel = stable_dir(target)
+    last_good = repodata.referenced_files(channel / "repodata" / "repomd.xml")
+    (channel / "repodata" / "repomd.xml.asc").write_text("-----BEGIN PGP SIGNATURE-----\nbroken\n")
+    report = publish(cfg)["channels"]["stable"]
+    assert report["metadata_rebuilt"]
+    signing.verify_repomd((target / signing.KEY_FILE_NAME).read_text(), keys["main"][1], channel / "repodata")
+    assert repodata.referenced_files(channel / "repodata" / "repomd.xml") != last_good
+    kept = {p.name for p in (channel / "repodata").iterdir()}
+    assert last_good - {"repomd.xml", "repomd.xml.asc"} <= kept, sorted(last_good - kept)

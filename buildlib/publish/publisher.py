@@ -101,6 +101,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -287,6 +288,13 @@ def _check_untrusted(target: Transport, rel: PurePosixPath, old: Metadata, listi
     return good, damaged
 
 
+def recent_files(directory: Path, names: set[str], minutes: int) -> set[str]:
+    """The names among ``names`` whose copy in directory (fetched with the
+    host's times) changed less than ``minutes`` ago."""
+    horizon = time.time() - minutes * 60
+    return {n for n in names if (directory / n).is_file() and (directory / n).stat().st_mtime >= horizon}
+
+
 def _sbom_of(rpm: LocalRpm) -> str | None:
     """The name of the SBOM that goes up with rpm (beside it in dist/), None
     for mistralrs-release, which has none; a flavour package without one is
@@ -448,7 +456,12 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     signing.verify_rpms(anchor.public_key, anchor.fingerprint, staged)
 
     keep_minutes = expire_minutes(cfg.publish.metadata_expire)
+    retained: set[str] = set()
     if not trusted:
+        # Clients may still hold the last good repomd.xml and fetch the files
+        # it names for metadata_expire: those stay on the host as on every
+        # publish (a client checks each against the repomd.xml it verified).
+        retained = recent_files(stage / "repodata", remote_md_files, keep_minutes)
         # every kept package is here, checked: metadata made afresh from the files
         shutil.rmtree(stage / "repodata", ignore_errors=True)
         _createrepo(stage, kept, update=False, keep_minutes=keep_minutes)
@@ -487,7 +500,7 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     target.upload(repodata, list(SWAP_FILES), rel / "repodata", what="swap", delay_updates=True, checksum=True)
     log(f"{tag}: pruning")
     target.delete(rel, sorted(set(report.pruned) | set(stray) | set(orphans)))
-    target.delete(rel / "repodata", sorted(remote_md_files - set(md_files)))
+    target.delete(rel / "repodata", sorted(remote_md_files - set(md_files) - retained))
     report.pruned = sorted(set(report.pruned) | set(stray))
     report.added = [p.name for p in staged]
     return report
