@@ -391,7 +391,7 @@ class Poll:
                 raise ConfigError(f"poll.{key} = {_show(value)}: expected {what} {bounds} up to {high:.0f}")
 
 
-DOCTOR_CHECKS = ("cudnn", "nccl", "cutlass", "memory", "compiler")
+DOCTOR_CHECKS = ("cudnn", "nccl", "cutlass", "memory", "compiler", "cache")
 """The checks doctor.skip may leave out."""
 
 

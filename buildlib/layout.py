@@ -16,6 +16,7 @@ also a file name here, so it lives in this module)."""
 
 PROJECT = Path(__file__).resolve().parent.parent
 RPM_DIR = PROJECT / "rpm"
+KERNEL_COPIES = Path("/tmp/mrpm-nvcc")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,15 @@ class Layout:
         one through sccache.  Its bin/ sits beside include/ and lib64/ links,
         as cudaforge derives the toolkit from NVCC's grandparent."""
         return self.build / "sccache" / "cuda" / "bin" / "nvcc"
+
+    @property
+    def kernel_copies(self) -> Path:
+        """Where the nvcc wrapper copies kernel directories to compile them
+        (pipeline/nvcc_relocate.py): one absolute path on every runner,
+        whatever its cache, so sccache's keys for cicc and cudafe++, which
+        hold the source's absolute path, agree between runners and versions.
+        Copies are named by their content; /tmp's cleaner may take them."""
+        return KERNEL_COPIES
 
     @property
     def sccache_log(self) -> Path:

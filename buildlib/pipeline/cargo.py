@@ -231,7 +231,8 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
     if cfg.build.cache.enabled:
         # Started (and a shared backend checked) before cargo: a dead
         # backend is one line now, not hours of compiling everything.
-        compile_cache = CompileCache(cfg, layout, cache_basedirs(layout, flavour, env))
+        home = Path(env["CARGO_HOME"])
+        compile_cache = CompileCache(cfg, layout, cache_basedirs(layout, flavour, tree, home), [tree.resolve(), home.resolve()])
         compile_cache.start()
         env.update(compile_cache.env())
     try:
@@ -296,11 +297,13 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
     return {}
 
 
-def cache_basedirs(layout: Layout, flavour: Flavour, env: dict[str, str]) -> list[Path]:
+def cache_basedirs(layout: Layout, flavour: Flavour, tree: Path, home: Path) -> list[Path]:
     """The build's own directories, which sccache strips from preprocessed
-    sources so that runners with other paths share nvcc's steps."""
-    return [path for path, _ in path_remaps(layout, flavour, Path(env["CARGO_HOME"]))] + [
-        layout.cudaforge_home.resolve()]
+    sources so that runners with other paths share nvcc's steps.  The
+    source tree itself too: below the trees' parent its path names the
+    commit, which changes with every version."""
+    return [path for path, _ in path_remaps(layout, flavour, home)] + [
+        tree.resolve(), layout.cudaforge_home.resolve()]
 
 
 def adopt_prebuilt(cfg: Config, layout: Layout, flavour: Flavour, version: str) -> dict:

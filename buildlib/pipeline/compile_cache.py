@@ -11,13 +11,17 @@ Each build runs its own sccache server on a free local port: its settings
 come from [build.cache] alone, and its statistics are this build's hits and
 misses, which the build record keeps.
 
-Sharing between runners: sccache keys rustc on its whole command line and
-working directory, so rustc hits need the same absolute paths (paths.cache
-and CARGO_HOME) on every runner.  For nvcc it splits each call into its
-steps (cicc, ptxas, ...) and caches those; SCCACHE_BASEDIRS strips the
-build's own directories from the preprocessed source, so ptxas, the step
-that dominates upstream's kernel build, hits across runners whatever their
-paths (tests/test_cache_compile.py shows both)."""
+Sharing between runners and versions: sccache keys rustc on its whole
+command line and working directory, so rustc hits need the same absolute
+paths (paths.cache and CARGO_HOME) on every runner.  For nvcc it splits
+each call into its steps (cudafe++, cicc, ptxas) and caches those:
+SCCACHE_BASEDIRS strips the build's own directories (the source tree
+among them, whose path names the commit) from the preprocessed source, and
+the wrapper compiles from a copy of the kernels at a path named by their
+content (nvcc_relocate.py), as cicc's and cudafe++'s arguments hold the
+source's absolute path.  So every nvcc step hits on another runner and on
+the next version while the kernels are unchanged
+(tests/test_cache_compile.py shows both)."""
 
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ from urllib.parse import urlsplit
 from ..config import BuildCache, Config
 from ..layout import Layout
 from ..run import CommandFailed, HostNotReady, Unreachable, UserError, atomic_write, output, run
+
+RELOCATE = Path(__file__).with_name("nvcc_relocate.py")
+"""The program the nvcc wrapper runs (standalone: the standard library only)."""
 
 SCCACHE_VERSION = "0.16.0"
 """requirements.txt's pin: SCCACHE_BASEDIRS needs 0.14, nvcc's per-step
@@ -148,9 +155,12 @@ class CacheStats:
                    nvcc_calls=count(hits, [NVCC_CALL]) + count(misses, [NVCC_CALL]))
 
 
-def write_nvcc_wrapper(layout: Layout, sccache: Path, nvcc: Path) -> Path:
-    """layout.nvcc_wrapper, running nvcc through sccache; include/ and
-    lib64/ beside its bin/ point at the real toolkit's."""
+def write_nvcc_wrapper(layout: Layout, sccache: Path, nvcc: Path, roots: list[Path]) -> Path:
+    """layout.nvcc_wrapper: nvcc through sccache, run from a copy of the
+    kernels at a path no runner or version changes (nvcc_relocate.py says
+    why); include/ and lib64/ beside its bin/ point at the real toolkit's.
+    roots: the directories whose build scripts may be moved (the source
+    tree, cargo's home)."""
     wrapper = layout.nvcc_wrapper
     root = wrapper.parent.parent
     wrapper.parent.mkdir(parents=True, exist_ok=True)
@@ -164,14 +174,11 @@ def write_nvcc_wrapper(layout: Layout, sccache: Path, nvcc: Path) -> Path:
             link.unlink()
         link.symlink_to(toolkit / name)
     # Paths are quoted for sh; the build refuses paths with white space
-    # (RUSTFLAGS), and these come from the layout and PATH.
-    # Queries (a build script's `nvcc --dryrun` for the library paths,
-    # --version) go straight to nvcc: their output is what is asked for.
+    # (RUSTFLAGS), and these come from the layout, the venv and PATH.
+    # -I: the standard library only, whatever PYTHONPATH the build has.
+    words = [sys.executable, "-I", RELOCATE, sccache, nvcc, layout.kernel_copies, *roots]
     atomic_write(wrapper, "#!/bin/sh\n# written by mistralrs-rpm: compilations through sccache\n"
-                          'for a in "$@"; do case "$a" in\n'
-                          f"  --dryrun|-dryrun|--version|-V|--list-gpu-code|--list-gpu-arch) exec '{nvcc}' \"$@\" ;;\n"
-                          "esac; done\n"
-                          f"exec '{sccache}' '{nvcc}' \"$@\"\n")
+                          "exec " + " ".join(f"'{w}'" for w in words) + ' -- "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
 
@@ -180,8 +187,12 @@ class CompileCache:
     """One build's sccache server: start() before cargo, env() for cargo,
     stop() after (which returns the build's statistics)."""
 
-    def __init__(self, cfg: Config, layout: Layout, basedirs: list[Path]):
+    def __init__(self, cfg: Config, layout: Layout, basedirs: list[Path], sources: list[Path]):
+        """basedirs: stripped from preprocessed sources before hashing;
+        sources: where build scripts' nvcc calls may be moved from (the
+        source tree, cargo's home)."""
         self.cache = cfg.build.cache
+        self.sources = sources
         self.layout = layout
         self.sccache = sccache_path()
         self.port = _free_port()
@@ -205,7 +216,7 @@ class CompileCache:
             self.layout.compile_cache.mkdir(parents=True, exist_ok=True)
         nvcc = shutil.which("nvcc")
         if nvcc:
-            self.wrapper = write_nvcc_wrapper(self.layout, self.sccache, Path(nvcc))
+            self.wrapper = write_nvcc_wrapper(self.layout, self.sccache, Path(nvcc), self.sources)
         try:
             run([self.sccache, "--start-server"], env=self.server_env, capture=True, quiet=True, timeout=60)
         except CommandFailed as e:

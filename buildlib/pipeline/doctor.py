@@ -4,7 +4,8 @@ hour-long build starts.
 Beyond the toolchain it predicts what would otherwise fail only after the
 long compile: the headers and libraries of the enabled features, the
 packaging tools, memory for the parallel nvcc jobs, a host compiler nvcc
-accepts, and CUTLASS (cached, or reachable to clone).
+accepts, CUTLASS (cached, or reachable to clone), and the compile cache
+(sccache's version, its backend reachable or writable).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from ..config import Config
 from ..layout import Layout
-from ..run import UserError, output, run
+from ..run import HostNotReady, Unreachable, UserError, output, run
+from . import compile_cache
 
 
 @dataclass(frozen=True)
@@ -319,6 +321,50 @@ def cutlass_check(layout: Layout, url: str) -> Check:
                  "CUTLASS checkout there as cutlass-<the first 16 hex digits of its commit>")
 
 
+# --- the compile cache -------------------------------------------------------------
+
+SCCACHE_MINIMUM = (0, 14)
+"""SCCACHE_BASEDIRS, which lets runners at other paths share nvcc's steps,
+came with 0.14; the nvcc wrapper was tried with requirements.txt's pin."""
+
+
+def cache_checks(cfg: Config, layout: Layout) -> list[Check]:
+    """sccache's version and [build.cache]'s backend: a build with neither
+    fails before cargo, and one with a dead shared backend would otherwise
+    be found only then."""
+    cache = cfg.build.cache
+    if not cache.enabled:
+        return [Check("sccache", 'not needed ([build.cache] backend = "off")')]
+    try:
+        sccache = compile_cache.sccache_path()
+    except HostNotReady as e:
+        return [Check("sccache", "absent", str(e))]
+    found = compile_cache.sccache_version(sccache)
+    pin = compile_cache.SCCACHE_VERSION
+    note = "" if found == pin else f" (requirements.txt pins {pin})"
+    old = _version(found) < SCCACHE_MINIMUM
+    result = [Check("sccache", f"{found} ({sccache}){note}",
+                    f"sccache {found} is older than {'.'.join(map(str, SCCACHE_MINIMUM))} (no SCCACHE_BASEDIRS): "
+                    f"install requirements.txt's sccache=={pin} (scripts/bootstrap)" if old else "")]
+    what = f"compile cache ({compile_cache.describe(cache)})"
+    if cache.backend == "local":
+        store = layout.compile_cache
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            writable = os.access(store, os.W_OK | os.X_OK)
+        except OSError:
+            writable = False
+        result.append(Check("compile cache", f"{store}" + ("" if writable else " not writable"),
+                            "" if writable else f"{what}: {store} is not writable: fix its owner or paths.cache"))
+    else:
+        try:
+            compile_cache.check_reachable(cache)
+            result.append(Check("compile cache", f"{compile_cache.describe(cache)} answers"))
+        except Unreachable as e:
+            result.append(Check("compile cache", f"{compile_cache.describe(cache)} does not answer", str(e)))
+    return result
+
+
 # --- all checks --------------------------------------------------------------------
 
 def checks(cfg: Config, layout: Layout, probe: Probe = Probe()) -> list[Check]:
@@ -381,6 +427,11 @@ def checks(cfg: Config, layout: Layout, probe: Probe = Probe()) -> list[Check]:
         result.append(Check("CUTLASS", "not needed (no CUDA feature enabled)"))
     else:
         result.append(cutlass_check(layout, probe.cutlass_url))
+
+    if "cache" in skip:
+        result.append(Check("compile cache", skipped))
+    else:
+        result += cache_checks(cfg, layout)
 
     layout.cache.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(layout.cache).free / 2**30
