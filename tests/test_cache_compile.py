@@ -148,6 +148,26 @@ def test_the_copy_is_named_by_the_kernels_content_not_the_path(tmp_path):
         f"--output-file={cwd / 'a.o'}", "-MF", str(cwd / "d")]
 
 
+def test_a_stable_directory_others_may_write_is_never_used(tmp_path):
+    """The stable copies live at one path in /tmp on every runner: one that
+    another user could write into (or a link to one) could hold a planted
+    copy named by the digest of public kernels; nvcc then runs as called."""
+    cwd = crate(tmp_path / "src")
+    args = ["-c", "-o", "out/k.o", "kernels/k.cu"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    assert nvcc_relocate.relocated(args, cwd, [tmp_path / "src"], shared) is None
+    link = tmp_path / "link"
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    link.symlink_to(private)
+    assert nvcc_relocate.relocated(args, cwd, [tmp_path / "src"], link) is None
+    made = tmp_path / "made"  # missing: made private, then used
+    assert nvcc_relocate.relocated(args, cwd, [tmp_path / "src"], made) is not None
+    assert made.stat().st_mode & 0o777 == 0o700
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 def test_an_include_above_the_copied_directory_compiles_as_called(tmp_path):
     """kernels/k.cu includes ../common.h, which the copy lacks: the wrapper

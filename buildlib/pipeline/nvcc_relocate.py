@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -94,7 +95,6 @@ def stable_copy(stable: Path, crate: Path, source_dir: Path) -> Path:
     copy = home / rel
     if copy.is_dir() and digest_of(copy) == digest:
         return home / crate.name
-    stable.mkdir(parents=True, exist_ok=True)
     tmp = stable / f".tmp-{os.getpid()}-{digest}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source_dir, tmp / rel, symlinks=False)
@@ -109,9 +109,30 @@ def stable_copy(stable: Path, crate: Path, source_dir: Path) -> Path:
     return home / crate.name
 
 
+def private_dir(stable: Path) -> bool:
+    """Whether stable is a directory of this user's that nobody else may
+    write into (made so when missing).  It lies in /tmp, the same path on
+    every runner: another local user could otherwise plant a copy named by
+    the digest of public kernels, or a header beside it, or change a file
+    between the digest check and nvcc reading it.  Anything else: False, and
+    nvcc runs as called."""
+    try:
+        stable.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(stable)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return False
+        if info.st_mode & 0o077:  # ours, readable by others (an earlier, looser mkdir): tighten it
+            os.chmod(stable, 0o700)
+    except OSError:
+        return False
+    return True
+
+
 def relocated(args: list[str], cwd: Path, roots: list[Path], stable: Path) -> tuple[Path, list[str]] | None:
     """(directory, arguments) to run nvcc with from the stable copy, or None."""
     if not any(cwd.is_relative_to(r) for r in roots):
+        return None
+    if not private_dir(stable):
         return None
     source = single_input(args, cwd)
     if source is None:
