@@ -81,7 +81,8 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
             if flavour not in FLAVOURS:
                 assert all(s.skipped for s in job.steps), flavour
                 continue
-            assert commands == ["scripts/bootstrap", ".venv/bin/doit doctor", ".venv/bin/doit fetch",
+            assert job.roles == ("build",)
+            assert commands == ["scripts/bootstrap --role build", ".venv/bin/doit doctor", ".venv/bin/doit fetch",
                                 *(f".venv/bin/doit {t}:{flavour}" for t in ("build", "verify", "rpm"))]
         # every runner's workspace is gone: only the artifact store was handed on
         assert not any((tmp_path / "runner" / "runners").glob("*/workspace"))
@@ -231,8 +232,9 @@ def test_driver_refuses_what_it_does_not_emulate(tmp_path):
         "      - uses: actions/setup-python@v5\n": "not emulated",
         "      - run: echo ${{ github.event.inputs[0] }}\n": "cannot read '[0]'",
         "      - run: echo ${{ startsWith(inputs.ref, 'v') }}\n": "function startsWith() with 2 argument(s) is not emulated",
-        "      - run: echo hi\n        if: always()\n": "status function always() is not emulated",
-        "      - run: echo hi\n        continue-on-error: true\n": "does not do ['continue-on-error']",
+        "      - run: echo hi\n        if: always()\n": "status function always() is not emulated here",
+        "      - run: echo hi\n        timeout-minutes: 5\n": "does not do ['timeout-minutes']",
+        "      - run: scripts/bootstrap --role gpu\n": "scripts/bootstrap --role gpu: the script takes build|publish|host|test",
         "      - uses: actions/upload-artifact@v4\n        with: {name: x, path: dist}\n": "v3 artifact protocol",
     }
     for step, message in cases.items():
@@ -335,6 +337,86 @@ jobs:
     run = Driver(wf, tmp_path / "r2", inputs={"go": "false"}, runner_labels=labels).execute()
     assert run.ok and [j.conclusion for j in run.jobs["plan"]] == ["success"]
     assert [j.conclusion for k in ("work", "after") for j in run.jobs[k]] == ["skipped", "skipped"]
+
+
+def test_driver_status_functions_needs_results_and_continue_on_error(tmp_path):
+    """A job whose if: calls a status function runs whatever its needs
+    concluded, as Gitea hands it to the runner (#29464); without one, the
+    implied success() skips it.  A step with continue-on-error fails and
+    the job goes on."""
+    wf = tmp_path / "wf.yml"
+    wf.write_text("""\
+on: {workflow_dispatch: {inputs: {fail: {type: string, required: true}}}}
+jobs:
+  plan:
+    runs-on: cuda-13.0
+    outputs: {go: "${{ steps.p.outputs.go }}"}
+    steps:
+      - id: p
+        run: echo "go=yes" >> "$GITHUB_OUTPUT"
+  work:
+    needs: plan
+    runs-on: cuda-13.0
+    strategy: {matrix: {x: ["a", "b"]}}
+    steps:
+      - run: test "$X" != "$FAIL"
+        env: {X: "${{ matrix.x }}", FAIL: "${{ inputs.fail }}"}
+  plain:
+    needs: [plan, work]
+    runs-on: cuda-13.0
+    steps:
+      - run: 'true'
+  anyway:
+    needs: [plan, work]
+    if: ${{ !cancelled() && needs.plan.outputs.go == 'yes' }}
+    runs-on: cuda-13.0
+    steps:
+      - run: 'false'
+        continue-on-error: true
+      - run: echo "work ${{ needs.work.result }}"
+  on-failure:
+    needs: work
+    if: failure()
+    runs-on: cuda-13.0
+    steps:
+      - run: 'true'
+  never:
+    needs: work
+    if: cancelled()
+    runs-on: cuda-13.0
+    steps:
+      - run: 'true'
+""")
+    run = Driver(wf, tmp_path / "r1", inputs={"fail": "b"}).execute()
+    conclusions = {k: [j.conclusion for j in v] for k, v in run.jobs.items()}
+    assert conclusions == {"plan": ["success"], "work": ["success", "failure"], "plain": ["skipped"],
+                           "anyway": ["success"], "on-failure": ["success"], "never": ["skipped"]}, run.transcript()
+    assert not run.ok  # the run ends failed: one job of the matrix failed
+    (anyway,) = run.jobs["anyway"]
+    assert anyway.steps[0].returncode == 1 and anyway.steps[0].continued and anyway.failed_step is None
+    assert anyway.steps[1].log.strip() == "work failure"
+    # with every need succeeded, the implied success() runs plain; failure() is false
+    run = Driver(wf, tmp_path / "r2", inputs={"fail": "none"}).execute()
+    assert [run.jobs[k][0].conclusion for k in ("plain", "anyway", "on-failure", "never")] == [
+        "success", "success", "skipped", "skipped"]
+    assert run.jobs["anyway"][0].steps[1].log.strip() == "work success"
+
+
+def test_driver_records_the_bootstrap_roles(tmp_path):
+    wf = tmp_path / "wf.yml"
+    wf.write_text("""\
+on: {workflow_dispatch: {}}
+jobs:
+  one:
+    runs-on: cuda-13.0
+    steps:
+      - uses: actions/checkout@v4
+      - run: scripts/bootstrap --role build --role publish
+""")
+    run = Driver(wf, tmp_path / "r").execute()
+    (one,) = run.jobs["one"]
+    assert one.conclusion == "success", run.transcript()
+    assert one.roles == ("build", "publish") and one.steps[1].command == "scripts/bootstrap --role build --role publish"
 
 
 def test_driver_ignores_timeout_minutes_and_stops_at_the_runner_timeout(tmp_path):
