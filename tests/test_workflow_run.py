@@ -437,3 +437,91 @@ jobs:
     run = Driver(wf, tmp_path / "r2", runner_timeout=0.5).execute()
     (step,) = run.jobs["one"][0].steps
     assert step.returncode == 124 and "runner's timeout" in step.log
+
+
+def test_one_broken_flavour_holds_back_no_other_and_ci_publishes_the_release_package(tmp_path, demo_upstream,
+                                                                                      shared_cache):
+    """Issue 21, item 1 and issue 18, item 3, on a simulated Gitea 1.26 (a
+    virtual clock), from an empty repository: hopper's build fails (a cargo
+    feature upstream lacks), ampere's succeeds.  The publish job publishes
+    ampere and mistralrs-release (built by the publish itself: nothing put
+    it in dist/), the run ends failed, and the next poll starts a build of
+    hopper only.  The index page's first command installs mistralrs-release
+    with gpgcheck=1 and repo_gpgcheck=1, and its .repo file and key alone
+    install ampere.  Matrix, publish and poll jobs run on their own labels,
+    bootstrapped by role."""
+    from fake_gitea import FakeGitea
+    from workflow_driver import Gitea
+
+    key_file, fingerprint = signing.make_demo_key(tmp_path / "key", passphrase=PASSPHRASE)
+    token = "dispatch-t0ken-for-the-test"
+    secrets = {"MRPM_SIGNING_KEY": key_file.read_text(), "MRPM_SIGNING_PASSPHRASE": PASSPHRASE,
+               "MRPM_DISPATCH_TOKEN": token}
+    target = tmp_path / "srv"
+    target.mkdir()
+    github = FakeGitHub().start()
+    github.release = release_object("v0.9.2")
+    github.head = demo_upstream.head
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for part in ("upstream.git", "target", "cudaforge"):
+        if (shared_cache / part).exists():
+            (cache / part).symlink_to(shared_cache / part)
+    gitea = Gitea("1.26.0", tmp_path / "gitea", secrets=secrets,
+                  runners={"mistralrs-poll": 1, "mistralrs-publish": 1, "cuda-13.0": 1})
+    api = FakeGitea(gitea, token).start()
+    try:
+        with services.nginx(target) as url:
+            data = demo_config(tmp_path, demo_upstream.path, cache, flavours=FLAVOURS,
+                               publish__target=str(target), publish__base_url=url, poll__api_url=github.url,
+                               poll__repository="EricLBuehler/mistral.rs", poll__snapshot_interval=0,
+                               flavours__hopper__extra_features=["no-such-feature"])
+            gitea.overrides = {"config.toml": tomli_w.dumps(data)}
+            gitea.run_until(3600)
+            transcript = "\n".join(gitea.log)
+            first, again = gitea.runs_of("build-release.yml")
+            assert first.driver.inputs["flavours"] == '["ampere","hopper"]', transcript
+            assert first.conclusion == "failure", transcript  # the failure stays visible
+            builds = {j.matrix["flavour"]: j.conclusion for j in first.run.jobs["build"]}
+            assert builds["ampere"] == "success" and builds["hopper"] == "failure", first.run.transcript()
+            (publish,) = first.run.jobs["publish"]
+            assert publish.conclusion == "success", first.run.transcript()
+            collected = {s.name: s for s in publish.steps if s.kind.startswith("actions/download")}
+            assert collected["collect rpm-stable-hopper"].continued
+            # the next poll asks for the failed flavour only
+            assert again.driver.inputs == {"ref": "v0.9.2", "flavours": '["hopper"]'}, transcript
+            # jobs on their labels, each bootstrapped by its role
+            for run in (first, *gitea.runs_of("poll-upstream.yml")[:1]):
+                for job_id, jobs in run.run.jobs.items():
+                    for job in jobs:
+                        if job.conclusion != "skipped" and job.roles:
+                            assert job.roles == (("build",) if job_id == "build" else ("publish",)), job_id
+            assert publish.roles == ("publish",)
+
+            stable = repodata.read_metadata(channel_dir(target) / "repodata").packages
+            assert sorted(stable) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
+                                      "mistralrs-release-1-1.fc43.noarch.rpm"]
+            public = (target / signing.KEY_FILE_NAME).read_text()
+            signing.verify_rpms(public, fingerprint, [channel_dir(target) / n for n in stable])
+
+            # the index page's first command, as a user runs it
+            page = requests.get(f"{url}/", timeout=10).text
+            release_url = re.search(r"sudo dnf install (\S+mistralrs-release-\S+\.noarch\.rpm)", page).group(1)
+            rpm = first.run.artifacts / "rpm-stable-ampere" / "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+            requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], check=True, capture_output=True,
+                                      text=True).stdout.splitlines()
+            cfg = load(write_config(tmp_path / "config", data))
+            nvidia = cfg.package.requires_for(cfg.flavour("ampere").features(cfg.build))
+            standin = build_standin_repo(tmp_path / "standin",
+                                         sorted({r for r in requires if FEDORA_BASE.match(r)} | set(nvidia)))
+            root = services.make_dnf_root(tmp_path / "dnf", None, standin)
+            # the key comes with this first package: dnf cannot check it (Fedora's dnf does not check a
+            # package given by URL unless localpkg_gpgcheck is set); everything after is checked
+            root.dnf("--setopt=localpkg_gpgcheck=0", "install", release_url, check=True, timeout=300)
+            root.with_installed_repos().dnf("install", "mistralrs-ampere", check=True, timeout=300)
+            info = json.loads(subprocess.run([str(root.root / "usr" / "bin" / "mistralrs"), "info"], check=True,
+                                             capture_output=True, text=True).stdout)
+            assert info["compute_cap"] == CAPS["ampere"] and info["version"] == "0.9.2"
+    finally:
+        api.stop()
+        github.stop()
