@@ -60,7 +60,8 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         cfg = load(write_config(tmp_path / "config", data))  # checked as doit will read it
         assert cfg.publish.key_file == "" and cfg.publish.key_env == "MRPM_SIGNING_KEY"
         driver = Driver(WORKFLOW, tmp_path / "runner", inputs={"ref": "v0.9.2"}, secrets=secrets,
-                        checkout_overrides={"config.toml": tomli_w.dumps(data)})
+                        checkout_overrides={"config.toml": tomli_w.dumps(data)},
+                        runner_labels=("cuda-13.0", "mistralrs-publish"))
         run = driver.execute()
         run.check()
         assert run.leaks == [], f"secrets in the logs: {run.leaks}"
@@ -104,9 +105,9 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         assert sign.command == ".venv/bin/doit publish --channel stable --release-package"
         assert not re.search(r"^\.  (fetch|build|verify|spec|rpm)", sign.log, re.M), sign.log
 
-        # stable holds the release, signed; unstable nothing
+        # stable holds the release and mistralrs-release (the publish built it), signed; unstable nothing
         stable = repodata.read_metadata(channel_dir(target) / "repodata")
-        assert sorted(stable.packages) == release
+        assert sorted(stable.packages) == sorted([*release, "mistralrs-release-1-1.fc43.noarch.rpm"])
         assert repodata.read_metadata(channel_dir(target, "unstable") / "repodata").packages == {}
         public = (target / signing.KEY_FILE_NAME).read_text()
         signing.verify_repomd(public, fingerprint, channel_dir(target) / "repodata")
@@ -168,7 +169,8 @@ def test_a_build_longer_than_two_poll_ticks_is_published_and_installs(tmp_path, 
     for part in ("upstream.git", "target", "cudaforge"):
         if (shared_cache / part).exists():
             (cache / part).symlink_to(shared_cache / part)
-    gitea = Gitea(gitea_version, tmp_path / "gitea", runners={"mistralrs-poll": 1, "cuda-13.0": 1},
+    gitea = Gitea(gitea_version, tmp_path / "gitea",
+                  runners={"mistralrs-poll": 1, "mistralrs-publish": 1, "cuda-13.0": 1},
                   secrets=secrets, durations=lambda job, step: BUILD_S if step.get("name") == "build" else 60)
     api = FakeGitea(gitea, token).start()
     try:
