@@ -150,7 +150,8 @@ def test_a_wrong_argument_is_one_line(host):
 ROLES = {
     "fedora": {
         "build": ["git", "rpm", "python3-rpm", "python3-createrepo_c", "gcc", "rpm-build", "binutils", "file", "nodejs"],
-        "publish": ["git", "rpm", "python3-rpm", "python3-createrepo_c", "rpm-sign", "createrepo_c", "gnupg2",
+        # rpm-build: the publish builds mistralrs-release (Debian's rpm carries rpmbuild)
+        "publish": ["git", "rpm", "python3-rpm", "python3-createrepo_c", "rpm-build", "rpm-sign", "createrepo_c", "gnupg2",
                     "openssh-clients", "rsync", "nodejs"],
         "host": ["git", "rpm", "python3-rpm", "python3-createrepo_c", "rpm-build", "gnupg2", "nginx", "openssh-server",
                  "rsync", "certbot", "python3-certbot-dns-cloudflare", "openssl", "systemd",

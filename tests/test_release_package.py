@@ -314,3 +314,50 @@ def test_release_package_installs_and_its_repo_file_alone_installs_a_flavour(tmp
             assert "version=0.9.2-1.fc43" in out  # still the package the repository's own key signed
         finally:
             _stop_dnf_agents(root)
+
+
+def test_publish_keeps_each_channel_s_release_package_current(tmp_path):
+    """Issue 18, item 3: a publish with no mistralrs-release in dist/ (CI's
+    publish job has only the flavours' packages) builds it from the
+    repository's key and the config, signed with the rest; publishing
+    again adds nothing; a change of what it installs (the base URL) raises
+    its version by itself; host.release_package_version is a floor."""
+    host, keys, passfile = make_key(tmp_path)
+    cfg = make_cfg(tmp_path, key_file=str(keys.secret), passphrase_file=str(passfile))
+    layout = Layout.of(cfg)
+    target = tmp_path / "srv"
+    target.mkdir()
+    ampere = "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+    fakerpm.build(layout.dist, "ampere", "0.9.2", "1.fc43")
+    assert not list(layout.dist.glob("mistralrs-release-*"))
+
+    def release_in(c, report, name):
+        md = repodata.read_metadata(target / channels.channel_dir(c, c.channel(name)) / "repodata")
+        return sorted(h for h, p in md.packages.items() if p.name == "mistralrs-release")
+
+    first = publisher.publish_dist(cfg, layout, release_package=True)
+    one = "mistralrs-release-1-1.fc43.noarch.rpm"
+    assert first["channels"]["stable"]["added"] == sorted([one, ampere])
+    assert first["channels"]["unstable"]["added"] == [one]
+    public = (target / signing.KEY_FILE_NAME).read_text()
+    stable_dir = target / channels.channel_dir(cfg, cfg.channel("stable"))
+    signing.verify_rpms(public, keys.fingerprint, [stable_dir / one])
+    assert release_in(cfg, first, "unstable") == [one]
+    # it packages the repository's key and names the configured base URL
+    assert rpm_query(stable_dir / one, "%{URL}") == cfg.publish.base_url
+
+    again = publisher.publish_dist(cfg, layout, release_package=True)
+    for name in ("stable", "unstable"):
+        assert again["channels"][name]["added"] == [] and one in again["channels"][name]["unchanged"]
+
+    moved = make_cfg(tmp_path, base_url="https://mirror.example.org/mistralrs-rpm", key_file=str(keys.secret),
+                     passphrase_file=str(passfile))
+    third = publisher.publish_dist(moved, Layout.of(moved), release_package=True)
+    two = "mistralrs-release-2-1.fc43.noarch.rpm"
+    assert [third["channels"][c]["added"] for c in ("stable", "unstable")] == [[two], [two]]
+    assert release_in(moved, third, "stable") == [one, two]
+    assert rpm_query(stable_dir / two, "%{URL}") == "https://mirror.example.org/mistralrs-rpm"
+
+    floor = dataclasses.replace(moved, host=dataclasses.replace(moved.host, release_package_version=5))
+    fourth = publisher.publish_dist(floor, Layout.of(floor), release_package=True)
+    assert fourth["channels"]["stable"]["added"] == ["mistralrs-release-5-1.fc43.noarch.rpm"]

@@ -66,7 +66,7 @@ def build_release(tmp: Path, cfg: config.Config) -> Path:
     for name in ("mistralrs.repo", "RPM-GPG-KEY-mistralrs", "mistralrs-flavour"):
         (sources / name).write_text("stand-in\n")
     spec = top / "mistralrs-release.spec"
-    spec.write_text(release_package.render_spec(cfg, cfg.host, FINGERPRINT, CREATED))
+    spec.write_text(release_package.render_spec(cfg, cfg.host.release_package_version, FINGERPRINT, CREATED))
     subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", "--define", f"_sourcedir {sources}",
                     "--define", "dist .fc43", str(spec)], check=True, capture_output=True, timeout=120)
     (rpm,) = (top / "RPMS" / "noarch").glob("*.rpm")

@@ -60,7 +60,8 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         cfg = load(write_config(tmp_path / "config", data))  # checked as doit will read it
         assert cfg.publish.key_file == "" and cfg.publish.key_env == "MRPM_SIGNING_KEY"
         driver = Driver(WORKFLOW, tmp_path / "runner", inputs={"ref": "v0.9.2"}, secrets=secrets,
-                        checkout_overrides={"config.toml": tomli_w.dumps(data)})
+                        checkout_overrides={"config.toml": tomli_w.dumps(data)},
+                        runner_labels=("cuda-13.0", "mistralrs-publish"))
         run = driver.execute()
         run.check()
         assert run.leaks == [], f"secrets in the logs: {run.leaks}"
@@ -81,7 +82,8 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
             if flavour not in FLAVOURS:
                 assert all(s.skipped for s in job.steps), flavour
                 continue
-            assert commands == ["scripts/bootstrap", ".venv/bin/doit doctor", ".venv/bin/doit fetch",
+            assert job.roles == ("build",)
+            assert commands == ["scripts/bootstrap --role build", ".venv/bin/doit doctor", ".venv/bin/doit fetch",
                                 *(f".venv/bin/doit {t}:{flavour}" for t in ("build", "verify", "rpm"))]
         # every runner's workspace is gone: only the artifact store was handed on
         assert not any((tmp_path / "runner" / "runners").glob("*/workspace"))
@@ -100,12 +102,12 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         assert [s.name for s in downloads if not s.skipped] == [f"collect rpm-stable-{f}" for f in static
                                                                  if f in FLAVOURS]
         assert sorted(re.findall(r"dist/(\S+\.rpm)", "".join(s.log for s in downloads))) == release
-        assert sign.command == ".venv/bin/doit publish --channel stable"
+        assert sign.command == ".venv/bin/doit publish --channel stable --release-package"
         assert not re.search(r"^\.  (fetch|build|verify|spec|rpm)", sign.log, re.M), sign.log
 
-        # stable holds the release, signed; unstable nothing
+        # stable holds the release and mistralrs-release (the publish built it), signed; unstable nothing
         stable = repodata.read_metadata(channel_dir(target) / "repodata")
-        assert sorted(stable.packages) == release
+        assert sorted(stable.packages) == sorted([*release, "mistralrs-release-1-1.fc43.noarch.rpm"])
         assert repodata.read_metadata(channel_dir(target, "unstable") / "repodata").packages == {}
         public = (target / signing.KEY_FILE_NAME).read_text()
         signing.verify_repomd(public, fingerprint, channel_dir(target) / "repodata")
@@ -167,7 +169,8 @@ def test_a_build_longer_than_two_poll_ticks_is_published_and_installs(tmp_path, 
     for part in ("upstream.git", "target", "cudaforge"):
         if (shared_cache / part).exists():
             (cache / part).symlink_to(shared_cache / part)
-    gitea = Gitea(gitea_version, tmp_path / "gitea", runners={"mistralrs-poll": 1, "cuda-13.0": 1},
+    gitea = Gitea(gitea_version, tmp_path / "gitea",
+                  runners={"mistralrs-poll": 1, "mistralrs-publish": 1, "cuda-13.0": 1},
                   secrets=secrets, durations=lambda job, step: BUILD_S if step.get("name") == "build" else 60)
     api = FakeGitea(gitea, token).start()
     try:
@@ -231,8 +234,9 @@ def test_driver_refuses_what_it_does_not_emulate(tmp_path):
         "      - uses: actions/setup-python@v5\n": "not emulated",
         "      - run: echo ${{ github.event.inputs[0] }}\n": "cannot read '[0]'",
         "      - run: echo ${{ startsWith(inputs.ref, 'v') }}\n": "function startsWith() with 2 argument(s) is not emulated",
-        "      - run: echo hi\n        if: always()\n": "status function always() is not emulated",
-        "      - run: echo hi\n        continue-on-error: true\n": "does not do ['continue-on-error']",
+        "      - run: echo hi\n        if: always()\n": "status function always() is not emulated here",
+        "      - run: echo hi\n        timeout-minutes: 5\n": "does not do ['timeout-minutes']",
+        "      - run: scripts/bootstrap --role gpu\n": "scripts/bootstrap --role gpu: the script takes build|publish|host|test",
         "      - uses: actions/upload-artifact@v4\n        with: {name: x, path: dist}\n": "v3 artifact protocol",
     }
     for step, message in cases.items():
@@ -337,6 +341,86 @@ jobs:
     assert [j.conclusion for k in ("work", "after") for j in run.jobs[k]] == ["skipped", "skipped"]
 
 
+def test_driver_status_functions_needs_results_and_continue_on_error(tmp_path):
+    """A job whose if: calls a status function runs whatever its needs
+    concluded, as Gitea hands it to the runner (#29464); without one, the
+    implied success() skips it.  A step with continue-on-error fails and
+    the job goes on."""
+    wf = tmp_path / "wf.yml"
+    wf.write_text("""\
+on: {workflow_dispatch: {inputs: {fail: {type: string, required: true}}}}
+jobs:
+  plan:
+    runs-on: cuda-13.0
+    outputs: {go: "${{ steps.p.outputs.go }}"}
+    steps:
+      - id: p
+        run: echo "go=yes" >> "$GITHUB_OUTPUT"
+  work:
+    needs: plan
+    runs-on: cuda-13.0
+    strategy: {matrix: {x: ["a", "b"]}}
+    steps:
+      - run: test "$X" != "$FAIL"
+        env: {X: "${{ matrix.x }}", FAIL: "${{ inputs.fail }}"}
+  plain:
+    needs: [plan, work]
+    runs-on: cuda-13.0
+    steps:
+      - run: 'true'
+  anyway:
+    needs: [plan, work]
+    if: ${{ !cancelled() && needs.plan.outputs.go == 'yes' }}
+    runs-on: cuda-13.0
+    steps:
+      - run: 'false'
+        continue-on-error: true
+      - run: echo "work ${{ needs.work.result }}"
+  on-failure:
+    needs: work
+    if: failure()
+    runs-on: cuda-13.0
+    steps:
+      - run: 'true'
+  never:
+    needs: work
+    if: cancelled()
+    runs-on: cuda-13.0
+    steps:
+      - run: 'true'
+""")
+    run = Driver(wf, tmp_path / "r1", inputs={"fail": "b"}).execute()
+    conclusions = {k: [j.conclusion for j in v] for k, v in run.jobs.items()}
+    assert conclusions == {"plan": ["success"], "work": ["success", "failure"], "plain": ["skipped"],
+                           "anyway": ["success"], "on-failure": ["success"], "never": ["skipped"]}, run.transcript()
+    assert not run.ok  # the run ends failed: one job of the matrix failed
+    (anyway,) = run.jobs["anyway"]
+    assert anyway.steps[0].returncode == 1 and anyway.steps[0].continued and anyway.failed_step is None
+    assert anyway.steps[1].log.strip() == "work failure"
+    # with every need succeeded, the implied success() runs plain; failure() is false
+    run = Driver(wf, tmp_path / "r2", inputs={"fail": "none"}).execute()
+    assert [run.jobs[k][0].conclusion for k in ("plain", "anyway", "on-failure", "never")] == [
+        "success", "success", "skipped", "skipped"]
+    assert run.jobs["anyway"][0].steps[1].log.strip() == "work success"
+
+
+def test_driver_records_the_bootstrap_roles(tmp_path):
+    wf = tmp_path / "wf.yml"
+    wf.write_text("""\
+on: {workflow_dispatch: {}}
+jobs:
+  one:
+    runs-on: cuda-13.0
+    steps:
+      - uses: actions/checkout@v4
+      - run: scripts/bootstrap --role build --role publish
+""")
+    run = Driver(wf, tmp_path / "r").execute()
+    (one,) = run.jobs["one"]
+    assert one.conclusion == "success", run.transcript()
+    assert one.roles == ("build", "publish") and one.steps[1].command == "scripts/bootstrap --role build --role publish"
+
+
 def test_driver_ignores_timeout_minutes_and_stops_at_the_runner_timeout(tmp_path):
     """Before Gitea 1.27 timeout-minutes is not honoured: act_runner's
     runner.timeout is what stops a job."""
@@ -355,3 +439,91 @@ jobs:
     run = Driver(wf, tmp_path / "r2", runner_timeout=0.5).execute()
     (step,) = run.jobs["one"][0].steps
     assert step.returncode == 124 and "runner's timeout" in step.log
+
+
+def test_one_broken_flavour_holds_back_no_other_and_ci_publishes_the_release_package(tmp_path, demo_upstream,
+                                                                                      shared_cache):
+    """Issue 21, item 1 and issue 18, item 3, on a simulated Gitea 1.26 (a
+    virtual clock), from an empty repository: hopper's build fails (a cargo
+    feature upstream lacks), ampere's succeeds.  The publish job publishes
+    ampere and mistralrs-release (built by the publish itself: nothing put
+    it in dist/), the run ends failed, and the next poll starts a build of
+    hopper only.  The index page's first command installs mistralrs-release
+    with gpgcheck=1 and repo_gpgcheck=1, and its .repo file and key alone
+    install ampere.  Matrix, publish and poll jobs run on their own labels,
+    bootstrapped by role."""
+    from fake_gitea import FakeGitea
+    from workflow_driver import Gitea
+
+    key_file, fingerprint = signing.make_demo_key(tmp_path / "key", passphrase=PASSPHRASE)
+    token = "dispatch-t0ken-for-the-test"
+    secrets = {"MRPM_SIGNING_KEY": key_file.read_text(), "MRPM_SIGNING_PASSPHRASE": PASSPHRASE,
+               "MRPM_DISPATCH_TOKEN": token}
+    target = tmp_path / "srv"
+    target.mkdir()
+    github = FakeGitHub().start()
+    github.release = release_object("v0.9.2")
+    github.head = demo_upstream.head
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for part in ("upstream.git", "target", "cudaforge"):
+        if (shared_cache / part).exists():
+            (cache / part).symlink_to(shared_cache / part)
+    gitea = Gitea("1.26.0", tmp_path / "gitea", secrets=secrets,
+                  runners={"mistralrs-poll": 1, "mistralrs-publish": 1, "cuda-13.0": 1})
+    api = FakeGitea(gitea, token).start()
+    try:
+        with services.nginx(target) as url:
+            data = demo_config(tmp_path, demo_upstream.path, cache, flavours=FLAVOURS,
+                               publish__target=str(target), publish__base_url=url, poll__api_url=github.url,
+                               poll__repository="EricLBuehler/mistral.rs", poll__snapshot_interval=0,
+                               flavours__hopper__extra_features=["no-such-feature"])
+            gitea.overrides = {"config.toml": tomli_w.dumps(data)}
+            gitea.run_until(3600)
+            transcript = "\n".join(gitea.log)
+            first, again = gitea.runs_of("build-release.yml")
+            assert first.driver.inputs["flavours"] == '["ampere","hopper"]', transcript
+            assert first.conclusion == "failure", transcript  # the failure stays visible
+            builds = {j.matrix["flavour"]: j.conclusion for j in first.run.jobs["build"]}
+            assert builds["ampere"] == "success" and builds["hopper"] == "failure", first.run.transcript()
+            (publish,) = first.run.jobs["publish"]
+            assert publish.conclusion == "success", first.run.transcript()
+            collected = {s.name: s for s in publish.steps if s.kind.startswith("actions/download")}
+            assert collected["collect rpm-stable-hopper"].continued
+            # the next poll asks for the failed flavour only
+            assert again.driver.inputs == {"ref": "v0.9.2", "flavours": '["hopper"]'}, transcript
+            # jobs on their labels, each bootstrapped by its role
+            for run in (first, *gitea.runs_of("poll-upstream.yml")[:1]):
+                for job_id, jobs in run.run.jobs.items():
+                    for job in jobs:
+                        if job.conclusion != "skipped" and job.roles:
+                            assert job.roles == (("build",) if job_id == "build" else ("publish",)), job_id
+            assert publish.roles == ("publish",)
+
+            stable = repodata.read_metadata(channel_dir(target) / "repodata").packages
+            assert sorted(stable) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm",
+                                      "mistralrs-release-1-1.fc43.noarch.rpm"]
+            public = (target / signing.KEY_FILE_NAME).read_text()
+            signing.verify_rpms(public, fingerprint, [channel_dir(target) / n for n in stable])
+
+            # the index page's first command, as a user runs it
+            page = requests.get(f"{url}/", timeout=10).text
+            release_url = re.search(r"sudo dnf install (\S+mistralrs-release-\S+\.noarch\.rpm)", page).group(1)
+            rpm = first.run.artifacts / "rpm-stable-ampere" / "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
+            requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], check=True, capture_output=True,
+                                      text=True).stdout.splitlines()
+            cfg = load(write_config(tmp_path / "config", data))
+            nvidia = cfg.package.requires_for(cfg.flavour("ampere").features(cfg.build))
+            standin = build_standin_repo(tmp_path / "standin",
+                                         sorted({r for r in requires if FEDORA_BASE.match(r)} | set(nvidia)))
+            root = services.make_dnf_root(tmp_path / "dnf", None, standin)
+            # the key comes with this first package: dnf cannot check it (Fedora's dnf does not check a
+            # package given by URL unless localpkg_gpgcheck is set); everything after is checked
+            root.dnf("--setopt=localpkg_gpgcheck=0", "install", release_url, check=True, timeout=300)
+            root.with_installed_repos().dnf("install", "mistralrs-ampere", check=True, timeout=300)
+            info = json.loads(subprocess.run([str(root.root / "usr" / "bin" / "mistralrs"), "info"], check=True,
+                                             capture_output=True, text=True).stdout)
+            assert info["compute_cap"] == CAPS["ampere"] and info["version"] == "0.9.2"
+    finally:
+        api.stop()
+        github.stop()

@@ -24,6 +24,7 @@ VENV_BIN = Path(sys.executable).parent
 RUNNER_LABEL = "cuda-13.0"
 ALLOWED_ACTIONS = re.compile(r"^actions/(checkout|upload-artifact|download-artifact)@v\d+\Z")
 POLL_LABEL = "mistralrs-poll"
+PUBLISH_LABEL = "mistralrs-publish"
 FLAVOURS = list(project_config()["flavours"])
 
 
@@ -73,7 +74,7 @@ def test_actionlint():
 
 
 def test_actionlint_knows_the_runner_label_from_its_config(tmp_path):
-    assert load(ACTIONLINT_CONFIG)["self-hosted-runner"]["labels"] == [RUNNER_LABEL, POLL_LABEL]
+    assert load(ACTIONLINT_CONFIG)["self-hosted-runner"]["labels"] == [RUNNER_LABEL, POLL_LABEL, PUBLISH_LABEL]
     # and it does check labels: one it was not told about fails
     probe = tmp_path / "probe.yml"
     probe.write_text(WORKFLOWS[0].read_text().replace(f"runs-on: {RUNNER_LABEL}", "runs-on: cuda-12.9", 1))
@@ -96,7 +97,8 @@ def test_every_step_is_a_doit_task_or_plumbing():
             continue
         run = step["run"]
         assert "\n" not in run.strip(), f"{where}: one command per step"
-        assert run == "scripts/bootstrap" or run.startswith(".venv/bin/doit "), f"{where}: {run!r}"
+        assert re.fullmatch(r"scripts/bootstrap --role (build|publish)", run) or run.startswith(".venv/bin/doit "), \
+            f"{where}: {run!r}"
         # data from inputs and secrets reaches commands through env, never the script text
         assert "inputs." not in run and "secrets." not in run and "needs." not in run, where
 
@@ -177,17 +179,22 @@ def test_build_workflows_fan_out_over_a_static_matrix():
         for task in ("build", "verify", "rpm"):
             assert f".venv/bin/doit {task}:${{{{ matrix.flavour }}}}" in runs
         publish = jobs["publish"]
-        assert publish["needs"] == ["matrix", "build"] and publish["runs-on"] == RUNNER_LABEL
+        assert publish["needs"] == ["matrix", "build"] and publish["runs-on"] == PUBLISH_LABEL
+        # the flavours that built are published when another one failed; a
+        # failed or cancelled matrix job, or a cancelled run, publishes nothing
+        assert publish["if"] == "${{ !cancelled() && needs.matrix.outputs.flavours != '' }}"
+        assert jobs["matrix"]["runs-on"] == PUBLISH_LABEL
         (step,) = [s for s in publish["steps"] if s.get("run", "").startswith(".venv/bin/doit publish")]
-        assert step["run"] == f".venv/bin/doit publish --channel {channel}"
+        # the channel's mistralrs-release comes with the publish (issue 18, item 3)
+        assert step["run"] == f".venv/bin/doit publish --channel {channel} --release-package"
         assert all(v == f"${{{{ secrets.{k} }}}}" for k, v in step["env"].items())
         assert_collects_every_flavour(publish, channel, "needs.matrix.outputs.flavours")
 
 
 def assert_collects_every_flavour(publish: dict, channel: str, wanted: str) -> None:
     downloads = [s for s in publish["steps"] if s.get("uses", "").startswith("actions/download-artifact")]
-    assert [(s["with"]["name"], s["if"]) for s in downloads] == [
-        (f"rpm-{channel}-{f}", f"contains(fromJSON({wanted}), '{f}')") for f in FLAVOURS]
+    assert [(s["with"]["name"], s["if"], s["continue-on-error"]) for s in downloads] == [
+        (f"rpm-{channel}-{f}", f"contains(fromJSON({wanted}), '{f}')", True) for f in FLAVOURS]
     assert all(s["with"]["path"] == "dist" for s in downloads)
 
 
@@ -340,6 +347,24 @@ def test_readme_states_the_minimum_gitea():
     readme = (PROJECT / "README.md").read_text()
     assert f"Gitea {'.'.join(map(str, MINIMUM_GITEA))}" in readme
     assert "runner.timeout" in readme and "ENDLESS_TASK_TIMEOUT" in readme and POLL_LABEL in readme
+    assert PUBLISH_LABEL in readme
+
+
+def test_only_build_jobs_occupy_a_build_host():
+    """A GPU build host (runner.capacity 1) runs builds only: checking the
+    matrix, polling, signing and uploading run on the publish and poll
+    labels, and each job bootstraps the role it needs (issue 21, item 2;
+    issue 18, item 6)."""
+    seen = set()
+    for path in WORKFLOWS:
+        for job_id, job in load(path)["jobs"].items():
+            builds = job_id == "build"
+            assert job["runs-on"] == (RUNNER_LABEL if builds else POLL_LABEL if job_id == "poll" else PUBLISH_LABEL), \
+                f"{path.name}: {job_id}"
+            (bootstrap,) = [s["run"] for s in job["steps"] if s.get("run", "").startswith("scripts/bootstrap")]
+            assert bootstrap == f"scripts/bootstrap --role {'build' if builds else 'publish'}", f"{path.name}: {job_id}"
+            seen.add(job_id)
+    assert seen == {"poll", "matrix", "build", "publish"}
 
 
 def test_every_job_runs_on_a_label_the_runners_carry():

@@ -49,8 +49,22 @@ What it does, as a runner would:
 * ``if:`` on jobs and steps, with the implied ``success()``: a job runs when
   every job it needs succeeded and its condition holds, else it is skipped
   (a skipped job counts as not succeeded for the jobs that need it); a step
-  whose condition is false is skipped and the job goes on; status functions
-  (``always()``, ``failure()``, ...) are refused;
+  whose condition is false is skipped and the job goes on;
+* status functions in a job's ``if:`` (``success()``: every job it needs
+  succeeded; ``failure()``: one of them failed; ``cancelled()``: the run
+  was cancelled; ``always()``), which replace the implied ``success()``: as
+  Gitea does since 1.22 (go-gitea/gitea#29464), a job with an ``if:`` is
+  handed to the runner whatever its needs concluded, and the runner decides;
+  ``needs.<job>.result`` (success, failure, skipped, cancelled; a matrix
+  job's is failure when one of its jobs failed).  In a step's ``if:`` they
+  are refused;
+* a step's ``continue-on-error: true``: its failure is recorded (its
+  outcome) and the job goes on as if it had succeeded;
+* ``scripts/bootstrap --role ROLE...``: the roles are checked against those
+  the script takes and recorded (``JobRun.roles``), and the script runs as
+  the test machine was bootstrapped, with no role (``test``: every role's
+  packages but nodejs, which only act_runner itself needs), so that a test
+  never installs system packages;
 * ``run:`` steps with bash as Actions runs them on Linux
   (``bash --noprofile --norc -eo pipefail <script file>``), in the
   workspace, within the runner's timeout; ``$GITHUB_OUTPUT``'s
@@ -58,8 +72,7 @@ What it does, as a runner would:
 * secrets are masked in the logs kept here, and any secret that shows up in
   a step's output is reported (``Run.leaks``).
 
-Not done (not used by the workflows it runs): ``continue-on-error``,
-``services``, ``container``, ``defaults``, other actions; ``permissions``
+Not done (not used by the workflows it runs): ``services``, ``container``, ``defaults``, other actions; ``permissions``
 has no meaning on one runner without a server and is read but not enforced.
 """
 
@@ -84,7 +97,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 JOB_KEYS = {"name", "needs", "if", "runs-on", "timeout-minutes", "outputs", "strategy", "steps", "concurrency",
             "env", "permissions"}
-STEP_KEYS = {"name", "id", "if", "uses", "run", "with", "env", "working-directory"}
+STEP_KEYS = {"name", "id", "if", "uses", "run", "with", "env", "working-directory", "continue-on-error"}
 RUNNER_TIMEOUT_S = 3 * 3600
 """act_runner's default runner.timeout: what stops a job on Gitea before 1.27."""
 STRATEGY_KEYS = {"matrix", "fail-fast", "max-parallel"}
@@ -94,6 +107,9 @@ EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 TOKEN = re.compile(r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+(?:\.\d+)?)"
                    r"|(?P<op>==|!=|&&|\|\||[!(),])|(?P<name>[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*))")
 STATUS_FUNCTIONS = {"success", "failure", "always", "cancelled"}
+STATUS = "__status__"
+"""The contexts key under which a job's if: finds what its status functions answer."""
+BOOTSTRAP = re.compile(r"^scripts/bootstrap((?:\s+--role\s+\S+)*)\s*\Z")
 DROPPED_ENV = re.compile(r"^(MRPM_|GITHUB_|RUNNER_)")
 
 
@@ -112,6 +128,8 @@ class StepRun:
     log: str  # stdout and stderr together, secrets masked
     outputs: dict[str, str] = field(default_factory=dict)
     skipped: bool = False
+    continued: bool = False
+    """It failed, and continue-on-error let the job go on."""
 
 
 @dataclass
@@ -123,10 +141,12 @@ class JobRun:
     conclusion: str = "pending"  # success, failure, skipped
     steps: list[StepRun] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
+    roles: tuple[str, ...] = ()
+    """What its scripts/bootstrap step asked for."""
 
     @property
     def failed_step(self) -> StepRun | None:
-        return next((s for s in self.steps if s.returncode != 0), None)
+        return next((s for s in self.steps if s.returncode != 0 and not s.continued), None)
 
 
 @dataclass
@@ -292,7 +312,11 @@ class _Parser:
     def _call(self, name: str, args: list[Any]) -> Any:
         fn = name.lower()
         if fn in STATUS_FUNCTIONS:
-            raise WorkflowError(f"expression {self.expr!r}: status function {name}() is not emulated")
+            status = self.contexts.get(STATUS)
+            if status is None or args:
+                raise WorkflowError(f"expression {self.expr!r}: status function {name}() is not emulated here"
+                                    " (a job's if: only, without arguments)")
+            return True if fn == "always" else status[fn]
         if fn == "fromjson" and len(args) == 1:
             if not isinstance(args[0], str):
                 raise WorkflowError(f"fromJSON of a non-string in {self.expr!r}")
@@ -363,6 +387,29 @@ def as_env(values: dict | None, contexts: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def uses_status_function(text: Any) -> bool:
+    if isinstance(text, bool):
+        return False
+    text = str(text).strip()
+    whole = EXPRESSION.fullmatch(text)
+    tokens = _tokens(whole.group(1) if whole else text)
+    return any(kind == "name" and value.lower() in STATUS_FUNCTIONS and tokens[i + 1:i + 2] == [("op", "(")]
+               for i, (kind, value) in enumerate(tokens))
+
+
+def job_runs(job: dict, needs: dict[str, dict], contexts: dict, cancelled: bool = False) -> bool:
+    """Whether a job whose needs have ended runs: every need succeeded and
+    its if: holds (the implied success()), or, where its if: calls a status
+    function, whatever that if: says."""
+    succeeded = all(n["result"] == "success" for n in needs.values())
+    if "if" not in job:
+        return succeeded and not cancelled
+    status = {"success": succeeded and not cancelled, "cancelled": cancelled,
+              "failure": any(n["result"] == "failure" for n in needs.values())}
+    holds = truthy(_condition(job["if"], dict(contexts, **{STATUS: status})))
+    return holds if uses_status_function(job["if"]) else holds and succeeded and not cancelled
+
+
 # --- the driver ----------------------------------------------------------------
 
 
@@ -427,12 +474,8 @@ class Driver:
         for job_id in order:
             job = jobs[job_id]
             needs = _as_list(job.get("needs"))
-            if any(results[n]["result"] != "success" for n in needs):
-                self.run.jobs[job_id] = [JobRun(job_id, job.get("name", job_id), {}, self.root, "skipped")]
-                results[job_id] = {"result": "skipped", "outputs": {}}
-                continue
             contexts = self._contexts(needs_ctx={n: results[n] for n in needs})
-            if "if" in job and not truthy(_condition(job["if"], contexts)):
+            if not job_runs(job, {n: results[n] for n in needs}, contexts):
                 self.run.jobs[job_id] = [JobRun(job_id, job.get("name", job_id), {}, self.root, "skipped")]
                 results[job_id] = {"result": "skipped", "outputs": {}}
                 continue
@@ -529,7 +572,9 @@ class Driver:
                     yield jr, step
                 result = self._run_step(jr, step, env, contexts, workspace, temp, deadline)
                 jr.steps.append(result)
-                if result.returncode != 0:
+                if result.returncode != 0 and truthy(substitute(step.get("continue-on-error", False), contexts)):
+                    result.continued = True
+                elif result.returncode != 0:
                     jr.conclusion = "failure"
                     break
             else:
@@ -575,6 +620,11 @@ class Driver:
                 log, rc = str(e), 1
             return StepRun(jr.id, name, kind, kind, rc, time.monotonic() - started, log)
         script = substitute(step["run"], step_contexts)
+        written = script
+        bootstrap = BOOTSTRAP.match(script.strip())
+        if bootstrap:
+            jr.roles = self._bootstrap_roles(bootstrap.group(1))
+            script = "scripts/bootstrap"
         outputs_file, env_file, path_file = temp / "output", temp / "env", temp / "path"
         for f in (outputs_file, env_file, path_file):
             f.write_text("")
@@ -592,8 +642,20 @@ class Driver:
             job_env["PATH"] = os.pathsep.join([*reversed(added), job_env.get("PATH", "")])
         if "id" in step:
             contexts["steps"][step["id"]] = {"outputs": outputs, "outcome": "success" if rc == 0 else "failure"}
-        return StepRun(jr.id, name, "run", script.strip(), rc, time.monotonic() - started, self._mask(output),
+        return StepRun(jr.id, name, "run", written.strip(), rc, time.monotonic() - started, self._mask(output),
                        outputs)
+
+    def _bootstrap_roles(self, args: str) -> tuple[str, ...]:
+        """The roles a bootstrap step asks for, each one the script (the
+        project's, which checkout copies) takes."""
+        roles = tuple(args.split()[1::2])
+        known = re.search(r"^\s*([a-z|]+)\) roles\+=", (self.project / "scripts" / "bootstrap").read_text(), re.M)
+        if not known:
+            raise WorkflowError("scripts/bootstrap: cannot find the roles it takes")
+        unknown = [r for r in roles if r not in known.group(1).split("|")]
+        if unknown:
+            raise WorkflowError(f"scripts/bootstrap --role {unknown[0]}: the script takes {known.group(1)}")
+        return roles
 
     def _mask(self, text: str) -> str:
         """Actions masks secrets in logs; record any that appeared."""
@@ -974,8 +1036,7 @@ class Gitea:
             if any(run.state[n] in ("waiting", "running") for n in needs):
                 continue
             contexts = run.driver._contexts(needs_ctx={n: run.results[n] for n in needs})
-            if any(run.results[n]["result"] != "success" for n in needs) or (
-                    "if" in jobs[job_id] and not truthy(_condition(jobs[job_id]["if"], contexts))):
+            if not job_runs(jobs[job_id], {n: run.results[n] for n in needs}, contexts):
                 run.state[job_id] = "skipped"
                 run.results[job_id] = {"result": "skipped", "outputs": {}}
                 run.run.jobs[job_id] = [JobRun(job_id, jobs[job_id].get("name", job_id), {}, self.root, "skipped")]

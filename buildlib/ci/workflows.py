@@ -11,9 +11,12 @@ comments, so that they cannot drift from ``[flavours.*]``:
 * ``# >>> doit workflows: downloads CHANNEL EXPRESSION`` -- in a publish job,
   one ``actions/download-artifact@v3`` step per flavour for the artifact
   ``rpm-CHANNEL-FLAVOUR``, each run only when the flavour is in the JSON list
-  EXPRESSION (a context path such as ``needs.poll.outputs.release_flavours``).
-  One artifact name per build job: Gitea has discarded a second upload under
-  a name already used in the run (go-gitea/gitea#28549).
+  EXPRESSION (a context path such as ``needs.poll.outputs.release_flavours``),
+  with ``continue-on-error``: a flavour whose build failed uploaded nothing,
+  and the publish job publishes the flavours that built (a step cannot ask
+  how one job of a matrix ended).  One artifact name per build job: Gitea
+  has discarded a second upload under a name already used in the run
+  (go-gitea/gitea#28549).
 
 Each block ends at ``# <<< doit workflows``.  ``doit workflows`` rewrites the
 blocks; :func:`drifted` says which files differ from what config gives (the
@@ -62,6 +65,7 @@ def _block(cfg: Config, args: list[str], indent: str, where: str) -> list[str]:
             name = artifact_name(channel, f)
             lines += [f"{indent}- name: collect {name}",
                       f"{indent}  if: {wanted(expression, f)}",
+                      f"{indent}  continue-on-error: true",
                       f"{indent}  uses: actions/download-artifact@v3",
                       f"{indent}  with:",
                       f"{indent}    name: {name}",

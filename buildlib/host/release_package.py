@@ -6,16 +6,17 @@ comes from the package and not from whoever answers for the domain), the
 public key under ``/etc/pki/rpm-gpg/``, and ``/usr/bin/mistralrs-flavour``
 with the configured flavours written into it.
 
-``doit release-package`` builds it into dist/, and ``doit publish`` takes
-it from there to every channel (:func:`buildlib.publish.channels.channels_for`), so that it is in
-whichever channel a user enables.
+``doit publish`` builds it itself (:mod:`buildlib.publish.release`), from
+the repository's public key as the publish pins it and the config, for
+each channel it publishes to that lacks a current one, so that a
+repository written only by CI has it too; ``doit release-package`` builds
+the same package into dist/ for a look at it before publishing.
 
 The package is built reproducibly: its build time, file times and build
 host are fixed (``SOURCE_DATE_EPOCH`` = the key's creation time), so
-building the same content again gives the same main header, which is what
-publishing compares to decide that a package is already published.  A
-change of content needs a new ``host.release_package_version``; publishing
-refuses the same file name with other content.
+building the same content again gives the same main header.  Its version
+is at least ``host.release_package_version``; the publish raises it past
+the channel's newest when the content (the files it installs) changed.
 """
 
 from __future__ import annotations
@@ -64,13 +65,18 @@ def public_key(host: Host) -> tuple[str, str, int]:
         raise ReleasePackageError(
             f"no public key at {path}: run `doit setup:gpg-key` (or put the repository's public key there)"
         ) from None
+    return (armored, *key_facts(armored, str(path)))
+
+
+def key_facts(armored: str, where: str = "the repository's key") -> tuple[str, int]:
+    """(fingerprint, creation time) of the one public key in armored."""
     with signing.private_gnupghome() as home:
         gpg = signing.python_gnupg(home)
         gpg.import_keys(armored)
         keys = gpg.list_keys()
     if len(keys) != 1:
-        raise ReleasePackageError(f"{path} holds {len(keys)} public keys; expected exactly one")
-    return armored, keys[0]["fingerprint"], int(keys[0]["date"])
+        raise ReleasePackageError(f"{where} holds {len(keys)} public keys; expected exactly one")
+    return keys[0]["fingerprint"], int(keys[0]["date"])
 
 
 def release_inputs(cfg: Config, host: Host) -> dict:
@@ -88,10 +94,10 @@ def release_inputs(cfg: Config, host: Host) -> dict:
     }
 
 
-def render_spec(cfg: Config, host: Host, fingerprint: str, created: int) -> str:
+def render_spec(cfg: Config, version: int, fingerprint: str, created: int) -> str:
     day = datetime.fromtimestamp(created, timezone.utc)
     return render(RELEASE_SPEC_TEMPLATE, spec=True,
-        version=host.release_package_version,
+        version=version,
         base_url=cfg.publish.base_url.rstrip("/"),
         channels=[c.name for c in cfg.channels],
         key_name=signing.KEY_FILE_NAME,
@@ -107,6 +113,20 @@ def build_release_package(cfg: Config, layout: Layout, host: Host) -> Path:
     publishing signs a copy for each channel)."""
     watch = Stopwatch("release-package")
     armored, fingerprint, created = public_key(host)
+    built = build_release(cfg, layout, armored, host.release_package_version, fingerprint, created)
+    dest = layout.release_rpm(host.release_package_version, cfg.package.dist)
+    atomic_copy(built, dest)
+    watch.done(f"{dest.name} (key {fingerprint[-16:]}, {len(cfg.flavours)} flavours)")
+    return dest
+
+
+def build_release(cfg: Config, layout: Layout, armored: str, version: int, fingerprint: str | None = None,
+                  created: int | None = None) -> Path:
+    """Build mistralrs-release-<version> with the public key armored in
+    layout.release_topdir (scratch: each build starts afresh); the path of
+    the package there."""
+    if fingerprint is None or created is None:
+        fingerprint, created = key_facts(armored)
     top = layout.release_topdir
     shutil.rmtree(top, ignore_errors=True)
     sources = top / "SOURCES"
@@ -115,7 +135,7 @@ def build_release_package(cfg: Config, layout: Layout, host: Host) -> Path:
     (sources / signing.KEY_FILE_NAME).write_text(armored)
     (sources / "mistralrs-flavour").write_text(render_flavour_script(cfg))
     spec = top / "mistralrs-release.spec"
-    spec.write_text(render_spec(cfg, host, fingerprint, created))
+    spec.write_text(render_spec(cfg, version, fingerprint, created))
     packages = rpmbuild(spec, top, defines={
         "_sourcedir": str(sources),
         "dist": cfg.package.dist,
@@ -125,10 +145,8 @@ def build_release_package(cfg: Config, layout: Layout, host: Host) -> Path:
         "clamp_mtime_to_source_date_epoch": "1",
         "_build_id_links": "none",
     }, env={"SOURCE_DATE_EPOCH": str(created), "TZ": "UTC"})
-    dest = layout.release_rpm(host.release_package_version, cfg.package.dist)
-    built = next((p for p in packages if p.name == dest.name), None)
+    name = layout.release_rpm(version, cfg.package.dist).name
+    built = next((p for p in packages if p.name == name), None)
     if built is None:
-        raise ReleasePackageError(f"rpmbuild did not produce {dest.name} in {top}")
-    atomic_copy(built, dest)
-    watch.done(f"{dest.name} (key {fingerprint[-16:]}, {len(cfg.flavours)} flavours)")
-    return dest
+        raise ReleasePackageError(f"rpmbuild did not produce {name} in {top}")
+    return built

@@ -112,6 +112,7 @@ from ..layout import INSTALLED_SBOM, SBOM_SUFFIX, Layout, sbom_beside
 from ..pipeline.records import RpmRecord
 from ..run import Stopwatch, atomic_write, log, require_tool, run, sha256_of
 from . import cleanup, signing, site
+from .release import ReleaseBuilder
 from .channels import RELEASE_PACKAGE, REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
 from .repodata import INDEX_NAME, Metadata, read_metadata, referenced_files
 from .rpms import FILE_NAME, LocalRpm, installed_file_sha256, newest_first, read_rpms
@@ -353,9 +354,11 @@ def check_sboms(target: Transport, rel: PurePosixPath, published: dict[str, str]
 
 def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing.SigningKey, anchor: Anchor,
                     channel: Channel, rpms: Sequence[LocalRpm],
-                    current: frozenset[str] | None = None) -> ChannelReport:
+                    current: frozenset[str] | None = None, release: ReleaseBuilder | None = None) -> ChannelReport:
     """current: the file names this publish may add (:func:`current_packages`;
-    None: any)."""
+    None: any).  release: where the channel's mistralrs-release comes from
+    (:mod:`.release`: built here when the channel lacks a current one, and
+    dist/'s left aside); None: from rpms, as any package."""
     report = ChannelReport(channel.name)
     rel = channel_dir(cfg, channel)
     stage = layout.staging(channel.name)
@@ -385,6 +388,17 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     else:
         good, report.damaged = _check_untrusted(target, rel, old, listing, anchor, stage, tag)
         base = {h: (f"{r.name}\t{r.evr}", r.header_sha256) for h, r in good.items()}
+    release_href = None
+    if release is not None:
+        aside = sorted(r.path.name for r in rpms if r.name == RELEASE_PACKAGE)
+        if aside:
+            log(f"{tag}: leaving dist/'s {', '.join(aside)} aside: the publish builds {RELEASE_PACKAGE} itself")
+        rpms = [r for r in rpms if r.name != RELEASE_PACKAGE]
+        own, release_href = release.for_channel(target, rel, old, set(base), target.scratch / channel.name / "release",
+                                                tag)
+        if own is not None:
+            rpms.append(own)
+            current = None if current is None else current | {own.path.name}
     by_file = {r.path.name: r for r in rpms}
     for href, why in sorted(report.damaged.items()):
         if href in by_file:
@@ -413,6 +427,8 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
                 " a published package is never overwritten: raise the release and package again"
             )
 
+    if release_href is not None:
+        report.unchanged.append(release_href)
     candidates = {href: nevr for href, (nevr, _) in base.items()}
     candidates.update({r.path.name: f"{r.name}\t{r.evr}" for r in new})
     kept, pruned = _select_kept(candidates, cfg.publish.retention)
@@ -594,16 +610,19 @@ def check_selected_sboms(rpms: Sequence[LocalRpm], current: frozenset[str] | Non
             _sbom_of(rpm)
 
 
-def publish_dist(cfg: Config, layout: Layout, channel: str | None = None) -> dict:
+def publish_dist(cfg: Config, layout: Layout, channel: str | None = None, release_package: bool = False) -> dict:
     """Publish dist/'s current packages (:func:`current_packages`): each to
     its channels (:func:`.channels.channels_for`), or only to ``channel``;
     then the index page at the top.  SIGTERM, SIGHUP and SIGINT end it with
-    one line, its secrets removed (:mod:`.cleanup`)."""
+    one line, its secrets removed (:mod:`.cleanup`).  release_package: the
+    publish builds each channel's mistralrs-release itself where the channel
+    lacks a current one (:mod:`.release`; CI), and a publish of every
+    channel reaches every channel; else dist/'s is published as any package."""
     with cleanup.cancellable("publish"):
-        return _publish_dist(cfg, layout, channel)
+        return _publish_dist(cfg, layout, channel, release_package)
 
 
-def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
+def _publish_dist(cfg: Config, layout: Layout, channel: str | None, release_package: bool = False) -> dict:
     watch = Stopwatch("publish")
     cleanup.sweep([layout.gnupg_parent])
     if channel:
@@ -627,6 +646,9 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
             by_channel.setdefault(name, []).append(rpm)
     if not by_channel:
         raise PublishError(f"nothing to publish for channel {channel}: dist/ holds no package of that channel")
+    if release_package and not channel:  # every channel gets a current mistralrs-release, whatever dist/ holds for it
+        for name in configured:
+            by_channel.setdefault(name, [])
     check_selected_sboms([r for rs in by_channel.values() for r in rs], current)
     reports = []
     layout.build.mkdir(parents=True, exist_ok=True)
@@ -638,10 +660,11 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None) -> dict:
             anchor = repository_key(cfg, target, key)
             refuse_foreign_signed(rpms, anchor)
             _upload_top(cfg, target, anchor)
+            release = ReleaseBuilder(cfg, layout, anchor.public_key) if release_package else None
             for name in configured:
                 if name in by_channel:
                     reports.append(publish_channel(cfg, layout, target, key, anchor, cfg.channel(name),
-                                                   by_channel[name], current))
+                                                   by_channel[name], current, release))
             log("publish: index page")
             held = _upload_index(cfg, target, key, reports, datetime.now(timezone.utc))
         sent = dict(target.bytes_sent)
