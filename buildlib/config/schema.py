@@ -155,6 +155,8 @@ class Table:
         if not key:  # the default
             return value
         value = self.typed(key, value, kind, spec)
+        if value is None:  # a null where the type allows it
+            return None
         if spec.check and (problem := spec.check(value)):
             raise self.problem(key, value, problem)
         return spec.convert(value, key) if spec.convert else value
