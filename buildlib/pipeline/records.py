@@ -1,22 +1,9 @@
-"""What one stage hands the next, one frozen dataclass per record, each
-written and read here only.
-
-- :class:`BuildRecord` (``artifacts/mistralrs-<flavour>.json``): the build
-  (or the adoption of a prebuilt binary) describes the artifact.
-- :class:`VerifyRecord` (``artifacts/mistralrs-<flavour>.verified.json``):
-  verify's verdict on that artifact.
-- :class:`BundleRecord` (``build/licenses/mistralrs-<flavour>.json``): what
-  the binary bundles, from the licenses stage (crates, licenses, components).
-- :class:`RpmRecord` (``build/rpm/mistralrs-<flavour>.json``): the package
-  rpmbuild put into dist/.
-- :class:`RebuildRecord` (``build/rpm/mistralrs-<flavour>.rebuilt.json``):
-  a rebuild-check reproduced that package bit for bit (written only then).
-
-Loading checks every field (a record is a file anyone can edit);
-:meth:`BuildRecord.check_fits` is the one check that a record still fits the
-configuration (spec and verify run it); verify adds
-:meth:`BuildRecord.check_provenance`: cargo's own word that this run built
-the artifact from the source fetched now.
+"""What one stage hands the next, one frozen dataclass per record (where
+each lives: :class:`..layout.Layout`): BuildRecord (the artifact), VerifyRecord
+(verify's verdict), BundleRecord (what the binary bundles), RpmRecord (the
+package in dist/), RebuildRecord (a rebuild-check reproduced it).  Each field
+is declared once (:func:`..config.schema.setting`), read and written by the
+one reader: a record is a file anyone can edit.
 """
 
 from __future__ import annotations
@@ -72,7 +59,7 @@ class _PerFlavour:
     flavour: str
 
     def to_json(self) -> dict:
-        raise NotImplementedError
+        return dump(self)
 
     def write(self, layout: Layout) -> Path:
         path = getattr(layout, self._where)(self.flavour)
@@ -107,8 +94,6 @@ FLAVOUR = {"pattern": FLAVOUR_NAME, "form": "a flavour name"}
 UPSTREAM = {"pattern": UPSTREAM_VERSION, "form": "an upstream version X.Y.Z or X.Y.Z-rcN"}
 FEATURES = {"pattern": FEATURE_NAME, "form": "a cargo feature name"}
 
-
-# --- build -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -205,9 +190,6 @@ class BuildRecord(_PerFlavour):
         """The release tag built, or None for a snapshot."""
         return self.ref if self.ref and TAG.match(self.ref) else None
 
-    def to_json(self) -> dict:
-        return dump(self)
-
     @classmethod
     def load(cls, layout: Layout, flavour: Flavour | str) -> "BuildRecord":
         """The build record of a flavour, every field checked."""
@@ -265,8 +247,6 @@ class BuildRecord(_PerFlavour):
                                 f" {source.ref} ({source.commit[:12]}): build the flavour again")
 
 
-# --- verify ------------------------------------------------------------------
-
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyRecord:
@@ -293,8 +273,6 @@ class VerifyRecord:
         path = layout.verify_record(flavour.name)
         return _load(cls, path, "verify record", f"run the verify task for {flavour.name} first")
 
-
-# --- rpm -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -356,16 +334,11 @@ class RebuildRecord(_PerFlavour):
     commit: str = setting(pattern=COMMIT, form="a 40-hex commit id")
     checked_at: datetime = setting()
 
-    def to_json(self) -> dict:
-        return dump(self)
-
     @classmethod
     def load(cls, layout: Layout, flavour: Flavour | str) -> "RebuildRecord":
         name = _name(flavour)
         return _load(cls, layout.rebuild_record(name), "rebuild-check record", f"run `doit rebuild-check:{name}`", name)
 
-
-# --- licenses ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
