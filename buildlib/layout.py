@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from .run import UserError
 
@@ -19,6 +19,22 @@ RPM_DIR = PROJECT / "rpm"
 KERNEL_COPIES = Path("/tmp/mrpm-nvcc")
 
 
+class _Paths(Protocol):
+    cache: Path
+    build: Path
+    artifacts: Path
+    dist: Path
+
+
+class _Configured(Protocol):
+    """What Layout.of reads of a :class:`buildlib.config.Config`: config
+    imports this module (DEFAULT_CONFIG, RELEASE_PACKAGE), so a real import
+    back would be a circle; the protocol types it without one."""
+
+    @property
+    def paths(self) -> _Paths: ...
+
+
 @dataclass(frozen=True)
 class Layout:
     cache: Path
@@ -27,9 +43,7 @@ class Layout:
     dist: Path
 
     @classmethod
-    def of(cls, cfg: Any) -> "Layout":
-        """cfg: a :class:`buildlib.config.Config` (config imports this module
-        for DEFAULT_CONFIG, so this one does not import config)."""
+    def of(cls, cfg: _Configured) -> "Layout":
         return cls(cache=cfg.paths.cache, build=cfg.paths.build, artifacts=cfg.paths.artifacts, dist=cfg.paths.dist)
 
     # doit's own state; sqlite3 keeps both runs' records when two overlap

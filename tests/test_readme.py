@@ -14,6 +14,7 @@ import tomllib
 import pytest
 
 from buildlib import config as configmod
+from buildlib.config import readme as readme_table
 from pipeline import CONFIG, PROJECT
 
 README = PROJECT / "README.md"
@@ -60,33 +61,10 @@ def test_tasks_table_names_every_task():
     assert missing == [], f"README's Tasks table lacks {missing}"
 
 
-def keys_read(monkeypatch) -> dict[str, set[str]]:
-    """README's table label -> the keys config.parse reads there, recorded
-    while it reads config.toml (with one [[crate_license]] entry added, as
-    the file only shows that table in a comment)."""
-    seen: dict[str, set[str]] = {}
-    finish = configmod._Table.finish
-
-    def record(table):
-        where = table.where
-        if where in ("upstream.programs", "flavours", "channels"):
-            pass  # their keys are versions, flavours, channels: names, not settings
-        else:
-            label = ("[upstream.programs]" if where.startswith("upstream.programs.")
-                     else "[flavours.<name>]" if where.startswith("flavours.")
-                     else "[channels.<name>]" if where.startswith("channels.")
-                     else f"[[{where.split('[')[0]}]]" if "[" in where
-                     else f"[{where}]" if where else "")
-            seen.setdefault(label, set()).update(table.known)
-        finish(table)
-
-    for name in ("MRPM_REF", "MRPM_CACHE", "MRPM_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(configmod._Table, "finish", record)
-    data = tomllib.loads(CONFIG.read_text())
-    data.setdefault("crate_license", [{"name": "some-crate", "version": "1.2.3", "license": "MIT"}])
-    configmod.parse(data, CONFIG)
-    return seen
+def keys_read(monkeypatch=None) -> dict[str, set[str]]:
+    """README's table label -> the keys declared there ("" -> the top-level
+    tables): config.py reads exactly what it declares."""
+    return readme_table.keys_by_table()
 
 
 DOIT_COMMANDS = {"list", "info", "help", "clean", "forget", "ignore", "strace", "dumpdb", "run", "auto",
@@ -131,6 +109,24 @@ def test_configuration_table_covers_every_key(monkeypatch):
         missing += [f"{label} {key}" for key in sorted(keys)
                     if not re.search(rf"`(\[[a-z_]+\.)?{re.escape(key)}\]?`", cell)]
     assert missing == [], f"README's Configuration table lacks {missing}"
+
+
+def test_configuration_table_is_rendered_from_the_declarations():
+    """The README's rows are what `python -m buildlib.config.readme` prints:
+    a setting added, renamed or given another default changes both."""
+    body = [line for line in section("Configuration").splitlines() if line.startswith("| `[")]
+    assert body == readme_table.rows()
+
+
+def test_every_declared_key_is_read(monkeypatch):
+    """The declarations are what config.py reads: a key the README names is
+    one parse accepts (config.toml with every table present loads)."""
+    for name in ("MRPM_REF", "MRPM_CACHE", "MRPM_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    data = tomllib.loads(CONFIG.read_text())
+    data.setdefault("crate_license", [{"name": "some-crate", "version": "1.2.3", "license": "MIT"}])
+    configmod.parse(data, CONFIG)
+    assert {"upstream", "host", "paths", "crate_license"} <= keys_read()[""]
 
 
 def test_config_toml_shows_every_key(monkeypatch):

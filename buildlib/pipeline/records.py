@@ -1,35 +1,23 @@
-"""What one stage hands the next, one frozen dataclass per record, each
-written and read here only.
-
-- :class:`BuildRecord` (``artifacts/mistralrs-<flavour>.json``): the build
-  (or the adoption of a prebuilt binary) describes the artifact.
-- :class:`VerifyRecord` (``artifacts/mistralrs-<flavour>.verified.json``):
-  verify's verdict on that artifact.
-- :class:`BundleRecord` (``build/licenses/mistralrs-<flavour>.json``): what
-  the binary bundles, from the licenses stage (crates, licenses, components).
-- :class:`RpmRecord` (``build/rpm/mistralrs-<flavour>.json``): the package
-  rpmbuild put into dist/.
-- :class:`RebuildRecord` (``build/rpm/mistralrs-<flavour>.rebuilt.json``):
-  a rebuild-check reproduced that package bit for bit (written only then).
-
-Loading checks every field (a record is a file anyone can edit);
-:meth:`BuildRecord.check_fits` is the one check that a record still fits the
-configuration (spec and verify run it); verify adds
-:meth:`BuildRecord.check_provenance`: cargo's own word that this run built
-the artifact from the source fetched now.
+"""What one stage hands the next, one frozen dataclass per record (where
+each lives: :class:`..layout.Layout`): BuildRecord (the artifact), VerifyRecord
+(verify's verdict), BundleRecord (what the binary bundles), RpmRecord (the
+package in dist/), RebuildRecord (a rebuild-check reproduced it).  Each field
+is declared once (:func:`..config.schema.setting`), read and written by the
+one reader: a record is a file anyone can edit.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import (COMPONENT_COMMIT, COMPONENT_NAME, COMPONENT_URL, COMPONENT_VERSION, CRATE_NAME, FEATURE_NAME,
+from ..config import (CRATE_NAME, FEATURE_NAME,
                       FLAVOUR_NAME, PACKAGE_NAME, SEMVER, BundledComponent, Config, Flavour)
+from ..config.schema import RecordTable, Spec, dump, optional, read, setting
 from ..layout import Layout
 from ..refs import COMMIT, TAG, check_rpm_version
 from ..run import UserError, atomic_write
@@ -42,11 +30,6 @@ SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 UPSTREAM_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\Z")
 ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 UNKNOWN = "unknown"
-
-
-def utc_stamp(when: datetime | None = None) -> str:
-    """2026-11-25T17:00:00Z: how every record writes a time."""
-    return (when or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_json(path: Path, what: str, *, hint: str) -> dict:
@@ -76,7 +59,7 @@ class _PerFlavour:
     flavour: str
 
     def to_json(self) -> dict:
-        raise NotImplementedError
+        return dump(self)
 
     def write(self, layout: Layout) -> Path:
         path = getattr(layout, self._where)(self.flavour)
@@ -84,43 +67,33 @@ class _PerFlavour:
         return path
 
 
-class _Fields:
-    """Typed access to one record's JSON object; errors name file and field."""
-
-    def __init__(self, path: Path, data: dict):
-        self.path, self.data = path, data
-
-    def get(self, name: str, kind: type | tuple[type, ...], *, optional: bool = False, default: Any = None) -> Any:
-        if name not in self.data:
-            if default is not None:
-                return default
-            raise UserError(f"{self.path}: field {name!r} is missing")
-        value = self.data[name]
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            raise UserError(f"{self.path}: field {name!r} = {value!r} has the wrong type")
-        return value
-
-    def maybe(self, name: str, kind: type) -> Any:
-        """A field a record may leave out or set to null (None then)."""
-        return self.get(name, kind, optional=True) if name in self.data else None
-
-    def time(self, name: str) -> datetime:
-        text = self.get(name, str)
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise UserError(f"{self.path}: field {name!r} = {text!r}: expected an ISO 8601 time") from None
-
-    def matching(self, name: str, pattern: re.Pattern, form: str, *, optional: bool = False) -> Any:
-        value = self.get(name, str, optional=optional)
-        if value is not None and not pattern.match(value):
-            raise UserError(f"{self.path}: field {name!r} = {value!r}: expected {form}")
-        return value
+def _load(cls: type, path: Path, what: str, hint: str, flavour: str | None = None, **given: Any) -> Any:
+    """A record of type cls from path, each field read and checked as its
+    declaration says; flavour: the flavour it must have been written for."""
+    data = read_json(path, what, hint=hint)
+    record = read(cls, RecordTable(data, str(path)), **given)
+    if flavour is not None and record.flavour != flavour:
+        raise UserError(f"{path}: written for flavour {record.flavour!r}, not {flavour!r}")
+    return record
 
 
-# --- build -------------------------------------------------------------------
+def _tag_or_commit(ref: str) -> str:
+    return "" if TAG.match(ref) or COMMIT.match(ref) else "expected a release tag or a 40-hex commit id"
+
+
+def _epoch(value: int) -> str:
+    return "" if value >= 0 else "expected seconds since 1970"
+
+
+def _rpm_version(text: str, key: str) -> str:
+    return check_rpm_version(text)
+
+
+DIGEST = {"pattern": SHA256, "form": "64 lower-case hex digits"}
+FLAVOUR = {"pattern": FLAVOUR_NAME, "form": "a flavour name"}
+UPSTREAM = {"pattern": UPSTREAM_VERSION, "form": "an upstream version X.Y.Z or X.Y.Z-rcN"}
+FEATURES = {"pattern": FEATURE_NAME, "form": "a cargo feature name"}
+
 
 
 @dataclass(frozen=True)
@@ -157,45 +130,48 @@ class ChangelogEntry:
         return cls(rpm_version=rpm_version, tag=tag, day=day, commit=commit)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BuildRecord(_PerFlavour):
     """The artifact of one flavour: where it came from and its digest."""
 
     _where = "build_record"
 
-    source: str
+    source: str = setting(pattern=re.compile(r"^(cargo|prebuilt)\Z"), form='"cargo" or "prebuilt"')
     """"cargo" (built here) or "prebuilt" (dropped in and adopted)."""
-    ref: str | None
-    commit: str | None
-    version: str
-    rpm_version: str
-    flavour: str
-    compute_cap: int
-    features: tuple[str, ...]
-    package: str
+    ref: str | None = setting(check=_tag_or_commit)
+    commit: str | None = setting(pattern=COMMIT, form="a 40-hex commit id")
+    version: str = setting(**UPSTREAM)
+    rpm_version: str = setting(convert=_rpm_version)
+    flavour: str = setting(**FLAVOUR)
+    compute_cap: int = setting()
+    features: tuple[str, ...] = setting(**FEATURES)
+    package: str = setting(pattern=PACKAGE_NAME, form="a cargo package name such as \"mistralrs-cli\"")
     """The cargo package built (upstream.programs' row for the version)."""
-    binary_name: str
-    package_id: str | None
+    binary_name: str = setting(pattern=PACKAGE_NAME, form="a program name such as \"mistralrs\"")
+    package_id: str | None = setting(None)
     """From here to cargo_fresh: what cargo's messages said about the binary
     of this run (None for an adopted binary)."""
-    cargo_version: str | None
-    cargo_executable: str | None
-    cargo_fresh: bool | None
+    cargo_version: str | None = setting(None)
+    cargo_executable: str | None = setting(None)
+    cargo_fresh: bool | None = setting(None)
     """True when cargo compiled nothing (every unit was fresh)."""
-    rustc: str
-    cargo: str
-    nvcc: str
-    rustflags: str
-    sha256: str
-    size: int
-    duration_s: float
-    built_at: datetime
-    changelog: tuple[ChangelogEntry, ...]
-    source_date_epoch: int | None = None
+    # provenance only: shown, never acted on
+    rustc: str = setting(UNKNOWN)
+    cargo: str = setting(UNKNOWN)
+    nvcc: str = setting(UNKNOWN)
+    rustflags: str = setting(UNKNOWN)
+    sha256: str = setting(**DIGEST)
+    size: int = setting(check=lambda n: "" if n > 0 else "expected a positive number of bytes")
+    duration_s: float = setting(0.0)
+    built_at: datetime = setting()
+    changelog: tuple[ChangelogEntry, ...] = setting(read=lambda t, f: tuple(
+        ChangelogEntry.from_json(f"{t.where}: changelog[{i}]", e) for i, e in enumerate(t.get(f.name, list))),
+        dump=lambda entries: [e.to_json() for e in entries])
+    source_date_epoch: int | None = setting(None, check=_epoch)
     """The upstream commit's time (seconds since 1970): SOURCE_DATE_EPOCH of
     the build and of rpmbuild.  None for an adopted binary (rpm then takes
     the time of the newest changelog entry)."""
-    compile_cache: dict | None = field(default=None, compare=False)
+    compile_cache: dict | None = setting(None, compare=False)
     """What sccache did in this build (pipeline/compile_cache.py,
     CacheStats.to_json): backend, rustc and nvcc hits and totals; None with
     [build.cache] off or for an adopted binary.  Not an input: a cached
@@ -214,78 +190,16 @@ class BuildRecord(_PerFlavour):
         """The release tag built, or None for a snapshot."""
         return self.ref if self.ref and TAG.match(self.ref) else None
 
-    def to_json(self) -> dict:
-        return {
-            "source": self.source, "ref": self.ref, "commit": self.commit, "version": self.version,
-            "rpm_version": self.rpm_version, "flavour": self.flavour, "compute_cap": self.compute_cap,
-            "features": list(self.features), "package": self.package, "binary_name": self.binary_name,
-            "package_id": self.package_id, "cargo_version": self.cargo_version,
-            "cargo_executable": self.cargo_executable, "cargo_fresh": self.cargo_fresh,
-            "rustc": self.rustc, "cargo": self.cargo, "nvcc": self.nvcc, "rustflags": self.rustflags,
-            "sha256": self.sha256, "size": self.size, "duration_s": self.duration_s,
-            "built_at": utc_stamp(self.built_at), "changelog": [e.to_json() for e in self.changelog],
-            "source_date_epoch": self.source_date_epoch,
-            **({"compile_cache": self.compile_cache} if self.compile_cache is not None else {}),
-        }
-
     @classmethod
     def load(cls, layout: Layout, flavour: Flavour | str) -> "BuildRecord":
         """The build record of a flavour, every field checked."""
         name = _name(flavour)
         path = layout.build_record(name)
-        f = _Fields(path, read_json(path, "build record", hint="build or drop in the artifact first"))
-        record_flavour = f.matching("flavour", FLAVOUR_NAME, "a flavour name")
-        if record_flavour != name:
-            raise UserError(f"{path}: written for flavour {record_flavour!r}, not {name!r}")
-        version = f.matching("version", UPSTREAM_VERSION, "an upstream version X.Y.Z or X.Y.Z-rcN")
-        rpm_version = check_rpm_version(f.get("rpm_version", str))
-        base = rpm_version.split("^", 1)[0]
-        if base != version.replace("-rc", "~rc"):
-            raise UserError(f"{path}: rpm_version {rpm_version!r} does not belong to upstream version {version!r}")
-        ref = f.get("ref", str, optional=True)
-        if ref is not None and not (TAG.match(ref) or COMMIT.match(ref)):
-            raise UserError(f"{path}: field 'ref' = {ref!r}: expected a release tag or a 40-hex commit id")
-        commit = f.matching("commit", COMMIT, "a 40-hex commit id", optional=True)
-        features = f.get("features", list)
-        for feature in features:
-            if not isinstance(feature, str) or not FEATURE_NAME.match(feature):
-                raise UserError(f"{path}: feature {feature!r} is not a cargo feature name")
-        size = f.get("size", int)
-        if size <= 0:
-            raise UserError(f"{path}: field 'size' = {size}: expected a positive number of bytes")
-        built_at = f.time("built_at")
-        entries = f.get("changelog", list)
-        sde = f.get("source_date_epoch", int, optional=True) if "source_date_epoch" in f.data else None
-        if sde is not None and sde < 0:
-            raise UserError(f"{path}: field 'source_date_epoch' = {sde}: expected seconds since 1970")
-        return cls(
-            source=f.matching("source", re.compile(r"^(cargo|prebuilt)$"), '"cargo" or "prebuilt"'),
-            ref=ref,
-            commit=commit,
-            version=version,
-            rpm_version=rpm_version,
-            flavour=record_flavour,
-            compute_cap=f.get("compute_cap", int),
-            features=tuple(features),
-            package=f.matching("package", PACKAGE_NAME, "a cargo package name such as \"mistralrs-cli\""),
-            binary_name=f.matching("binary_name", PACKAGE_NAME, "a program name such as \"mistralrs\""),
-            package_id=f.maybe("package_id", str),
-            cargo_version=f.maybe("cargo_version", str),
-            cargo_executable=f.maybe("cargo_executable", str),
-            cargo_fresh=f.maybe("cargo_fresh", bool),
-            # provenance only: shown, never acted on
-            rustc=f.get("rustc", str, default=UNKNOWN),
-            cargo=f.get("cargo", str, default=UNKNOWN),
-            nvcc=f.get("nvcc", str, default=UNKNOWN),
-            rustflags=f.get("rustflags", str, default=UNKNOWN),
-            sha256=f.matching("sha256", SHA256, "64 lower-case hex digits"),
-            size=size,
-            duration_s=float(f.get("duration_s", (int, float), default=0.0)),
-            built_at=built_at,
-            changelog=tuple(ChangelogEntry.from_json(f"{path}: changelog[{i}]", e) for i, e in enumerate(entries)),
-            source_date_epoch=sde,
-            compile_cache=f.maybe("compile_cache", dict),
-        )
+        record = _load(cls, path, "build record", "build or drop in the artifact first", name)
+        if record.rpm_version.split("^", 1)[0] != record.version.replace("-rc", "~rc"):
+            raise UserError(f"{path}: rpm_version {record.rpm_version!r} does not belong to upstream version"
+                            f" {record.version!r}")
+        return record
 
     def check_fits(self, cfg: Config, layout: Layout, flavour: Flavour) -> None:
         """The one check that this record still fits config.toml: the
@@ -333,24 +247,21 @@ class BuildRecord(_PerFlavour):
                                 f" {source.ref} ({source.commit[:12]}): build the flavour again")
 
 
-# --- verify ------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VerifyRecord:
     """Verify's verdict: the artifact with this digest passed."""
 
-    sha256: str
-    ok: bool
-    binary_name: str = UNKNOWN
-    method: str = UNKNOWN
+    sha256: str = setting(**DIGEST)
+    ok: bool = setting()
+    binary_name: str = setting(UNKNOWN)
+    method: str = setting(UNKNOWN)
     """How the CUDA code was found (cuobjdump or the embedded images)."""
-    archs: tuple[int, ...] = ()
-    images: int = 0
+    archs: tuple[int, ...] = setting((), read=lambda t, f: tuple(a for a in t.get(f.name, list, []) if isinstance(a, int)))
+    images: int = setting(0)
 
     def to_json(self) -> dict:
-        return {"sha256": self.sha256, "ok": self.ok, "binary_name": self.binary_name, "method": self.method,
-                "archs": list(self.archs), "images": self.images}
+        return dump(self)
 
     def write(self, layout: Layout, flavour: Flavour) -> Path:
         path = layout.verify_record(flavour.name)
@@ -360,41 +271,30 @@ class VerifyRecord:
     @classmethod
     def load(cls, layout: Layout, flavour: Flavour) -> "VerifyRecord":
         path = layout.verify_record(flavour.name)
-        f = _Fields(path, read_json(path, "verify record", hint=f"run the verify task for {flavour.name} first"))
-        archs = f.get("archs", list, default=[])
-        return cls(
-            sha256=f.matching("sha256", SHA256, "64 lower-case hex digits"),
-            ok=f.get("ok", bool),
-            binary_name=f.get("binary_name", str, default=UNKNOWN),
-            method=f.get("method", str, default=UNKNOWN),
-            archs=tuple(a for a in archs if isinstance(a, int)),
-            images=f.get("images", int, default=0),
-        )
+        return _load(cls, path, "verify record", f"run the verify task for {flavour.name} first")
 
 
-# --- rpm -----------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RpmRecord(_PerFlavour):
     """The package rpmbuild put into dist/."""
 
     _where = "rpm_record"
 
-    flavour: str
-    path: Path
-    name: str
-    version: str
-    release: str
-    arch: str
-    sha256: str
-    size: int
-    payload: str
-    payload_compressor: str
-    payload_flags: str
-    artifact_sha256: str
-    duration_s: float
-    built_at: datetime
+    flavour: str = setting(**FLAVOUR)
+    path: Path = setting()
+    name: str = setting()
+    version: str = setting()
+    release: str = setting()
+    arch: str = setting()
+    sha256: str = setting(**DIGEST)
+    size: int = setting()
+    payload: str = setting()
+    payload_compressor: str = setting()
+    payload_flags: str = setting()
+    artifact_sha256: str = setting(**DIGEST)
+    duration_s: float = setting()
+    built_at: datetime = setting()
 
     @property
     def file(self) -> str:
@@ -405,88 +305,43 @@ class RpmRecord(_PerFlavour):
         return f"{self.name}-{self.version}-{self.release}.{self.arch}"
 
     def to_json(self) -> dict:
-        return {
-            "flavour": self.flavour, "path": str(self.path), "file": self.file, "nevra": self.nevra,
-            "name": self.name, "version": self.version, "release": self.release, "arch": self.arch,
-            "sha256": self.sha256, "size": self.size, "payload": self.payload,
-            "payload_compressor": self.payload_compressor, "payload_flags": self.payload_flags,
-            "artifact_sha256": self.artifact_sha256, "duration_s": self.duration_s,
-            "built_at": utc_stamp(self.built_at),
-        }
+        flavour, path, *rest = dump(self).items()
+        return dict([flavour, path, ("file", self.file), ("nevra", self.nevra), *rest])
 
     @classmethod
     def load(cls, layout: Layout, flavour: Flavour | str) -> "RpmRecord":
         name = _name(flavour)
         path = layout.rpm_record(name)
-        f = _Fields(path, read_json(path, "rpm record", hint=f"run the rpm task for {name} first"))
-        file = f.get("file", str)
-        rpm_path = Path(f.get("path", str))
-        if "/" in file or rpm_path.name != file:
+        record = _load(cls, path, "rpm record", f"run the rpm task for {name} first")
+        file = read_json(path, "rpm record", hint="").get("file")
+        if not isinstance(file, str) or "/" in file or record.path.name != file:
             raise UserError(f"{path}: field 'file' = {file!r} is not the name of field 'path'")
-        built_at = f.time("built_at")
-        return cls(
-            flavour=f.matching("flavour", FLAVOUR_NAME, "a flavour name"),
-            path=rpm_path,
-            name=f.get("name", str), version=f.get("version", str), release=f.get("release", str),
-            arch=f.get("arch", str),
-            sha256=f.matching("sha256", SHA256, "64 lower-case hex digits"),
-            size=f.get("size", int),
-            payload=f.get("payload", str),
-            payload_compressor=f.get("payload_compressor", str),
-            payload_flags=f.get("payload_flags", str),
-            artifact_sha256=f.matching("artifact_sha256", SHA256, "64 lower-case hex digits"),
-            duration_s=float(f.get("duration_s", (int, float))),
-            built_at=built_at,
-        )
+        return record
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RebuildRecord(_PerFlavour):
     """A rebuild-check that found the rebuild identical: the unsigned RPM
     (by digest) that a second, independent build reproduced."""
 
     _where = "rebuild_record"
 
-    flavour: str
-    rpm_file: str
-    rpm_sha256: str
-    artifact_sha256: str
-    ref: str
-    commit: str
-    checked_at: datetime
-
-    def to_json(self) -> dict:
-        return {"flavour": self.flavour, "rpm_file": self.rpm_file, "rpm_sha256": self.rpm_sha256,
-                "artifact_sha256": self.artifact_sha256, "ref": self.ref, "commit": self.commit,
-                "checked_at": utc_stamp(self.checked_at)}
+    flavour: str = setting(**FLAVOUR)
+    rpm_file: str = setting(check=lambda f: "" if "/" not in f and f.endswith(".rpm") else "expected the file name of an RPM")
+    rpm_sha256: str = setting(**DIGEST)
+    artifact_sha256: str = setting(**DIGEST)
+    ref: str = setting(check=_tag_or_commit)
+    commit: str = setting(pattern=COMMIT, form="a 40-hex commit id")
+    checked_at: datetime = setting()
 
     @classmethod
     def load(cls, layout: Layout, flavour: Flavour | str) -> "RebuildRecord":
         name = _name(flavour)
-        path = layout.rebuild_record(name)
-        f = _Fields(path, read_json(path, "rebuild-check record", hint=f"run `doit rebuild-check:{name}`"))
-        record_flavour = f.matching("flavour", FLAVOUR_NAME, "a flavour name")
-        if record_flavour != name:
-            raise UserError(f"{path}: written for flavour {record_flavour!r}, not {name!r}")
-        ref = f.get("ref", str)
-        if not (TAG.match(ref) or COMMIT.match(ref)):
-            raise UserError(f"{path}: field 'ref' = {ref!r}: expected a release tag or a 40-hex commit id")
-        rpm_file = f.get("rpm_file", str)
-        if "/" in rpm_file or not rpm_file.endswith(".rpm"):
-            raise UserError(f"{path}: field 'rpm_file' = {rpm_file!r}: expected the file name of an RPM")
-        return cls(
-            flavour=record_flavour, rpm_file=rpm_file,
-            rpm_sha256=f.matching("rpm_sha256", SHA256, "64 lower-case hex digits"),
-            artifact_sha256=f.matching("artifact_sha256", SHA256, "64 lower-case hex digits"),
-            ref=ref, commit=f.matching("commit", COMMIT, "a 40-hex commit id"),
-            checked_at=f.time("checked_at"),
-        )
+        return _load(cls, layout.rebuild_record(name), "rebuild-check record", f"run `doit rebuild-check:{name}`", name)
 
 
-# --- licenses ------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BundleRecord(_PerFlavour):
     """What one flavour's binary bundles (the linked crates with their
     licenses, the declared components) and the license files packed for the
@@ -494,13 +349,13 @@ class BundleRecord(_PerFlavour):
 
     _where = "bundle_record"
 
-    flavour: str
-    commit: str
-    version: str
-    source_date_epoch: int
+    flavour: str = setting(**FLAVOUR)
+    commit: str = setting(pattern=COMMIT, form="a 40-hex commit id")
+    version: str = setting(**UPSTREAM)
+    source_date_epoch: int = setting(check=_epoch)
     """The commit's time: the SBOM's timestamp."""
-    features: tuple[str, ...]
-    license_archive_sha256: str
+    features: tuple[str, ...] = setting(**FEATURES)
+    license_archive_sha256: str = setting(**DIGEST)
     bundle: Bundle
 
     @property
@@ -510,9 +365,7 @@ class BundleRecord(_PerFlavour):
     def to_json(self) -> dict:
         b = self.bundle
         return {
-            "flavour": self.flavour, "commit": self.commit, "version": self.version,
-            "source_date_epoch": self.source_date_epoch, "features": list(self.features),
-            "license_archive_sha256": self.license_archive_sha256,
+            **dump(self),
             "package": b.package, "license": b.license,
             "crates": [{
                 "name": c.name, "version": c.version, "source": c.source, "license": c.license,
@@ -530,16 +383,10 @@ class BundleRecord(_PerFlavour):
     def load(cls, layout: Layout, flavour: Flavour | str) -> "BundleRecord":
         name = _name(flavour)
         path = layout.bundle_record(name)
-        f = _Fields(path, read_json(path, "bundle record", hint=f"run the licenses task for {name} first"))
-        record_flavour = f.matching("flavour", FLAVOUR_NAME, "a flavour name")
-        if record_flavour != name:
-            raise UserError(f"{path}: written for flavour {record_flavour!r}, not {name!r}")
-        features = f.get("features", list)
-        for feature in features:
-            if not isinstance(feature, str) or not FEATURE_NAME.match(feature):
-                raise UserError(f"{path}: feature {feature!r} is not a cargo feature name")
+        f = RecordTable(read_json(path, "bundle record", hint=f"run the licenses task for {name} first"), str(path))
         crates = tuple(_crate_of(path, i, e) for i, e in enumerate(f.get("crates", list)))
-        components = tuple(_component_of(path, i, e) for i, e in enumerate(f.get("components", list)))
+        components = tuple(read(BundledComponent, _entry(path, "components", i, e), evidence=None)
+                           for i, e in enumerate(f.get("components", list)))
         keys = {c.key for c in crates}
         edges = []
         for i, edge in enumerate(f.get("edges", list)):
@@ -547,32 +394,18 @@ class BundleRecord(_PerFlavour):
                     or not all(d in keys for d in edge[1])):
                 raise UserError(f"{path}: edges[{i}] is not [crate, [crates it links]] of the listed crates")
             edges.append((edge[0], tuple(edge[1])))
-        license = f.get("license", str)
-        problem = spdx_problem(license)
-        if problem:
-            raise UserError(f"{path}: field 'license' = {license!r}: {problem}")
         upstream_files = f.get("upstream_license_files", list)
         if not upstream_files or not all(isinstance(n, str) and SAFE_FILE_NAME.match(n) and n not in RESERVED_NAMES
                                          for n in upstream_files):
             raise UserError(f"{path}: upstream_license_files {upstream_files!r}: expected plain file names,"
                             " at least one: run the licenses task again")
-        bundle = Bundle(package=f.matching("package", PACKAGE_NAME, "a cargo package name"), crates=crates,
-                        components=components, edges=tuple(edges), license=license,
+        bundle = Bundle(package=f.get("package", str, spec=Spec(pattern=PACKAGE_NAME, form="a cargo package name")),
+                        crates=crates, components=components, edges=tuple(edges),
+                        license=f.get("license", str, spec=Spec(check=spdx_problem)),
                         upstream_licenses=tuple(Path(n) for n in upstream_files))
         if not any(c.name == bundle.package and c.workspace_member for c in crates):
             raise UserError(f"{path}: the packaged crate {bundle.package!r} is not among the crates")
-        epoch = f.get("source_date_epoch", int)
-        if epoch < 0:
-            raise UserError(f"{path}: field 'source_date_epoch' = {epoch}: expected seconds since 1970")
-        return cls(
-            flavour=record_flavour,
-            commit=f.matching("commit", COMMIT, "a 40-hex commit id"),
-            version=f.matching("version", UPSTREAM_VERSION, "an upstream version X.Y.Z or X.Y.Z-rcN"),
-            source_date_epoch=epoch,
-            features=tuple(features),
-            license_archive_sha256=f.matching("license_archive_sha256", SHA256, "64 lower-case hex digits"),
-            bundle=bundle,
-        )
+        return _load(cls, path, "bundle record", "", name, bundle=bundle)
 
     def check_fits(self, layout: Layout, build: BuildRecord) -> None:
         """The bundle describes the binary of the build record: same commit
@@ -584,46 +417,30 @@ class BundleRecord(_PerFlavour):
                             f" run the licenses task for {self.flavour} again")
 
 
-def _crate_of(path: Path, i: int, entry: object) -> Crate:
-    where = f"{path}: crates[{i}]"
+def _entry(path: Path, array: str, i: int, entry: object) -> RecordTable:
+    where = f"{path}: {array}[{i}]"
     if not isinstance(entry, dict):
         raise UserError(f"{where}: expected an object")
-    f = _Fields(Path(where), entry)
-    name = f.matching("name", CRATE_NAME, "a crate name")
-    version = f.matching("version", SEMVER, "a semver version")
-    source = f.get("source", str)
+    return RecordTable(entry, where)
+
+
+def _crate_source(source: str) -> str:
     if source and not (source == CRATES_IO or GIT_SOURCE.match(source)):
-        raise UserError(f"{where}: source {source!r} is neither crates.io nor a git repository pinned to a commit")
-    license = f.get("license", str)
-    problem = spdx_problem(license)
-    if problem:
-        raise UserError(f"{where}: license {license!r}: {problem}")
-    checksum = f.get("checksum", str)
-    if checksum and not SHA256.match(checksum):
-        raise UserError(f"{where}: checksum {checksum!r} is not 64 lower-case hex digits")
+        return "neither crates.io nor a git repository pinned to a commit"
+    return ""
+
+
+def _crate_of(path: Path, i: int, entry: object) -> Crate:
+    f = _entry(path, "crates", i, entry)
     files = f.get("license_files", list)
     if not all(isinstance(n, str) and SAFE_FILE_NAME.match(n) for n in files):
-        raise UserError(f"{where}: license_files {files!r}: expected plain file names")
-    return Crate(name=name, version=version, source=source, license=license,
+        raise UserError(f"{f.where}: license_files {files!r}: expected plain file names")
+    return Crate(name=f.get("name", str, spec=Spec(pattern=CRATE_NAME, form="a crate name")),
+                 version=f.get("version", str, spec=Spec(pattern=SEMVER, form="a semver version")),
+                 source=f.get("source", str, spec=Spec(check=_crate_source)),
+                 license=f.get("license", str, spec=Spec(check=spdx_problem)),
                  declared_license=f.get("declared_license", str),
-                 license_from_config=f.get("license_from_config", bool), checksum=checksum,
+                 license_from_config=f.get("license_from_config", bool),
+                 checksum=f.get("checksum", str, spec=Spec(pattern=optional(SHA256), form="64 lower-case hex digits")),
                  directory=Path("."), license_files=tuple(Path(n) for n in files),
                  workspace_member=f.get("workspace_member", bool))
-
-
-def _component_of(path: Path, i: int, entry: object) -> BundledComponent:
-    where = f"{path}: components[{i}]"
-    if not isinstance(entry, dict):
-        raise UserError(f"{where}: expected an object")
-    f = _Fields(Path(where), entry)
-    component = BundledComponent(
-        name=f.matching("name", COMPONENT_NAME, "a component name"),
-        version=f.matching("version", COMPONENT_VERSION, "an rpm version"),
-        license=f.get("license", str),
-        url=f.matching("url", COMPONENT_URL, "an http(s) URL"),
-        commit=f.matching("commit", COMPONENT_COMMIT, "a 40-hex commit id or \"\""),
-    )
-    problem = spdx_problem(component.license)
-    if problem:
-        raise UserError(f"{where}: license {component.license!r}: {problem}")
-    return component
