@@ -169,6 +169,12 @@ class Layout:
         return self.build / "publish" / channel
 
     @property
+    def publish_digests(self) -> Path:
+        """SHA-256 of a local target's published files, by what identifies
+        their bytes on disk (transport_local.DigestMemo)."""
+        return self.build / "publish-digests.json"
+
+    @property
     def gnupg_parent(self) -> Path:
         return self.build / "gnupg"
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -472,3 +472,39 @@ def test_metadata_rebuilt_after_a_bad_signature_keeps_what_clients_may_still_fet
     assert repodata.referenced_files(channel / "repodata" / "repomd.xml") != last_good
     kept = {p.name for p in (channel / "repodata").iterdir()}
     assert last_good - {"repomd.xml", "repomd.xml.asc"} <= kept, sorted(last_good - kept)
+
+
+def test_a_local_target_hashes_each_published_package_once_and_still_sees_a_change(tmp_path, monkeypatch):
+    """The digest memo: an unchanged file is not read again; a byte changed
+    in place with its size and time put back is still found (its ctime
+    moved), and so is a file replaced by another."""
+    from buildlib.config import LocalTarget
+    from buildlib.publish import transport_local
+
+    root = tmp_path / "srv"
+    (root / "ch").mkdir(parents=True)
+    package = root / "ch" / "a.rpm"
+    package.write_bytes(b"x" * 4096)
+    memo = tmp_path / "build" / "digests.json"
+    hashed = []
+    real = transport_local.sha256_of
+    monkeypatch.setattr(transport_local, "sha256_of", lambda p: hashed.append(p.name) or real(p))
+    monkeypatch.setattr(transport_local, "RACY_S", 0.0)  # the files here were all just written
+
+    def digests():
+        t = transport_local.LocalTransport(LocalTarget(root), tmp_path / "scratch", memo)
+        return t.digests(PurePosixPath("ch"), ["a.rpm"])["a.rpm"]
+
+    first = digests()
+    assert digests() == first and hashed == ["a.rpm"]  # the second publish reads nothing
+    before = package.stat()
+    time.sleep(0.02)  # past a coarse filesystem clock's tick
+    with open(package, "r+b") as f:  # a byte changed in place, size and mtime put back
+        f.write(b"y")
+    os.utime(package, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert digests() != first and hashed == ["a.rpm", "a.rpm"]
+    package.with_name("b.rpm").write_bytes(b"x" * 4096)
+    os.replace(package.with_name("b.rpm"), package)  # another file under the name
+    assert digests() == first and len(hashed) == 3
+    memo.write_text("not json")  # a damaged memo is only a slower publish
+    assert digests() == first and len(hashed) == 4

@@ -125,12 +125,13 @@ MAX_KEY_FILE = 1 << 20
 """More than any public key file needs: a bigger RPM-GPG-KEY-mistralrs is not read."""
 
 
-def open_transport(publish: Publish, scratch: Path) -> Transport:
-    """The transport for publish.target, one line per kind of target."""
+def open_transport(publish: Publish, scratch: Path, digest_memo: Path | None = None) -> Transport:
+    """The transport for publish.target, one line per kind of target
+    (digest_memo: where a local target remembers its files' digests)."""
     if isinstance(publish.target, SshTarget):
         return SshTransport(publish, publish.target, scratch)
     if isinstance(publish.target, LocalTarget):
-        return LocalTransport(publish.target, scratch)
+        return LocalTransport(publish.target, scratch, digest_memo)
     raise PublishError(f"publish.target {publish.target}: no transport for it")
 
 
@@ -655,7 +656,7 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None, release_pack
     with tempfile.TemporaryDirectory(prefix=cleanup.SCRATCH_PREFIX) as scratch:
         cleanup.mark_owner(Path(scratch))
         cleanup.watch(Path(scratch))  # the upload key lives here
-        target = open_transport(cfg.publish, Path(scratch))
+        target = open_transport(cfg.publish, Path(scratch), layout.publish_digests)
         with signing.signing_key(cfg.publish, layout.gnupg_parent) as key, target.lock():
             anchor = repository_key(cfg, target, key)
             refuse_foreign_signed(rpms, anchor)
