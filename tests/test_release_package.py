@@ -361,3 +361,34 @@ def test_publish_keeps_each_channel_s_release_package_current(tmp_path):
     floor = dataclasses.replace(moved, host=dataclasses.replace(moved.host, release_package_version=5))
     fourth = publisher.publish_dist(floor, Layout.of(floor), release_package=True)
     assert fourth["channels"]["stable"]["added"] == ["mistralrs-release-5-1.fc43.noarch.rpm"]
+
+
+def test_release_package_lints_clean_with_its_license(tmp_path):
+    """mistralrs-release declares License: MIT and ships that license
+    (this project's LICENSE) as %license; Fedora's rpmlint profile plus the
+    filters in rpm/release/rpmlint.toml (each with its reason) report
+    nothing, and every filter still matches something."""
+    import tomllib
+
+    from buildlib import layout as paths
+    from test_package import FEDORA_PROFILE, rpmlint
+
+    if not (FEDORA_PROFILE / "fedora.toml").is_file():
+        pytest.fail(f"no Fedora rpmlint profile at {FEDORA_PROFILE}: run scripts/bootstrap")
+    host, _, _ = make_key(tmp_path)
+    cfg = make_cfg(tmp_path, base_url="https://rpm.example.org/mistralrs-rpm")
+    rpm = release_package.build_release_package(cfg, Layout.of(cfg), host)
+    licenses = subprocess.run(["rpm", "-qpL", str(rpm)], capture_output=True, text=True, check=True).stdout.split()
+    assert licenses == ["/usr/share/licenses/mistralrs-release/LICENSE"]
+    assert rpm_query(rpm, "%{LICENSE}") == "MIT"
+    fedora = tmp_path / "fedora"
+    fedora.mkdir()
+    for config in [*FEDORA_PROFILE.glob("*.toml"), paths.RPMLINT_LICENSES]:
+        shutil.copy(config, fedora / f"zz-{config.name}")
+    messages = [line for line in rpmlint([rpm], fedora).stdout.splitlines() if re.search(r": [EW]: ", line)]
+    filters = tomllib.loads(paths.RPMLINT_RELEASE_FILTERS.read_text())["Filters"]
+    assert [m for m in messages if not any(re.search(f, m) for f in filters)] == []
+    assert [f for f in filters if not any(re.search(f, m) for m in messages)] == []
+    shutil.copy(paths.RPMLINT_RELEASE_FILTERS, fedora / "zz-release.toml")
+    result = rpmlint([rpm], fedora)
+    assert re.search(r"\b0 errors, 0 warnings\b", result.stdout), result.stdout

@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from ..config import Config
-from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, Layout
+from ..layout import FLAVOUR_SCRIPT_TEMPLATE, PROJECT_LICENSE, RELEASE_SPEC_TEMPLATE, Layout
 from ..rpmtools import rpmbuild
 from ..run import Stopwatch, UserError, atomic_copy
 from ..publish import signing
@@ -134,12 +134,15 @@ def build_release(cfg: Config, layout: Layout, armored: str, version: int, finge
     (sources / "mistralrs.repo").write_text(render_repo_file(cfg))
     (sources / signing.KEY_FILE_NAME).write_text(armored)
     (sources / "mistralrs-flavour").write_text(render_flavour_script(cfg))
+    shutil.copyfile(PROJECT_LICENSE, sources / PROJECT_LICENSE.name)
     spec = top / "mistralrs-release.spec"
     spec.write_text(render_spec(cfg, version, fingerprint, created))
     packages = rpmbuild(spec, top, defines={
         "_sourcedir": str(sources),
         "dist": cfg.package.dist,
         "_binary_payload": PAYLOAD,
+        # Fedora's license directory, /usr/share/licenses/<name> (Debian's rpm adds -<version>)
+        "_docdir_fmt": "%{NAME}",
         "_buildhost": "mistralrs-rpm",
         "use_source_date_epoch_as_buildtime": "1",
         "clamp_mtime_to_source_date_epoch": "1",
