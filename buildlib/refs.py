@@ -69,24 +69,29 @@ def rpm_version_of_tag(tag: str) -> str:
 
 
 def snapshot_version(last_tag: str, day: date, commits_since: int, commit: str) -> str:
-    """<base>^<YYYYMMDD>.<n>.g<sha7>: after the last tag, before the next one.
+    """<base>^<YYYYMMDD>.<n>git<sha7>: after the last tag, before the next one.
 
+    Fedora's snapshot form (Versioning Guidelines: ``^<date>git<short
+    hash>``, the date the commit's), with n, the commits since the last tag,
+    between them: it orders two snapshots of one day, which the date and a
+    hash cannot (rpm compares 20250306.2git… and 20250306.10git… by 2 < 10).
     The base is the last tag's version with any rc kept as ~rcN, so a
-    snapshot after v0.9.3-rc1 still sorts before 0.9.3.
+    snapshot after v0.9.3-rc1 still sorts before 0.9.3.  An earlier form,
+    ``.<n>.g<sha7>``, sorts below this one for the same commit.
     """
     if not COMMIT.match(commit):
         raise RefError(f"refusing commit {commit!r}: expected 40 hex digits")
     if commits_since < 0:
         raise RefError(f"commits since {last_tag} must not be negative")
-    return f"{rpm_version_of_tag(last_tag)}^{day:%Y%m%d}.{commits_since}.g{commit[:7]}"
+    return f"{rpm_version_of_tag(last_tag)}^{day:%Y%m%d}.{commits_since}git{commit[:7]}"
 
 
-RPM_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(~rc[0-9]+)?(\^[0-9]{8}\.[0-9]+\.g[0-9a-f]{7})?\Z")
+RPM_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(~rc[0-9]+)?(\^[0-9]{8}\.[0-9]+git[0-9a-f]{7})?\Z")
 
 
 def check_rpm_version(version: str) -> str:
     if not RPM_VERSION.match(version):
-        raise RefError(f"refusing RPM version {version!r}: expected X.Y.Z, X.Y.Z~rcN or X.Y.Z^YYYYMMDD.N.gSHA7")
+        raise RefError(f"refusing RPM version {version!r}: expected X.Y.Z, X.Y.Z~rcN or X.Y.Z^YYYYMMDD.NgitSHA7")
     return version
 
 

@@ -48,7 +48,7 @@ def test_fetch_commit_is_a_snapshot(tmp_path, demo_upstream, shared_cache, monke
     cfg = load(write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, shared_cache)), head, monkeypatch)
     source = fetch(cfg, Layout.of(cfg))
     assert source.commit == head and source.is_snapshot
-    assert re.fullmatch(rf"0\.9\.2\^\d{{8}}\.2\.g{head[:7]}", source.rpm_version), source.rpm_version
+    assert re.fullmatch(rf"0\.9\.2\^\d{{8}}\.2git{head[:7]}", source.rpm_version), source.rpm_version
     assert source.version == "0.9.2"
 
 

@@ -114,8 +114,8 @@ def test_version_mapping():
     assert rpm_version_of_tag("v0.9.2") == "0.9.2"
     assert rpm_version_of_tag("v0.9.2-rc1") == "0.9.2~rc1"
     from datetime import date
-    assert snapshot_version("v0.9.2", date(2026, 11, 24), 3, "abc1234" + "0" * 33) == "0.9.2^20261124.3.gabc1234"
-    assert check_rpm_version("0.9.2^20261124.3.gabc1234")
+    assert snapshot_version("v0.9.2", date(2026, 11, 24), 3, "abc1234" + "0" * 33) == "0.9.2^20261124.3gitabc1234"
+    assert check_rpm_version("0.9.2^20261124.3gitabc1234")
     with pytest.raises(RefError):
         check_rpm_version("0.9.2;rm")
 

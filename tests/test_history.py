@@ -186,7 +186,7 @@ def test_the_crate_version_check_after_the_build_is_the_same_rule():
     for bad in ("0.8.5", "0.9.20", "1.9.2", "not-a-version"):
         with pytest.raises(UserError):
             check_cargo_version(tag, "mistralrs-cli", bad)
-    snapshot = Source(ref="b" * 40, commit="b" * 40, version="0.9.2", rpm_version="0.9.2^20260301.1.gbbbbbbb",
+    snapshot = Source(ref="b" * 40, commit="b" * 40, version="0.9.2", rpm_version="0.9.2^20260301.1gitbbbbbbb",
                       is_snapshot=True, commit_date="2026-03-01T12:00:00+00:00", changelog=(), tree="")
     check_cargo_version(snapshot, "mistralrs-cli", "0.9.3")  # master moved on after the tag: said, not refused
 
@@ -211,7 +211,7 @@ def test_snapshot_base_is_the_highest_release_in_history_despite_same_second_and
     cfg, layout = load(tiny_config(tmp_path, up, every_version), monkeypatch, head)
     source = fetch(cfg, layout)
     assert source.is_snapshot and source.version == "0.9.2"
-    assert source.rpm_version == f"0.9.2^20260302.1.g{head[:7]}", source.rpm_version
+    assert source.rpm_version == f"0.9.2^20260302.1git{head[:7]}", source.rpm_version
     assert vercmp(source.rpm_version, "0.9.2") == 1
     # the changelog data in version order, not date order
     assert [e["tag"] for e in source.changelog] == [None, "v0.9.2", "v0.9.1"] + (["v0.6.0"] if late_tag else [])
@@ -348,8 +348,8 @@ def test_changelog_is_in_version_order_and_lists_only_final_releases(tmp_path):
 
 
 @pytest.mark.parametrize("a, b", [
-    ("0.9.2", "0.9.10"), ("0.9.2~rc1", "0.9.2"), ("0.9.2^20260301.1.gabcdef0", "0.9.3~rc1"),
-    ("0.9.2", "0.9.2^20260301.1.gabcdef0"), ("0.9.2^20260301.2.gabcdef0", "0.9.2^20260301.10.g0000000"),
+    ("0.9.2", "0.9.10"), ("0.9.2~rc1", "0.9.2"), ("0.9.2^20260301.1gitabcdef0", "0.9.3~rc1"),
+    ("0.9.2", "0.9.2^20260301.1gitabcdef0"), ("0.9.2^20260301.2gitabcdef0", "0.9.2^20260301.10git0000000"),
     ("1.0a", "1.0"), ("1.0", "1.0.1"), ("1.0~rc1", "1.0~rc2"), ("0.9.2", "0.9.2"), ("1.a", "1.1"),
 ])
 def test_version_order_is_rpms(a, b):

@@ -211,7 +211,7 @@ def test_version_mapping_and_order():
     snapshot = snapshot_version("v0.9.2", date(2026, 11, 24), 3, "abc1234" + "0" * 33)
     chain = [rpm_version_of_tag("v0.9.2-rc1"), rpm_version_of_tag("v0.9.2"), snapshot,
              rpm_version_of_tag("v0.9.3-rc1"), rpm_version_of_tag("v0.9.3")]
-    assert chain == ["0.9.2~rc1", "0.9.2", "0.9.2^20261124.3.gabc1234", "0.9.3~rc1", "0.9.3"]
+    assert chain == ["0.9.2~rc1", "0.9.2", "0.9.2^20261124.3gitabc1234", "0.9.3~rc1", "0.9.3"]
     for lower, higher in zip(chain, chain[1:]):
         assert vercmp(lower, higher) == -1, (lower, higher)
         assert vercmp(higher, lower) == 1, (lower, higher)
@@ -228,11 +228,11 @@ def test_version_mapping_and_order():
 def test_the_built_rpm_versions_sort_as_rpm_says(pkg_built):
     _, _, rpms = pkg_built
     versions = [rpmq(rpms[f], "--qf", "%{VERSION}") for f in ("ampere", "hopper", "ada")]
-    assert versions == ["0.9.2", "0.9.2^20261124.3.gabc1234", "0.9.3~rc1"]
+    assert versions == ["0.9.2", "0.9.2^20261124.3gitabc1234", "0.9.3~rc1"]
     assert vercmp(versions[0], versions[1]) == -1 and vercmp(versions[1], versions[2]) == -1
-    assert rpms["hopper"].name == "mistralrs-hopper-0.9.2^20261124.3.gabc1234-1.fc43.x86_64.rpm"
+    assert rpms["hopper"].name == "mistralrs-hopper-0.9.2^20261124.3gitabc1234-1.fc43.x86_64.rpm"
     log = rpmq(rpms["hopper"], "--changelog").splitlines()
-    assert log[0].endswith(" - 0.9.2^20261124.3.gabc1234-1")
+    assert log[0].endswith(" - 0.9.2^20261124.3gitabc1234-1")
     assert log[1] == f"- Snapshot of upstream (commit {SNAPSHOT_COMMIT[:12]})"
     description = " ".join(rpmq(rpms["hopper"], "--qf", "%{DESCRIPTION}").split())
     assert f"upstream version 0.9.2 (snapshot), commit {SNAPSHOT_COMMIT}" in description

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ FLAVOURS = ("ampere", "hopper")
 OLD_HEAD = "1" * 40
 HEAD = "abcdef0123456789abcdef0123456789abcdef01"
 RELEASE = "0.9.3"
-SNAPSHOT_OF = {OLD_HEAD: "0.9.2^20260620.4.g1111111", HEAD: "0.9.3^20260702.3.gabcdef0"}
+SNAPSHOT_OF = {OLD_HEAD: "0.9.2^20260620.4git1111111", HEAD: "0.9.3^20260702.3gitabcdef0"}
+EARLIER_FORM = "0.9.3^20260702.3.gabcdef0"
+"""HEAD's snapshot as numbered before Fedora's ^<date>git<hash> form."""
 CHANNEL_DIR = {"stable": "fedora/43/x86_64", "unstable": "fedora/43/x86_64/unstable"}
 
 
@@ -37,7 +40,7 @@ def rpm_pool(tmp_path_factory):
     out = tmp_path_factory.mktemp("rpms")
     pool = {}
     for flavour in FLAVOURS:
-        for version in ("0.9.2", RELEASE, *SNAPSHOT_OF.values()):
+        for version in ("0.9.2", RELEASE, *SNAPSHOT_OF.values(), EARLIER_FORM):
             pool[flavour, version] = fakerpm.build(out / f"{flavour}-{version}", flavour, version)
     return pool
 
@@ -767,8 +770,7 @@ def test_stored_values_are_checked_again_when_read(tmp_path, github, published, 
 @pytest.mark.parametrize("key", ["timeout", "backoff", "retrigger_after"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 1e300])
 def test_poll_seconds_must_be_finite_and_sane(tmp_path, key, value):
-    with pytest.raises(configmod.ConfigError, match=f"poll.{key}"):
-        poll.PollSettings(**{key: value})
+    # checked where the setting is declared, when config.toml is read (the one way settings are made)
     data = demo_config(tmp_path, Path("https://github.com/EricLBuehler/mistral.rs.git"), tmp_path / "cache")
     data["poll"] = {key: value}
     with pytest.raises(configmod.ConfigError, match=f"poll.{key}"):
@@ -909,3 +911,18 @@ def test_a_snapshot_build_that_never_publishes_is_given_up_after_retrigger_after
     clock[0] += 3600
     assert run_poll(tmp_path, github, published.base_url, **settings)["prerelease"]["build"]
     assert len([r for r in gitea.runs if r.workflow == "build-prerelease.yml"]) == 2
+
+
+def test_a_snapshot_published_in_the_earlier_version_form_counts_as_built(tmp_path, github, published, env):
+    """Snapshots were once numbered ...<n>.g<sha7>; one published so is the
+    head's build, not a reason to build it again; the new form sorts above it."""
+    from buildlib.refs import compare_evr, snapshot_version
+
+    published.channel("stable", [(f, RELEASE) for f in FLAVOURS])
+    published.channel("unstable", [(f, EARLIER_FORM) for f in FLAVOURS])
+    d = run_poll(tmp_path, github, published.base_url)
+    assert d["prerelease"]["ref"] == HEAD and not d["prerelease"]["build"], d["prerelease"]
+    new = snapshot_version("v0.9.3", date(2026, 7, 2), 3, HEAD)
+    assert new == SNAPSHOT_OF[HEAD]
+    assert compare_evr(f"0:{new}-1", f"0:{EARLIER_FORM}-1") > 0  # the new form upgrades the old
+    assert compare_evr("0:0.9.2^20260702.2gitabcdef0-1", "0:0.9.2^20260702.10git0000000-1") < 0

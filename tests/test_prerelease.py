@@ -127,8 +127,8 @@ def test_snapshots_publish_to_unstable_in_commit_order_and_a_release_to_stable(t
         build_and_publish(config, head1)
         v1 = rpm_version(config, head1, "ampere")
         day1 = commit_day(upstream, head1)
-        # <last tag>^<commit's day>.<commits since the tag>.g<sha7>
-        assert v1 == f"{LAST_RELEASE}^{day1}.2.g{head1[:7]}", v1
+        # <last tag>^<commit's day>.<commits since the tag>git<sha7>
+        assert v1 == f"{LAST_RELEASE}^{day1}.2git{head1[:7]}", v1
         assert all(rpm_version(config, head1, f) == v1 for f in FLAVOURS)
         snap1 = {f"mistralrs-{f}-{v1}-1.fc43.x86_64.rpm" for f in FLAVOURS}
         assert set(rpm_files(dist)) == snap1
@@ -159,7 +159,7 @@ def test_snapshots_publish_to_unstable_in_commit_order_and_a_release_to_stable(t
         build_and_publish(config, head2, "--channel", "unstable")
         v2 = rpm_version(config, head2, "ampere")
         # the same day as the first: the count orders them
-        assert commit_day(upstream, head2) == day1 and v2 == f"{LAST_RELEASE}^{day1}.3.g{head2[:7]}", v2
+        assert commit_day(upstream, head2) == day1 and v2 == f"{LAST_RELEASE}^{day1}.3git{head2[:7]}", v2
         snap2 = {f"mistralrs-{f}-{v2}-1.fc43.x86_64.rpm" for f in FLAVOURS}
         assert set(published(target, "unstable")) == snap1 | snap2
         assert set(rpm_files(channel_dir(target, "unstable"))) == snap1 | snap2

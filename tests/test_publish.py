@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs rpm-build, rpmsign, createrepo_c, rsync, gpg and dnf (scripts/bootstrap installs them)",
 )
 
-SNAPSHOT = "0.9.2^20261124.3.gabc1234"
+SNAPSHOT = "0.9.2^20261124.3gitabc1234"
 
 
 # --- fixtures ----------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
         assert not again["channels"]["stable"]["metadata_rebuilt"]
 
         # --channel restricts; signing happened in staging only
-        fakerpm.build(dist, "blackwell", version="0.9.3^20261201.1.gdef5678")
+        fakerpm.build(dist, "blackwell", version="0.9.3^20261201.1gitdef5678")
         fakerpm.build(dist, "blackwell", version="0.9.3")
         report = publish(cfg, "unstable")
         assert list(report["channels"]) == ["unstable"]
@@ -249,7 +249,7 @@ def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
         # the index still shows the stable channel this publish did not touch (read from its metadata)
         _, versions = index_versions(url)
         assert versions["ampere"]["stable"] == ["0.9.2-1.fc43"]
-        assert versions["blackwell"] == {"stable": [], "unstable": ["0.9.3^20261201.1.gdef5678-1.fc43"]}
+        assert versions["blackwell"] == {"stable": [], "unstable": ["0.9.3^20261201.1gitdef5678-1.fc43"]}
         assert versions["hopper"]["unstable"] == [f"{SNAPSHOT}-1.fc43"]
         # and the stable release lands with the next full publish, newest first on the page
         fakerpm.build(dist, "ampere", version="0.9.10")

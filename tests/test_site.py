@@ -31,7 +31,7 @@ PUBLISHED = {
         "mistralrs-ada-0.10.0~rc1-1.fc43.x86_64.rpm",
         "mistralrs-release-1-1.fc43.noarch.rpm",
     ],
-    "unstable": ["mistralrs-ampere-0.9.2^20260101.3.gabc1234-1.fc43.x86_64.rpm"],
+    "unstable": ["mistralrs-ampere-0.9.2^20260101.3gitabc1234-1.fc43.x86_64.rpm"],
 }
 
 
@@ -94,7 +94,7 @@ def test_index_lists_flavours_versions_channels_and_key(tmp_path):
     # newest first, in rpm's order (0.9.10 after 0.9.2 by version, not by text)
     assert "0.9.10-1.fc43 SBOM, 0.9.2-1.fc43 SBOM, 0.9.1-1.fc43 SBOM" in text
     assert "0.10.0~rc1-1.fc43" in text
-    assert "0.9.2^20260101.3.gabc1234-1.fc43" in text
+    assert "0.9.2^20260101.3gitabc1234-1.fc43" in text
     assert "A6B2 85F6 E577 AC38 3C6B FE37 FE9C BC6F 81D9 CBE6" in text
     assert "2026-03-01 12:30 UTC" in text
     assert ("sudo dnf install https://localhost/mistralrs-rpm/fedora/43/x86_64/mistralrs-release-1-1.fc43.noarch.rpm"
@@ -114,8 +114,8 @@ def test_each_version_links_its_sbom_beside_the_package(tmp_path):
     assert len(links) == len(shown) == 6  # every flavour package, not mistralrs-release
     assert ("0.9.10-1.fc43", f"{base}/mistralrs-ampere-0.9.10-1.fc43.x86_64.cdx.json") in links
     assert ("0.10.0~rc1-1.fc43", f"{base}/mistralrs-ada-0.10.0~rc1-1.fc43.x86_64.cdx.json") in links
-    assert ("0.9.2^20260101.3.gabc1234-1.fc43",
-            f"{base}/unstable/mistralrs-ampere-0.9.2^20260101.3.gabc1234-1.fc43.x86_64.cdx.json") in links
+    assert ("0.9.2^20260101.3gitabc1234-1.fc43",
+            f"{base}/unstable/mistralrs-ampere-0.9.2^20260101.3gitabc1234-1.fc43.x86_64.cdx.json") in links
 
 
 def test_index_before_anything_is_published(tmp_path):

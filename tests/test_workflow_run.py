@@ -199,7 +199,7 @@ def test_a_build_longer_than_two_poll_ticks_is_published_and_installs(tmp_path, 
             stable = repodata.read_metadata(channel_dir(target) / "repodata").packages
             unstable = repodata.read_metadata(channel_dir(target, "unstable") / "repodata").packages
             assert "mistralrs-hopper-0.9.2-1.fc43.x86_64.rpm" in stable
-            assert any(n.startswith("mistralrs-hopper-") and f".g{demo_upstream.head[:7]}-" in n for n in unstable)
+            assert any(n.startswith("mistralrs-hopper-") and f"git{demo_upstream.head[:7]}-" in n for n in unstable)
             public = (target / signing.KEY_FILE_NAME).read_text()
             signing.verify_repomd(public, fingerprint, channel_dir(target) / "repodata")
 

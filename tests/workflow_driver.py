@@ -930,7 +930,9 @@ class Gitea:
         self.version = version(gitea_version)
         self.root = root
         self.project = project
-        self.runners = {f"{label}-{i}": label for label, count in (runners or {"cuda-13.0": 1}).items()
+        # by default one runner per label the workflows use (README, runners)
+        default = {"mistralrs-poll": 1, "mistralrs-publish": 1, "cuda-13.0": 1}
+        self.runners = {f"{label}-{i}": label for label, count in (runners or default).items()
                         for i in range(count)}
         self.busy: dict[str, _Active] = {}
         self.secrets = dict(secrets or {})

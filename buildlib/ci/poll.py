@@ -6,7 +6,7 @@ Two questions, each answered per channel and per flavour:
   stable repository for every flavour, at the tag's RPM version?
 * unstable: is there a snapshot of the head commit of the configured branch
   (GitHub ``commits/<branch>``) in the unstable repository, i.e. a package
-  whose version ends with ``.g<sha7>``?
+  whose version ends with ``git<sha7>`` (or the earlier ``.g<sha7>``)?
 
 Everything from the network is validated before it is used or written
 anywhere (:func:`buildlib.refs.parse_ref`), so a tag such as ``v1.0.0;id``
@@ -158,8 +158,9 @@ def decide(cfg: Config, upstream: Upstream, stable: Repository | None, unstable:
     else:
         release = _decide_channel(flavours, stable, lambda vs: False, None, upstream.release_problem)
     if upstream.head:
-        suffix = f".g{upstream.head[:7]}"
-        prerelease = _decide_channel(flavours, unstable, lambda vs: any(v.endswith(suffix) for v in vs),
+        # this form, and the .g<sha7> of packages published before it
+        suffixes = (f"git{upstream.head[:7]}", f".g{upstream.head[:7]}")
+        prerelease = _decide_channel(flavours, unstable, lambda vs: any(v.endswith(suffixes) for v in vs),
                                      upstream.head, "")
         prerelease["sha7"] = upstream.head[:7]
     else:
