@@ -302,9 +302,53 @@ def test_cutlass_cached_checkout_needs_no_network(tmp_path):
     assert cutlass.problem.startswith(f"CUTLASS: no checkout in {checkouts} and {probe.cutlass_url} is unreachable (")
     assert "give the host access to github.com or copy a CUTLASS checkout there" in cutlass.problem
     assert "\n" not in cutlass.problem
+    # an empty directory of the right shape is no checkout
     (checkouts / "cutlass-7d49e6c7e2f8896c" / "include").mkdir(parents=True)
     cutlass = by_name(checks(cfg, layout, probe))["CUTLASS"]
+    assert cutlass.problem.endswith("lacks include/cutlass/cutlass.h; remove it, and the build clones the right one")
+    shutil.rmtree(checkouts / "cutlass-7d49e6c7e2f8896c")
+    head = cutlass_checkout(checkouts, "cutlass-7d49e6c7e2f8896c")
+    cutlass = by_name(checks(cfg, layout, probe))["CUTLASS"]
     assert cutlass.problem == "" and cutlass.found == f"cached checkout {checkouts / 'cutlass-7d49e6c7e2f8896c'}"
+    assert len(head) == 40
+
+
+def cutlass_checkout(checkouts: Path, name: str, text: str = "#pragma once\n") -> str:
+    """A git checkout holding CUTLASS's main header; its commit."""
+    work = checkouts / name
+    (work / "include" / "cutlass").mkdir(parents=True)
+    (work / "include" / "cutlass" / "cutlass.h").write_text(text)
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x"],
+                   check=True)
+    return subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_cutlass_checkout_must_be_the_configured_commit(tmp_path):
+    """With [[bundled]] cutlass naming a commit, the checkout named after it
+    must have that commit out: any cutlass-*/include used to count."""
+    from buildlib.layout import Layout as L
+
+    probe = empty_probe(tmp_path)
+    scratch = tmp_path / "scratch"
+    commit = cutlass_checkout(scratch, "cutlass")  # the commit the config pins
+    data = demo_config(tmp_path, tmp_path / "upstream", tmp_path / "cache", doctor__skip=["compiler"])
+    data["bundled"] = [{"name": "cutlass", "version": "4.3.4", "license": "BSD-3-Clause",
+                        "url": "https://github.com/NVIDIA/cutlass", "commit": commit,
+                        "evidence": {"path": "build.rs"}}]
+    cfg = configmod.load(write_config(tmp_path / "config", data))
+    checkouts = L.of(cfg).cudaforge_home / "git" / "checkouts"
+    other = cutlass_checkout(checkouts, f"cutlass-{commit[:16]}", "// another\n")  # right name, another commit
+    assert other != commit
+    cutlass = by_name(checks(cfg, L.of(cfg), probe))["CUTLASS"]
+    assert f"has commit {other[:12]} out, not {commit[:12]}" in cutlass.problem, cutlass
+    assert "remove it" in cutlass.problem and "\n" not in cutlass.problem
+    shutil.rmtree(checkouts / f"cutlass-{commit[:16]}")
+    shutil.copytree(scratch / "cutlass", checkouts / f"cutlass-{commit[:16]}")
+    cutlass = by_name(checks(cfg, L.of(cfg), probe))["CUTLASS"]
+    assert cutlass.problem == "" and cutlass.found.endswith(f"at {commit[:12]}"), cutlass
 
 
 def test_cutlass_reachable_without_a_checkout(tmp_path):

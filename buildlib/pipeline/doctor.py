@@ -21,6 +21,7 @@ from ..config import Config
 from ..layout import Layout
 from ..run import HostNotReady, Unreachable, UserError, output, run
 from . import compile_cache
+from .cargo import cutlass_commit
 
 
 @dataclass(frozen=True)
@@ -296,14 +297,52 @@ def compiler_check(nvcc: Nvcc | None, cuda_version: str) -> Check:
 
 # --- CUTLASS -----------------------------------------------------------------------
 
-def cutlass_check(layout: Layout, url: str) -> Check:
-    """A cached CUTLASS checkout in the build's CUDAFORGE_HOME, else the
-    network to clone one: without either the build fails after its long
-    compile."""
+CUTLASS_HEADER = Path("include") / "cutlass" / "cutlass.h"
+
+
+def _checkout_head(checkout: Path) -> str:
+    """The commit a git checkout has out ('' if it is not one)."""
+    proc = run(["git", "-C", checkout, "rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+               capture=True, check=False, quiet=True, env={"GIT_CEILING_DIRECTORIES": str(checkout.parent)})
+    head = proc.stdout.decode(errors="replace").strip()
+    return head if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", head) else ""
+
+
+def cached_cutlass(checkouts: Path, commit: str) -> tuple[Path | None, str]:
+    """(the usable checkout, or None; what is wrong with the one there).  With
+    a commit configured (the [[bundled]] entry "cutlass"), the checkout named
+    after it must have that commit out and CUTLASS's main header; without
+    one (upstream's build scripts pin theirs), any such checkout counts.  An
+    empty directory with the right name is no checkout."""
+    if shutil.which("git") is None:
+        return None, ""
+    candidates = [checkouts / f"cutlass-{commit[:16]}"] if commit else sorted(checkouts.glob("cutlass-*"))
+    wrong = ""
+    for checkout in candidates:
+        if not checkout.is_dir():
+            continue
+        head = _checkout_head(checkout)
+        if commit and head != commit:
+            wrong = (f"{checkout} has {('commit ' + head[:12]) if head else 'no git checkout'} out, not"
+                     f" {commit[:12]} (the [[bundled]] cutlass commit)")
+        elif not (checkout / CUTLASS_HEADER).is_file():
+            wrong = f"{checkout} lacks {CUTLASS_HEADER}"
+        elif head:
+            return checkout, ""
+    return None, wrong
+
+
+def cutlass_check(layout: Layout, url: str, commit: str = "") -> Check:
+    """A cached CUTLASS checkout in the build's CUDAFORGE_HOME at the
+    configured commit, else the network to clone one: without either the
+    build fails after its long compile."""
     checkouts = layout.cudaforge_home / "git" / "checkouts"
-    cached = sorted(p.parent for p in checkouts.glob("cutlass-*/include"))
-    if cached:
-        return Check("CUTLASS", f"cached checkout {cached[-1]}")
+    cached, wrong = cached_cutlass(checkouts, commit)
+    if cached is not None:
+        return Check("CUTLASS", f"cached checkout {cached}" + (f" at {commit[:12]}" if commit else ""))
+    if wrong:
+        return Check("CUTLASS", f"unusable checkout in {checkouts}",
+                     f"CUTLASS: {wrong}; remove it, and the build clones the right one")
     if shutil.which("git") is None:
         return Check("CUTLASS", "not checked (no git)")
     try:
@@ -426,7 +465,7 @@ def checks(cfg: Config, layout: Layout, probe: Probe = Probe()) -> list[Check]:
     elif not features & set(CUTLASS_FEATURES):
         result.append(Check("CUTLASS", "not needed (no CUDA feature enabled)"))
     else:
-        result.append(cutlass_check(layout, probe.cutlass_url))
+        result.append(cutlass_check(layout, probe.cutlass_url, cutlass_commit(cfg)))
 
     if "cache" in skip:
         result.append(Check("compile cache", skipped))
