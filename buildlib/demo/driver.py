@@ -176,6 +176,9 @@ def standin_base(cfg: Config, dest: Path) -> Path:
     return build_standin_repo(dest, sorted(base))
 
 
+STAND_IN_GPU = "stand-in GPU (no driver)"
+
+
 def stand_in_nvidia_smi(directory: Path, compute_cap: int) -> Path:
     """An nvidia-smi answering the one query mistralrs-flavour asks with
     one GPU of the given compute capability (86 -> 8.6)."""
@@ -183,6 +186,9 @@ def stand_in_nvidia_smi(directory: Path, compute_cap: int) -> Path:
     smi = directory / "nvidia-smi"
     smi.write_text(
         "#!/bin/sh\n# stands in for the NVIDIA driver's nvidia-smi (written by scripts/demo)\n"
+        # the gate's question too (buildlib/gate/gpu.py): compute capability, name, driver
+        f'[ "$*" = "--query-gpu=compute_cap,name,driver_version --format=csv,noheader" ] &&'
+        f' {{ echo "{compute_cap // 10}.{compute_cap % 10}, {STAND_IN_GPU}, none"; exit 0; }}\n'
         '[ "$*" = "--query-gpu=compute_cap --format=csv,noheader" ] || { echo "nvidia-smi stand-in: $*" >&2; exit 2; }\n'
         f"echo {compute_cap // 10}.{compute_cap % 10}\n"
     )
