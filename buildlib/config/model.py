@@ -229,7 +229,7 @@ class Flavour:
                                     help="shown to users")
     extra_features: tuple[str, ...] = setting((), pattern=P.FEATURE_NAME, form="a cargo feature name")
     gate: Gate = setting(Gate.REQUIRED, form="one of " + ", ".join(Gate),
-                         help='`doit promote` adds a package only after it passed `doit gate:<name>` on a GPU'
+                         help='`doit promote` adds a package only after it passed its gate (`doit gate:hopper` for hopper) on a GPU'
                               ' of this compute capability; `"off"`: promoted untested ("not tested on hardware")')
 
     def features(self, build: Build) -> tuple[str, ...]:
