@@ -10,6 +10,7 @@ from buildlib.tasks.build import task_build, task_doctor, task_fetch, task_verif
 from buildlib.tasks.licenses import task_licenses  # noqa: F401
 from buildlib.tasks.package import task_rebuild_check, task_rpm, task_spec  # noqa: F401
 from buildlib.tasks.publish import task_publish  # noqa: F401
+from buildlib.tasks.gate import task_gate, task_promote  # noqa: F401
 from buildlib.tasks.poll import task_matrix, task_poll  # noqa: F401
 from buildlib.tasks.cache import task_clean_cache  # noqa: F401
 from buildlib.tasks.setup import task_release_package, task_setup  # noqa: F401

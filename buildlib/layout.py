@@ -168,6 +168,13 @@ class Layout:
     def staging(self, channel: str) -> Path:
         return self.build / "publish" / channel
 
+    def gate_dir(self, flavour: str) -> Path:
+        """Where `doit gate:<flavour>` works: its dnf root, the model it makes, its record."""
+        return self.build / "gate" / flavour
+
+    def gate_record(self, flavour: str) -> Path:
+        return self.gate_dir(flavour) / "gate.json"
+
     @property
     def publish_digests(self) -> Path:
         """SHA-256 of a local target's published files, by what identifies
@@ -241,6 +248,19 @@ def sbom_beside(rpm_file: str) -> str:
     name-version-release.arch.rpm -> name-version-release.arch.cdx.json."""
     return rpm_file.removesuffix(".rpm") + SBOM_SUFFIX
 
+
+GATE_SUFFIX = ".gate.json"
+
+
+def gate_beside(rpm_file: str) -> str:
+    """A package's gate record beside it in staging (and, once promoted, in
+    its channel): name-version-release.arch.rpm -> ….gate.json."""
+    return rpm_file.removesuffix(".rpm") + GATE_SUFFIX
+
+
+STAGING_SUBDIR = "staging"
+"""A channel's staging area, the directory of that name inside the channel's
+own: signed packages and signed metadata, served, named by no .repo file."""
 
 # On the repository host (a local directory or the SSH target's root)
 PUBLISH_LOCK_NAME = ".publish.lock"

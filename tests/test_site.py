@@ -92,7 +92,9 @@ def test_index_lists_flavours_versions_channels_and_key(tmp_path):
             assert gpu in text
     assert "compute capability 12.0" in text and "compute capability 8.6" in text
     # newest first, in rpm's order (0.9.10 after 0.9.2 by version, not by text)
-    assert "0.9.10-1.fc43 SBOM, 0.9.2-1.fc43 SBOM, 0.9.1-1.fc43 SBOM" in text
+    # each version says whether it ran on hardware (issue 20): none of these passed a gate
+    assert ("0.9.10-1.fc43 SBOM (not tested on hardware), 0.9.2-1.fc43 SBOM (not tested on hardware),"
+            " 0.9.1-1.fc43 SBOM (not tested on hardware)") in text
     assert "0.10.0~rc1-1.fc43" in text
     assert "0.9.2^20260101.3gitabc1234-1.fc43" in text
     assert "A6B2 85F6 E577 AC38 3C6B FE37 FE9C BC6F 81D9 CBE6" in text

@@ -74,7 +74,12 @@ def test_actionlint():
 
 
 def test_actionlint_knows_the_runner_label_from_its_config(tmp_path):
-    assert load(ACTIONLINT_CONFIG)["self-hosted-runner"]["labels"] == [RUNNER_LABEL, POLL_LABEL, PUBLISH_LABEL]
+    labels = load(ACTIONLINT_CONFIG)["self-hosted-runner"]["labels"]
+    assert labels[:3] == [RUNNER_LABEL, POLL_LABEL, PUBLISH_LABEL]
+    # the gate runners: one label per GPU generation of config.toml
+    import tomllib
+    flavours = tomllib.loads((PROJECT / "config.toml").read_text())["flavours"].values()
+    assert set(labels[3:]) == {f"gpu-sm{f['compute_cap']}" for f in flavours}
     # and it does check labels: one it was not told about fails
     probe = tmp_path / "probe.yml"
     probe.write_text(WORKFLOWS[0].read_text().replace(f"runs-on: {RUNNER_LABEL}", "runs-on: cuda-12.9", 1))
@@ -359,12 +364,15 @@ def test_only_build_jobs_occupy_a_build_host():
     for path in WORKFLOWS:
         for job_id, job in load(path)["jobs"].items():
             builds = job_id == "build"
-            assert job["runs-on"] == (RUNNER_LABEL if builds else POLL_LABEL if job_id == "poll" else PUBLISH_LABEL), \
-                f"{path.name}: {job_id}"
+            if job_id.startswith("gate-"):  # a gate runner: its GPU generation's label, no build host
+                assert job["runs-on"].startswith("gpu-sm"), f"{path.name}: {job_id}"
+            else:
+                assert job["runs-on"] == (RUNNER_LABEL if builds else POLL_LABEL if job_id == "poll" else PUBLISH_LABEL), \
+                    f"{path.name}: {job_id}"
             (bootstrap,) = [s["run"] for s in job["steps"] if s.get("run", "").startswith("scripts/bootstrap")]
             assert bootstrap == f"scripts/bootstrap --role {'build' if builds else 'publish'}", f"{path.name}: {job_id}"
             seen.add(job_id)
-    assert seen == {"poll", "matrix", "build", "publish"}
+    assert {j for j in seen if not j.startswith("gate-")} == {"poll", "matrix", "build", "publish", "promote"}
 
 
 def test_every_job_runs_on_a_label_the_runners_carry():

@@ -18,6 +18,11 @@ comments, so that they cannot drift from ``[flavours.*]``:
   has discarded a second upload under a name already used in the run
   (go-gitea/gitea#28549).
 
+* ``# >>> doit workflows: gates CHANNEL EXPRESSION`` -- after the publish
+  job, one gate job per flavour with ``gate = "required"`` on a runner
+  labelled ``gpu-sm<compute_cap>`` (``doit gate:<flavour>``), and the
+  promote job after them (``doit promote``); see :func:`_gates`.
+
 Each block ends at ``# <<< doit workflows``.  ``doit workflows`` rewrites the
 blocks; :func:`drifted` says which files differ from what config gives (the
 tests fail on any).
@@ -71,7 +76,63 @@ def _block(cfg: Config, args: list[str], indent: str, where: str) -> list[str]:
                       f"{indent}    name: {name}",
                       f"{indent}    path: dist"]
         return lines
-    raise UserError(f"{where}: unknown block {' '.join(args)!r}; expected 'flavours' or 'downloads CHANNEL EXPRESSION'")
+    if len(args) == 3 and args[0] == "gates":
+        return _gates(cfg, args[1], args[2], indent, where)
+    raise UserError(f"{where}: unknown block {' '.join(args)!r}; expected 'flavours', 'downloads CHANNEL EXPRESSION'"
+                    " or 'gates CHANNEL EXPRESSION'")
+
+
+def _gates(cfg: Config, channel: str, expression: str, indent: str, where: str) -> list[str]:
+    """One gate job per flavour with gate = "required", on a runner labelled
+    for its GPU generation (gpu-sm<cap>), after the publish job; then the
+    promote job after them all.  Each gate job's own `if` (not its needs'
+    result) decides it runs, and promote runs unless the run was cancelled:
+    a failed gate holds back only its own flavour, which promote refuses."""
+    from ..config import Gate
+    from ..gate.gpu import runner_label
+
+    try:
+        cfg.channel(channel)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    if not CONTEXT_PATH.match(expression):
+        raise UserError(f"{where}: {expression!r} is not a context path such as needs.matrix.outputs.flavours")
+    lines, gates = [], []
+    for f in cfg.flavours:
+        if f.gate == Gate.OFF:
+            continue
+        job = f"gate-{f.name}"
+        gates.append(job)
+        lines += [f"{indent}{job}:",
+                  f"{indent}  name: gate {f.name} on a {runner_label(f.compute_cap)} runner",
+                  f"{indent}  needs: [matrix, publish]",
+                  f"{indent}  if: ${{{{ !cancelled() && {wanted(expression, f.name)} }}}}",
+                  f"{indent}  runs-on: {runner_label(f.compute_cap)}",
+                  f"{indent}  steps:",
+                  f"{indent}    - uses: actions/checkout@v4",
+                  f"{indent}    - name: bootstrap",
+                  f"{indent}      run: scripts/bootstrap --role publish",
+                  f"{indent}    - name: install from staging with dnf and smoke on the GPU",
+                  f"{indent}      run: .venv/bin/doit gate:{f.name} --channel {channel}",
+                  f"{indent}      env:",
+                  f"{indent}        MRPM_SSH_KEY: ${{{{ secrets.MRPM_SSH_KEY }}}}",
+                  ""]
+    lines += [f"{indent}promote:",
+              f"{indent}  name: promote to {channel}",
+              f"{indent}  needs: [{', '.join(['matrix', 'publish', *gates])}]",
+              f"{indent}  if: ${{{{ !cancelled() && {expression} != '' }}}}",
+              f"{indent}  runs-on: mistralrs-publish",
+              f"{indent}  steps:",
+              f"{indent}    - uses: actions/checkout@v4",
+              f"{indent}    - name: bootstrap",
+              f"{indent}      run: scripts/bootstrap --role publish",
+              f"{indent}    - name: promote what passed its gate (and gate = \"off\" flavours, untested)",
+              f"{indent}      run: .venv/bin/doit promote --channel {channel}",
+              f"{indent}      env:",
+              f"{indent}        MRPM_SIGNING_KEY: ${{{{ secrets.MRPM_SIGNING_KEY }}}}",
+              f"{indent}        MRPM_SIGNING_PASSPHRASE: ${{{{ secrets.MRPM_SIGNING_PASSPHRASE }}}}",
+              f"{indent}        MRPM_SSH_KEY: ${{{{ secrets.MRPM_SSH_KEY }}}}"]
+    return lines
 
 
 def render(cfg: Config, text: str, name: str = "workflow") -> str:

@@ -16,7 +16,7 @@ from .bundled import BundledComponent, BundledConfig, CrateLicense, Evidence, pa
 from .host import DEFAULT_UPLOAD_USER, TOKEN_ENV, Host  # noqa: F401
 from .loader import (CACHE_ENV, CONFIG_ENV, MAX_CONFIG_BYTES, REF_ENV, REQUIRED_CHANNELS, STABLE, UNSTABLE,  # noqa: F401
                      Config, default_path, load, parse, read_config_text)
-from .model import (Build, BuildCache, CacheBackend, Channel, ChannelName, Doctor, DoctorCheck, Flavour,  # noqa: F401
+from .model import (Build, BuildCache, CacheBackend, Channel, ChannelName, Doctor, DoctorCheck, Flavour, Gate, Smoke,  # noqa: F401
                     KeyType, Package, Paths, Poll, Program, Publish, RebuildCheck, Upstream, package_name)
 from .targets import LocalTarget, SshTarget, Target, format_duration, parse_duration, parse_target  # noqa: F401
 from .patterns import (COMPONENT_COMMIT, COMPONENT_NAME, COMPONENT_URL, COMPONENT_VERSION, CRATE_NAME,  # noqa: F401

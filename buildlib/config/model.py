@@ -36,6 +36,27 @@ class ChannelName(StrEnum):
     """Snapshots of the upstream branch; disabled in mistralrs.repo."""
 
 
+class Gate(StrEnum):
+    """Whether a flavour's package must pass `doit gate:<flavour>` on a GPU
+    of its generation before `doit promote` adds it to its channel."""
+
+    REQUIRED = "required"
+    OFF = "off"
+    """Promoted untested (no runner with that GPU); the index page says so."""
+
+
+class Smoke(StrEnum):
+    """What the gate runs with the installed binary, beyond its version and
+    its libraries (buildlib/gate/smoke.py)."""
+
+    CHAT = "chat"
+    """serve a tiny random-weight model made here, ask one chat completion"""
+    SELFTEST = "selftest"
+    """the demo upstream's `selftest`, then `serve` and its /health and /v1/models"""
+    VERSION = "version"
+    """nothing more: `--version` and the libraries only"""
+
+
 class KeyType(StrEnum):
     ED25519 = "ed25519"
     RSA4096 = "rsa4096"
@@ -80,6 +101,8 @@ class Program:
     """The cargo package that builds it (`cargo build -p <package>`)."""
     binary: str = setting(pattern=P.PACKAGE_NAME, form='a binary name such as "mistralrs"')
     """The bin target's name: the installed program, the unit's ExecStart."""
+    smoke: Smoke = setting(Smoke.CHAT, form="one of " + ", ".join(Smoke))
+    """What `doit gate` runs with this binary on the GPU (:class:`Smoke`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +228,9 @@ class Flavour:
     gpus: tuple[str, ...] = setting(pattern=P.SPEC_FREE_TEXT, form="a GPU name (no '%', no leading or trailing space)",
                                     help="shown to users")
     extra_features: tuple[str, ...] = setting((), pattern=P.FEATURE_NAME, form="a cargo feature name")
+    gate: Gate = setting(Gate.REQUIRED, form="one of " + ", ".join(Gate),
+                         help='`doit promote` adds a package only after it passed its gate (`doit gate:hopper` for hopper) on a GPU'
+                              ' of this compute capability; `"off"`: promoted untested ("not tested on hardware")')
 
     def features(self, build: Build) -> tuple[str, ...]:
         return tuple(sorted(set(build.features + self.extra_features)))

@@ -17,7 +17,10 @@ from .host import Host
 from .model import Build, BuildCache, Channel, Doctor, Flavour, Package, Paths, Poll, Program, Publish, Upstream
 from .schema import spec_of
 
-PROGRAMS = ("first upstream version → { `package`, `binary` }: the cargo package to build and its bin target."
+PROGRAMS = ("first upstream version → { `package`, `binary`, `smoke` }: the cargo package to build, its bin target,"
+            " and what `doit gate` runs with it on the GPU (`smoke`: `\"chat\"`, the default: a tiny random-weight"
+            " model made by the gate, served and asked one chat completion; `\"selftest\"`: the demo upstream's"
+            " `selftest`, `serve`, `/health`, `/v1/models`; `\"version\"`: only `--version` and the libraries)."
             " `config.toml` has one row, `\"0.7.0\" = { package = \"mistralrs-cli\", binary = \"mistralrs\" }`, which"
             " covers 0.7.0–0.8.4 (where upstream still carries the old `mistralrs-server` package beside it) and"
             " everything after. Versions before the first row are refused: up to 0.6.x upstream's only server is"

@@ -33,7 +33,7 @@ from ..publish import channels, signing
 from ..config import CONFIG_ENV, REF_ENV, Config, load
 from ..pipeline.records import BuildRecord, RpmRecord
 from .upstream import create_demo_repo
-from ..layout import DEFAULT_CONFIG, DODO, PROJECT, Layout, demo_dir
+from ..layout import DEFAULT_CONFIG, DODO, PROJECT, STAGING_SUBDIR, Layout, demo_dir
 from .localrepo import DnfRoot, build_standin_repo, claim_port, make_dnf_root, serve
 from ..run import UserError, log, output, run
 
@@ -74,7 +74,7 @@ DEMO_CRATE_LICENSES: list[dict] = [
 ]
 
 
-def write_config(dest: Path, upstream: Path, overrides: dict[str, dict]) -> Path:
+def write_config(dest: Path, upstream: Path, overrides: dict[str, dict], gate_off: bool = False) -> Path:
     """The project's config.toml with the demo's settings swapped in, so the
     demo runs exactly the configuration format users edit."""
     data = tomllib.loads(DEFAULT_CONFIG.read_text())
@@ -87,6 +87,12 @@ def write_config(dest: Path, upstream: Path, overrides: dict[str, dict]) -> Path
     data["bundled"], data["crate_license"] = DEMO_BUNDLED, DEMO_CRATE_LICENSES
     for table, values in overrides.items():
         data.setdefault(table, {}).update(values)
+    # the demo upstream's own smoke: selftest, then serve's /health and /v1/models
+    for row in data["upstream"]["programs"].values():
+        row["smoke"] = "selftest"
+    if gate_off:  # no GPU runners for the demo: promoted as "not tested on hardware"
+        for flavour in data["flavours"].values():
+            flavour["gate"] = "off"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("# Written by scripts/demo from the project's config.toml.\n" + tomli_w.dumps(data))
     return dest
@@ -176,6 +182,9 @@ def standin_base(cfg: Config, dest: Path) -> Path:
     return build_standin_repo(dest, sorted(base))
 
 
+STAND_IN_GPU = "stand-in GPU (no driver)"
+
+
 def stand_in_nvidia_smi(directory: Path, compute_cap: int) -> Path:
     """An nvidia-smi answering the one query mistralrs-flavour asks with
     one GPU of the given compute capability (86 -> 8.6)."""
@@ -183,6 +192,9 @@ def stand_in_nvidia_smi(directory: Path, compute_cap: int) -> Path:
     smi = directory / "nvidia-smi"
     smi.write_text(
         "#!/bin/sh\n# stands in for the NVIDIA driver's nvidia-smi (written by scripts/demo)\n"
+        # the gate's question too (buildlib/gate/gpu.py): compute capability, name, driver
+        f'[ "$*" = "--query-gpu=compute_cap,name,driver_version --format=csv,noheader" ] &&'
+        f' {{ echo "{compute_cap // 10}.{compute_cap % 10}, {STAND_IN_GPU}, none"; exit 0; }}\n'
         '[ "$*" = "--query-gpu=compute_cap --format=csv,noheader" ] || { echo "nvidia-smi stand-in: $*" >&2; exit 2; }\n'
         f"echo {compute_cap // 10}.{compute_cap % 10}\n"
     )
@@ -259,21 +271,40 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def summary(config: Path, timings: Timings, url: str, door: FrontDoor) -> str:
+def try_gates(config: Path, cfg: Config) -> dict[str, str]:
+    """Each flavour's gate, tried: on a machine without the flavour's GPU it
+    fails in one line, kept for the summary; where it passes, the index
+    page says where it was tested."""
+    results = {}
+    for f in cfg.flavours:
+        proc = run([sys.executable, "-m", "doit", "-f", str(DODO), f"gate:{f.name}"],
+                   env={CONFIG_ENV: str(config), REF_ENV: ""}, cwd=PROJECT, check=False, quiet=True, capture=True)
+        said = [line for line in proc.stderr.decode(errors="replace").splitlines() if line.startswith("error:")]
+        results[f.name] = "passed" if proc.returncode == 0 else (said[0] if said else f"failed (exit {proc.returncode})")
+        log(f"gate:{f.name}: {results[f.name]}")
+    return results
+
+
+def summary(config: Path, timings: Timings, url: str, door: FrontDoor, gates: dict[str, str] | None = None) -> str:
     cfg = load(config)
     layout = Layout.of(cfg)
     published = cfg.publish.target.path
-    rows = [("flavour", "package", "size", "signed by key", "sm")]
+    gates = gates or {}
+    rows = [("flavour", "package", "size", "signed by key", "sm", "gate")]
     for f in cfg.flavours:
         record = RpmRecord.load(layout, f)
         name = record.file
-        found = sorted(published.rglob(name))
+        # the channel's copy (promoted), not staging's
+        found = sorted(p for p in published.rglob(name) if STAGING_SUBDIR not in p.relative_to(published).parts)
+        tested = "tested on hardware" if gates.get(f.name) == "passed" else "not tested on hardware"
         rows.append((f.name, name, f"{found[0].stat().st_size / 2**20:.2f} MiB" if found else "-",
-                     signature_of(found[0]) if found else "not published", f"sm_{f.compute_cap}"))
+                     signature_of(found[0]) if found else "not published", f"sm_{f.compute_cap}", tested))
     steps = [("nvidia-smi", "mistralrs-flavour", f"dnf installed through {door.repo_file}", "binary reports")]
     steps += [(s.smi_answer, s.chosen, s.installed, s.reported_cap) for s in door.steps]
     stages = "\n".join(f"  {name:<16} {seconds:6.1f} s" for name, seconds in timings.stages.items())
-    return (f"{table(rows)}\n\nthe front door, in scratch roots (gpgcheck=1, repo_gpgcheck=1):\n"
+    gate_lines = "".join(f"  gate:{n}: {r}\n" for n, r in gates.items())
+    return (f"{table(rows)}\n\nthe gates (staging -> GPU -> promote; the demo's flavours have gate = \"off\"):\n{gate_lines}"
+            f"\nthe front door, in scratch roots (gpgcheck=1, repo_gpgcheck=1):\n"
             f"  dnf install {door.release_url}\n    -> mistralrs-release, signed by {door.release_signature}\n"
             f"  then on a machine with a GPU of each flavour, dnf install \"mistralrs-$(mistralrs-flavour)\":\n"
             + "\n".join("    " + line for line in table(steps).splitlines())
@@ -310,7 +341,7 @@ def main() -> int:
                         "host_key": "", "ssh_key": ""},
             # where `doit release-package` finds the public key (demo_key exports it there)
             "host": {"key_dir": str(demo / "keys")},
-        })
+        }, gate_off=True)
         cfg = load(config)
         timings.stage("doctor", doit, config, "doctor")
         timings.stage("fetch", doit, config, "fetch")
@@ -318,9 +349,11 @@ def main() -> int:
         timings.stage("verify", doit, config, "verify")
         timings.stage("package", doit, config, "spec", "rpm", "release-package")
         timings.stage("publish", doit, config, "publish")
+        gates = timings.stage("gate", try_gates, config, cfg)
+        timings.stage("promote", doit, config, "promote", "--channel", "stable")
         timings.stage("serve", serve, demo / "repo", demo / "nginx", port)
         door = timings.stage("front door", walk_front_door, cfg, url, demo)
-        print("\n" + summary(config, timings, url, door))
+        print("\n" + summary(config, timings, url, door, gates))
         print(f"\nThe repository is served at {url}/ (signing key {fingerprint});"
               f" stop it with: nginx -p {demo / 'nginx'} -c {demo / 'nginx' / 'nginx.conf'} -s stop")
         print("A user on Fedora 43 installs from it with:\n")

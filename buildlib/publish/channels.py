@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from ..config import STABLE, UNSTABLE, Channel, Config, format_duration
-from ..layout import RELEASE_PACKAGE, REPO_FILE_TEMPLATE
+from ..layout import RELEASE_PACKAGE, REPO_FILE_TEMPLATE, STAGING_SUBDIR
 from ..run import UserError
 from ..templates import render
 from .signing import KEY_FILE_NAME
@@ -36,6 +36,14 @@ def channel_dir(cfg: Config, channel: Channel) -> PurePosixPath:
     """A channel's directory below the target, as on the host."""
     path = PurePosixPath("fedora", cfg.package.releasever, BASEARCH)
     return path / channel.subdir if channel.subdir else path
+
+
+def staging_dir(cfg: Config, channel: Channel) -> PurePosixPath:
+    """A channel's staging area on the host: where `doit publish` puts new
+    flavour packages, `doit gate` installs them from and `doit promote`
+    takes them (the bytes that passed) into the channel.  No .repo file
+    names it."""
+    return channel_dir(cfg, channel) / STAGING_SUBDIR
 
 
 def channel_for_version(version: str) -> str:

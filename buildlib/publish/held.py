@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..config import Config, LocalTarget
 from ..run import UserError
 from . import repodata
-from .channels import channel_dir, channels_for
+from .channels import channel_dir, channels_for, staging_dir
 
 RELEASE_NUMBER = re.compile(r"^(\d+)")
 
@@ -57,19 +57,22 @@ def held_releases(cfg: Config, name: str, version: str) -> list[HeldRelease]:
         if channel_name not in configured:
             continue
         channel = cfg.channel(channel_name)
-        if isinstance(cfg.publish.target, LocalTarget):
-            where = cfg.publish.target.path / str(channel_dir(cfg, channel)) / "repodata"
-            packages = repodata.read_metadata(where).packages
-        else:
-            from ..ci.http import Http
-            from ..ci.poll import channel_url, read_repository
-
-            url = channel_url(cfg, channel_name)
-            repo = read_repository(Http(cfg.poll), url)
-            if repo.state == "unreachable":
-                raise ChannelUnreadable(
-                    f"cannot read channel {channel_name} at {url} ({repo.problem}): the Release of {name} {version}"
-                    " follows what the channel holds; try again once the repository answers")
-            packages = repo.packages
-        held += releases_in(packages, name, version)
+        # staging too: a package staged and not (yet) promoted holds its Release
+        for rel in (channel_dir(cfg, channel), staging_dir(cfg, channel)):
+            held += releases_in(_packages_at(cfg, channel_name, rel, name, version), name, version)
     return sorted(set(held), key=lambda h: (h.release, h.spec_sha256))
+
+
+def _packages_at(cfg: Config, channel_name: str, rel, name: str, version: str) -> dict[str, repodata.Published]:
+    if isinstance(cfg.publish.target, LocalTarget):
+        return repodata.read_metadata(cfg.publish.target.path / str(rel) / "repodata").packages
+    from ..ci.http import Http
+    from ..ci.poll import read_repository
+
+    url = f"{cfg.publish.base_url.rstrip('/')}/{rel}/"
+    repo = read_repository(Http(cfg.poll), url)
+    if repo.state == "unreachable":
+        raise ChannelUnreadable(
+            f"cannot read channel {channel_name} at {url} ({repo.problem}): the Release of {name} {version}"
+            " follows what the channel holds; try again once the repository answers")
+    return repo.packages

@@ -108,12 +108,12 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from ..config import Channel, Config, LocalTarget, Publish, SshTarget
-from ..layout import INSTALLED_SBOM, SBOM_SUFFIX, Layout, sbom_beside
+from ..layout import GATE_SUFFIX, INSTALLED_SBOM, SBOM_SUFFIX, STAGING_SUBDIR, Layout, gate_beside, sbom_beside
 from ..pipeline.records import RpmRecord
-from ..run import Stopwatch, atomic_write, log, require_tool, run, sha256_of
+from ..run import Stopwatch, UserError, atomic_write, log, require_tool, run, sha256_of
 from . import cleanup, signing, site
 from .release import ReleaseBuilder
-from .channels import RELEASE_PACKAGE, REPO_FILE_NAME, PublishError, channel_dir, render_repo_file
+from .channels import RELEASE_PACKAGE, REPO_FILE_NAME, PublishError, channel_dir, render_repo_file, staging_dir
 from .repodata import INDEX_NAME, Metadata, read_metadata, referenced_files
 from .rpms import FILE_NAME, LocalRpm, installed_file_sha256, newest_first, read_rpms
 from .transport import Entry, Transport
@@ -355,17 +355,21 @@ def check_sboms(target: Transport, rel: PurePosixPath, published: dict[str, str]
 
 def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing.SigningKey, anchor: Anchor,
                     channel: Channel, rpms: Sequence[LocalRpm],
-                    current: frozenset[str] | None = None, release: ReleaseBuilder | None = None) -> ChannelReport:
+                    current: frozenset[str] | None = None, release: ReleaseBuilder | None = None,
+                    staging: bool = False, presigned: bool = False) -> ChannelReport:
     """current: the file names this publish may add (:func:`current_packages`;
     None: any).  release: where the channel's mistralrs-release comes from
     (:mod:`.release`: built here when the channel lacks a current one, and
-    dist/'s left aside); None: from rpms, as any package."""
-    report = ChannelReport(channel.name)
-    rel = channel_dir(cfg, channel)
-    stage = layout.staging(channel.name)
+    dist/'s left aside); None: from rpms, as any package.  staging: into
+    the channel's staging area (:func:`.channels.staging_dir`), not the
+    channel.  presigned: rpms are signed already (promotion: staging's
+    signed bytes go up as they are, checked, never signed again)."""
+    report = ChannelReport(f"{channel.name}/{STAGING_SUBDIR}" if staging else channel.name)
+    rel = staging_dir(cfg, channel) if staging else channel_dir(cfg, channel)
+    stage = layout.staging(f"{channel.name}-{STAGING_SUBDIR}" if staging else channel.name)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    tag = f"publish[{channel.name}]"
+    tag = f"{'promote' if presigned else 'publish'}[{report.channel}]"
 
     listing = target.stat_dir(rel) or {}
     if "repodata" in listing:
@@ -383,7 +387,7 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
 
     # what stays published as it is: href -> (name\tevr, header digest)
     if trusted:
-        report.damaged = check_published(target, rel, old, listing, target.scratch / channel.name)
+        report.damaged = check_published(target, rel, old, listing, target.scratch / stage.name)
         base = {h: (f"{p.name}\t{p.evr}", old.index.get(p.pkgid)) for h, p in old.packages.items()
                 if h not in report.damaged}
     else:
@@ -395,7 +399,7 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
         if aside:
             log(f"{tag}: leaving dist/'s {', '.join(aside)} aside: the publish builds {RELEASE_PACKAGE} itself")
         rpms = [r for r in rpms if r.name != RELEASE_PACKAGE]
-        own, release_href = release.for_channel(target, rel, old, set(base), target.scratch / channel.name / "release",
+        own, release_href = release.for_channel(target, rel, old, set(base), target.scratch / stage.name / "release",
                                                 tag)
         if own is not None:
             rpms.append(own)
@@ -437,13 +441,13 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     report.kept, report.pruned = kept, [h for h in pruned if h in base]
     stray = sorted(n for n, e in listing.items() if not e.is_dir and n.endswith(".rpm") and n not in kept
                    and n not in {r.path.name for r in new})
-    # An SBOM stays exactly as long as its package.
-    orphans = sorted(n for n, e in listing.items() if not e.is_dir and n.endswith(SBOM_SUFFIX)
-                     and n.removesuffix(SBOM_SUFFIX) + ".rpm" not in kept)
+    # An SBOM (and a gate record) stays exactly as long as its package.
+    orphans = sorted(n for n, e in listing.items() if not e.is_dir and any(
+        n.endswith(suffix) and n.removesuffix(suffix) + ".rpm" not in kept for suffix in (SBOM_SUFFIX, GATE_SUFFIX)))
 
     report.sbom_damaged, sbom_fixes = check_sboms(
         target, rel, {h: base[h][0].split("\t")[0] for h in kept if h in base}, listing, by_file,
-        target.scratch / channel.name / "sboms")
+        target.scratch / stage.name / "sboms")
     for sbom, why in sorted(report.sbom_damaged.items()):
         if sbom in sbom_fixes:
             log(f"{tag}: {sbom} on the host {why}; uploading it again from dist/")
@@ -469,7 +473,8 @@ def publish_channel(cfg: Config, layout: Layout, target: Transport, key: signing
     sboms = sorted(set(sboms) | set(sbom_fixes))
     for sbom in sboms:
         shutil.copyfile(dist_sboms[sbom], stage / sbom)
-    signing.sign_rpms(key, staged)
+    if not presigned:
+        signing.sign_rpms(key, staged)
     signing.verify_rpms(anchor.public_key, anchor.fingerprint, staged)
 
     keep_minutes = expire_minutes(cfg.publish.metadata_expire)
@@ -555,6 +560,30 @@ def published_files(cfg: Config, target: Transport, channel: Channel) -> list[st
     return site.packages_in(dest)
 
 
+def gate_results(cfg: Config, target: Transport, held: dict[str, list[str]]) -> dict[str, str]:
+    """Package file name -> where and when it passed its gate, from the gate
+    records promotion put beside the channels' packages."""
+    from ..gate.record import GateRecord
+
+    tested: dict[str, str] = {}
+    for channel in cfg.channels:
+        rel = channel_dir(cfg, channel)
+        listing = target.stat_dir(rel) or {}
+        names = [gate_beside(h) for h in held.get(channel.name, []) if gate_beside(h) in listing]
+        if not names:
+            continue
+        dest = target.scratch / "gate-records" / channel.name
+        target.fetch_files(rel, names, dest)
+        for name in names:
+            try:
+                record = GateRecord.from_json((dest / name).read_text(errors="replace"), name)
+            except UserError:
+                continue
+            if record.passed:
+                tested[name.removesuffix(GATE_SUFFIX) + ".rpm"] = record.proven()
+    return tested
+
+
 def _upload_index(cfg: Config, target: Transport, key: signing.SigningKey, reports: Sequence[ChannelReport],
                   when: datetime) -> dict[str, list[str]]:
     """Render the index page from what every channel holds now and upload
@@ -563,7 +592,7 @@ def _upload_index(cfg: Config, target: Transport, key: signing.SigningKey, repor
     held = {c.name: done[c.name] if c.name in done else published_files(cfg, target, c) for c in cfg.channels}
     out = target.scratch / "site"
     out.mkdir()
-    files = site.render_index(cfg, out, held, key.fingerprint, when)
+    files = site.render_index(cfg, out, held, key.fingerprint, when, gate_results(cfg, target, held))
     target.upload(out, [f.name for f in files], PurePosixPath("."), what="site", delay_updates=True, checksum=True)
     return held
 
@@ -611,19 +640,24 @@ def check_selected_sboms(rpms: Sequence[LocalRpm], current: frozenset[str] | Non
             _sbom_of(rpm)
 
 
-def publish_dist(cfg: Config, layout: Layout, channel: str | None = None, release_package: bool = False) -> dict:
+def publish_dist(cfg: Config, layout: Layout, channel: str | None = None, release_package: bool = False,
+                 staging: bool = False) -> dict:
     """Publish dist/'s current packages (:func:`current_packages`): each to
     its channels (:func:`.channels.channels_for`), or only to ``channel``;
     then the index page at the top.  SIGTERM, SIGHUP and SIGINT end it with
     one line, its secrets removed (:mod:`.cleanup`).  release_package: the
     publish builds each channel's mistralrs-release itself where the channel
     lacks a current one (:mod:`.release`; CI), and a publish of every
-    channel reaches every channel; else dist/'s is published as any package."""
+    channel reaches every channel; else dist/'s is published as any package.
+    staging (what `doit publish` does): the flavour packages go to their
+    channel's staging area, for `doit gate` and `doit promote`
+    (:mod:`.promote`); mistralrs-release still goes to the channel."""
     with cleanup.cancellable("publish"):
-        return _publish_dist(cfg, layout, channel, release_package)
+        return _publish_dist(cfg, layout, channel, release_package, staging)
 
 
-def _publish_dist(cfg: Config, layout: Layout, channel: str | None, release_package: bool = False) -> dict:
+def _publish_dist(cfg: Config, layout: Layout, channel: str | None, release_package: bool = False,
+                  staging: bool = False) -> dict:
     watch = Stopwatch("publish")
     cleanup.sweep([layout.gnupg_parent])
     if channel:
@@ -663,9 +697,22 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None, release_pack
             _upload_top(cfg, target, anchor)
             release = ReleaseBuilder(cfg, layout, anchor.public_key) if release_package else None
             for name in configured:
-                if name in by_channel:
+                if name not in by_channel:
+                    continue
+                if not staging:
                     reports.append(publish_channel(cfg, layout, target, key, anchor, cfg.channel(name),
                                                    by_channel[name], current, release))
+                    continue
+                # flavour packages wait in staging for their gate (doit promote); mistralrs-release,
+                # which runs on no GPU, goes to the channel as before
+                gated = [r for r in by_channel[name] if r.name != RELEASE_PACKAGE]
+                direct = [r for r in by_channel[name] if r.name == RELEASE_PACKAGE]
+                if direct or release is not None:
+                    reports.append(publish_channel(cfg, layout, target, key, anchor, cfg.channel(name),
+                                                   direct, current, release))
+                if gated:
+                    reports.append(publish_channel(cfg, layout, target, key, anchor, cfg.channel(name),
+                                                   gated, current, None, staging=True))
             log("publish: index page")
             held = _upload_index(cfg, target, key, reports, datetime.now(timezone.utc))
         sent = dict(target.bytes_sent)

@@ -73,8 +73,14 @@ def group_fingerprint(fingerprint: str) -> str:
     return " ".join(fp[i:i + 4] for i in range(0, len(fp), 4))
 
 
+NOT_TESTED = "not tested on hardware"
+
+
 def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerprint: str,
-                  when: datetime) -> dict:
+                  when: datetime, tested: Mapping[str, str] | None = None) -> dict:
+    """tested: package file name -> where and when it passed its gate
+    (:meth:`buildlib.gate.record.GateRecord.proven`); any other: NOT_TESTED."""
+    tested = tested or {}
     base_url = cfg.publish.base_url.rstrip("/")
     parsed = {ch: [parse_file_name(Path(f).name) for f in files] for ch, files in published.items()}
     channels = []
@@ -97,7 +103,8 @@ def index_context(cfg: Config, published: Mapping[str, Sequence[str]], fingerpri
             # each version with its SBOM, published beside the package
             versions[channel.name] = [
                 {"version_release": p.version_release, "file": p.file,
-                 "sbom_url": f"{base_url}/{channel_dir(cfg, channel)}/{sbom_beside(p.file)}"}
+                 "sbom_url": f"{base_url}/{channel_dir(cfg, channel)}/{sbom_beside(p.file)}",
+                 "tested": tested.get(p.file, NOT_TESTED)}
                 for p in _newest_first([p for p in parsed.get(channel.name, []) if p.name == name])
             ]
         flavours.append({
@@ -130,7 +137,7 @@ def render_index_html(context: dict) -> str:
 
 
 def render_index(cfg: Config, out_dir: Path, published: Mapping[str, Sequence[str]], fingerprint: str,
-                 when: datetime | None = None) -> list[Path]:
+                 when: datetime | None = None, tested: Mapping[str, str] | None = None) -> list[Path]:
     """Write index.html and style.css into out_dir; returns both paths.
 
     published: channel name -> file names of the packages it holds after
@@ -138,7 +145,7 @@ def render_index(cfg: Config, out_dir: Path, published: Mapping[str, Sequence[st
     """
     if not re.fullmatch(r"[0-9A-Fa-f ]{32,}", fingerprint or ""):
         raise UserError(f"render_index: {fingerprint!r} is not a key fingerprint")
-    context = index_context(cfg, published, fingerprint, when or datetime.now(timezone.utc))
+    context = index_context(cfg, published, fingerprint, when or datetime.now(timezone.utc), tested)
     index = out_dir / INDEX_NAME
     style = out_dir / STYLE_NAME
     atomic_write(index, render_index_html(context))

@@ -12,11 +12,11 @@ def _publish_dist(cfg, layout, channel, release_package=False):
 
     # build.rebuild_check = "releases": no release package goes out that a second build did not reproduce
     check_current_rebuilt(cfg, layout)
-    return publisher.publish_dist(cfg, layout, channel, release_package)
+    return publisher.publish_dist(cfg, layout, channel, release_package, staging=True)
 
 
 def task_publish():
-    """Sign dist/*.rpm and publish them (snapshots: unstable; releases: stable; mistralrs-release: both), then the index page."""
+    """Sign dist/*.rpm and publish them to their channel's staging area (snapshots: unstable; releases: stable; mistralrs-release: straight into both), then the index page."""
     cfg, layout = current()
 
     def publish(channel, release_package):
