@@ -31,15 +31,19 @@ def write_config(directory: Path, data: dict) -> Path:
 
 
 def demo_config(directory: Path, upstream: Path, cache: Path, flavours: tuple[str, ...] = ("ampere", "hopper"),
-                **changes) -> dict:
+                gate: str | None = None, **changes) -> dict:
     """The project's config.toml pointed at the demo upstream, with paths
-    under directory and the given flavours only."""
+    under directory and the given flavours only (gate: every flavour's
+    `gate`, "off" where a test has no GPU runner and promotes untested)."""
     data = project_config()
     data["upstream"]["url"] = str(upstream)
     data["build"]["min_free_gib"] = 1
     # The demo upstream links no cuDNN or NCCL and clones no CUTLASS.
     data["doctor"] = {"skip": ["cudnn", "nccl", "cutlass"]}
     data["flavours"] = {k: v for k, v in data["flavours"].items() if k in flavours}
+    if gate is not None:
+        for flavour in data["flavours"].values():
+            flavour["gate"] = gate
     data["package"]["payload"] = "w3T0.zstdio"
     data["publish"]["target"] = str(directory / "repo")
     data["publish"]["base_url"] = "http://127.0.0.1:1/mistralrs-rpm"

@@ -28,7 +28,6 @@ from buildlib.config import load
 from buildlib.demo.driver import FEDORA_BASE
 from buildlib.demo.localrepo import build_standin_repo
 from fake_github import FakeGitHub, release_object
-from pipeline import PROJECT, demo_config, project_config, write_config
 from workflow_driver import Driver, WorkflowError, parse_outputs, secret_fragments
 
 pytestmark = pytest.mark.skipif(
@@ -55,7 +54,7 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
     target.mkdir()
     with services.nginx(target) as url:
         # key_file stays "" (as in config.toml): the key comes from the secret
-        data = demo_config(tmp_path, demo_upstream.path, shared_cache, flavours=FLAVOURS,
+        data = demo_config(tmp_path, demo_upstream.path, shared_cache, flavours=FLAVOURS, gate="off",
                            publish__target=str(target), publish__base_url=url)
         cfg = load(write_config(tmp_path / "config", data))  # checked as doit will read it
         assert cfg.publish.key_file == "" and cfg.publish.key_env == "MRPM_SIGNING_KEY"
@@ -66,13 +65,13 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         run.check()
         assert run.leaks == [], f"secrets in the logs: {run.leaks}"
 
-        # the jobs, in order: the workflow's static matrix is the project's
-        # flavours; this config has two of them, so the others skip their steps
-        assert list(run.jobs) == ["matrix", "build", "publish"]
+        # the jobs, in order: the workflow as `doit workflows` renders it for this
+        # config (its two flavours in the static matrix; no gate job, gate = "off")
+        assert list(run.jobs) == ["matrix", "build", "publish", "promote"]  # no gate jobs: gate = "off" here
         (matrix,) = run.jobs["matrix"]
         assert json.loads(matrix.outputs["flavours"]) == list(FLAVOURS)
-        static = list(project_config()["flavours"])
-        assert set(FLAVOURS) < set(static)
+        static = list(data["flavours"])
+        assert set(FLAVOURS) == set(static)
         assert [job.matrix for job in run.jobs["build"]] == [{"flavour": f} for f in static]
         assert [job.name for job in run.jobs["build"]] == [f"build and package {f}" for f in static]
         for job in run.jobs["build"]:
@@ -175,7 +174,7 @@ def test_a_build_longer_than_two_poll_ticks_is_published_and_installs(tmp_path, 
     api = FakeGitea(gitea, token).start()
     try:
         with services.nginx(target) as url:
-            data = demo_config(tmp_path, demo_upstream.path, cache, flavours=("hopper",),
+            data = demo_config(tmp_path, demo_upstream.path, cache, flavours=("hopper",), gate="off",
                                publish__target=str(target), publish__base_url=url, poll__api_url=github.url,
                                poll__repository="EricLBuehler/mistral.rs", poll__snapshot_interval=0)
             gitea.overrides = {"config.toml": tomli_w.dumps(data)}
@@ -474,7 +473,7 @@ def test_one_broken_flavour_holds_back_no_other_and_ci_publishes_the_release_pac
     api = FakeGitea(gitea, token).start()
     try:
         with services.nginx(target) as url:
-            data = demo_config(tmp_path, demo_upstream.path, cache, flavours=FLAVOURS,
+            data = demo_config(tmp_path, demo_upstream.path, cache, flavours=FLAVOURS, gate="off",
                                publish__target=str(target), publish__base_url=url, poll__api_url=github.url,
                                poll__repository="EricLBuehler/mistral.rs", poll__snapshot_interval=0,
                                flavours__hopper__extra_features=["no-such-feature"])

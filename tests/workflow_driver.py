@@ -178,8 +178,24 @@ class Run:
             raise AssertionError(f"workflow {self.workflow} failed:\n{self.transcript()}")
 
 
-def load_workflow(path: Path) -> dict:
-    return YAML(typ="safe").load(path.read_text())
+def load_workflow(path: Path, config_text: str | None = None) -> dict:
+    """The workflow as the runner reads it; with config_text (a test's own
+    config.toml), as `doit workflows` renders it for that configuration, as
+    a maintainer commits the two together (the gate jobs follow the
+    flavours' `gate` settings)."""
+    return YAML(typ="safe").load(workflow_text(path, config_text))
+
+
+def workflow_text(path: Path, config_text: str | None = None) -> str:
+    text = path.read_text()
+    if config_text is None:
+        return text
+    import tomllib
+
+    from buildlib.ci.workflows import render
+    from buildlib.config import parse
+
+    return render(parse(tomllib.loads(config_text), PROJECT / "config.toml"), text, path.name)
 
 
 # --- expressions -------------------------------------------------------------
@@ -428,11 +444,14 @@ class Driver:
                  event: str = "workflow_dispatch", keep_workspaces: bool = False,
                  runner_timeout: float = RUNNER_TIMEOUT_S, github: dict[str, str] | None = None):
         self.path = workflow
-        self.workflow = load_workflow(workflow)
+        self.overrides = dict(checkout_overrides or {})
+        config_text = self.overrides.get("config.toml")
+        self.workflow = load_workflow(workflow, config_text)
+        if config_text is not None and workflow.is_relative_to(project):
+            self.overrides[workflow.relative_to(project).as_posix()] = workflow_text(workflow, config_text)
         self.root = root
         self.project = project
         self.secrets = dict(secrets or {})
-        self.overrides = dict(checkout_overrides or {})
         self.labels = set(runner_labels)
         self.keep_workspaces = keep_workspaces
         self.runner_timeout = runner_timeout
