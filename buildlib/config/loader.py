@@ -106,6 +106,17 @@ def read_channels(ch: Table) -> tuple[Channel, ...]:
     return tuple(channels)
 
 
+def check_cuda_runtime(package: Package, build: Build) -> None:
+    """A binary built with CUDA X.Y needs X.Y's runtime or a later minor of
+    X (CUDA's minor-version compatibility), never an earlier one."""
+    major, minor = map(int, build.cuda_version.split("."))
+    first_major, first_minor = map(int, package.cuda_runtime.split("-")[0].split("."))
+    if (first_major, first_minor) < (major, minor) or first_major != major:
+        raise ConfigError(f"package.cuda_runtime = {show(package.cuda_runtime)}: the binary is built with CUDA"
+                          f" {build.cuda_version} (build.cuda_version) and needs that runtime or a later {major}.x;"
+                          f' expected a range such as "{major}.{minor}-{major}.9"')
+
+
 def parse(data: dict, source: Path) -> Config:
     top = Table(data, "", base=source.parent)
     up = top.table("upstream")
@@ -123,6 +134,7 @@ def parse(data: dict, source: Path) -> Config:
             " links and the [[bundled]] components; remove the key (declare non-crate code with [[bundled]])"
         )
     package = read(Package, p)
+    check_cuda_runtime(package, build)
     publish = read(Publish, top.table("publish"))
     if publish.is_remote and not publish.host_key:
         raise ConfigError("publish.host_key is missing: a remote target needs its pinned host key (a known_hosts line)")

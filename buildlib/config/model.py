@@ -253,7 +253,18 @@ class Channel:
         return self.name == ChannelName.STABLE
 
 
-DEP_FORM = "a package name or soname"
+DEP_FORM = 'a package name or soname, or NAME-{cuda} (one for each CUDA version of package.cuda_runtime)'
+CUDA_PLACEHOLDER = "-{cuda}"
+MAX_CUDA_MINORS = 32
+
+
+def check_cuda_range(value: str) -> str:
+    first_major, first_minor, last_major, last_minor = map(int, P.CUDA_RANGE.match(value).groups())
+    if first_major != last_major:
+        return "expected versions of one CUDA major (its libraries' sonames change with the major)"
+    if not first_minor <= last_minor < first_minor + MAX_CUDA_MINORS:
+        return f"expected the first version, then a later one at most {MAX_CUDA_MINORS - 1} minors on"
+    return ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,16 +274,35 @@ class Package:
     url: str = setting(pattern=P.URL, form="an http(s) URL without '%', spaces, quotes, '?' or '#'")
     summary: str = setting(pattern=P.SUMMARY, form="one line of at most 200 characters")
     packager: str = setting(pattern=P.PACKAGER, form='"Name <email>", without \'%\'', help="`Name <email>`")
-    requires: tuple[str, ...] = setting((), pattern=P.DEP_NAME, form=DEP_FORM)
+    requires: tuple[str, ...] = setting((), pattern=P.DEP_NAME, form=DEP_FORM,
+                                        help="package names or sonames; `NAME-{cuda}`: one of NAME-X-Y for each CUDA X.Y of `cuda_runtime`")
     feature_requires: tuple[tuple[str, tuple[str, ...]], ...] = setting(
         (), read=lambda t, f: read_feature_requires(t, f), shown_default="`{}`",
         help="the table `[package.feature_requires]`: feature → extra requirements")
     dist: str = setting(".fc43", pattern=P.DIST_TAG, form='a dist tag such as ".fc43"', help="used where the build host has none")
     releasever: str = setting("43", pattern=P.RELEASEVER, form='a release number such as "43"')
+    cuda_runtime: str = setting("13.0-13.9", pattern=P.CUDA_RANGE, check=check_cuda_range,
+                                form='the first and last CUDA version of one major such as "13.0-13.9"',
+                                help="the CUDA runtimes a requirement `NAME-{cuda}` accepts: it becomes"
+                                     " `(NAME-13-0 or … or NAME-13-9)`, met by any one of NVIDIA's packages;"
+                                     " starts at `build.cuda_version` or later")
+
+    def cuda_suffixes(self) -> list[str]:
+        """NVIDIA's package-name suffix for each CUDA version of cuda_runtime: "13-0", "13-1", ..."""
+        major, first, _, last = map(int, P.CUDA_RANGE.match(self.cuda_runtime).groups())
+        return [f"{major}-{minor}" for minor in range(first, last + 1)]
+
+    def dependency(self, dep: str) -> str:
+        """One requirement as the spec writes it: NAME-{cuda} becomes an rpm
+        boolean dependency that any CUDA runtime of cuda_runtime meets."""
+        if not dep.endswith(CUDA_PLACEHOLDER):
+            return dep
+        names = [f"{dep.removesuffix(CUDA_PLACEHOLDER)}-{suffix}" for suffix in self.cuda_suffixes()]
+        return names[0] if len(names) == 1 else "(" + " or ".join(names) + ")"
 
     def requires_for(self, features: tuple[str, ...]) -> tuple[str, ...]:
         extra = [dep for feat, deps in self.feature_requires if feat in features for dep in deps]
-        return tuple(dict.fromkeys(self.requires + tuple(extra)))
+        return tuple(dict.fromkeys(self.dependency(d) for d in self.requires + tuple(extra)))
 
 
 @dataclass(frozen=True, kw_only=True)

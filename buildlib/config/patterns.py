@@ -21,7 +21,11 @@ CUDA_VERSION = re.compile(r"^[0-9]+\.[0-9]+\Z")
 # rpm's payload syntax; zstd's long window (L) only up to 27: rpm 4.18 writes
 # L28 but cannot read it back.
 PAYLOAD = re.compile(r"^(w[0-9]+(L(1[0-9]|2[0-7]))?(T[0-9]+)?\.zstdio|w[0-9]+(T[0-9]+)?\.(xzdio|gzdio|ufdio|bzdio|lzdio))\Z")
-DEP_NAME = re.compile(r"^[A-Za-z0-9_.+()-]+( (>=|<=|=|>|<) [A-Za-z0-9_.+~^-]+)?\Z")
+DEP_NAME = re.compile(r"^([A-Za-z0-9_.+()-]+( (>=|<=|=|>|<) [A-Za-z0-9_.+~^-]+)?|[A-Za-z0-9_.+-]+-\{cuda\})\Z")
+"""A requirement: a name or soname, with an optional version comparison;
+or NAME-{cuda}, which package.cuda_runtime turns into an rpm boolean
+"(NAME-13-0 or NAME-13-1 or ...)"."""
+CUDA_RANGE = re.compile(r"^([0-9]+)\.([0-9]+)-([0-9]+)\.([0-9]+)\Z")
 SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]{0,31})@(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9a-fA-F:]+\])"
                         r":(?P<path>/[A-Za-z0-9._/+-]*)\Z")
 LOCAL_TARGET = re.compile(r"^/[A-Za-z0-9._/+-]*\Z")

@@ -114,12 +114,23 @@ libcuda, a shell), so that dnf can resolve the packages' own dependencies.
 """
 
 
+def provide_meeting(requirement: str) -> str:
+    """What the stand-in provides for one requirement: itself, or for an rpm
+    boolean "(a or b or ... or z)" (package.requires' NAME-{cuda}) its last
+    name, as on a system whose CUDA runtime is newer than the one built with."""
+    if requirement.startswith("(") and " or " in requirement:
+        return requirement.strip("()").split(" or ")[-1]
+    return requirement
+
+
 def build_standin_repo(dest: Path, provides: list[str], name: str = "mrpm-standin-base") -> Path:
-    """A local unsigned repository with one package providing provides."""
+    """A local unsigned repository with one package providing provides
+    (requirements: each one met, see provide_meeting)."""
     dest.mkdir(parents=True, exist_ok=True)
     top = dest / "rpmbuild"
     spec = dest / f"{name}.spec"
-    spec.write_text(STANDIN_SPEC.format(name=name, provides="\n".join(f"Provides: {p}" for p in provides)))
+    lines = "\n".join(f"Provides: {provide_meeting(p)}" for p in provides)
+    spec.write_text(STANDIN_SPEC.format(name=name, provides=lines))
     built = rpmbuild(spec, top, expect=1)
     repo = dest / "repo"
     repo.mkdir(exist_ok=True)

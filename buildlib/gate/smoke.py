@@ -19,6 +19,7 @@ import requests
 from ..config import Smoke
 from ..run import log, output
 from .gpu import memory_used_mib
+from .tiny_model import write_model
 
 TAIL = 2000
 SERVE_TIMEOUT = {Smoke.SELFTEST: 30.0, Smoke.CHAT: 600.0}
@@ -133,15 +134,60 @@ def ask_demo(url: str) -> tuple[bool, str]:
     return ok, f"GET /health: 200; GET /v1/models: {models.status_code} {models.text[:500]}"
 
 
+CHAT_REQUEST = {"max_tokens": 4, "temperature": 0,
+                "messages": [{"role": "user", "content": "Say hello."}]}
+"""One short completion: a random-weight model says nothing sensible, but
+generating its tokens runs the model's kernels on the GPU."""
+
+
+def chat_problem(answer: object) -> str:
+    """What is wrong with a /v1/chat/completions answer against OpenAI's
+    documented shape ("" when nothing): a chat.completion object whose
+    first choice holds the assistant's message, and usage that counts at
+    least one generated token."""
+    if not isinstance(answer, dict):
+        return "the answer is not a JSON object"
+    if answer.get("object") != "chat.completion":
+        return f"object is {answer.get('object')!r}, not 'chat.completion'"
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "no choices"
+    message = choices[0].get("message")
+    if not isinstance(message, dict) or message.get("role") != "assistant" or not isinstance(message.get("content"), str):
+        return "choices[0].message is not an assistant message with text content"
+    usage = answer.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+        return "usage.completion_tokens does not count a generated token"
+    return ""
+
+
 def ask_chat(url: str) -> tuple[bool, str]:
-    models = requests.get(f"{url}/v1/models", timeout=30).json().get("data") or [{"id": "default"}]
+    listed = requests.get(f"{url}/v1/models", timeout=30)
+    try:
+        model = listed.json()["data"][0]["id"]
+    except (ValueError, LookupError, TypeError):
+        return False, f"GET /v1/models: {listed.status_code} {listed.text[:500]}: no model listed"
     before = memory_used_mib()
-    answer = requests.post(f"{url}/v1/chat/completions", timeout=300, json={
-        "model": models[0]["id"], "max_tokens": 8, "temperature": 0,
-        "messages": [{"role": "user", "content": "Say hello."}]})
-    ok = answer.status_code == 200 and bool(answer.json().get("choices"))
-    return ok, (f"POST /v1/chat/completions: {answer.status_code} {answer.text[:800]};"
-                f" GPU memory in use while serving: {before} MiB")
+    answer = requests.post(f"{url}/v1/chat/completions", timeout=300, json={"model": model, **CHAT_REQUEST})
+    try:
+        problem = chat_problem(answer.json()) if answer.status_code == 200 else f"status {answer.status_code}"
+    except ValueError:
+        problem = "the answer is not JSON"
+    said = (f"POST /v1/chat/completions: {answer.status_code} {answer.text[:800]};"
+            f" GPU memory in use while serving: {before} MiB")
+    return not problem, said + (f"; {problem}" if problem else "")
+
+
+def chat_argv(binary: Path, model_dir: Path, port: int) -> list[str]:
+    """`mistralrs serve` on the tiny model's directory.  From upstream's
+    mistralrs-cli/src/args/mod.rs (DefaultModelOptions, the same at v0.7.0
+    and v0.9.2): `-m` takes a Hugging Face id or a local model directory,
+    `-a` names the architecture (NormalLoaderType; "llama" parses in
+    mistralrs-core/src/pipeline/loaders/normal_loaders.rs) where it would
+    otherwise be read from config.json; --host and --port from
+    mistralrs-cli/src/args/server.rs."""
+    return [str(binary), "serve", "-m", str(model_dir), "-a", "llama", "--host", "127.0.0.1", "--port", str(port)]
 
 
 def smoke_steps(kind: Smoke, binary: Path, env: dict[str, str], version: str, model_dir: Path) -> list[Step]:
@@ -159,10 +205,8 @@ def smoke_steps(kind: Smoke, binary: Path, env: dict[str, str], version: str, mo
         steps.append(serve_step("serve", [b, "serve", "-m", "gate-demo", "--host", "127.0.0.1", "--port", str(port)],
                                 env, port, SERVE_TIMEOUT[kind], ask_demo))
     elif kind == Smoke.CHAT:
-        from .tiny_model import write_model
-
         write_model(model_dir)
-        steps.append(serve_step("chat", [b, "serve", "-m", str(model_dir), "--host", "127.0.0.1", "--port", str(port)],
+        steps.append(serve_step("chat", chat_argv(binary, model_dir, port),
                                 {**env, "HF_HUB_OFFLINE": "1"}, port, SERVE_TIMEOUT[kind], ask_chat))
     return steps
 

@@ -120,8 +120,10 @@ def spec_settings(cfg: Config, flavour: Flavour) -> dict:
         "dist": pkg.dist,
         "summary": pkg.summary,
         "packager": pkg.packager,
-        "requires": list(pkg.requires),
-        "feature_requires": {feature: list(deps) for feature, deps in pkg.feature_requires},
+        # NAME-{cuda} already spelled out for package.cuda_runtime, so that a
+        # change of the range re-renders the spec
+        "requires": [pkg.dependency(dep) for dep in pkg.requires],
+        "feature_requires": {feature: [pkg.dependency(dep) for dep in deps] for feature, deps in pkg.feature_requires},
         "flavours": [f.name for f in cfg.flavours],
         "gpus": list(flavour.gpus),
         "compute_cap": flavour.compute_cap,
