@@ -28,6 +28,7 @@ from buildlib.config import load
 from buildlib.demo.driver import FEDORA_BASE
 from buildlib.demo.localrepo import build_standin_repo
 from fake_github import FakeGitHub, release_object
+from pipeline import PROJECT, demo_config, write_config
 from workflow_driver import Driver, WorkflowError, parse_outputs, secret_fragments
 
 pytestmark = pytest.mark.skipif(
