@@ -63,7 +63,7 @@ def build_release(tmp: Path, cfg: config.Config) -> Path:
     top = tmp / "top"
     sources = top / "SOURCES"
     sources.mkdir(parents=True)
-    for name in ("mistralrs.repo", "RPM-GPG-KEY-mistralrs", "mistralrs-flavour"):
+    for name in ("mistralrs.repo", "RPM-GPG-KEY-mistralrs", "mistralrs-flavour", "LICENSE"):
         (sources / name).write_text("stand-in\n")
     spec = top / "mistralrs-release.spec"
     spec.write_text(release_package.render_spec(cfg, cfg.host.release_package_version, FINGERPRINT, CREATED))
