@@ -19,9 +19,6 @@ from .schema import ConfigError, Table, read, show
 
 CONFIG_ENV = "MRPM_CONFIG"
 REF_ENV = "MRPM_REF"
-CACHE_ENV = "MRPM_CACHE"
-"""Overrides paths.cache: CI runners point it at a directory that outlives
-the job's workspace, so the mirror and the cargo target dirs are kept."""
 STABLE = ChannelName.STABLE
 UNSTABLE = ChannelName.UNSTABLE
 REQUIRED_CHANNELS = tuple(ChannelName)

@@ -382,6 +382,8 @@ class Doctor:
 @dataclass(frozen=True, kw_only=True)
 class Paths:
     root: Path
+    # MRPM_CACHE: CI runners point it at a directory that outlives the job's
+    # workspace, so the mirror and the cargo target dirs are kept.
     cache: Path = setting(".cache", env="MRPM_CACHE", read=lambda t, f: read_path(t, f),
                           help="`MRPM_CACHE` overrides it")
     build: Path = setting("build", read=lambda t, f: read_path(t, f), shown_default="")
