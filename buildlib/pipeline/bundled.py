@@ -55,9 +55,8 @@ from ..config import CRATE_NAME, SEMVER, BundledComponent, BundledConfig
 from ..layout import cargo_home
 from ..run import UserError, atomic_write, output
 from ..spdx import cargo_legacy, combine, normalize, spdx_problem
-# read_contained and UPSTREAM_FILE_LIMIT: imported from here by tests and callers
-from .license_files import (UPSTREAM_FILE_LIMIT, LicenseFiles, LicenseText, crate_license_files,  # noqa: F401
-                            present_components, read_contained, upstream_licenses)
+from .license_files import LicenseFiles, LicenseText, crate_license_files, present_components, upstream_licenses
+from .license_files import UPSTREAM_FILE_LIMIT, read_contained  # noqa: F401  (tests import them from here)
 
 TARGET = "x86_64-unknown-linux-gnu"
 CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
