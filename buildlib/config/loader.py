@@ -13,7 +13,8 @@ from ..run import read_regular_file
 from . import patterns as P
 from .bundled import BundledConfig, parse_bundled
 from .host import Host, read_host
-from .model import (Build, Channel, ChannelName, Doctor, Flavour, Package, Paths, Poll, Publish, Upstream,
+from .kinds import ChannelName
+from .model import (Build, Channel, Doctor, Flavour, Package, Paths, Poll, Publish, Upstream,
                     package_name)
 from .schema import ConfigError, Table, read, show
 
