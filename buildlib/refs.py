@@ -36,11 +36,6 @@ class Ref:
     def is_commit(self) -> bool:
         return COMMIT.match(self.text) is not None
 
-    @property
-    def is_prerelease_tag(self) -> bool:
-        m = TAG.match(self.text)
-        return bool(m and m.group("rc"))
-
 
 def parse_ref(text: str) -> Ref:
     if not isinstance(text, str):

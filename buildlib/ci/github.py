@@ -59,7 +59,6 @@ class Upstream:
     head: str | None
     """The branch's head commit, validated."""
     head_problem: str
-    notes: tuple[str, ...] = ()
 
 
 def _retry_at(headers: dict[str, str], now: datetime) -> tuple[datetime, str]:

@@ -11,7 +11,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import patterns as P
-from .model import KeyType, Publish, read_path
+from .kinds import KeyType
+from .model import Publish, read_path
 from .targets import SshTarget
 from .schema import ConfigError, Table, optional, read, setting, show
 

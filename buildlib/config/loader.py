@@ -13,15 +13,13 @@ from ..run import read_regular_file
 from . import patterns as P
 from .bundled import BundledConfig, parse_bundled
 from .host import Host, read_host
-from .model import (Build, Channel, ChannelName, Doctor, Flavour, Package, Paths, Poll, Publish, Upstream,
+from .kinds import ChannelName
+from .model import (Build, Channel, Doctor, Flavour, Package, Paths, Poll, Publish, Upstream,
                     package_name)
 from .schema import ConfigError, Table, read, show
 
 CONFIG_ENV = "MRPM_CONFIG"
 REF_ENV = "MRPM_REF"
-CACHE_ENV = "MRPM_CACHE"
-"""Overrides paths.cache: CI runners point it at a directory that outlives
-the job's workspace, so the mirror and the cargo target dirs are kept."""
 STABLE = ChannelName.STABLE
 UNSTABLE = ChannelName.UNSTABLE
 REQUIRED_CHANNELS = tuple(ChannelName)

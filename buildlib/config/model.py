@@ -5,72 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import Field, dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from ..refs import Ref, RefError, parse_ref
 from . import patterns as P
+from .kinds import CacheBackend, ChannelName, DoctorCheck, Gate, RebuildCheck, Smoke
 from .schema import ConfigError, Spec, Table, optional, read, setting, show
 from .targets import TARGET_FORM, Target, parse_duration, parse_target
-
-
-class RebuildCheck(StrEnum):
-    OFF = "off"
-    RELEASES = "releases"
-
-
-class CacheBackend(StrEnum):
-    OFF = "off"
-    LOCAL = "local"
-    REDIS = "redis"
-    S3 = "s3"
-    WEBDAV = "webdav"
-
-
-class ChannelName(StrEnum):
-    """The channels every configuration has (others may be added)."""
-
-    STABLE = "stable"
-    """Releases and release candidates; enabled in mistralrs.repo."""
-    UNSTABLE = "unstable"
-    """Snapshots of the upstream branch; disabled in mistralrs.repo."""
-
-
-class Gate(StrEnum):
-    """Whether a flavour's package must pass `doit gate:<flavour>` on a GPU
-    of its generation before `doit promote` adds it to its channel."""
-
-    REQUIRED = "required"
-    OFF = "off"
-    """Promoted untested (no runner with that GPU); the index page says so."""
-
-
-class Smoke(StrEnum):
-    """What the gate runs with the installed binary, beyond its version and
-    its libraries (buildlib/gate/smoke.py)."""
-
-    CHAT = "chat"
-    """serve a tiny random-weight model made here, ask one chat completion"""
-    SELFTEST = "selftest"
-    """the demo upstream's `selftest`, then `serve` and its /health and /v1/models"""
-    VERSION = "version"
-    """nothing more: `--version` and the libraries only"""
-
-
-class KeyType(StrEnum):
-    ED25519 = "ed25519"
-    RSA4096 = "rsa4096"
-
-
-class DoctorCheck(StrEnum):
-    """The checks doctor.skip may leave out."""
-
-    CUDNN = "cudnn"
-    NCCL = "nccl"
-    CUTLASS = "cutlass"
-    MEMORY = "memory"
-    COMPILER = "compiler"
-    CACHE = "cache"
 
 
 def at_least(low: int | float, what: str = "") -> object:
@@ -382,6 +323,8 @@ class Doctor:
 @dataclass(frozen=True, kw_only=True)
 class Paths:
     root: Path
+    # MRPM_CACHE: CI runners point it at a directory that outlives the job's
+    # workspace, so the mirror and the cargo target dirs are kept.
     cache: Path = setting(".cache", env="MRPM_CACHE", read=lambda t, f: read_path(t, f),
                           help="`MRPM_CACHE` overrides it")
     build: Path = setting("build", read=lambda t, f: read_path(t, f), shown_default="")

@@ -171,18 +171,9 @@ class Table:
         if typing.get_origin(kind) is tuple:
             return self.items(key, value, args[0], spec)
         if kind is str or isinstance(kind, type) and issubclass(kind, enum.Enum):
-            if not isinstance(value, str):
-                raise self.wrong_type(key, value, form)
-            self.one_line(value, key)
-            if spec.pattern is not None and not spec.pattern.match(value) or not _in_enum(kind, value):
-                raise self.wrong(key, value, form)
-            return kind(value) if kind is not str else value
+            return self.typed_str(key, value, kind, spec, form)
         if kind is float:
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise self.wrong_type(key, value, form)
-            if not math.isfinite(value):
-                raise self.wrong(key, value, f"a finite {form.removeprefix('a ')}")
-            return float(value)
+            return self.typed_float(key, value, form)
         if kind is datetime:
             if not isinstance(value, str):
                 raise self.wrong_type(key, value, form)
@@ -198,6 +189,23 @@ class Table:
         if not isinstance(value, base) or isinstance(value, bool) and base is not bool:
             raise self.wrong_type(key, value, form)
         return value
+
+    def typed_str(self, key: str, value: Any, kind: Any, spec: Spec, form: str) -> Any:
+        """A one-line string matching spec.pattern, or a member of the enum kind."""
+        if not isinstance(value, str):
+            raise self.wrong_type(key, value, form)
+        self.one_line(value, key)
+        if spec.pattern is not None and not spec.pattern.match(value) or not _in_enum(kind, value):
+            raise self.wrong(key, value, form)
+        return kind(value) if kind is not str else value
+
+    def typed_float(self, key: str, value: Any, form: str) -> float:
+        """A finite int or float (not a bool), as a float."""
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise self.wrong_type(key, value, form)
+        if not math.isfinite(value):
+            raise self.wrong(key, value, f"a finite {form.removeprefix('a ')}")
+        return float(value)
 
     def wrong_type(self, key: str, value: Any, form: str) -> UserError:
         return self.wrong(key, value, form)

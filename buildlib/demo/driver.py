@@ -107,7 +107,6 @@ def doit(config: Path, *tasks: str) -> None:
 
 
 DEMO_PORT_ENV = "MRPM_DEMO_PORT"
-DEMO_FLAVOUR_ENV = "MRPM_DEMO_FLAVOUR"
 # What a Fedora base system provides, by name pattern; everything else a
 # package needs must come from the configured CUDA package names. libstdc++:
 # the CUDA runtime and kernels linked into the binary are C++, as upstream's are.

@@ -11,7 +11,7 @@ import os
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -209,9 +209,3 @@ def smoke_steps(kind: Smoke, binary: Path, env: dict[str, str], version: str, mo
         steps.append(serve_step("chat", chat_argv(binary, model_dir, port),
                                 {**env, "HF_HUB_OFFLINE": "1"}, port, SERVE_TIMEOUT[kind], ask_chat))
     return steps
-
-
-def steps_json(steps: list[Step]) -> list[dict]:
-    return [asdict(s) for s in steps]
-
-

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import SEMVER, Config, Flavour
+from ..config import SEMVER, Config, Flavour, Program
 from ..layout import Layout, cargo_home
 from ..run import CommandFailed, Stopwatch, UserError, log, output, run, sha256_of
 from .cache import record_units
@@ -246,15 +246,7 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
         if compile_cache:
             compile_cache.stop()
 
-    # The binary cargo says this run made, never a file that merely exists
-    # in the (kept) target directory.
-    cargo_run = read_messages(messages)
-    made = executable_of(cargo_run, program.package, program.binary)
-    built = Path(made.executable)
-    target_dir = layout.target_dir(name).resolve()
-    if not built.resolve().is_relative_to(target_dir) or not built.is_file():
-        raise UserError(f"cargo reported executable {built}, which is not a file under {target_dir}")
-    check_cargo_version(source, program.package, made.version)
+    cargo_run, made, built = executable_made(layout, name, messages, program, source)
     artifact = layout.artifact(name)
     tmp = artifact.with_name(f".{artifact.name}.tmp{os.getpid()}")
     shutil.copy2(built, tmp)
@@ -295,6 +287,20 @@ def build_flavour(cfg: Config, layout: Layout, flavour: Flavour, home: Path | No
                f"features {','.join(record.features) or '-'}; "
                + (stats.summary() if stats else "compile cache off"))
     return {}
+
+
+def executable_made(layout: Layout, name: str, messages: Path, program: Program, source: Source) -> tuple:
+    """cargo's messages of this run, the executable they report for the
+    program, and its path: the binary cargo says this run made, never a file
+    that merely exists in the (kept) target directory."""
+    cargo_run = read_messages(messages)
+    made = executable_of(cargo_run, program.package, program.binary)
+    built = Path(made.executable)
+    target_dir = layout.target_dir(name).resolve()
+    if not built.resolve().is_relative_to(target_dir) or not built.is_file():
+        raise UserError(f"cargo reported executable {built}, which is not a file under {target_dir}")
+    check_cargo_version(source, program.package, made.version)
+    return cargo_run, made, built
 
 
 def cache_basedirs(layout: Layout, flavour: Flavour, tree: Path, home: Path) -> list[Path]:

@@ -129,10 +129,6 @@ class CacheStats:
     nvcc_calls: int
     """nvcc invocations by the build scripts."""
 
-    @property
-    def nvcc_compiled(self) -> int:
-        return self.nvcc_total - self.nvcc_hits
-
     def summary(self) -> str:
         return (f"rustc {self.rustc_hits}/{self.rustc_total} cached, "
                 f"nvcc {self.nvcc_hits}/{self.nvcc_total} cached ({self.nvcc_calls} calls), {self.backend}")

@@ -90,14 +90,6 @@ def release_tags(mirror: Path, commit: str) -> list[ReleaseTag]:
     return sorted(tags, key=lambda t: tag_key(t.tag), reverse=True)
 
 
-def snapshot_base(mirror: Path, commit: str) -> ReleaseTag | None:
-    """The highest release version among the tags in commit's history: a
-    snapshot's version starts from it, so it sorts above every release it
-    contains, however the tags' dates fall."""
-    tags = release_tags(mirror, commit)
-    return tags[0] if tags else None
-
-
 # --- the configured branch ----------------------------------------------------
 
 

@@ -22,7 +22,8 @@ from ..layout import Layout
 from ..refs import COMMIT, TAG, check_rpm_version
 from ..run import UserError, atomic_write
 from ..spdx import spdx_problem
-from .bundled import CRATES_IO, GIT_SOURCE, RESERVED_NAMES, SAFE_FILE_NAME, Bundle, Crate
+from .bundled import CRATES_IO, GIT_SOURCE, Bundle, Crate
+from .license_files import RESERVED_NAMES, SAFE_FILE_NAME
 from .cargo_messages import package_name_version
 from .upstream import Source
 

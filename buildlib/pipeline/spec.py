@@ -72,7 +72,7 @@ from ..publish.repodata import SPEC_PROVIDE
 from ..run import Stopwatch, UserError, atomic_write, log, sha256_of
 from ..spdx import spdx_problem
 from ..templates import SpecLines, render
-from .bundled import RESERVED_NAMES, SAFE_FILE_NAME
+from .license_files import RESERVED_NAMES, SAFE_FILE_NAME
 from .history import changelog_order, changelog_versions
 from .records import BuildRecord, BundleRecord, ChangelogEntry
 from .sbom import package_sbom
