@@ -208,7 +208,7 @@ def test_doctor_reports_a_table_and_problems(tmp_path, demo_upstream, shared_cac
     rc, results, err = run_doit(config, "doctor")
     assert rc == 0, err
     bad = write_config(tmp_path / "bad", demo_config(tmp_path / "bad", demo_upstream.path, shared_cache,
-                                                    build__min_rust="99.0", build__cuda_version="12.4",
+                                                    build__min_rust="99.0", build__cuda_version="12.4", package__cuda_runtime="12.4-12.9",
                                                     build__min_free_gib=100000))
     rc, results, err = run_doit(bad, "doctor")
     assert rc != 0

@@ -436,7 +436,7 @@ def packaged(tmp_path: Path, rebuild_check: str, ref: str = "v0.9.2"):
     data["flavours"] = {FLAVOUR: data["flavours"][FLAVOUR]}
     cfg = load(write_config(tmp_path, data))
     layout = Layout.of(cfg)
-    version = "0.9.2" if ref.startswith("v") else "0.9.2^20260101.3.g" + ref[:7]
+    version = "0.9.2" if ref.startswith("v") else "0.9.2^20260101.3git" + ref[:7]
     build_record(ref=ref, rpm_version=version).write(layout)
     rpm_file = f"mistralrs-{FLAVOUR}-{version}-1.fc43.x86_64.rpm"
     layout.dist.mkdir(parents=True)
@@ -464,7 +464,7 @@ def test_publish_refuses_a_release_without_a_passing_rebuild_check(tmp_path, mon
     from buildlib.tasks import publish as publish_task
 
     published = []
-    monkeypatch.setattr(publisher_module, "publish_dist", lambda cfg, layout, channel: published.append(channel) or {})
+    monkeypatch.setattr(publisher_module, "publish_dist", lambda cfg, layout, channel, *_, **__: published.append(channel) or {})
     cfg, layout, rpm_file = packaged(tmp_path / "on", "releases")
     with pytest.raises(UserError, match=rf"^{re.escape(rpm_file)} has no passing rebuild-check: run"
                                         rf" `doit rebuild-check:{FLAVOUR}` \(build\.rebuild_check = \"releases\"\)$"):
