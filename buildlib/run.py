@@ -24,7 +24,7 @@ from pathlib import Path
 
 class Exit(enum.IntEnum):
     """doit's exit status, one per class of failure, so that CI can tell
-    them apart without reading text (README, "Exit codes").  A UserError
+    them apart without reading text (docs/maintainer.md, "Exit codes").  A UserError
     subclass names its class; any other UserError takes its task's
     (:data:`buildlib.tasks.context.STAGE_EXIT`)."""
 

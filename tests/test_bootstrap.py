@@ -124,9 +124,9 @@ def test_installing_needs_root(host):
 
 @pytest.mark.parametrize("os_text, line", [
     ('NAME="Arch Linux"\nID=arch\n', "bootstrap: unsupported system 'arch' (ID= in {}): this script knows"
-                                     " fedora and debian; install the packages README.md lists by hand"),
+                                     " fedora and debian; install the packages docs/maintainer.md lists by hand"),
     ('NAME="nothing"\n', "bootstrap: unsupported system 'unknown' (ID= in {}): this script knows"
-                         " fedora and debian; install the packages README.md lists by hand"),
+                         " fedora and debian; install the packages docs/maintainer.md lists by hand"),
     (None, "bootstrap: cannot read {} to tell which system this is"),
 ])
 def test_an_unknown_system_is_one_line_and_nothing_installed(host, tmp_path, os_text, line):

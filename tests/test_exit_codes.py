@@ -65,7 +65,7 @@ def test_a_user_error_exits_with_its_class_and_one_line(tmp_path, task, error, e
 
 
 def test_each_stage_has_a_documented_class():
-    readme = (PROJECT / "README.md").read_text()
+    readme = (PROJECT / "docs" / "maintainer.md").read_text()
     for code in Exit:
         assert f"| {int(code)} |" in readme, code
     assert set(STAGE_EXIT) <= {line.split()[0] for line in

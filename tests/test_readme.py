@@ -1,7 +1,7 @@
-"""README.md stays true to the code: its Tasks table names every task that
-`doit list --all` shows, its Configuration table every key that config.py
-reads (and config.toml writes out or comments each of them), its Layout
-every module of buildlib/."""
+"""README.md and docs/ stay true to the code: the Tasks table names every
+task that `doit list --all` shows, the Configuration table every key that
+config.py reads (and config.toml writes out or comments each of them), the
+Layout every module of buildlib/; every page is reachable from the README."""
 
 from __future__ import annotations
 
@@ -18,13 +18,18 @@ from buildlib.config import readme as readme_table
 from pipeline import CONFIG, PROJECT
 
 README = PROJECT / "README.md"
+DOCS = sorted((PROJECT / "docs").glob("*.md"))
 
 
 def section(title: str) -> str:
-    """The README's text from the heading `title` to the next heading of the same or a higher level."""
-    text = README.read_text()
-    m = re.search(rf"^(#+) {re.escape(title)}\n", text, re.M)
-    assert m, f"README has no heading {title!r}"
+    """The text from the heading `title` (in the README or a page of docs/)
+    to the next heading of the same or a higher level."""
+    for page in [README, *DOCS]:
+        text = page.read_text()
+        m = re.search(rf"^(#+) {re.escape(title)}\n", text, re.M)
+        if m:
+            break
+    assert m, f"neither README nor docs/ has a heading {title!r}"
     end = re.compile(rf"^#{{1,{len(m.group(1))}}} ", re.M).search(text, m.end())
     return text[m.end(): end.start() if end else len(text)]
 
@@ -76,7 +81,7 @@ def test_every_doit_command_the_readme_names_exists():
     to run names a task of `doit list --all` (`doit package` did not)."""
     tasks = set(doit_tasks())
     flavours = {f.name for f in configmod.load(CONFIG).flavours}
-    texts = {"README.md": README.read_text()}
+    texts = {str(p.relative_to(PROJECT)): p.read_text() for p in [README, *DOCS]}
     texts.update({str(p.relative_to(PROJECT)): p.read_text() for p in (PROJECT / "buildlib").rglob("*.py")})
     wrong = []
     for where, text in texts.items():
@@ -174,3 +179,13 @@ def test_layout_names_every_module():
             missing.append(str(path.relative_to(PROJECT)))
     assert "pipeline/" in groups and "tasks/" in groups
     assert missing == [], f"README's Layout lacks {missing}"
+
+
+def test_every_page_of_docs_is_linked_from_the_readme_and_links_resolve():
+    readme = README.read_text()
+    assert DOCS, "docs/ holds the guides by reader"
+    for page in DOCS:
+        assert f"](docs/{page.name})" in readme, page.name
+    for page in [README, *DOCS]:
+        for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).resolve().is_file(), f"{page.name} links to {target}"

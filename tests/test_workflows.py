@@ -349,7 +349,7 @@ jobs:
 
 
 def test_readme_states_the_minimum_gitea():
-    readme = (PROJECT / "README.md").read_text()
+    readme = (PROJECT / "docs" / "ci.md").read_text()
     assert f"Gitea {'.'.join(map(str, MINIMUM_GITEA))}" in readme
     assert "runner.timeout" in readme and "ENDLESS_TASK_TIMEOUT" in readme and POLL_LABEL in readme
     assert PUBLISH_LABEL in readme
