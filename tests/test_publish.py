@@ -326,7 +326,8 @@ def test_dnf_refuses_bad_signatures(tmp_path, keys, base_repo):
 def test_channels_by_name_then_version():
     both = ["stable", "unstable"]
     assert channels.channels_for("mistralrs-ampere", "0.9.2", both) == ["stable"]
-    assert channels.channels_for("mistralrs-ampere", "0.10.0~rc1", both) == ["stable"]
+    # a release candidate stays out of the channel dnf enables by default, as Fedora keeps pre-releases
+    assert channels.channels_for("mistralrs-ampere", "0.10.0~rc1", both) == ["unstable"]
     assert channels.channels_for("mistralrs-ampere", SNAPSHOT, both) == ["unstable"]
     # the release package is in every channel, whatever its version
     assert channels.channels_for("mistralrs-release", "1", both) == both

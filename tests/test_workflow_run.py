@@ -102,7 +102,8 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         assert [s.name for s in downloads if not s.skipped] == [f"collect rpm-stable-{f}" for f in static
                                                                  if f in FLAVOURS]
         assert sorted(re.findall(r"dist/(\S+\.rpm)", "".join(s.log for s in downloads))) == release
-        assert sign.command == ".venv/bin/doit publish --channel stable --release-package"
+        assert sign.command == '.venv/bin/doit publish --channel "$MRPM_TARGET_CHANNEL" --release-package'
+        assert matrix.outputs["channel"] == "stable"  # a final release tag
         assert not re.search(r"^\.  (fetch|build|verify|spec|rpm)", sign.log, re.M), sign.log
 
         # stable holds the release and mistralrs-release (the publish built it), signed; unstable nothing

@@ -138,8 +138,13 @@ def test_matrix_task_gives_the_configured_flavours(tmp_path):
     proc = doit("matrix", GITHUB_OUTPUT=str(output))
     assert proc.returncode == 0, proc.stderr
     outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
-    assert sorted(outputs) == ["flavours", "ref"] and json.loads(outputs["flavours"]) == FLAVOURS
+    assert sorted(outputs) == ["channel", "flavours", "ref"] and json.loads(outputs["flavours"]) == FLAVOURS
     assert outputs["ref"] == project_config()["upstream"]["ref"]
+    # where the ref's packages go: a final release tag to stable, a release candidate to unstable
+    assert outputs["channel"] == ("unstable" if "-rc" in outputs["ref"] else "stable")
+    proc = doit("matrix", GITHUB_OUTPUT=str(output), MRPM_REF="v0.9.3-rc1", MRPM_CHANNEL="stable")
+    assert proc.returncode == 0, proc.stderr
+    assert "channel=unstable" in output.read_text().splitlines()
 
 
 def test_matrix_narrowed_to_the_missing_flavours(tmp_path):
@@ -171,7 +176,8 @@ def test_build_workflows_fan_out_over_a_static_matrix():
         assert wf["env"]["MRPM_REF"] == "${{ inputs.ref }}" and wf["env"]["MRPM_CHANNEL"] == channel
         jobs = wf["jobs"]
         assert jobs["matrix"]["outputs"] == {"flavours": "${{ steps.matrix.outputs.flavours }}",
-                                             "ref": "${{ steps.matrix.outputs.ref }}"}
+                                             "ref": "${{ steps.matrix.outputs.ref }}",
+                                             "channel": "${{ steps.matrix.outputs.channel }}"}
         # build and publish take the ref the matrix job checked (a snapshot: maybe a newer head)
         for job in ("build", "publish"):
             assert jobs[job]["env"] == {"MRPM_REF": "${{ needs.matrix.outputs.ref }}"}
@@ -191,7 +197,11 @@ def test_build_workflows_fan_out_over_a_static_matrix():
         assert jobs["matrix"]["runs-on"] == PUBLISH_LABEL
         (step,) = [s for s in publish["steps"] if s.get("run", "").startswith(".venv/bin/doit publish")]
         # the channel's mistralrs-release comes with the publish (issue 18, item 3)
-        assert step["run"] == f".venv/bin/doit publish --channel {channel} --release-package"
+        if channel == "stable":  # a release tag: its final version to stable, an rc to unstable (the matrix says)
+            assert step["run"] == '.venv/bin/doit publish --channel "$MRPM_TARGET_CHANNEL" --release-package'
+            assert step["env"].pop("MRPM_TARGET_CHANNEL") == "${{ needs.matrix.outputs.channel }}"
+        else:
+            assert step["run"] == f".venv/bin/doit publish --channel {channel} --release-package"
         assert all(v == f"${{{{ secrets.{k} }}}}" for k, v in step["env"].items())
         assert_collects_every_flavour(publish, channel, "needs.matrix.outputs.flavours")
 

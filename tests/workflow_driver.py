@@ -178,6 +178,13 @@ class Run:
             raise AssertionError(f"workflow {self.workflow} failed:\n{self.transcript()}")
 
 
+def project_flavours(project: Path) -> list[dict]:
+    import tomllib
+
+    config = project / "config.toml"
+    return list(tomllib.loads(config.read_text()).get("flavours", {}).values()) if config.is_file() else []
+
+
 def load_workflow(path: Path, config_text: str | None = None) -> dict:
     """The workflow as the runner reads it; with config_text (a test's own
     config.toml), as `doit workflows` renders it for that configuration, as
@@ -950,7 +957,9 @@ class Gitea:
         self.root = root
         self.project = project
         # by default one runner per label the workflows use (README, runners)
-        default = {"mistralrs-poll": 1, "mistralrs-publish": 1, "cuda-13.0": 1}
+        default = {"mistralrs-poll": 1, "mistralrs-publish": 1, "cuda-13.0": 1,
+                   # the gate runners, one per GPU generation config.toml names (gpu-sm<cap>)
+                   **{f"gpu-sm{f['compute_cap']}": 1 for f in project_flavours(project)}}
         self.runners = {f"{label}-{i}": label for label, count in (runners or default).items()
                         for i in range(count)}
         self.busy: dict[str, _Active] = {}

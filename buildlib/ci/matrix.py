@@ -6,6 +6,8 @@ import json
 import os
 
 from ..config import STABLE, UNSTABLE, Config
+from ..publish.channels import channel_for_version
+from ..refs import rpm_version_of_tag
 from ..run import UserError, log
 from .http import shown
 from .poll import write_outputs
@@ -57,6 +59,11 @@ def check_ref_fits_channel(cfg: Config, channel: str | None) -> None:
         raise UserError(f"ref {ref.text}: the unstable channel takes 40-hex commit ids; use build-release for tags")
 
 
+def channel_of_ref(ref) -> str:
+    """The channel a ref's packages belong to (publish.channels' rule)."""
+    return channel_for_version(rpm_version_of_tag(ref.text)) if ref.is_tag else UNSTABLE
+
+
 def newest_head(cfg: Config) -> str | None:
     """The head of upstream's branch now, validated; None when GitHub gives
     no usable answer (the build then takes the commit it was given)."""
@@ -90,5 +97,6 @@ def write_matrix(cfg: Config) -> None:
                 " started: building the newest")
             ref = head
     text = json.dumps(flavours, separators=(",", ":"))
-    write_outputs({"flavours": text, "ref": ref})
+    # where the packages go: a release tag's final version to stable, an rc (and a commit) to unstable
+    write_outputs({"flavours": text, "ref": ref, "channel": channel_of_ref(cfg.upstream.ref)})
     log(f"==> matrix: {text} at {ref}")

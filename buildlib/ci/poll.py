@@ -43,7 +43,7 @@ from typing import Any
 from ..config import STABLE, UNSTABLE, Config, Poll, package_name
 from ..layout import Layout
 from ..publish import repodata
-from ..publish.channels import channel_dir
+from ..publish.channels import channel_dir, channel_for_version
 from ..refs import COMMIT, rpm_version_of_tag
 from ..run import UserError, atomic_write, log
 from .github import Upstream, ask_upstream, github_repository
@@ -153,7 +153,8 @@ def decide(cfg: Config, upstream: Upstream, stable: Repository | None, unstable:
     release: dict[str, Any]
     if upstream.release:
         version = rpm_version_of_tag(upstream.release)
-        release = _decide_channel(flavours, stable, lambda vs: version in vs, upstream.release, "")
+        where = unstable if channel_for_version(version) == UNSTABLE else stable  # an rc: unstable
+        release = _decide_channel(flavours, where, lambda vs: version in vs, upstream.release, "")
         release["rpm_version"] = version
     else:
         release = _decide_channel(flavours, stable, lambda vs: False, None, upstream.release_problem)

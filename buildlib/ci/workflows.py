@@ -40,6 +40,8 @@ from ..run import UserError, atomic_write, log
 
 BEGIN = re.compile(r"^(?P<indent> *)# >>> doit workflows: (?P<args>.*?)\s*\Z")
 END = re.compile(r"^ *# <<< doit workflows\s*\Z")
+TARGET_CHANNEL_ENV = "MRPM_TARGET_CHANNEL"
+"""The channel a release workflow's jobs publish, gate and promote into (the matrix job's output)."""
 CONTEXT_PATH = re.compile(r"^[a-z]+(\.[A-Za-z_][A-Za-z0-9_-]*)+\Z")
 
 
@@ -91,10 +93,18 @@ def _gates(cfg: Config, channel: str, expression: str, indent: str, where: str) 
     from ..config import Gate
     from ..gate.gpu import runner_label
 
-    try:
-        cfg.channel(channel)
-    except UserError as e:
-        raise UserError(f"{where}: {e}") from None
+    channel_env: list[str] = []
+    if CONTEXT_PATH.match(channel):
+        # the channel the matrix job chose (a release tag's: stable, or for an rc unstable); data reaches
+        # the command through the environment, never inside the script
+        channel_env = [f"{indent}        {TARGET_CHANNEL_ENV}: ${{{{ {channel} }}}}"]
+        channel, shown_channel = f'"${TARGET_CHANNEL_ENV}"', "its channel"
+    else:
+        try:
+            cfg.channel(channel)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        shown_channel = channel
     if not CONTEXT_PATH.match(expression):
         raise UserError(f"{where}: {expression!r} is not a context path such as needs.matrix.outputs.flavours")
     lines, gates = [], []
@@ -116,9 +126,10 @@ def _gates(cfg: Config, channel: str, expression: str, indent: str, where: str) 
                   f"{indent}      run: .venv/bin/doit gate:{f.name} --channel {channel}",
                   f"{indent}      env:",
                   f"{indent}        MRPM_SSH_KEY: ${{{{ secrets.MRPM_SSH_KEY }}}}",
+                  *channel_env,
                   ""]
     lines += [f"{indent}promote:",
-              f"{indent}  name: promote to {channel}",
+              f"{indent}  name: promote to {shown_channel}",
               f"{indent}  needs: [{', '.join(['matrix', 'publish', *gates])}]",
               f"{indent}  if: ${{{{ !cancelled() && {expression} != '' }}}}",
               f"{indent}  runs-on: mistralrs-publish",
@@ -131,7 +142,8 @@ def _gates(cfg: Config, channel: str, expression: str, indent: str, where: str) 
               f"{indent}      env:",
               f"{indent}        MRPM_SIGNING_KEY: ${{{{ secrets.MRPM_SIGNING_KEY }}}}",
               f"{indent}        MRPM_SIGNING_PASSPHRASE: ${{{{ secrets.MRPM_SIGNING_PASSPHRASE }}}}",
-              f"{indent}        MRPM_SSH_KEY: ${{{{ secrets.MRPM_SSH_KEY }}}}"]
+              f"{indent}        MRPM_SSH_KEY: ${{{{ secrets.MRPM_SSH_KEY }}}}",
+              *channel_env]
     return lines
 
 

@@ -23,7 +23,7 @@ class ChannelName(StrEnum):
     """The channels every configuration has (others may be added)."""
 
     STABLE = "stable"
-    """Releases and release candidates; enabled in mistralrs.repo."""
+    """Final releases; enabled in mistralrs.repo."""
     UNSTABLE = "unstable"
     """Snapshots of the upstream branch; disabled in mistralrs.repo."""
 

@@ -4,8 +4,10 @@ the users' ``mistralrs.repo`` that names the channels.
 A package named in ``EVERY_CHANNEL`` (``mistralrs-release``, the
 repository's own configuration) goes to every configured channel, like
 distributions' ``*-release`` packages, whatever its version; any other
-package by its version: a snapshot (``^`` in the version) to unstable,
-everything else (releases and release candidates) to stable.
+package by its version: final releases to stable; release candidates
+(``~rc``) and snapshots (``^``) to unstable, which mistralrs.repo leaves
+disabled, as Fedora keeps pre-releases out of the repositories it enables
+by default (updates-testing).
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def staging_dir(cfg: Config, channel: Channel) -> PurePosixPath:
 
 
 def channel_for_version(version: str) -> str:
-    """snapshot (``^``) -> unstable; releases and candidates -> stable."""
-    return UNSTABLE if "^" in version else STABLE
+    """final release -> stable; release candidate (``~``) or snapshot (``^``) -> unstable."""
+    return UNSTABLE if "^" in version or "~" in version else STABLE
 
 
 def channels_for(name: str, version: str, configured: Sequence[str]) -> list[str]:
