@@ -36,31 +36,17 @@ from buildlib.pipeline.bundled import Bundle, cargo_metadata, cargo_tree, read_l
 from buildlib.layout import cargo_home
 from buildlib.pipeline.licenses import write_bundle
 
-from pipeline import project_config, vercmp, write_config
+from pipeline import CUDA_SONAMES, project_config, vercmp, write_config
 from test_bundled import CONFIG as BUNDLED_FIXTURE_CONFIG, FIXTURE as BUNDLED_FIXTURE
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RC_COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 SNAPSHOT_COMMIT = "abc1234def0123456789abcdef0123456789abcd"
-CUDA_SONAMES = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10",
-                "libnvrtc.so.13", "libcudnn.so.9", "libnccl.so.2")
 # Where scripts/bootstrap puts configs/Fedora of the rpmlint 2.10.0 sdist.
 FEDORA_PROFILE = Path(os.environ.get("MRPM_RPMLINT_FEDORA", paths.PROJECT / ".venv" / "share" / "rpmlint-fedora"))
 
 
 # --- fabricated artifacts ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pkg_libs(tmp_path_factory) -> Path:
-    """Stand-ins for the CUDA runtime and driver libraries, by soname."""
-    libs = tmp_path_factory.mktemp("cuda-libs")
-    for soname in (*CUDA_SONAMES, "libcuda.so.1"):
-        symbol = re.sub(r"\W", "_", soname)
-        (libs / f"{symbol}.c").write_text(f"int {symbol}(void) {{ return 0; }}\n")
-        subprocess.run(["gcc", "-shared", "-fPIC", "-o", libs / soname, f"-Wl,-soname,{soname}", libs / f"{symbol}.c"],
-                       check=True)
-    return libs
 
 
 def compile_binary(libs: Path, target: Path, banner: str) -> None:

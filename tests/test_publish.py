@@ -41,25 +41,7 @@ pytestmark = pytest.mark.skipif(
 SNAPSHOT = "0.9.2^20261124.3.gabc1234"
 
 
-# --- fixtures ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    main = signing.make_demo_key(d / "main", passphrase="correct horse")
-    other = signing.make_demo_key(d / "other", name="someone else")
-    (d / "passphrase").write_text("correct horse\n")
-    return {"main": main, "other": other, "passphrase": d / "passphrase"}
-
-
-@pytest.fixture(scope="module")
-def base_repo(tmp_path_factory):
-    """An unsigned local repository standing in for Fedora and NVIDIA's."""
-    d = tmp_path_factory.mktemp("base")
-    fakerpm.build_base(d)
-    subprocess.run(["createrepo_c", "-q", str(d)], check=True)
-    return d
+# --- helpers (the fixtures are conftest's) -------------------------------------
 
 
 def write_config(work: Path, target: str, base_url: str, keys, retention: int = 3, host_key: str = "",
@@ -385,26 +367,6 @@ def test_retention_keeps_n_and_downgrade_works(tmp_path, keys, base_repo):
 
 
 # --- over SSH ----------------------------------------------------------------
-
-
-@pytest.fixture
-def remote(tmp_path):
-    reason = services.skip_reason_sshd()
-    if reason:
-        pytest.skip(reason)
-    services.ensure_user()
-    host = Path(services.tempfile.mkdtemp(prefix="mrpm-host-"))
-    os.chmod(host, 0o755)
-    shell = host / "repo-shell"
-    shutil.copy(ROOT / "scripts" / "repo-shell", shell)
-    os.chmod(shell, 0o755)
-    root = host / "srv"
-    services.give_to(root)
-    try:
-        with services.sshd([str(shell), str(root)]) as sshd:
-            yield sshd, root
-    finally:
-        shutil.rmtree(host, ignore_errors=True)
 
 
 def remote_config(tmp_path, keys, remote, url, name="work"):

@@ -24,9 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import services  # noqa: E402
 from fixtures import fakerpm  # noqa: E402
-from test_publish import (  # noqa: E402,F401  (fixtures)
-    base_repo, install_and_run, keys, publish, published, remote, stable_dir, write_config,
-)
+from test_publish import install_and_run, publish, published, stable_dir, write_config  # noqa: E402
 
 from buildlib.layout import Layout  # noqa: E402
 from buildlib.publish import cleanup, repodata, signing, transport  # noqa: E402

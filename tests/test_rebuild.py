@@ -19,7 +19,6 @@ from buildlib.pipeline.records import BuildRecord, RpmRecord
 from buildlib.pipeline.spec import choose_release
 from buildlib.publish import publisher, repodata
 from buildlib.publish.held import ChannelUnreadable, HeldRelease
-from buildlib.publish.signing import make_demo_key
 from buildlib.run import UserError
 
 from pipeline import demo_config, git, run_doit, write_config
@@ -64,9 +63,9 @@ def repro_query(rpm: Path, fmt: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-@pytest.fixture(scope="module")
-def key(tmp_path_factory) -> Path:
-    return make_demo_key(tmp_path_factory.mktemp("key"))[0]
+@pytest.fixture
+def key(demo_key) -> Path:
+    return demo_key[0]
 
 
 # --- bit for bit -------------------------------------------------------------------
