@@ -2,11 +2,13 @@
 cargo cache, signing keys, the stand-in base repository, the stand-in CUDA
 libraries and an sshd for the upload user; and the test tiers.
 
-Tiers (the markers are registered in pytest.ini): a test that runs a whole
-pipeline or a real build is marked ``slow``; one that starts sshd, nginx,
-dnf in a scratch root or Chromium is marked ``services``.  ``pytest --fast`` (``scripts/test --fast``) runs the rest,
-and there an unmarked test that takes longer than FAST_BUDGET_S fails, so
-the fast tier stays fast.
+Tiers (the markers are registered in pytest.ini): a test that takes seconds
+says why by its marker, ``slow`` (a whole pipeline, a real build, gpg making
+keys, a timeout run out) or ``services`` (it starts sshd, nginx, dnf in a
+scratch root or Chromium).  ``pytest --fast`` (``scripts/test --fast``) runs
+the unmarked rest, and there a test whose setup or call takes longer than
+FAST_BUDGET_S fails, so an unmarked slow test is found the first time it
+runs there.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from pipeline import CUDA_SONAMES  # noqa: E402
 FAST_BUDGET_S = 2.0
 """The most one test of the fast tier may take (setup or call)."""
 SLOW_MARKERS = ("slow", "services")
+WHOLE_MODULES = {"test_workflow_run.py": "services", "test_cache_compile.py": "slow"}
+"""Modules whose every test takes the marker: the workflow driver runs
+whole CI workflows, the compile cache whole builds."""
 
 
 def pytest_addoption(parser):
@@ -39,6 +44,10 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marker = WHOLE_MODULES.get(item.path.name)
+        if marker:
+            item.add_marker(marker)
     if not config.getoption("fast"):
         return
     kept, dropped = [], []

@@ -18,6 +18,7 @@ from fixtures import fakerpm
 from test_publish import publish, write_config
 
 
+@pytest.mark.services
 @pytest.mark.skipif(services.skip_reason_nginx() is not None, reason=str(services.skip_reason_nginx()))
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("dnf", "gpgconf", "createrepo_c", "rpmsign")),
                     reason="needs dnf, gpg, createrepo_c and rpmsign (scripts/bootstrap installs them)")

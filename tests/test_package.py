@@ -211,6 +211,7 @@ def test_version_mapping_and_order():
     assert vercmp("0.9.3~rc1", after_rc) == -1 and vercmp(after_rc, "0.9.3") == -1
 
 
+@pytest.mark.slow
 def test_the_built_rpm_versions_sort_as_rpm_says(pkg_built):
     _, _, rpms = pkg_built
     versions = [rpmq(rpms[f], "--qf", "%{VERSION}") for f in ("ampere", "hopper", "ada")]
@@ -614,6 +615,7 @@ def rpmlint(files: list[Path], config_dir: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_rpmlint_fedora_profile(pkg_built, tmp_path):
     if not (FEDORA_PROFILE / "fedora.toml").is_file():
         pytest.fail(f"no Fedora rpmlint profile at {FEDORA_PROFILE}: run scripts/bootstrap")
@@ -655,6 +657,7 @@ def test_rpmlint_fedora_profile(pkg_built, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_rpmlint_names_a_license_outside_fedoras_list(tmp_path, pkg_libs):
     """The License check of the test above can fail: a bundle under SSPL-1.0
     (valid SPDX, not on the list) gets its warning."""
@@ -690,6 +693,7 @@ def into_channel(cfg, rpm: Path) -> None:
     subprocess.run(["createrepo_c", "-q", str(channel)], check=True)
 
 
+@pytest.mark.slow
 def test_release_follows_what_the_channel_holds(tmp_path, pkg_libs, monkeypatch):
     from buildlib.publish.repodata import SPEC_PROVIDE, read_metadata
 
@@ -945,6 +949,7 @@ def results(tasks: dict[str, dict]) -> dict[str, str]:
     return {name: task["result"] for name, task in tasks.items()}
 
 
+@pytest.mark.slow
 def test_tasks_rerun_on_a_template_change_only(tmp_path, pkg_libs, monkeypatch):
     from buildlib.tasks import context
 

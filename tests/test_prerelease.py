@@ -103,6 +103,7 @@ def installed_version(root: services.DnfRoot, name: str) -> str:
     return line.strip()
 
 
+@pytest.mark.services
 def test_snapshots_publish_to_unstable_in_commit_order_and_a_release_to_stable(tmp_path, demo_upstream,
                                                                                shared_cache, demo_key):
     # upstream: a clone of the demo, so that master can move here only

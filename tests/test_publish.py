@@ -126,6 +126,7 @@ def index_versions(url: str) -> tuple[str, dict[str, dict[str, list[str]]]]:
 # --- signatures --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_our_checks_refuse_bad_signatures(tmp_path, keys):
     main_key, main_fpr = keys["main"]
     good = fakerpm.build(tmp_path / "good")
@@ -178,6 +179,7 @@ def test_our_checks_refuse_bad_signatures(tmp_path, keys):
 # --- a local directory, served by nginx, installed by dnf ---------------------
 
 
+@pytest.mark.services
 def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
     target = tmp_path / "srv"
     target.mkdir()
@@ -241,6 +243,7 @@ def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
         assert versions["blackwell"]["stable"] == ["0.9.3-1.fc43"]
 
 
+@pytest.mark.services
 def test_dnf_refuses_bad_signatures(tmp_path, keys, base_repo):
     """Repositories broken on purpose, past our own checks: dnf must refuse each."""
     target = tmp_path / "srv"
@@ -323,6 +326,7 @@ def test_only_our_noarch_package_is_accepted(tmp_path):
     assert [r.arch for r in rpms.read_rpms([fakerpm.build(tmp_path / "x86")])] == ["x86_64"]
 
 
+@pytest.mark.slow
 def test_repo_file_gpgkey(tmp_path, keys):
     cfg = write_config(tmp_path, str(tmp_path / "srv"), "https://repo.example.org/mistralrs-rpm/", keys)
     text = channels.render_repo_file(cfg)
@@ -336,6 +340,7 @@ def test_repo_file_gpgkey(tmp_path, keys):
         channels.render_repo_file(cfg, gpgkey="file:///x\nenabled=0")
 
 
+@pytest.mark.slow
 def test_same_nvr_with_other_content_is_refused(tmp_path, keys):
     target = tmp_path / "srv"
     cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)
@@ -348,6 +353,7 @@ def test_same_nvr_with_other_content_is_refused(tmp_path, keys):
     assert (stable_dir(target) / "repodata" / "repomd.xml").read_bytes() == before
 
 
+@pytest.mark.services
 def test_retention_keeps_n_and_downgrade_works(tmp_path, keys, base_repo):
     target = tmp_path / "srv"
     with services.nginx(target) as url:
@@ -375,6 +381,7 @@ def remote_config(tmp_path, keys, remote, url, name="work"):
                         ssh_key=str(sshd.client_key))
 
 
+@pytest.mark.services
 def test_remote_publish_over_ssh(tmp_path, keys, base_repo, remote):
     sshd, root = remote
     with services.nginx(root) as url:
@@ -432,6 +439,7 @@ def wait_for_line(proc: subprocess.Popen, marker: str, timeout: float = 60) -> l
     raise AssertionError(f"no {marker!r} within {timeout} s")
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("step,limit", [("uploading 1 package", "packages:200"), ("uploading 3 metadata", "metadata:1")])
 def test_killed_publish_leaves_a_working_repository(tmp_path, keys, base_repo, remote, step, limit):
     sshd, root = remote
@@ -464,6 +472,7 @@ def signing_public(keys) -> str:
         return key.public_key
 
 
+@pytest.mark.services
 def test_two_publishes_at_once_both_land(tmp_path, keys, remote):
     sshd, root = remote
     one = remote_config(tmp_path, keys, remote, "http://127.0.0.1:9/", name="one")
@@ -482,6 +491,7 @@ def test_two_publishes_at_once_both_land(tmp_path, keys, remote):
 # --- doit --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_doit_publish_runs_no_build_task(tmp_path, keys, monkeypatch):
     """CI: packages handed over into dist/ of a fresh checkout, empty doit state."""
     from doit.cmd_base import ModuleTaskLoader
@@ -519,6 +529,7 @@ def test_repo_shell_locks_the_file_the_publish_locks():
 # --- SBOMs beside the packages -------------------------------------------------
 
 
+@pytest.mark.services
 def test_sbom_published_beside_its_package_linked_and_pruned_with_it(tmp_path, keys):
     target = tmp_path / "srv"
     with services.nginx(target) as url:

@@ -95,6 +95,7 @@ def local_dir(path: Path, files: dict[str, str] | None = None) -> Path:
 # --- symbolic links --------------------------------------------------------------
 
 
+@pytest.mark.services
 @needs_sshd
 def test_uploading_a_symlink_is_refused_and_nothing_goes_through_it(host, tmp_path):
     src = local_dir(tmp_path / "src", {"ok.txt": "ok\n"})
@@ -114,6 +115,7 @@ def test_uploading_a_symlink_is_refused_and_nothing_goes_through_it(host, tmp_pa
     host.outside_untouched()
 
 
+@pytest.mark.services
 @needs_sshd
 def test_a_symlink_planted_in_the_repository_stops_the_key(host, tmp_path):
     """A link someone else left (or an older repo-shell let in): rsync's own
@@ -260,6 +262,7 @@ def test_nginx_caches_only_successful_answers_for_long(tmp_path):
 # --- publishing through the hardened forced command ------------------------------
 
 
+@pytest.mark.services
 @needs_sshd
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("rpmbuild", "rpmsign", "createrepo_c", "gpg", "dnf")),
                     reason="needs rpm-build, rpmsign, createrepo_c, gpg and dnf (scripts/bootstrap installs them)")
