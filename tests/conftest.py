@@ -30,7 +30,9 @@ from buildlib.demo.upstream import create_demo_repo  # noqa: E402
 from pipeline import CUDA_SONAMES  # noqa: E402
 
 FAST_BUDGET_S = 2.0
-"""The most one test of the fast tier may take (setup or call)."""
+"""The most one test of the fast tier may take (setup or call).  A session
+fixture's setup counts for the first test that asks for it: a test that
+needs ``keys`` or ``demo_key`` (gpg making keys) is ``slow``."""
 SLOW_MARKERS = ("slow", "services")
 WHOLE_MODULES = {"test_workflow_run.py": "services", "test_cache_compile.py": "slow"}
 """Modules whose every test takes the marker: the workflow driver runs

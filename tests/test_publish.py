@@ -564,6 +564,7 @@ def test_sbom_published_beside_its_package_linked_and_pruned_with_it(tmp_path, k
         assert not (stable_dir(target) / sbom).exists()
 
 
+@pytest.mark.slow
 def test_package_without_its_sbom_is_refused_before_any_upload(tmp_path, keys):
     target = tmp_path / "srv"
     cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)

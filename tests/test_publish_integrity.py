@@ -403,6 +403,7 @@ def test_flipped_byte_is_found_and_healed(tmp_path, keys, base_repo, request, wh
         assert "flavour=ampere" in install_and_run(tmp_path / "dnf2", cfg, base_repo, "mistralrs-ampere")
 
 
+@pytest.mark.slow
 def test_key_fingerprint_setting(tmp_path, keys):
     cfg = write_config(tmp_path / "a", str(tmp_path / "srv"), "http://127.0.0.1:9/", keys)
     assert cfg.publish.key_fingerprint == ""
