@@ -17,6 +17,9 @@ from buildlib.demo.driver import DEMO_BUNDLED, DEMO_CRATE_LICENSES
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "config.toml"
+CUDA_SONAMES = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10",
+                "libnvrtc.so.13", "libcudnn.so.9", "libnccl.so.2")
+"""The CUDA libraries a flavour links, by soname (conftest's pkg_libs stands in for them)."""
 
 
 def project_config() -> dict:

@@ -1,12 +1,14 @@
 """Services on 127.0.0.1 for tests: nginx serving a directory, sshd with a
-key made for the test, and dnf in a scratch root.  Each is started by the
-test that needs it and stopped afterwards; nothing outside a temporary
-directory is touched except the unprivileged user that sshd logs in as.
+key made for the test, and dnf in a scratch root.  Each is stopped when its
+user is done with it (a test, or the run for conftest's shared sshd);
+nothing outside a temporary directory is touched except the unprivileged
+user that sshd logs in as.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pwd
 import shutil
@@ -21,6 +23,7 @@ from pathlib import Path
 from buildlib.demo import localrepo
 
 UPLOAD_USER = "mrpm-upload"
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -29,11 +32,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 10) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 10, log: Path | None = None) -> None:
+    """Wait until proc listens on port; log, when given, is where its output goes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            if log is not None:
+                out = log.read_text(errors="replace")
+            else:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
             raise RuntimeError(f"{what} exited with {proc.returncode}: {out[-2000:]}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -93,6 +100,14 @@ def ensure_user(name: str = UPLOAD_USER) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
 
 
+def _authorized_line(client_pub: str, forced_command: Sequence[str] | None) -> str:
+    options = "restrict"
+    if forced_command:
+        command = " ".join(forced_command).replace('"', '\\"')
+        options = f'command="{command}",restrict'
+    return f"{options} {client_pub}\n"
+
+
 def _keygen(path: Path, comment: str) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
     return path.with_suffix(".pub").read_text().strip() if path.suffix else Path(str(path) + ".pub").read_text().strip()
@@ -106,6 +121,7 @@ class Sshd:
     host_key_line: str
     """known_hosts line for [127.0.0.1]:port"""
     home: Path
+    authorized_keys: Path
 
     def target(self, path: Path) -> str:
         return f"{self.user}@127.0.0.1:{path}"
@@ -128,12 +144,8 @@ def sshd(forced_command: Sequence[str] | None = None, user: str = UPLOAD_USER) -
         _keygen(host_key, "test-host")
         client_key = tmp / "client_key"
         client_pub = _keygen(client_key, "test-client")
-        options = "restrict"
-        if forced_command:
-            command = " ".join(forced_command).replace('"', '\\"')
-            options = f'command="{command}",restrict'
         auth = tmp / "authorized_keys"
-        auth.write_text(f"{options} {client_pub}\n")
+        auth.write_text(_authorized_line(client_pub, forced_command))
         os.chmod(auth, 0o644)
         conf = tmp / "sshd_config"
         conf.write_text(f"""\
@@ -152,16 +164,34 @@ PermitRootLogin no
 LogLevel VERBOSE
 """)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_for_port(port, proc, "sshd")
+        # a file, not a pipe: a shared sshd logs more than a pipe holds, and
+        # blocks its logins once the pipe is full
+        log = tmp / "sshd.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(port, proc, "sshd", log=log)
         host_pub = Path(str(host_key) + ".pub").read_text().split()
         yield Sshd(port=port, user=user, client_key=client_key,
-                   host_key_line=f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}", home=Path(account.pw_dir))
+                   host_key_line=f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}", home=Path(account.pw_dir),
+                   authorized_keys=auth)
     finally:
         if proc is not None:
             stop_process(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def login_for(server: Sshd, directory: Path, forced_command: Sequence[str] | None = None) -> Iterator[Sshd]:
+    """A running sshd for one test: a new client key in directory is the
+    only one sshd accepts (it reads authorized_keys at every login), with
+    forced_command as for :func:`sshd`; afterwards no key is accepted."""
+    client_key = directory / "client_key"
+    client_pub = _keygen(client_key, "test-client")
+    server.authorized_keys.write_text(_authorized_line(client_pub, forced_command))
+    try:
+        yield dataclasses.replace(server, client_key=client_key)
+    finally:
+        server.authorized_keys.write_text("")
 
 
 def give_to(path: Path, user: str = UPLOAD_USER) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 BUILDLIB = Path(__file__).resolve().parent.parent / "buildlib"
 
 
@@ -53,6 +55,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+@pytest.mark.slow
 def test_no_import_circles():
     graph = import_graph()
     assert "buildlib.publish.publisher" in graph and "buildlib.config" in graph["buildlib.publish.publisher"]

@@ -210,6 +210,7 @@ def test_a_publish_runner_needs_no_cargo_or_nvcc(host, tmp_path):
     assert "cargo is not on PATH" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/bin/dpkg-query").exists(), reason="not a Debian machine")
 def test_the_real_package_step_on_this_debian_machine_is_quiet(tmp_path):
     """This machine's own /etc/os-release and dpkg-query: every package is

@@ -86,6 +86,7 @@ def info(binary):
     return json.loads(subprocess.run([str(binary), "info"], check=True, capture_output=True, text=True).stdout)
 
 
+@pytest.mark.slow
 def test_builds_and_incremental_rules(tmp_path, demo_upstream, shared_cache):
     data = demo_config(tmp_path, demo_upstream.path, shared_cache)
     config = write_config(tmp_path, data)
@@ -146,6 +147,7 @@ def test_builds_and_incremental_rules(tmp_path, demo_upstream, shared_cache):
     assert info(layout.artifact("ampere"))["version"] == "0.9.1"
 
 
+@pytest.mark.slow
 def test_snapshot_builds_without_locked(tmp_path, demo_upstream, shared_cache):
     head = git(demo_upstream.path, "rev-parse", "master")
     config = write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, shared_cache, flavours=("ada",)))
@@ -157,6 +159,7 @@ def test_snapshot_builds_without_locked(tmp_path, demo_upstream, shared_cache):
     assert record["rpm_version"].startswith("0.9.2^") and record["commit"] == head
 
 
+@pytest.mark.slow
 def test_wrong_architecture_is_never_verified(tmp_path, demo_upstream, shared_cache):
     config = write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, shared_cache))
     layout = Layout.of(configmod.load(config))
@@ -172,6 +175,7 @@ def test_wrong_architecture_is_never_verified(tmp_path, demo_upstream, shared_ca
     assert not layout.verify_record("ampere").exists()
 
 
+@pytest.mark.slow
 def test_verify_refuses_non_elf_and_swapped_binaries(tmp_path, demo_upstream, shared_cache):
     config = write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, shared_cache, flavours=("ampere",)))
     layout = Layout.of(configmod.load(config))
@@ -188,6 +192,7 @@ def test_verify_refuses_non_elf_and_swapped_binaries(tmp_path, demo_upstream, sh
         verify_artifact(cfg, layout, cfg.flavour("ampere"))
 
 
+@pytest.mark.slow
 def test_prebuilt_binary_is_adopted_without_cargo(tmp_path, demo_upstream, shared_cache):
     built = write_config(tmp_path / "a", demo_config(tmp_path / "a", demo_upstream.path, shared_cache, flavours=("ada",)))
     assert run_doit(built, *STAGES)[0] == 0
@@ -203,6 +208,7 @@ def test_prebuilt_binary_is_adopted_without_cargo(tmp_path, demo_upstream, share
     assert record["source"] == "prebuilt" and record["rpm_version"] == "0.9.2"
 
 
+@pytest.mark.slow
 def test_doctor_reports_a_table_and_problems(tmp_path, demo_upstream, shared_cache):
     config = write_config(tmp_path, demo_config(tmp_path, demo_upstream.path, shared_cache))
     rc, results, err = run_doit(config, "doctor")

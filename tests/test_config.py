@@ -246,6 +246,7 @@ def test_malformed_targets_are_refused(tmp_path, target):
         load_with(tmp_path, lambda d: d["publish"].update(target=target))
 
 
+@pytest.mark.slow
 def test_malformed_target_ends_doit_publish_in_one_line_and_publishes_nothing(tmp_path):
     """Before, these were taken for local directory names: publish exited 0
     and a repository appeared in the working directory."""

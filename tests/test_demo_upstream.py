@@ -157,6 +157,7 @@ def test_deterministic_and_reused(demo, tmp_path):
     assert (demo.path / ".git" / "HEAD").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_refuses_foreign_or_changed_destination(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
@@ -175,6 +176,7 @@ def test_refuses_foreign_or_changed_destination(tmp_path):
         create_demo_repo(changed.path)
 
 
+@pytest.mark.slow
 def test_module_entry_point(tmp_path):
     dest = tmp_path / "cli"
     proc = subprocess.run(
@@ -208,6 +210,7 @@ def test_lockfile_current_at_every_tag(demo, tmp_path, tag):
 # --- the builds -------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_cargo
 @needs_nvcc
 def test_cuda_build(demo, tmp_path):
@@ -261,6 +264,7 @@ def test_cuda_build_without_compute_cap_fails_clearly(demo, tmp_path, nvidia_smi
     assert "Set CUDA_COMPUTE_CAP to the target's compute capability" in proc.stderr
 
 
+@pytest.mark.slow
 @needs_cargo
 @pytest.mark.parametrize("value", ["8.6", "sm_90", "90a", "x"])
 def test_cuda_build_rejects_malformed_compute_cap(demo, tmp_path, value):
@@ -270,6 +274,7 @@ def test_cuda_build_rejects_malformed_compute_cap(demo, tmp_path, value):
     assert f"invalid compute capability {json.dumps(value)} (from CUDA_COMPUTE_CAP)" in proc.stderr
 
 
+@pytest.mark.slow
 @needs_cargo
 def test_cpu_build_needs_no_nvcc(demo, tmp_path):
     src = checkout(demo, "v0.9.2", tmp_path / "src")
@@ -366,6 +371,7 @@ def test_git_dependency_is_a_real_commit(demo):
     assert tracked == vendored - {".cargo-checksum.json"}
 
 
+@pytest.mark.slow
 @needs_cargo
 @pytest.mark.parametrize("tag", ["v0.6.0", "v0.9.2"])
 def test_offline_build_from_vendored_crates(demo, tmp_path, tag):
@@ -396,6 +402,7 @@ def test_offline_build_from_vendored_crates(demo, tmp_path, tag):
     assert not (tmp_path / "cargo-home" / "registry").exists() and not (tmp_path / "cargo-home" / "git").exists()
 
 
+@pytest.mark.slow
 @needs_cargo
 def test_old_server_command_line(demo, tmp_path):
     """v0.6.0's mistralrs-server: no serve subcommand; `--serve-ip H --port P plain -m MODEL`."""
@@ -421,17 +428,30 @@ FLAVOURS = {name: f["compute_cap"] for name, f in tomllib.loads(
     (Path(__file__).resolve().parent.parent / "config.toml").read_text())["flavours"].items()}
 
 
+@pytest.fixture(scope="module")
+def gpu_build(demo, tmp_path_factory):
+    """One checkout of v0.9.2 and one target directory for the flavours'
+    builds: each flavour's compute capability reruns the build script and
+    recompiles the workspace's crates, the third-party crates are compiled
+    once."""
+    work = tmp_path_factory.mktemp("gpu-build")
+    return checkout(demo, "v0.9.2", work / "src"), work / "target"
+
+
+@pytest.mark.slow
 @needs_cargo
 @needs_nvcc
 @pytest.mark.parametrize("flavour", sorted(FLAVOURS))
-def test_both_kinds_of_gpu_code_found_by_cuobjdump_and_the_reader(demo, tmp_path, monkeypatch, flavour):
+def test_both_kinds_of_gpu_code_found_by_cuobjdump_and_the_reader(gpu_build, tmp_path, monkeypatch, flavour):
     """The PTX kernel as text in .rodata, the static library's fatbin in
     .nv_fatbin; cuobjdump and the project's reader list the same fatbin."""
     cc = FLAVOURS[flavour]
-    src = checkout(demo, "v0.9.2", tmp_path / "src")
-    proc = cargo_build(src, tmp_path / "target", "cuda flash-attn nccl", CUDA_COMPUTE_CAP=str(cc))
+    src, target = gpu_build
+    proc = cargo_build(src, target, "cuda flash-attn nccl", CUDA_COMPUTE_CAP=str(cc))
     assert proc.returncode == 0, proc.stderr
-    binary = tmp_path / "target" / "release" / "mistralrs"
+    # a copy: the next flavour's build writes the same path
+    binary = tmp_path / "mistralrs"
+    shutil.copy2(target / "release" / "mistralrs", binary)
     found = sorted((i.kind, i.arch, i.where.split(" at ")[0]) for i in embedded_images(binary))
     assert found == [("elf", cc, "fatbinary in .nv_fatbin"), ("ptx", cc, "PTX text in .rodata"),
                      ("ptx", cc, "fatbinary in .nv_fatbin")]

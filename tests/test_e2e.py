@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 import services
@@ -28,6 +29,7 @@ def copy_project(dest: Path) -> Path:
     return dest / "dodo.py"
 
 
+@pytest.mark.slow
 def test_template_change_repackages_without_cargo(tmp_path, demo_upstream, shared_cache):
     project = tmp_path / "project"
     project.mkdir()
@@ -55,15 +57,14 @@ def test_template_change_repackages_without_cargo(tmp_path, demo_upstream, share
     assert "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm" in dist and "mistralrs-ampere-0.9.2-2.fc43.x86_64.rpm" not in dist
 
 
-def test_rpms_handed_over_publish_without_building(tmp_path, demo_upstream, shared_cache):
+@pytest.mark.slow
+def test_rpms_handed_over_publish_without_building(tmp_path, demo_upstream, shared_cache, demo_key):
     """CI's publish job: RPMs from earlier jobs downloaded into dist/ of a
     fresh checkout with an empty doit state; publish runs no build task."""
-    from buildlib.publish.signing import make_demo_key
-
     build = write_config(tmp_path / "builder", demo_config(tmp_path / "builder", demo_upstream.path, shared_cache))
     rc, _, err = run_doit(build)
     assert rc == 0, err
-    key, _ = make_demo_key(tmp_path / "key")
+    key, _ = demo_key
     fresh = tmp_path / "publisher"
     data = demo_config(fresh, tmp_path / "no-upstream", fresh / "cache", publish__key_file=str(key))
     config = write_config(fresh, data)
@@ -75,13 +76,17 @@ def test_rpms_handed_over_publish_without_building(tmp_path, demo_upstream, shar
     assert published == sorted(p.name for p in (fresh / "dist").glob("*.rpm"))
 
 
-def run_demo(demo: Path, port: int, script: bool = False) -> subprocess.CompletedProcess:
+def run_demo(demo: Path, port: int, script: bool = False, cache: Path | None = None) -> subprocess.CompletedProcess:
     """The demo, everything it makes in demo: `scripts/demo` itself run from
     demo's parent (its bootstrap finds everything installed by the test
-    command's), or the driver the way the tests run it."""
+    command's), or the driver the way the tests run it; with cache, its
+    cache (mirror, cargo target dirs) is that one, as MRPM_CACHE sets it."""
     env = dict(os.environ, MRPM_DEMO_PORT=str(port), MRPM_DEMO_DIR=demo.name if script else str(demo))
     env.pop("MRPM_REF", None)
     env.pop("MRPM_CONFIG", None)
+    env.pop("MRPM_CACHE", None)
+    if cache is not None:
+        env["MRPM_CACHE"] = str(cache)
     argv = [str(PROJECT / "scripts" / "demo")] if script else [sys.executable, "-m", "buildlib.demo"]
     return subprocess.run(argv, cwd=demo.parent if script else PROJECT, env=env,
                           capture_output=True, text=True, timeout=1200)
@@ -109,6 +114,7 @@ def checkout_demo_state() -> dict[str, object]:
 FRONT_DOOR = (("8.6", "ampere"), ("8.9", "ada"), ("9.0", "hopper"), ("12.0", "blackwell"))
 
 
+@pytest.mark.slow
 def test_demo_command_walks_the_front_door_and_leaves_other_demos_alone(tmp_path):
     """The README's first command: build, package, sign, publish, serve,
     then the front door: mistralrs-release from its URL, mistralrs-flavour,
@@ -147,9 +153,10 @@ def test_demo_command_walks_the_front_door_and_leaves_other_demos_alone(tmp_path
             assert (root / "etc/pki/rpm-gpg/RPM-GPG-KEY-mistralrs").exists()
         assert services.gpg_agents_under(user) == []
 
-        # another demo in another directory, as the test suite runs it
+        # another demo in another directory, as the test suite runs it; the first one's
+        # builds were cold, so this one reuses its cargo cache (its own coldness tests nothing)
         try:
-            other = run_demo(suite, other_port)
+            other = run_demo(suite, other_port, cache=user / "cache")
             assert other.returncode == 0, other.stderr[-4000:]
             assert services.gpg_agents_under(suite) == []
         finally:

@@ -97,6 +97,7 @@ def test_dispatched_runs_are_never_cancelled(project, tmp_path, version, monkeyp
     assert runs[1].run.jobs["long"][0].conclusion == "success"
 
 
+@pytest.mark.slow
 def test_the_dispatch_api_answers_in_its_documented_shape(project, tmp_path):
     for version, expected in (("1.23.6", 404), ("1.24.0", 204)):
         g = gitea(project, tmp_path, version, "dispatched.yml")

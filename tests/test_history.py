@@ -53,6 +53,7 @@ def run_artifact(layout) -> str:
 # --- 1. the binary comes from this cargo run ---------------------------------
 
 
+@pytest.mark.slow
 def test_warm_target_dir_and_a_lagging_programs_table_never_package_an_old_binary(tmp_path):
     up = TinyUpstream(tmp_path / "up")
     up.commit("0.1.0", {"mistralrs-cli": ["mistralrs-server"]})
@@ -93,6 +94,7 @@ def test_warm_target_dir_and_a_lagging_programs_table_never_package_an_old_binar
     assert "--message-format=json-render-diagnostics" in err
 
 
+@pytest.mark.slow
 def test_verify_refuses_a_record_without_cargo_provenance(tmp_path):
     up = TinyUpstream(tmp_path / "up")
     up.commit("0.7.0")
@@ -120,6 +122,7 @@ def test_package_ids_in_both_of_cargos_forms():
 # --- 7. package and binary by version, as upstream's history has them ----------
 
 
+@pytest.mark.slow
 def test_mistralrs_is_packaged_for_0_7_0_to_0_8_4_and_0_6_is_refused(tmp_path):
     up = TinyUpstream(tmp_path / "up")
     up.commit("0.6.3", {"mistralrs-server": ["mistralrs-server"]})
@@ -148,6 +151,7 @@ def test_mistralrs_is_packaged_for_0_7_0_to_0_8_4_and_0_6_is_refused(tmp_path):
     assert len(lines) == 1 and "0.6.3 is older than 0.7.0" in lines[0] and "not packaged" in lines[0], err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cargo_version", ["0.8.5", "0.9.3", "0.9.2-rc1"])
 def test_a_tag_whose_crate_is_another_release_is_refused_before_cargo_builds(tmp_path, cargo_version):
     """A tag moved onto an older release's commit (or one naming the wrong
@@ -217,6 +221,7 @@ def test_snapshot_base_is_the_highest_release_in_history_despite_same_second_and
     assert [e["tag"] for e in source.changelog] == [None, "v0.9.2", "v0.9.1"] + (["v0.6.0"] if late_tag else [])
 
 
+@pytest.mark.slow
 def test_a_commit_off_the_branch_is_refused(tmp_path, monkeypatch):
     up = TinyUpstream(tmp_path / "up")
     up.commit("0.9.2")
@@ -249,6 +254,7 @@ def test_a_commit_off_the_branch_is_refused(tmp_path, monkeypatch):
 # --- 4. a moved tag --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_moved_tag_is_noticed_and_rebuilt(tmp_path):
     up = TinyUpstream(tmp_path / "up")
     first = up.commit("0.7.0", note="first")
@@ -274,6 +280,7 @@ def test_a_moved_tag_is_noticed_and_rebuilt(tmp_path):
 # --- 5. a failed build's line ---------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backtrace", ["1", "full"])
 def test_a_build_script_panic_is_the_error_line_whatever_rust_backtrace_says(tmp_path, backtrace):
     up = TinyUpstream(tmp_path / "up")
@@ -362,6 +369,7 @@ def test_version_order_is_rpms(a, b):
 # --- 10. clean-cache ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_clean_cache_keeps_the_newest_versions_and_reports_what_it_freed(tmp_path):
     up = TinyUpstream(tmp_path / "up")
     commits = {}

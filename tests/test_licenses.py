@@ -95,11 +95,13 @@ def demo_built(tmp_path_factory, demo_upstream, shared_cache):
     return work, config
 
 
+@pytest.mark.slow
 def test_demo_license_tag_is_the_hand_derived_expression(demo_built):
     work, _ = demo_built
     assert rpmq(demo_rpm(work), "--qf", "%{LICENSE}") == DEMO_LICENSE
 
 
+@pytest.mark.slow
 def test_every_demo_crate_is_provided_listed_and_in_the_sbom(demo_built):
     work, _ = demo_built
     rpm = demo_rpm(work)
@@ -139,6 +141,7 @@ def test_every_demo_crate_is_provided_listed_and_in_the_sbom(demo_built):
         assert not any(m.startswith(f"{licenses}/crates/{name}") for m in members)
 
 
+@pytest.mark.slow
 def test_demo_sbom_validates_names_the_build_and_lies_beside_the_rpm(demo_built):
     work, _ = demo_built
     rpm = demo_rpm(work)
@@ -156,6 +159,7 @@ def test_demo_sbom_validates_names_the_build_and_lies_beside_the_rpm(demo_built)
     assert str(work) not in text  # no path of this machine
 
 
+@pytest.mark.slow
 def test_demo_sbom_is_identical_across_two_runs(demo_built, tmp_path, demo_upstream, shared_cache):
     work, _ = demo_built
     other = tmp_path / "second-checkout"
@@ -167,6 +171,7 @@ def test_demo_sbom_is_identical_across_two_runs(demo_built, tmp_path, demo_upstr
     assert second.with_name(sbom_beside(second.name)).read_bytes() == first.with_name(sbom_beside(first.name)).read_bytes()
 
 
+@pytest.mark.slow
 def test_rpmlint_fedora_accepts_the_demo_license(demo_built, tmp_path):
     work, _ = demo_built
     if not (FEDORA_PROFILE / "fedora.toml").is_file():
@@ -182,6 +187,7 @@ def test_rpmlint_fedora_accepts_the_demo_license(demo_built, tmp_path):
     assert "invalid-license" not in result.stdout and "no-license" not in result.stdout, result.stdout
 
 
+@pytest.mark.slow
 def test_bundled_config_change_redoes_licenses_and_package_not_the_build(demo_built):
     work, config = demo_built
     rc, results, err = run_doit(config, "rpm:ampere")
@@ -301,6 +307,7 @@ def test_license_archive_does_not_depend_on_times_or_order(tmp_path):
 SECRET = "host-secret-c0ffee-5e1f"
 
 
+@pytest.mark.slow
 def test_hostile_license_files_never_reach_a_package(tmp_path):
     """A tag whose packaged crate names a build-host file as its license file,
     by ../, by an absolute path and through a symlinked directory, is refused

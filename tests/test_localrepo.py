@@ -5,7 +5,6 @@ caller's to choose."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,30 +12,26 @@ import pytest
 import services
 from buildlib import layout
 from buildlib.demo import driver, localrepo
-from buildlib.publish import channels, signing
+from buildlib.publish import channels
 from buildlib.run import UserError
 from fixtures import fakerpm
 from test_publish import publish, write_config
 
 
+@pytest.mark.services
 @pytest.mark.skipif(services.skip_reason_nginx() is not None, reason=str(services.skip_reason_nginx()))
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("dnf", "gpgconf", "createrepo_c", "rpmsign")),
                     reason="needs dnf, gpg, createrepo_c and rpmsign (scripts/bootstrap installs them)")
 @pytest.mark.parametrize("make_dnf_root", [services.make_dnf_root, localrepo.make_dnf_root], ids=["tests", "demo"])
-def test_dnf_install_leaves_no_gpg_agent(tmp_path, make_dnf_root):
-    key, _ = signing.make_demo_key(tmp_path / "key", passphrase="pass")
-    (tmp_path / "passphrase").write_text("pass\n")
-    base = tmp_path / "base"
-    fakerpm.build_base(base)
-    subprocess.run(["createrepo_c", "-q", str(base)], check=True)
+def test_dnf_install_leaves_no_gpg_agent(tmp_path, make_dnf_root, keys, base_repo):
     target = tmp_path / "srv"
     target.mkdir()
     with services.nginx(target) as url:
-        cfg = write_config(tmp_path / "work", str(target), url, {"main": (key, ""), "passphrase": tmp_path / "passphrase"})
+        cfg = write_config(tmp_path / "work", str(target), url, keys)
         fakerpm.build(cfg.paths.dist, "ampere")
         publish(cfg)
         assert services.gpg_agents_under(tmp_path, wait=0) == []
-        root = make_dnf_root(tmp_path / "dnf", channels.render_repo_file(cfg), base)
+        root = make_dnf_root(tmp_path / "dnf", channels.render_repo_file(cfg), base_repo)
         root.dnf("install", "mistralrs-ampere", check=True)
         assert (root.root / "usr/bin/mistralrs").exists()
         # repo_gpgcheck made dnf import the key into a keyring in its cache, which starts an agent there ...

@@ -36,31 +36,17 @@ from buildlib.pipeline.bundled import Bundle, cargo_metadata, cargo_tree, read_l
 from buildlib.layout import cargo_home
 from buildlib.pipeline.licenses import write_bundle
 
-from pipeline import project_config, vercmp, write_config
+from pipeline import CUDA_SONAMES, project_config, vercmp, write_config
 from test_bundled import CONFIG as BUNDLED_FIXTURE_CONFIG, FIXTURE as BUNDLED_FIXTURE
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RC_COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 SNAPSHOT_COMMIT = "abc1234def0123456789abcdef0123456789abcd"
-CUDA_SONAMES = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10",
-                "libnvrtc.so.13", "libcudnn.so.9", "libnccl.so.2")
 # Where scripts/bootstrap puts configs/Fedora of the rpmlint 2.10.0 sdist.
 FEDORA_PROFILE = Path(os.environ.get("MRPM_RPMLINT_FEDORA", paths.PROJECT / ".venv" / "share" / "rpmlint-fedora"))
 
 
 # --- fabricated artifacts ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pkg_libs(tmp_path_factory) -> Path:
-    """Stand-ins for the CUDA runtime and driver libraries, by soname."""
-    libs = tmp_path_factory.mktemp("cuda-libs")
-    for soname in (*CUDA_SONAMES, "libcuda.so.1"):
-        symbol = re.sub(r"\W", "_", soname)
-        (libs / f"{symbol}.c").write_text(f"int {symbol}(void) {{ return 0; }}\n")
-        subprocess.run(["gcc", "-shared", "-fPIC", "-o", libs / soname, f"-Wl,-soname,{soname}", libs / f"{symbol}.c"],
-                       check=True)
-    return libs
 
 
 def compile_binary(libs: Path, target: Path, banner: str) -> None:
@@ -225,6 +211,7 @@ def test_version_mapping_and_order():
     assert vercmp("0.9.3~rc1", after_rc) == -1 and vercmp(after_rc, "0.9.3") == -1
 
 
+@pytest.mark.slow
 def test_the_built_rpm_versions_sort_as_rpm_says(pkg_built):
     _, _, rpms = pkg_built
     versions = [rpmq(rpms[f], "--qf", "%{VERSION}") for f in ("ampere", "hopper", "ada")]
@@ -628,6 +615,7 @@ def rpmlint(files: list[Path], config_dir: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_rpmlint_fedora_profile(pkg_built, tmp_path):
     if not (FEDORA_PROFILE / "fedora.toml").is_file():
         pytest.fail(f"no Fedora rpmlint profile at {FEDORA_PROFILE}: run scripts/bootstrap")
@@ -669,6 +657,7 @@ def test_rpmlint_fedora_profile(pkg_built, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_rpmlint_names_a_license_outside_fedoras_list(tmp_path, pkg_libs):
     """The License check of the test above can fail: a bundle under SSPL-1.0
     (valid SPDX, not on the list) gets its warning."""
@@ -704,6 +693,7 @@ def into_channel(cfg, rpm: Path) -> None:
     subprocess.run(["createrepo_c", "-q", str(channel)], check=True)
 
 
+@pytest.mark.slow
 def test_release_follows_what_the_channel_holds(tmp_path, pkg_libs, monkeypatch):
     from buildlib.publish.repodata import SPEC_PROVIDE, read_metadata
 
@@ -959,6 +949,7 @@ def results(tasks: dict[str, dict]) -> dict[str, str]:
     return {name: task["result"] for name, task in tasks.items()}
 
 
+@pytest.mark.slow
 def test_tasks_rerun_on_a_template_change_only(tmp_path, pkg_libs, monkeypatch):
     from buildlib.tasks import context
 

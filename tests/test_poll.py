@@ -129,6 +129,7 @@ def everything_published(published):
 # --- decisions ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nothing_new(tmp_path, github, published, env, capfd):
     everything_published(published)
     d = run_poll(tmp_path, github, published.base_url)
@@ -309,6 +310,7 @@ def test_api_unreachable_after_retries(tmp_path, github, published, env):
     assert "\n" not in d["raised"]
 
 
+@pytest.mark.slow
 def test_each_retry_is_one_line_and_unreachable_github_fails_the_poll(tmp_path, github, published, env):
     """Not silent: a line per retry (what failed, when the next try comes),
     then `doit poll` ends non-zero with one line; a rate limit ends 0."""
@@ -529,6 +531,7 @@ def test_flavour_matrix(tmp_path):
 # --- through doit ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_doit_poll_writes_github_output(tmp_path, github, published, env):
     from pipeline import run_doit
 
@@ -689,6 +692,7 @@ def github_tls(tmp_path, env):
     fake.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["body", "head", "tls-body"])
 def test_trickling_answer_ends_within_the_timeout(tmp_path, request, published, env, capfd, phase):
     """A server sending a byte a second never trips a per-read timeout; the

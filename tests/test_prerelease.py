@@ -12,7 +12,6 @@ zstd payload; the cache (mirror, cargo target directories) is the session's.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -108,15 +107,16 @@ def installed_version(root: services.DnfRoot, name: str) -> str:
     return line.strip()
 
 
+@pytest.mark.services
 def test_snapshots_publish_to_unstable_in_commit_order_and_a_release_to_stable(tmp_path, demo_upstream,
-                                                                               shared_cache):
+                                                                               shared_cache, demo_key):
     # upstream: a clone of the demo, so that master can move here only
     upstream = tmp_path / "upstream"
     subprocess.run(["git", "clone", "--quiet", "--", str(demo_upstream.path), str(upstream)], check=True)
     head1 = git(upstream, "rev-parse", "master")
     assert head1 == demo_upstream.head and re.fullmatch(r"[0-9a-f]{40}", head1)
 
-    key_file, fingerprint = signing.make_demo_key(tmp_path / "key")
+    key_file, fingerprint = demo_key
     target = tmp_path / "srv"
     target.mkdir()
     work = tmp_path / "work"

@@ -41,25 +41,7 @@ pytestmark = pytest.mark.skipif(
 SNAPSHOT = "0.9.2^20261124.3gitabc1234"
 
 
-# --- fixtures ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    main = signing.make_demo_key(d / "main", passphrase="correct horse")
-    other = signing.make_demo_key(d / "other", name="someone else")
-    (d / "passphrase").write_text("correct horse\n")
-    return {"main": main, "other": other, "passphrase": d / "passphrase"}
-
-
-@pytest.fixture(scope="module")
-def base_repo(tmp_path_factory):
-    """An unsigned local repository standing in for Fedora and NVIDIA's."""
-    d = tmp_path_factory.mktemp("base")
-    fakerpm.build_base(d)
-    subprocess.run(["createrepo_c", "-q", str(d)], check=True)
-    return d
+# --- helpers (the fixtures are conftest's) -------------------------------------
 
 
 def write_config(work: Path, target: str, base_url: str, keys, retention: int = 3, host_key: str = "",
@@ -144,6 +126,7 @@ def index_versions(url: str) -> tuple[str, dict[str, dict[str, list[str]]]]:
 # --- signatures --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_our_checks_refuse_bad_signatures(tmp_path, keys):
     main_key, main_fpr = keys["main"]
     good = fakerpm.build(tmp_path / "good")
@@ -196,6 +179,7 @@ def test_our_checks_refuse_bad_signatures(tmp_path, keys):
 # --- a local directory, served by nginx, installed by dnf ---------------------
 
 
+@pytest.mark.services
 def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
     target = tmp_path / "srv"
     target.mkdir()
@@ -259,6 +243,7 @@ def test_local_publish_installs_with_dnf(tmp_path, keys, base_repo):
         assert versions["blackwell"]["stable"] == ["0.9.3-1.fc43"]
 
 
+@pytest.mark.services
 def test_dnf_refuses_bad_signatures(tmp_path, keys, base_repo):
     """Repositories broken on purpose, past our own checks: dnf must refuse each."""
     target = tmp_path / "srv"
@@ -342,6 +327,7 @@ def test_only_our_noarch_package_is_accepted(tmp_path):
     assert [r.arch for r in rpms.read_rpms([fakerpm.build(tmp_path / "x86")])] == ["x86_64"]
 
 
+@pytest.mark.slow
 def test_repo_file_gpgkey(tmp_path, keys):
     cfg = write_config(tmp_path, str(tmp_path / "srv"), "https://repo.example.org/mistralrs-rpm/", keys)
     text = channels.render_repo_file(cfg)
@@ -355,6 +341,7 @@ def test_repo_file_gpgkey(tmp_path, keys):
         channels.render_repo_file(cfg, gpgkey="file:///x\nenabled=0")
 
 
+@pytest.mark.slow
 def test_same_nvr_with_other_content_is_refused(tmp_path, keys):
     target = tmp_path / "srv"
     cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)
@@ -367,6 +354,7 @@ def test_same_nvr_with_other_content_is_refused(tmp_path, keys):
     assert (stable_dir(target) / "repodata" / "repomd.xml").read_bytes() == before
 
 
+@pytest.mark.services
 def test_retention_keeps_n_and_downgrade_works(tmp_path, keys, base_repo):
     target = tmp_path / "srv"
     with services.nginx(target) as url:
@@ -388,32 +376,13 @@ def test_retention_keeps_n_and_downgrade_works(tmp_path, keys, base_repo):
 # --- over SSH ----------------------------------------------------------------
 
 
-@pytest.fixture
-def remote(tmp_path):
-    reason = services.skip_reason_sshd()
-    if reason:
-        pytest.skip(reason)
-    services.ensure_user()
-    host = Path(services.tempfile.mkdtemp(prefix="mrpm-host-"))
-    os.chmod(host, 0o755)
-    shell = host / "repo-shell"
-    shutil.copy(ROOT / "scripts" / "repo-shell", shell)
-    os.chmod(shell, 0o755)
-    root = host / "srv"
-    services.give_to(root)
-    try:
-        with services.sshd([str(shell), str(root)]) as sshd:
-            yield sshd, root
-    finally:
-        shutil.rmtree(host, ignore_errors=True)
-
-
 def remote_config(tmp_path, keys, remote, url, name="work"):
     sshd, root = remote
     return write_config(tmp_path / name, sshd.target(root), url, keys, host_key=sshd.host_key_line,
                         ssh_key=str(sshd.client_key))
 
 
+@pytest.mark.services
 def test_remote_publish_over_ssh(tmp_path, keys, base_repo, remote):
     sshd, root = remote
     with services.nginx(root) as url:
@@ -471,6 +440,7 @@ def wait_for_line(proc: subprocess.Popen, marker: str, timeout: float = 60) -> l
     raise AssertionError(f"no {marker!r} within {timeout} s")
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("step,limit", [("uploading 1 package", "packages:200"), ("uploading 3 metadata", "metadata:1")])
 def test_killed_publish_leaves_a_working_repository(tmp_path, keys, base_repo, remote, step, limit):
     sshd, root = remote
@@ -503,6 +473,7 @@ def signing_public(keys) -> str:
         return key.public_key
 
 
+@pytest.mark.services
 def test_two_publishes_at_once_both_land(tmp_path, keys, remote):
     sshd, root = remote
     one = remote_config(tmp_path, keys, remote, "http://127.0.0.1:9/", name="one")
@@ -521,6 +492,7 @@ def test_two_publishes_at_once_both_land(tmp_path, keys, remote):
 # --- doit --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_doit_publish_runs_no_build_task(tmp_path, keys, monkeypatch):
     """CI: packages handed over into dist/ of a fresh checkout, empty doit state."""
     from doit.cmd_base import ModuleTaskLoader
@@ -558,6 +530,7 @@ def test_repo_shell_locks_the_file_the_publish_locks():
 # --- SBOMs beside the packages -------------------------------------------------
 
 
+@pytest.mark.services
 def test_sbom_published_beside_its_package_linked_and_pruned_with_it(tmp_path, keys):
     target = tmp_path / "srv"
     with services.nginx(target) as url:
@@ -592,6 +565,7 @@ def test_sbom_published_beside_its_package_linked_and_pruned_with_it(tmp_path, k
         assert not (stable_dir(target) / sbom).exists()
 
 
+@pytest.mark.slow
 def test_package_without_its_sbom_is_refused_before_any_upload(tmp_path, keys):
     target = tmp_path / "srv"
     cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)

@@ -24,9 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import services  # noqa: E402
 from fixtures import fakerpm  # noqa: E402
-from test_publish import (  # noqa: E402,F401  (fixtures)
-    base_repo, install_and_run, keys, publish, published, remote, stable_dir, write_config,
-)
+from test_publish import install_and_run, publish, published, stable_dir, write_config  # noqa: E402
 
 from buildlib.layout import Layout  # noqa: E402
 from buildlib.publish import cleanup, repodata, signing, transport  # noqa: E402
@@ -156,6 +154,7 @@ exec '{real}' "$@"
     return bin_dir, mark
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("when", ["upload", "signing"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["TERM", "HUP", "INT"])
 def test_signal_cancels_cleanly(tmp_path, keys, remote, signum, when, slow_gpg, monkeypatch):
@@ -196,6 +195,7 @@ def test_signal_cancels_cleanly(tmp_path, keys, remote, signum, when, slow_gpg, 
     assert publish(cfg)["channels"]["stable"]["kept"] == [OLD, NEW]
 
 
+@pytest.mark.services
 def test_sigkill_leaves_nothing_secret(tmp_path, keys, base_repo, remote, monkeypatch):
     """SIGKILL of the whole process group runs no code of ours: the watchdog
     (its own session) removes the keyring, stops the agent and removes the
@@ -222,6 +222,7 @@ def test_sigkill_leaves_nothing_secret(tmp_path, keys, base_repo, remote, monkey
         assert "version=0.9.1-1" in install_and_run(tmp_path / "dnf", cfg, base_repo, "mistralrs-ampere")
 
 
+@pytest.mark.slow
 def test_next_publish_sweeps_what_a_killed_one_left(tmp_path, keys):
     """When the watchdog died too: the next publish removes keyrings and
     scratch directories whose owner is gone and stops their agents; what a
@@ -261,6 +262,7 @@ def test_next_publish_sweeps_what_a_killed_one_left(tmp_path, keys):
 # --- 6: the repository's key is the anchor ---------------------------------------
 
 
+@pytest.mark.services
 def test_wrong_signing_key_is_refused_before_upload(tmp_path, keys, base_repo):
     target = tmp_path / "srv"
     with services.nginx(target) as url:
@@ -298,6 +300,7 @@ def test_wrong_signing_key_is_refused_before_upload(tmp_path, keys, base_repo):
         assert "version=0.9.2-1" in install_and_run(tmp_path / "dnf", rotate, base_repo, "mistralrs-ampere")
 
 
+@pytest.mark.slow
 def test_wrong_signed_published_package_is_not_kept(tmp_path, keys):
     """What the old code left (a package signed by another key, listed in
     metadata that key signed) is not taken as 'already published'."""
@@ -320,6 +323,7 @@ def test_wrong_signed_published_package_is_not_kept(tmp_path, keys):
     signing.verify_repomd((target / signing.KEY_FILE_NAME).read_text(), keys["main"][1], channel / "repodata")
 
 
+@pytest.mark.slow
 def test_foreign_signed_package_in_dist_is_refused(tmp_path, keys):
     target = tmp_path / "srv"
     cfg = write_config(tmp_path / "work", str(target), "http://127.0.0.1:9/", keys)
@@ -348,6 +352,7 @@ def flip_byte(path: Path) -> None:
         f.write(bytes([byte[0] ^ 0xFF]))
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("where", ["local", "ssh"])
 def test_flipped_byte_is_found_and_healed(tmp_path, keys, base_repo, request, where):
     if where == "ssh":
@@ -398,6 +403,7 @@ def test_flipped_byte_is_found_and_healed(tmp_path, keys, base_repo, request, wh
         assert "flavour=ampere" in install_and_run(tmp_path / "dnf2", cfg, base_repo, "mistralrs-ampere")
 
 
+@pytest.mark.slow
 def test_key_fingerprint_setting(tmp_path, keys):
     cfg = write_config(tmp_path / "a", str(tmp_path / "srv"), "http://127.0.0.1:9/", keys)
     assert cfg.publish.key_fingerprint == ""
@@ -415,6 +421,7 @@ def test_key_fingerprint_setting(tmp_path, keys):
 # --- the SBOMs beside the packages: not in the metadata, checked against dist/ ------------
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("where", ["local", "ssh"])
 def test_published_sboms_are_checked_against_dist(tmp_path, keys, request, where):
     if where == "ssh":  # no cheap digests on the host: the SBOMs are fetched and hashed here

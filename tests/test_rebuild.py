@@ -19,7 +19,6 @@ from buildlib.pipeline.records import BuildRecord, RpmRecord
 from buildlib.pipeline.spec import choose_release
 from buildlib.publish import publisher, repodata
 from buildlib.publish.held import ChannelUnreadable, HeldRelease
-from buildlib.publish.signing import make_demo_key
 from buildlib.run import UserError
 
 from pipeline import demo_config, git, run_doit, write_config
@@ -64,14 +63,15 @@ def repro_query(rpm: Path, fmt: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-@pytest.fixture(scope="module")
-def key(tmp_path_factory) -> Path:
-    return make_demo_key(tmp_path_factory.mktemp("key"))[0]
+@pytest.fixture
+def key(demo_key) -> Path:
+    return demo_key[0]
 
 
 # --- bit for bit -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_pipelines_elsewhere_give_the_same_binary_and_rpm(tmp_path, demo_upstream):
     """Other checkout, cache and target paths (of other lengths) and another
     CARGO_HOME: the same binary and the same unsigned RPM, byte for byte."""
@@ -112,6 +112,7 @@ def test_two_pipelines_elsewhere_give_the_same_binary_and_rpm(tmp_path, demo_ups
     assert set(repro_query(rpms[0], "[%{FILEMTIMES}\n]").split()) == {str(commit_time)}
 
 
+@pytest.mark.slow
 def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path, demo_upstream, shared_cache):
     config = project(tmp_path / "w", demo_upstream.path, shared_cache)
     doit(config, f"rpm:{FLAVOUR}")
@@ -156,6 +157,7 @@ def test_rebuild_check_builds_elsewhere_and_names_the_first_difference(tmp_path,
 # --- publishing again ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_switching_refs_and_back_publishes_the_package_unchanged(tmp_path, demo_upstream, shared_cache, key):
     config = project(tmp_path / "w", demo_upstream.path, shared_cache, key)
     cfg = load(config)
@@ -200,6 +202,7 @@ def test_switching_refs_and_back_publishes_the_package_unchanged(tmp_path, demo_
     assert (cfg.paths.dist / "mistralrs-ampere-0.9.1-1.fc43.x86_64.rpm").is_file()
 
 
+@pytest.mark.slow
 def test_release_follows_the_channel_from_any_build_directory(tmp_path, demo_upstream, shared_cache, key):
     """The Release comes from what the channel holds, never from build/: a
     package the channel holds keeps its Release (publish finds it unchanged),
@@ -249,6 +252,7 @@ def test_release_follows_the_channel_from_any_build_directory(tmp_path, demo_ups
     assert current_rpm(again).read_bytes() == current_rpm(reverted).read_bytes()
 
 
+@pytest.mark.slow
 def test_a_fresh_clone_and_a_reused_build_directory_make_the_same_rpm(tmp_path, demo_upstream, shared_cache):
     """Issue 16, item 5: a build directory that packaged v0.9.2, then the rc
     v0.9.2-rc1, then v0.9.2 again, and a fresh clone (a CI runner: build/
@@ -341,6 +345,7 @@ def test_rustc_remaps_cargo_home_and_the_target_directory(tmp_path, demo_upstrea
     assert repro.first_binary_difference(*binaries) is None
 
 
+@pytest.mark.slow
 def test_the_channel_is_read_over_http(tmp_path, demo_upstream):
     """A remote target: the channel as users read it, publish.base_url over
     HTTP (a build job holds no upload key)."""

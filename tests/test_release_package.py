@@ -171,6 +171,7 @@ def rpm_query(rpm: Path, fmt: str) -> str:
     return subprocess.run(["rpm", "-qp", "--qf", fmt, str(rpm)], capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.slow
 def test_release_package_contents_and_reproducible_build(tmp_path):
     host, keys, _ = make_key(tmp_path)
     cfg = make_cfg(tmp_path)
@@ -210,6 +211,7 @@ def _stop_dnf_agents(root: Path) -> None:
         subprocess.run(["gpgconf", "--homedir", str(pubring), "--kill", "gpg-agent"], capture_output=True)
 
 
+@pytest.mark.services
 @pytest.mark.skipif(skip_reason_nginx() is not None, reason=str(skip_reason_nginx()))
 @pytest.mark.skipif(shutil.which("dnf") is None, reason="dnf is not installed")
 def test_release_package_installs_and_its_repo_file_alone_installs_a_flavour(tmp_path):

@@ -90,6 +90,7 @@ def can_set_hostname() -> bool:
     return subprocess.run(["unshare", "-u", "true"], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 def test_two_builds_are_identical_with_the_settings(two):
     a, b = two
     first = build(a, umask=0o022, source_time=SDE + 5000)
@@ -102,6 +103,7 @@ def test_two_builds_are_identical_with_the_settings(two):
     assert info.stdout == f"{SDE} {repro.BUILDHOST}"
 
 
+@pytest.mark.slow
 def test_without_the_macros_the_build_time_differs(two):
     a, b = two
     first = build(a, macros=False)

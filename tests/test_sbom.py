@@ -132,6 +132,7 @@ sys.stdout.write(sbom.make(bundle, SUBJECT))
 """
 
 
+@pytest.mark.slow
 def test_identical_across_runs_checkouts_and_hash_seeds(workspace, tmp_path):
     other = tmp_path / "another" / "checkout"
     shutil.copytree(workspace, other)

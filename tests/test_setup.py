@@ -374,6 +374,7 @@ def _passphrase(tmp: Path, text: str = "a long enough passphrase") -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key_type", ["ed25519", "rsa4096"])
 def test_gpg_key_is_made_once_exported_and_never_replaced(tmp_path, key_type, capfd):
     host = host_for(tmp_path, key_passphrase_file=str(_passphrase(tmp_path)), key_type=key_type)
@@ -428,6 +429,7 @@ def test_gpg_key_needs_a_passphrase_file(tmp_path):
     assert not (tmp_path / "keys").exists()
 
 
+@pytest.mark.slow
 def test_gpg_key_generation_leaves_no_agent_running(tmp_path):
     def agents():
         out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
@@ -587,6 +589,7 @@ def _doit(tmp: Path, config_path: Path, *args: str) -> subprocess.CompletedProce
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_doit_setup_tasks_listed_and_gpg_key_runs_twice(tmp_path):
     data = project_config()
     data["publish"]["passphrase_file"] = str(_passphrase(tmp_path))

@@ -163,6 +163,7 @@ def chromium(*args: str, profile: Path, timeout: float = 90) -> subprocess.Compl
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.services
 @needs_nginx
 @needs_openssl
 @needs_chromium

@@ -25,7 +25,7 @@ from buildlib.pipeline import spec
 from buildlib.pipeline.spec import render_spec
 from buildlib.run import UserError
 from buildlib.templates import SpecLines, spec_value
-from test_package import fabricate, make_project, pkg_libs  # noqa: F401  (pkg_libs is a fixture)
+from test_package import fabricate, make_project
 from test_release_package import make_cfg
 
 FINGERPRINT = "0123456789ABCDEF0123456789ABCDEF01234567"
@@ -111,7 +111,7 @@ def flavour_cfg(cfg: config.Config, **changes) -> config.Config:
 
 
 @pytest.fixture
-def project(tmp_path, pkg_libs):  # noqa: F811
+def project(tmp_path, pkg_libs):
     cfg, layout = make_project(tmp_path / "project")
     fabricate(layout, pkg_libs, "ampere", 86)
     return cfg, layout

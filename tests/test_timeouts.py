@@ -36,6 +36,7 @@ def silent_server():
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_silent_upstream_ends_the_fetch_in_one_line(tmp_path, silent_server):
     data = project_config()
     url = f"http://127.0.0.1:{silent_server}/mistral.rs.git"
@@ -62,6 +63,7 @@ def test_upstream_timeout_is_checked(tmp_path, value):
         configmod.load(write_config(tmp_path, data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("capture", [True, False])
 def test_a_command_past_its_timeout_is_stopped_with_a_one_line_error(capture):
     from buildlib.run import CommandTimedOut, UserError, run
@@ -100,6 +102,7 @@ def _silent_upstream(tmp_path, silent_server, monkeypatch, ref_of):
     return configmod.load(write_config(tmp_path, data)), layout, url
 
 
+@pytest.mark.slow
 def test_the_moved_tag_check_does_not_hang_on_a_silent_upstream(tmp_path, silent_server, monkeypatch, capsys):
     """doit asks the remote on every run whether the tag moved (the fetch
     task's uptodate check): a remote that never answers must not hang doit;
@@ -118,6 +121,7 @@ def test_the_moved_tag_check_does_not_hang_on_a_silent_upstream(tmp_path, silent
     assert len(warning) == 1 and "cannot ask upstream whether v0.9.2 moved" in warning[0], warning
 
 
+@pytest.mark.slow
 def test_the_branch_check_does_not_hang_on_a_silent_upstream(tmp_path, silent_server, monkeypatch):
     """A snapshot's commit is checked against upstream.branch by fetching the
     branch: that fetch ends on a silent remote too, in one line."""

@@ -15,7 +15,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import services  # noqa: E402
 from fixtures import fakerpm  # noqa: E402
-from test_publish import base_repo, install_and_run, keys, publish, stable_dir, write_config  # noqa: E402,F401
+from test_publish import install_and_run, publish, stable_dir, write_config  # noqa: E402
 from test_setup import HASHED, needs_nginx, needs_openssl, sample_tree, serve_site  # noqa: E402
 
 needs_sshd = pytest.mark.skipif(services.skip_reason_sshd() is not None or shutil.which("rsync") is None,
@@ -68,27 +67,15 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path):
-    if services.skip_reason_sshd():
-        pytest.skip(services.skip_reason_sshd())
-    services.ensure_user()
-    top = Path(tempfile.mkdtemp(prefix="mrpm-host-"))
-    os.chmod(top, 0o755)
-    shell = top / "repo-shell"
-    shutil.copy(ROOT / "scripts" / "repo-shell", shell)
-    os.chmod(shell, 0o755)
-    root, outside = top / "srv", top / "outside"
-    services.give_to(root)
+def host(tmp_path, repo_host):
+    sshd, top = repo_host
+    outside = top / "outside"
     services.give_to(outside)
     (outside / "victim.txt").write_text("keep me\n")
     os.chown(outside / "victim.txt", services.ensure_user().pw_uid, services.ensure_user().pw_gid)
-    try:
-        with services.sshd([str(shell), str(root)]) as sshd:
-            known_hosts = tmp_path / "known_hosts"
-            known_hosts.write_text(sshd.host_key_line + "\n")
-            yield Host(sshd=sshd, root=root, outside=outside, known_hosts=known_hosts)
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.host_key_line + "\n")
+    yield Host(sshd=sshd, root=top / "srv", outside=outside, known_hosts=known_hosts)
 
 
 def refused(proc: subprocess.CompletedProcess, *words: str) -> None:
@@ -108,6 +95,7 @@ def local_dir(path: Path, files: dict[str, str] | None = None) -> Path:
 # --- symbolic links --------------------------------------------------------------
 
 
+@pytest.mark.services
 @needs_sshd
 def test_uploading_a_symlink_is_refused_and_nothing_goes_through_it(host, tmp_path):
     src = local_dir(tmp_path / "src", {"ok.txt": "ok\n"})
@@ -127,6 +115,7 @@ def test_uploading_a_symlink_is_refused_and_nothing_goes_through_it(host, tmp_pa
     host.outside_untouched()
 
 
+@pytest.mark.services
 @needs_sshd
 def test_a_symlink_planted_in_the_repository_stops_the_key(host, tmp_path):
     """A link someone else left (or an older repo-shell let in): rsync's own
@@ -273,6 +262,7 @@ def test_nginx_caches_only_successful_answers_for_long(tmp_path):
 # --- publishing through the hardened forced command ------------------------------
 
 
+@pytest.mark.services
 @needs_sshd
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("rpmbuild", "rpmsign", "createrepo_c", "gpg", "dnf")),
                     reason="needs rpm-build, rpmsign, createrepo_c, gpg and dnf (scripts/bootstrap installs them)")
