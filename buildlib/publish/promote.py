@@ -26,7 +26,7 @@ from ..layout import Layout, gate_beside, sbom_beside
 from ..run import Refused, log
 from . import cleanup, signing
 from .channels import channel_dir, staging_dir
-from .publisher import _upload_index, open_transport, publish_channel, repository_key
+from .publisher import Session, _upload_index, open_transport, publish_channel, repository_key
 from .repodata import read_metadata
 from .rpms import newest_first, read_rpms
 
@@ -112,7 +112,7 @@ def _promote(cfg: Config, layout: Layout, ch) -> dict:
             report = None
             if rpms:
                 signing.verify_rpms(anchor.public_key, anchor.fingerprint, [r.path for r in rpms])
-                report = publish_channel(cfg, layout, target, key, anchor, ch, rpms, None, None, presigned=True)
+                report = publish_channel(Session(cfg, layout, target, key, anchor), ch, rpms, presigned=True)
                 records = [gate_beside(r.path.name) for r in rpms if (got / gate_beside(r.path.name)).is_file()]
                 if records:
                     target.upload(got, records, crel, what="gate", checksum=True)
