@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from buildlib.publish.channels import PublishError
-from buildlib.publish.plan import Checked, ChannelReport, PackageId, plan_channel, select_kept
+from buildlib.publish.plan import (
+    ChannelReport,
+    Checked,
+    PackageId,
+    plan_channel,
+    select_kept,
+)
 from buildlib.publish.repodata import Metadata, Published
 from buildlib.publish.rpms import LocalRpm
 from buildlib.publish.transport import Entry
