@@ -17,8 +17,9 @@ with one line naming each refusal."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..config import Config, Gate
 from ..gate.record import GateRecord
@@ -26,15 +27,37 @@ from ..layout import Layout, gate_beside, sbom_beside
 from ..run import Refused, log
 from . import cleanup, signing
 from .channels import channel_dir, staging_dir
-from .publisher import _upload_index, open_transport, publish_channel, repository_key
+from .publisher import Session, _upload_index, open_transport, publish_channel, repository_key
 from .repodata import read_metadata
-from .rpms import newest_first, read_rpms
+from .rpms import LocalRpm, newest_first, read_rpms
+from .transport import Entry, Transport
 
 
 def promote(cfg: Config, layout: Layout, channel: str) -> dict:
     ch = cfg.channel(channel)
     with cleanup.cancellable("promote"):
         return _promote(cfg, layout, ch)
+
+
+def _fetch_chosen(target: Transport, srel: PurePosixPath, chosen: dict[str, str], listing: Mapping[str, Entry],
+                  got: Path) -> tuple[list[LocalRpm], dict[str, str]]:
+    """The chosen packages fetched from staging into got, with their SBOMs
+    and gate records, each held to the header digest chosen for it: (the
+    good ones, href -> why refused)."""
+    names = sorted(chosen) + sorted(sbom_beside(h) for h in chosen)
+    names += sorted(gate_beside(h) for h in chosen if gate_beside(h) in listing)
+    got.mkdir()
+    if chosen:
+        target.fetch_files(srel, names, got)
+    rpms, refused = [], {}
+    for rpm in read_rpms([got / h for h in sorted(chosen)]):
+        # the file itself, not only staging's word for it
+        if rpm.header_sha256 != chosen[rpm.path.name]:
+            refused[rpm.path.name] = (f"{rpm.path.name} in staging is not the package that passed its gate (its header"
+                                      f" SHA-256 is {rpm.header_sha256[:16]}…, expected {chosen[rpm.path.name][:16]}…)")
+        else:
+            rpms.append(rpm)
+    return rpms, refused
 
 
 def _promote(cfg: Config, layout: Layout, ch) -> dict:
@@ -93,26 +116,16 @@ def _promote(cfg: Config, layout: Layout, ch) -> dict:
                 else:
                     chosen[href] = digest
                     proven[href] = record.proven()
-            names = sorted(chosen) + sorted(sbom_beside(h) for h in chosen)
-            names += sorted(gate_beside(h) for h in chosen if gate_beside(h) in listing)
             got = scratch / "promote"
-            got.mkdir()
-            if chosen:
-                target.fetch_files(srel, names, got)
-            rpms = []
-            for rpm in read_rpms([got / h for h in sorted(chosen)]):
-                # the file itself, not only staging's word for it
-                if rpm.header_sha256 != chosen[rpm.path.name]:
-                    refused.append(f"{rpm.path.name} in staging is not the package that passed its gate"
-                                   f" (its header SHA-256 is {rpm.header_sha256[:16]}…, expected {chosen[rpm.path.name][:16]}…)")
-                    untested = [u for u in untested if u != rpm.path.name]
-                    proven.pop(rpm.path.name, None)
-                else:
-                    rpms.append(rpm)
+            rpms, wrong = _fetch_chosen(target, srel, chosen, listing, got)
+            refused += wrong.values()
+            untested = [u for u in untested if u not in wrong]
+            for href in wrong:
+                proven.pop(href, None)
             report = None
             if rpms:
                 signing.verify_rpms(anchor.public_key, anchor.fingerprint, [r.path for r in rpms])
-                report = publish_channel(cfg, layout, target, key, anchor, ch, rpms, None, None, presigned=True)
+                report = publish_channel(Session(cfg, layout, target, key, anchor), ch, rpms, presigned=True)
                 records = [gate_beside(r.path.name) for r in rpms if (got / gate_beside(r.path.name)).is_file()]
                 if records:
                     target.upload(got, records, crel, what="gate", checksum=True)

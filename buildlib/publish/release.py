@@ -5,7 +5,7 @@ command (``dnf install <channel>/mistralrs-release-…noarch.rpm``), and the
 maintainer deletes the secret key from the host once CI has it.  So the
 publish builds the package (:func:`buildlib.host.release_package.build_release`)
 from what it has at hand: the repository's public key as it pinned it
-(:class:`.publisher.Anchor`: the host's key file, or the signing key's public
+(:class:`.anchor.Anchor`: the host's key file, or the signing key's public
 half on a first publish) and the config.  Every channel a publish touches
 ends up with a current one, signed and published with the rest, under the
 same lock.

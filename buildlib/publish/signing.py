@@ -5,7 +5,7 @@ ASCII-armored secret key (from ``publish.key_file`` or the environment
 variable ``publish.key_env``) into a private ``GNUPGHOME`` (mode 0700) and
 removes it, with its gpg-agent stopped, afterwards, also when a signal
 cancels the publish or it is killed (:mod:`.cleanup`).  Which key may sign
-is the repository's to say (``publisher.repository_key``).
+is the repository's to say (``anchor.repository_key``).
 
 The passphrase never reaches a command line or a log.  It is handed to the
 agent once, on gpg-preset-passphrase's standard input, and the agent is told
