@@ -36,11 +36,6 @@ _.gname  # tarfile.TarInfo
 _.close_connection  # http.server.BaseHTTPRequestHandler
 _.trust_env  # requests.Session
 
-# buildlib/publish/ is being reshaped on branch plan; drop with it.
-_.key_id  # buildlib/publish/signing.py SigningKey.key_id
-
-# tests: unused helpers left for the concurrent test reshaping (conftest.py,
-# fixtures) to remove.
-_.reload_argv  # tests/test_setup.py
-_.strip_gates  # tests/test_workflows.py
-_.POLL_WORKFLOW  # tests/test_workflow_run.py
+# pytest: a hook's arguments are matched by name (pytest_runtest_makereport's call).
+call
+_.longrepr  # a test report's, read by pytest

@@ -142,7 +142,8 @@ def test_a_staged_package_changed_after_its_gate_is_refused(staged, tmp_path):
 def test_gate_off_is_promoted_untested(staged, tmp_path):
     config = copy_of(staged, tmp_path / "p")
     data = load(config)
-    import tomllib, tomli_w
+    import tomllib
+    import tomli_w
     raw = tomllib.loads(config.read_text())
     for f in raw["flavours"].values():
         f["gate"] = "off"

@@ -378,7 +378,7 @@ def test_sysusers_provides_whatever_rpm_builds_it(pkg_built):
     provides = rpmq(rpms["ampere"], "--provides").splitlines()
     users = [p for p in provides if p.startswith(("user(", "group(", "groupmember("))]
     # Exactly what rpm >= 4.19 writes, once: the user with its line, and its group.
-    assert users == [f"group(mistralrs)", f"user(mistralrs) = {add_sysuser_form(lines[0])}"]
+    assert users == ["group(mistralrs)", f"user(mistralrs) = {add_sysuser_form(lines[0])}"]
     decoded = base64.b64decode(users[1].split(" = ")[1])
     assert decoded.rstrip(b"\0").decode() == " ".join(lines[0].split())
     # Nothing required of the installing host that only rpm >= 4.19 has.

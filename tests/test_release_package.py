@@ -385,8 +385,8 @@ def test_release_package_lints_clean_with_its_license(tmp_path):
     assert rpm_query(rpm, "%{LICENSE}") == "MIT"
     fedora = tmp_path / "fedora"
     fedora.mkdir()
-    for config in [*FEDORA_PROFILE.glob("*.toml"), paths.RPMLINT_LICENSES]:
-        shutil.copy(config, fedora / f"zz-{config.name}")
+    for profile in [*FEDORA_PROFILE.glob("*.toml"), paths.RPMLINT_LICENSES]:
+        shutil.copy(profile, fedora / f"zz-{profile.name}")
     messages = [line for line in rpmlint([rpm], fedora).stdout.splitlines() if re.search(r": [EW]: ", line)]
     filters = tomllib.loads(paths.RPMLINT_RELEASE_FILTERS.read_text())["Filters"]
     assert [m for m in messages if not any(re.search(f, m) for f in filters)] == []

@@ -91,9 +91,6 @@ class Served:
     conf: Path
     prefix: Path
 
-    def reload_argv(self) -> tuple[str, ...]:
-        return (NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-s", "reload")
-
 
 @contextlib.contextmanager
 def serve_site(tmp: Path, repo_root: Path, url_path: str = "/mistralrs-rpm", site_file: Path | None = None,

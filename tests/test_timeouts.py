@@ -107,7 +107,6 @@ def test_the_moved_tag_check_does_not_hang_on_a_silent_upstream(tmp_path, silent
     """doit asks the remote on every run whether the tag moved (the fetch
     task's uptodate check): a remote that never answers must not hang doit;
     it is bounded by upstream.timeout and keeps what was fetched."""
-    from buildlib.layout import Layout
     from buildlib.pipeline.upstream import tag_unchanged
 
     cfg, layout, url = _silent_upstream(tmp_path, silent_server, monkeypatch, lambda commit: "v0.9.2")

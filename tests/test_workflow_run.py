@@ -135,7 +135,6 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         assert info["compute_cap"] == CAPS[flavour] and info["version"] == "0.9.2"
 
 
-POLL_WORKFLOW = PROJECT / ".gitea" / "workflows" / "poll-upstream.yml"
 
 
 BUILD_S = 40 * 60

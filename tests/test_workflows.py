@@ -252,10 +252,6 @@ def test_a_scheduled_workflow_has_no_long_job(path):
         assert list(wf["jobs"]) == ["poll"], path.name
 
 
-def strip_gates(steps: list[dict]) -> list[dict]:
-    return [{k: v for k, v in s.items() if k != "if"} for s in steps]
-
-
 # --- what the Gitea people run can do ------------------------------------------
 
 MINIMUM_GITEA = (1, 24)

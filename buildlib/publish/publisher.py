@@ -332,17 +332,8 @@ def publish_dist(cfg: Config, layout: Layout, channel: str | None = None, releas
         return _publish_dist(cfg, layout, channel, release_package, staging)
 
 
-def _publish_dist(cfg: Config, layout: Layout, channel: str | None, release_package: bool = False,
-                  staging: bool = False) -> dict:
-    watch = Stopwatch("publish")
-    cleanup.sweep([layout.gnupg_parent])
-    if channel:
-        cfg.channel(channel)  # validates the name
-    paths = sorted(layout.dist.glob("*.rpm"))
-    current = current_packages(cfg, layout)
-    if not paths:
-        raise PublishError(f"nothing to publish: {layout.dist} holds no RPMs (run `doit rpm`, or put the packages there)")
-    rpms = read_rpms(paths)
+def packages_by_channel(cfg: Config, rpms: list[LocalRpm], channel: str | None) -> dict[str, list[LocalRpm]]:
+    """dist/'s packages by the channel each goes to (only ``channel``'s, when given)."""
     configured = [c.name for c in cfg.channels]
     by_channel: dict[str, list[LocalRpm]] = {}
     for rpm in rpms:
@@ -357,6 +348,22 @@ def _publish_dist(cfg: Config, layout: Layout, channel: str | None, release_pack
             by_channel.setdefault(name, []).append(rpm)
     if not by_channel:
         raise PublishError(f"nothing to publish for channel {channel}: dist/ holds no package of that channel")
+    return by_channel
+
+
+def _publish_dist(cfg: Config, layout: Layout, channel: str | None, release_package: bool = False,
+                  staging: bool = False) -> dict:
+    watch = Stopwatch("publish")
+    cleanup.sweep([layout.gnupg_parent])
+    if channel:
+        cfg.channel(channel)  # validates the name
+    paths = sorted(layout.dist.glob("*.rpm"))
+    current = current_packages(cfg, layout)
+    if not paths:
+        raise PublishError(f"nothing to publish: {layout.dist} holds no RPMs (run `doit rpm`, or put the packages there)")
+    rpms = read_rpms(paths)
+    configured = [c.name for c in cfg.channels]
+    by_channel = packages_by_channel(cfg, rpms, channel)
     if release_package and not channel:  # every channel gets a current mistralrs-release, whatever dist/ holds for it
         for name in configured:
             by_channel.setdefault(name, [])

@@ -57,10 +57,6 @@ class SigningKey:
     gnupghome: Path
     gpg_binary: str
 
-    @property
-    def key_id(self) -> str:
-        return self.fingerprint[-16:]
-
     def gpg(self) -> "gnupg.GPG":
         return python_gnupg(self.gnupghome, self.gpg_binary)
 
