@@ -517,7 +517,8 @@ def test_doit_publish_runs_no_build_task(tmp_path, keys, monkeypatch):
     assert code == 0, report.read_text() if report.exists() else ""
     assert not built.exists()
     assert [t["name"] for t in __import__("json").loads(report.read_text())["tasks"]] == ["publish"]
-    assert published(target) == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
+    # `doit publish` stages a flavour package for its gate (`doit promote` adds it to the channel)
+    assert published(target) == [] and published(target, "staging") == ["mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"]
 
 
 def test_repo_shell_locks_the_file_the_publish_locks():

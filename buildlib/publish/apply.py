@@ -128,7 +128,10 @@ def _upload(plan: ChannelPlan, to: Destination, staged: Sequence[Path], sboms: S
     md_files = sorted(p.name for p in repodata.iterdir() if p.is_file())
     hashed = [n for n in md_files if n not in SWAP_FILES and n not in plan.old_md]
     log(f"{to.tag}: uploading {len(staged)} package(s)")
-    to.target.upload(to.stage, [p.name for p in staged], to.rel, what="packages")
+    # --checksum: a damaged package healed from dist/ has the size of the good one, and its time may
+    # fall in the second the copy here was made; rsync's size-and-time check would then skip it and
+    # report it healed.  Only files on both sides of one size are read for it: new ones cost nothing.
+    to.target.upload(to.stage, [p.name for p in staged], to.rel, what="packages", checksum=True)
     if sboms:
         to.target.upload(to.stage, list(sboms), to.rel, what="sboms")
     log(f"{to.tag}: uploading {len(hashed)} metadata file(s)")
