@@ -17,8 +17,8 @@ from buildlib.publish import channels
 from fixtures import fakerpm
 from pipeline import project_config
 from test_config import load_with
-from test_package import fabricate, make_project, pkg_libs  # noqa: F401  (pkg_libs is a fixture)
-from test_publish import keys, publish, write_config  # noqa: F401  (keys is a fixture)
+from test_package import fabricate, make_project
+from test_publish import publish, write_config
 
 CUDART_ANY_13 = "(" + " or ".join(f"cuda-cudart-13-{m}" for m in range(10)) + ")"
 
