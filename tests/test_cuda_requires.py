@@ -80,6 +80,7 @@ def base_repo(tmp, provides: tuple[str, ...]):
     return tmp
 
 
+@pytest.mark.services
 def test_dnf_resolves_a_newer_minor_and_refuses_12x(tmp_path, keys):  # noqa: F811
     requires = configmod.load().package.requires_for(("cuda", "cudnn", "nccl"))
     newer = base_repo(tmp_path / "cuda-13-2", ("cuda-cudart-13-2", "libcublas-13-2", "libcurand-13-2",

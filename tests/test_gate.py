@@ -24,6 +24,10 @@ HOPPER = "mistralrs-hopper-0.9.2-1.fc43.x86_64.rpm"
 AMPERE = "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
 
 
+# every test here stages the demo's real packages (a build, a publish with gpg)
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory, demo_upstream, shared_cache):
     """Both demo flavours built, then `doit publish`ed into a local repository."""

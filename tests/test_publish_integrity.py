@@ -461,6 +461,7 @@ def test_published_sboms_are_checked_against_dist(tmp_path, keys, request, where
     assert ada.replace(".cdx.json", ".rpm") in published(target) and not (channel / ada).exists()
 
 
+@pytest.mark.slow
 def test_metadata_rebuilt_after_a_bad_signature_keeps_what_clients_may_still_fetch(tmp_path, keys):
     """A bad repomd.xml.asc makes the publish rebuild the metadata from the
     packages; the files the last good repomd.xml names stay on the host for

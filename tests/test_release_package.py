@@ -318,6 +318,7 @@ def test_release_package_installs_and_its_repo_file_alone_installs_a_flavour(tmp
             _stop_dnf_agents(root)
 
 
+@pytest.mark.slow
 def test_publish_keeps_each_channel_s_release_package_current(tmp_path):
     """Issue 18, item 3: a publish with no mistralrs-release in dist/ (CI's
     publish job has only the flavours' packages) builds it from the
@@ -365,6 +366,7 @@ def test_publish_keeps_each_channel_s_release_package_current(tmp_path):
     assert fourth["channels"]["stable"]["added"] == ["mistralrs-release-5-1.fc43.noarch.rpm"]
 
 
+@pytest.mark.slow
 def test_release_package_lints_clean_with_its_license(tmp_path):
     """mistralrs-release declares License: MIT and ships that license
     (this project's LICENSE) as %license; Fedora's rpmlint profile plus the
