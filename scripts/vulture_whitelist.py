@@ -39,3 +39,10 @@ _.trust_env  # requests.Session
 # pytest: a hook's arguments are matched by name (pytest_runtest_makereport's call).
 call
 _.longrepr  # a test report's, read by pytest
+
+# Task actions named by string in buildlib/tasks (context.lazy imports them
+# when the action runs; tests/test_architecture.py imports every one).
+_.write_matrix
+_.gate_flavour
+_.clean_cache
+_.__qualname__

@@ -4,6 +4,7 @@ the lock's name."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,19 @@ def test_oversized_finds_long_modules_and_functions(tmp_path):
     (package / "short.py").write_text("def g():\n" + "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES - 1)))
     assert oversized(package) == [f"buildlib/long.py: {MAX_MODULE_LINES + 2} lines",
                                   f"buildlib/long.py:2: f has {MAX_FUNCTION_LINES + 1} lines"]
+
+
+def test_every_lazy_task_target_exists():
+    """Task creators name the functions they run as "module:name" strings
+    (tasks.context.lazy, imported only when the action runs): each must
+    name a function that exists, and the import-circle test above cannot
+    see these imports, so this one imports them."""
+    import importlib
+
+    targets = set()
+    for path in (BUILDLIB / "tasks").glob("*.py"):
+        targets |= set(re.findall(r'lazy\("([\w.]+:\w+)"\)', path.read_text()))
+    assert len(targets) >= 12, targets
+    for target in sorted(targets):
+        module, _, name = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), name, None)), target

@@ -8,36 +8,16 @@ from doit.tools import config_changed
 
 from ..pipeline.cargo import adopt_prebuilt, build_flavour, build_inputs
 from . import context
-from .context import action
+from .context import action, lazy
 
 
-def _tag_unchanged(cfg, layout) -> bool:
-    from ..pipeline.upstream import tag_unchanged  # imported on first use so a no-op doit starts fast
-
-    return tag_unchanged(cfg, layout)
+_tag_unchanged = lazy("buildlib.pipeline.upstream:tag_unchanged")
 
 PREBUILT_ENV = "MRPM_PREBUILT_VERSION"
 
-# The doctor, fetch and verify stages are imported on first use so a no-op
-# doit starts fast.
-
-
-def doctor(cfg, layout):
-    from ..pipeline.doctor import doctor
-
-    return doctor(cfg, layout)
-
-
-def fetch(cfg, layout):
-    from ..pipeline.upstream import fetch
-
-    return fetch(cfg, layout)
-
-
-def verify_artifact(cfg, layout, flavour):
-    from ..pipeline.verify import verify_artifact
-
-    return verify_artifact(cfg, layout, flavour)
+doctor = lazy("buildlib.pipeline.doctor:doctor")
+fetch = lazy("buildlib.pipeline.upstream:fetch")
+verify_artifact = lazy("buildlib.pipeline.verify:verify_artifact")
 
 
 def task_doctor():

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from . import context
-from .context import action
+from .context import action, lazy
 
 KEEP_DEFAULT = 2
 
 
-def _clean_cache(cfg, layout, keep):
-    from ..pipeline.cache import clean_cache  # imported on first use so a no-op doit starts fast
-
-    return clean_cache(cfg, layout, keep)
+_clean_cache = lazy("buildlib.pipeline.cache:clean_cache")
 
 
 def task_clean_cache():

@@ -5,6 +5,7 @@ traceback."""
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,22 @@ class UserFailure(TaskFailed):
     def __init__(self, error: UserError):
         super().__init__(str(error), report=False)
         self.exit_code = error.exit_code
+
+
+def lazy(target: str) -> Callable[..., Any]:
+    """The function ``"module:name"`` (e.g. ``"buildlib.pipeline.doctor:doctor"``),
+    imported when the action first runs: creating tasks (every `doit`, a
+    no-op one too) then loads none of the stage modules.  The one way task
+    creators delay an import; tests/test_architecture.py imports every
+    target named so."""
+    module, _, name = target.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = name
+    call.__qualname__ = f"lazy({target})"
+    return call
 
 
 def action(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple:

@@ -3,19 +3,11 @@ buildlib.gate.runner.gate_flavour and buildlib.publish.promote.promote."""
 
 from __future__ import annotations
 
-from .context import action, current
+from .context import action, current, lazy
 
 
-def _gate(cfg, layout, flavour, channel, reposdir):
-    from ..gate.runner import gate_flavour  # imported on first use so a no-op doit starts fast
-
-    return gate_flavour(cfg, layout, flavour, channel, reposdir)
-
-
-def _promote(cfg, layout, channel):
-    from ..publish.promote import promote
-
-    return promote(cfg, layout, channel)
+_gate = lazy("buildlib.gate.runner:gate_flavour")
+_promote = lazy("buildlib.publish.promote:promote")
 
 
 def task_gate():

@@ -10,13 +10,10 @@ from ..layout import Layout, sbom_beside
 from ..pipeline.spec import render_spec, spec_inputs, spec_settings, spec_sources
 from ..run import UserError
 from . import context
-from .context import action
+from .context import action, lazy
 
 
-def rebuild_check(cfg, layout, flavour):
-    from ..pipeline.rebuild import check  # imported on first use so a no-op doit starts fast
-
-    return check(cfg, layout, flavour)
+rebuild_check = lazy("buildlib.pipeline.rebuild:check")
 
 
 def build_rpm(cfg, layout, flavour):

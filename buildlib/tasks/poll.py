@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from . import context
-from .context import action
+from .context import action, lazy
 
 # ci.poll, ci.matrix (and through them http.client, ssl) are imported on
 # first use so a no-op doit starts fast.
 
 
-def _poll(cfg, layout) -> None:
-    from ..ci.poll import poll_upstream
-
-    poll_upstream(cfg, layout)
+_poll = lazy("buildlib.ci.poll:poll_upstream")
 
 
-def _write_matrix(cfg):
-    from ..ci.matrix import write_matrix
-
-    return write_matrix(cfg)
+_write_matrix = lazy("buildlib.ci.matrix:write_matrix")
 
 
 def task_poll():

@@ -17,46 +17,28 @@ from doit.tools import config_changed
 from ..host import gpgkey, release_package
 from ..layout import FLAVOUR_SCRIPT_TEMPLATE, RELEASE_SPEC_TEMPLATE, REPO_FILE_TEMPLATE
 from . import context
-from .context import action
+from .context import action, lazy
 
 
 # The steps' modules are imported on first use so a no-op doit starts fast.
 
 
-def setup_dns(host):
-    from ..host.dns import setup_dns
-
-    return setup_dns(host)
+setup_dns = lazy("buildlib.host.dns:setup_dns")
 
 
-def obtain_certificate(host):
-    from ..host import tls
-
-    return tls.obtain_certificate(host)
+obtain_certificate = lazy("buildlib.host.tls:obtain_certificate")
 
 
-def install_site(host):
-    from ..host import nginx
-
-    return nginx.install_site(host)
+install_site = lazy("buildlib.host.nginx:install_site")
 
 
-def setup_upload_user(host):
-    from ..host import upload_user
-
-    return upload_user.setup_upload_user(host)
+setup_upload_user = lazy("buildlib.host.upload_user:setup_upload_user")
 
 
-def label_repository(host):
-    from ..host import selinux
-
-    return selinux.label_repository(host)
+label_repository = lazy("buildlib.host.selinux:label_repository")
 
 
-def open_web_ports(host):
-    from ..host import firewall
-
-    return firewall.open_web_ports(host)
+open_web_ports = lazy("buildlib.host.firewall:open_web_ports")
 
 
 def _host():
