@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 from common import PROJECT, doit_env, scratch, timed
 
@@ -31,38 +29,10 @@ from buildlib import config as configmod
 from buildlib.demo.upstream import add_rust_only_release, create_demo_repo
 from buildlib.layout import Layout
 from buildlib.pipeline.records import BuildRecord
+import services
 from pipeline import demo_config, write_config
 
 TAG, NEXT_TAG, NEXT_VERSION = "v0.9.2", "v0.9.3", "0.9.3"
-
-
-def redis_server() -> str | None:
-    """Debian's redis-server, or Fedora's Valkey (its fork, same protocol)."""
-    return shutil.which("redis-server") or shutil.which("valkey-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(directory) -> tuple[subprocess.Popen, str]:
-    if redis_server() is None:
-        raise SystemExit("error: redis-server is not installed (scripts/bootstrap installs it for the test role)")
-    port = free_port()
-    directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(directory)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"redis://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.terminate()
-    raise SystemExit(f"error: redis-server did not answer on 127.0.0.1:{port}")
 
 
 def build(config, flavour: str, ref: str, cargo_home) -> tuple[float, dict]:
@@ -86,8 +56,9 @@ def main() -> int:
     upstream = work / "upstream"
     subprocess.run(["git", "clone", "--quiet", str(demo.path), str(upstream)], check=True)
     add_rust_only_release(upstream, NEXT_TAG, NEXT_VERSION)
-    redis, url = start_redis(work / "redis")
-    try:
+    if services.redis_server() is None:
+        raise SystemExit("error: redis-server is not installed (scripts/bootstrap installs it for the test role)")
+    with services.redis(work / "redis") as url:
         runners = []
         for name in ("runner-1", "elsewhere/runner-two"):
             root = work / name
@@ -101,9 +72,6 @@ def main() -> int:
             print(f"{label}: doit build:{args.flavour} at {ref} ...", flush=True)
             seconds, counts = build(config, args.flavour, ref, home)
             cases.append((label, seconds, counts))
-    finally:
-        redis.terminate()
-        redis.wait(timeout=30)
 
     print()
     print(f"{'case':<14} {'seconds':>8} {'ratio':>6} {'nvcc run':>9} {'cached':>7} {'rustc cached':>13}")

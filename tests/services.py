@@ -59,6 +59,30 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def redis_server() -> str | None:
+    """Debian's redis-server, or Fedora's Valkey (its fork, same protocol)."""
+    return shutil.which("redis-server") or shutil.which("valkey-server")
+
+
+@contextlib.contextmanager
+def redis(directory: Path) -> Iterator[str]:
+    """A real redis-server on a free local port, keeping nothing on disk
+    but its directory; its URL."""
+    server = redis_server()
+    if server is None:
+        raise RuntimeError("redis-server is not installed (scripts/bootstrap installs it for the test role)")
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(directory), "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc, "redis-server")
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
 def skip_reason_nginx() -> str | None:
     return None if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx") else "nginx is not installed"
 

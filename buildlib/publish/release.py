@@ -33,27 +33,18 @@ from pathlib import Path, PurePosixPath
 
 from ..config import Config
 from ..layout import Layout
-from ..run import log, run, sha256_of
-from .channels import RELEASE_PACKAGE, PublishError
+from ..run import log, sha256_of
+from .channels import RELEASE_PACKAGE
 from .repodata import Metadata
-from .rpms import LocalRpm, newest_first, read_rpms
+from .rpms import LocalRpm, file_list, newest_first, read_rpms
 from .transport import Transport
 
 
 def installed_files(rpm: Path) -> dict[str, str]:
-    """What a package installs: path -> "mode digest-algorithm digest", from
-    its header (rpm's file digests), without unpacking it."""
-    qf = "%{FILEDIGESTALGO}\\n[%{FILENAMES}\\t%{FILEMODES:octal}\\t%{FILEDIGESTS}\\n]"
-    proc = run(["rpm", "-qp", "--nosignature", "--nodigest", "--qf", qf, rpm], capture=True, check=False, quiet=True)
-    lines = proc.stdout.decode(errors="replace").splitlines()
-    if proc.returncode != 0 or not lines:
-        raise PublishError(f"rpm could not read the file list of {rpm.name}: "
-                           f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
-    algo, files = lines[0], {}
-    for line in lines[1:]:
-        name, mode, digest = line.split("\t")
-        files[name] = f"{mode} {algo} {digest}"
-    return files
+    """What a package installs: path -> "mode digest-algorithm digest"
+    (:func:`.rpms.file_list`)."""
+    algo, files = file_list(rpm)
+    return {name: f"{mode} {algo} {digest}" for name, mode, digest in files}
 
 
 def _version(text: str) -> int:

@@ -83,21 +83,28 @@ SHA256_ALGO = "8"
 """rpm's FILEDIGESTALGO for SHA-256 (PGPHASHALGO_SHA256)."""
 
 
-def installed_file_sha256(rpm: Path, installed: str) -> str | None:
-    """The SHA-256 rpm records for the file the package installs at
-    ``installed``; None where the package has no such file.  A package whose
-    file digests are not SHA-256 is refused (rpm 4.14+ writes SHA-256)."""
-    qf = "%{FILEDIGESTALGO}\\n[%{FILENAMES}\\t%{FILEDIGESTS}\\n]"
+def file_list(rpm: Path) -> tuple[str, list[tuple[str, str, str]]]:
+    """(rpm's FILEDIGESTALGO, [(path, octal mode, digest)]) of what the
+    package installs, from its header, without unpacking it."""
+    qf = "%{FILEDIGESTALGO}\\n[%{FILENAMES}\\t%{FILEMODES:octal}\\t%{FILEDIGESTS}\\n]"
     proc = run(["rpm", "-qp", "--nosignature", "--nodigest", "--qf", qf, rpm], capture=True, check=False, quiet=True)
     lines = proc.stdout.decode(errors="replace").splitlines()
     if proc.returncode != 0 or not lines:
         raise PublishError(f"rpm could not read the file list of {rpm.name}: "
                            f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
-    if lines[0] != SHA256_ALGO:
-        raise PublishError(f"{rpm.name}: its file digests are not SHA-256 (algorithm {lines[0]}); rebuild it")
+    files = []
     for line in lines[1:]:
-        name, _, digest = line.partition("\t")
-        if name == installed:
-            return digest
-    return None
+        name, mode, digest = line.split("\t")
+        files.append((name, mode, digest))
+    return lines[0], files
+
+
+def installed_file_sha256(rpm: Path, installed: str) -> str | None:
+    """The SHA-256 rpm records for the file the package installs at
+    ``installed``; None where the package has no such file.  A package whose
+    file digests are not SHA-256 is refused (rpm 4.14+ writes SHA-256)."""
+    algo, files = file_list(rpm)
+    if algo != SHA256_ALGO:
+        raise PublishError(f"{rpm.name}: its file digests are not SHA-256 (algorithm {algo}); rebuild it")
+    return next((digest for name, _, digest in files if name == installed), None)
 
